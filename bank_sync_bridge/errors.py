@@ -1,0 +1,203 @@
+"""One exception tree for everything that can go wrong talking to an aggregator.
+
+::
+
+    BankSyncError                    base: status, vendor code, request id, body
+    ├── ConnectionFailed             network error or timeout (no HTTP answer)
+    ├── AuthenticationError          401: our application or user credentials are refused
+    ├── AccessDenied                 403
+    ├── NotFound                     404
+    ├── InvalidRequest               400, 409, 415, 422: a bug or bad input, never retried
+    ├── RateLimited                  429: ``retry_after`` seconds when the vendor says
+    ├── ProviderUnavailable          5xx, maintenance, malformed or truncated answers
+    ├── ActionRequired               the bank login needs the user: ``reason`` says why
+    └── SignatureVerificationError   webhook or signed request that cannot be trusted
+
+:func:`error_from_response` is the only place where HTTP status and vendor codes become one of
+these; every client goes through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .model import ActionReason
+
+
+class BankSyncError(Exception):
+    """Base error: carries what support needs, never a secret."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.request_id = request_id
+        self.body = body
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.code:
+            parts.append(f"code={self.code}")
+        if self.request_id:
+            parts.append(f"request_id={self.request_id}")
+        return " ".join(parts) if len(parts) > 1 else self.message
+
+    @property
+    def retryable(self) -> bool:
+        """Whether trying again later may succeed without anyone doing anything."""
+        return False
+
+
+class ConnectionFailed(BankSyncError):
+    """No HTTP answer: DNS, refused connection, reset, or timeout."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class AuthenticationError(BankSyncError):
+    """The aggregator refuses our credentials or token (401)."""
+
+
+class AccessDenied(BankSyncError):
+    """The credentials are valid but not allowed to do this (403)."""
+
+
+class NotFound(BankSyncError):
+    """The resource does not exist (any more) at the aggregator (404)."""
+
+
+class InvalidRequest(BankSyncError):
+    """The request was refused as malformed or conflicting (400, 409, 415, 422)."""
+
+
+class RateLimited(BankSyncError):
+    """Too many requests (429); ``retry_after`` is in seconds when known."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class ProviderUnavailable(BankSyncError):
+    """The aggregator or the bank behind it failed (5xx, maintenance, malformed data)."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class ActionRequired(BankSyncError):
+    """The bank login needs its owner: strong authentication, credentials, consent..."""
+
+    def __init__(self, message: str, *, reason: ActionReason, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason
+
+
+class SignatureVerificationError(BankSyncError):
+    """A webhook, callback state or signed request failed verification."""
+
+
+_STATUS_CLASSES: dict[int, type[BankSyncError]] = {
+    400: InvalidRequest,
+    401: AuthenticationError,
+    403: AccessDenied,
+    404: NotFound,
+    409: InvalidRequest,
+    415: InvalidRequest,
+    422: InvalidRequest,
+    429: RateLimited,
+}
+
+#: Vendor error codes that mean "the user must act", whatever the HTTP status.
+_ACTION_CODES: dict[str, ActionReason] = {
+    # Bridge item status codes and infos
+    "402": ActionReason.CREDENTIALS,
+    "invalid_creds": ActionReason.CREDENTIALS,
+    "wrong_pwd": ActionReason.CREDENTIALS,
+    "1010": ActionReason.SCA,
+    "otp_required": ActionReason.SCA,
+    "1100": ActionReason.PRO_VALIDATION,
+    "consent_expired": ActionReason.CONSENT_EXPIRED,
+    # Linxo connection statuses
+    "sca_required": ActionReason.SCA,
+    "credentials_error": ActionReason.CREDENTIALS,
+    "user_action_required": ActionReason.BANK_ACTION,
+}
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header given in seconds; ``None`` when absent or odd."""
+    if not value:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        # An HTTP date is allowed too; callers then fall back to their own backoff.
+        return None
+    return max(0.0, seconds)
+
+
+def error_from_response(
+    status: int,
+    body: Any = None,
+    *,
+    headers: Mapping[str, str] | None = None,
+    request_id: str | None = None,
+) -> BankSyncError:
+    """Map an HTTP status and a vendor error body onto the exception tree.
+
+    Understands Bridge ``{code, property, message}``, Linxo/OAuth ``{error, error_description}``,
+    Powens ``{code, description, message, request_id}`` and GoCardless
+    ``{summary, detail, status_code}`` bodies.
+    """
+    headers = headers or {}
+    code: str | None = None
+    message: str | None = None
+    if isinstance(body, Mapping):
+        raw_code = body.get("code") or body.get("error") or body.get("type")
+        code = str(raw_code) if raw_code is not None else None
+        message = (
+            body.get("message")
+            or body.get("error_description")
+            or body.get("description")
+            or body.get("detail")
+            or body.get("summary")
+        )
+        request_id = request_id or body.get("request_id")
+    if not message:
+        message = f"The aggregator answered HTTP {status}"
+    kwargs: dict[str, Any] = {
+        "status": status,
+        "code": code,
+        "request_id": request_id,
+        "body": body,
+    }
+    if code and code.lower() in _ACTION_CODES:
+        return ActionRequired(message, reason=_ACTION_CODES[code.lower()], **kwargs)
+    if status == 429:
+        return RateLimited(
+            message, retry_after=parse_retry_after(headers.get("Retry-After")), **kwargs
+        )
+    cls = _STATUS_CLASSES.get(status)
+    if cls is None:
+        cls = ProviderUnavailable if status >= 500 else BankSyncError
+    return cls(message, **kwargs)

@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Run the addon's tests on a real Odoo 18 and PostgreSQL, or say in one line why not.
+#
+# Odoo is looked for as an `odoo` package importable by $ODOO_PYTHON (default python3);
+# database options come from ~/.odoorc (or $ODOO_RC) when present. A template database with
+# `account` installed is built once (about a minute) and copied for every run (under a second).
+#
+# Usage: tools/addon_tests.sh [TEST_TAGS]   e.g. tools/addon_tests.sh /bank_sync_aggregator:TestConnect
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+py=${ODOO_PYTHON:-python3}
+tags=${1:-/bank_sync_aggregator}
+module=bank_sync_aggregator
+
+if ! odoo_dir=$("$py" -c 'import odoo, os, sys; sys.exit(1) if odoo.release.version_info[0] != 18 else print(os.path.dirname(odoo.__file__))' 2>/dev/null); then
+    echo "SKIPPED: addon tests not run: no Odoo 18 importable by $py (see DEVELOPERS.md to install one)"
+    exit 0
+fi
+
+rc_file=${ODOO_RC:-$HOME/.odoorc}
+odoo_args=(--addons-path="$odoo_dir/addons,$repo" --without-demo=all --log-level=info)
+[ -f "$rc_file" ] && odoo_args=(-c "$rc_file" "${odoo_args[@]}")
+db_args=()
+if [ ! -f "$rc_file" ]; then
+    db_args=(--db_host="${PGHOST:-127.0.0.1}" --db_port="${PGPORT:-5432}" --db_user="${PGUSER:-$(id -un)}")
+fi
+psql_env=(env PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-$(id -un)}")
+
+template=${BSA_TEMPLATE_DB:-bsa_tpl_account_18}
+exists() { "${psql_env[@]}" psql -d postgres -Atc "SELECT 1 FROM pg_database WHERE datname='$1'" | grep -q 1; }
+
+if ! exists "$template"; then
+    echo "Preparing template database $template (account, no demo): about a minute, once."
+    building="${template}_building_$$"
+    "${psql_env[@]}" dropdb --if-exists "$building"
+    "$py" -m odoo "${odoo_args[@]}" "${db_args[@]}" -d "$building" -i account --stop-after-init \
+        --http-port=0 >"/tmp/${building}.log" 2>&1 || { tail -30 "/tmp/${building}.log"; exit 1; }
+    # Rename only when complete, so an interrupted build never leaves a broken template.
+    "${psql_env[@]}" psql -d postgres -qc "ALTER DATABASE \"$building\" RENAME TO \"$template\""
+fi
+
+db="bsa_test_$$_$(date +%s)"
+log="${TMPDIR:-/tmp}/${db}.log"
+cleanup() { "${psql_env[@]}" dropdb --if-exists "$db" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+"${psql_env[@]}" createdb -T "$template" "$db"
+port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+
+set +e
+PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$py" -m odoo "${odoo_args[@]}" "${db_args[@]}" -d "$db" \
+    -i "$module" --test-enable --test-tags "$tags" --stop-after-init \
+    --http-interface=127.0.0.1 --http-port="$port" >"$log" 2>&1
+status=$?
+set -e
+
+# Odoo logs "N failed, M error(s) of T tests" per phase; sum them for one plain closing line.
+read -r total failed < <("$py" - "$log" <<'PY'
+import re, sys
+total = failed = 0
+for line in open(sys.argv[1], encoding="utf-8", errors="replace"):
+    m = re.search(r"(\d+) failed, (\d+) error\(s\) of (\d+) tests", line)
+    if m:
+        failed += int(m[1]) + int(m[2]); total += int(m[3])
+ran = re.findall(r"(\d+) post-tests in|Ran (\d+) tests?", open(sys.argv[1], errors="replace").read())
+print(total, failed)
+PY
+)
+grep -E "(ERROR|CRITICAL|FAIL:|Traceback)" "$log" | grep -v "odoo.tests.stats" | head -80 || true
+if [ "$total" -eq 0 ]; then
+    # Odoo logs no summary when every test passed: count the tests it ran instead.
+    total=$(grep -cE "odoo\.addons\.$module\.tests\.[a-z_]+: (Starting|running) " "$log" || true)
+fi
+if [ "$status" -ne 0 ] || grep -qE " (ERROR|CRITICAL) .*($module|Failed to initialize)" "$log"; then
+    [ "$failed" -eq 0 ] && failed=1
+fi
+echo "addon: $((total - failed)) passed, $failed failed"
+echo "(full Odoo log: $log)"
+if [ "$failed" -ne 0 ] || [ "$total" -eq 0 ]; then
+    [ "$total" -eq 0 ] && echo "No addon test ran: that is a failure."
+    exit 1
+fi
