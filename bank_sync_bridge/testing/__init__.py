@@ -1,0 +1,10 @@
+"""Local stand-ins for the aggregators: real HTTP servers on 127.0.0.1 and their helpers.
+
+The same emulators serve the package's tests, the addon's tests, the demo and the benchmarks.
+"""
+
+from .clock import AdjustableClock
+
+__all__ = [
+    "AdjustableClock",
+]
