@@ -15,6 +15,8 @@ test-addon:
 lint:
 	ruff check .
 	ruff format --check .
+	pylint --rcfile=.pylintrc bank_sync_aggregator
+	oca-checks-odoo-module --no-verbose bank_sync_aggregator
 
 demo:
 	$(PYTHON) -m bank_sync_bridge.demo
