@@ -10,6 +10,7 @@
     "depends": ["account", "mail"],
     "external_dependencies": {"python": ["bank_sync_bridge"]},
     "data": [
+        "security/bank_sync_security.xml",
         "security/ir.model.access.csv",
     ],
     "installable": True,

@@ -1,0 +1,9 @@
+from . import (
+    account_journal,
+    bank_sync_account,
+    bank_sync_connection,
+    bank_sync_provider,
+    bank_sync_token,
+    res_company,
+    res_config_settings,
+)

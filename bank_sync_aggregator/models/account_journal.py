@@ -1,0 +1,64 @@
+from odoo import api, fields, models
+
+
+class AccountJournal(models.Model):
+    # The class name must stay AccountJournal: the Bank Feeds selection is extended through a
+    # name-mangled private method of account's own AccountJournal.
+    _inherit = "account.journal"
+
+    bank_sync_account_ids = fields.One2many("bank.sync.account", "journal_id")
+    bank_sync_account_id = fields.Many2one(
+        "bank.sync.account",
+        string="Synchronised account",
+        compute="_compute_bank_sync_account_id",
+        search="_search_bank_sync_account_id",
+    )
+    bank_sync_connection_id = fields.Many2one(
+        related="bank_sync_account_id.connection_id", string="Bank connection"
+    )
+    bank_sync_connection_state = fields.Selection(
+        related="bank_sync_account_id.connection_id.state", string="Connection state"
+    )
+    bank_sync_connection_message = fields.Text(related="bank_sync_account_id.connection_id.message")
+
+    def __get_bank_statements_available_sources(self):
+        sources = super().__get_bank_statements_available_sources()
+        sources.append(("bank_sync", self.env._("Bank Synchronisation (Bridge, Linxo)")))
+        return sources
+
+    @api.depends("bank_sync_account_ids")
+    def _compute_bank_sync_account_id(self):
+        for journal in self:
+            # At most one, guaranteed by a unique index on bank_sync_account.journal_id.
+            journal.bank_sync_account_id = journal.bank_sync_account_ids[:1]
+
+    def _search_bank_sync_account_id(self, operator, value):
+        return [("bank_sync_account_ids", operator, value)]
+
+    def _fill_bank_cash_dashboard_data(self, dashboard_data):
+        super()._fill_bank_cash_dashboard_data(dashboard_data)
+        state_field = self.env["bank.sync.connection"]._fields["state"]
+        states = dict(state_field._description_selection(self.env))
+        for journal in self.filtered(lambda j: j.type == "bank"):
+            account = journal.sudo().bank_sync_account_id
+            data = dashboard_data.setdefault(journal.id, {})
+            data["bank_sync_linked"] = bool(account)
+            if account:
+                connection = account.connection_id
+                data["bank_sync_state"] = connection.state
+                data["bank_sync_state_label"] = states.get(connection.state, "")
+                data["bank_sync_message"] = connection.message or ""
+                data["bank_sync_last_sync"] = (
+                    fields.Datetime.to_string(connection.last_sync_date)
+                    if connection.last_sync_date
+                    else ""
+                )
+
+    def action_open_bank_sync_connection(self):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "bank.sync.connection",
+            "res_id": self.bank_sync_connection_id.id,
+            "view_mode": "form",
+        }

@@ -1,0 +1,184 @@
+from datetime import timezone
+
+from odoo import api, fields, models
+from odoo.exceptions import ValidationError
+
+ACCOUNT_TYPES = [
+    ("checking", "Current account"),
+    ("savings", "Savings"),
+    ("card", "Card"),
+    ("loan", "Loan"),
+    ("other", "Other"),
+]
+
+
+class BankSyncAccount(models.Model):
+    _name = "bank.sync.account"
+    _description = "Synchronised Bank Account"
+    _order = "company_id, connection_id, name, id"
+    _check_company_auto = True
+
+    connection_id = fields.Many2one(
+        "bank.sync.connection",
+        required=True,
+        ondelete="cascade",
+        index=True,
+        check_company=True,
+        # Accounts of a deleted (archived) connection stay visible with their history.
+        context={"active_test": False},
+    )
+    company_id = fields.Many2one(
+        related="connection_id.company_id", store=True, index=True, precompute=True
+    )
+    provider_id = fields.Many2one(related="connection_id.provider_id")
+    connection_state = fields.Selection(related="connection_id.state", string="Connection state")
+    institution_name = fields.Char(related="connection_id.institution_name", string="Bank")
+    remote_id = fields.Char(string="ID", required=True, readonly=True, copy=False)
+    name = fields.Char(string="Label", required=True, readonly=True)
+    masked_number = fields.Char(string="Account number", readonly=True)
+    iban = fields.Char(string="IBAN", readonly=True)
+    currency_id = fields.Many2one("res.currency", readonly=True)
+    # The aggregator's ISO code, kept even when the currency is not active in this database.
+    currency_code = fields.Char(readonly=True)
+    account_type = fields.Selection(ACCOUNT_TYPES, string="Type", default="checking")
+    balance = fields.Monetary(currency_field="currency_id", readonly=True)
+    balance_date = fields.Datetime(readonly=True)
+    state = fields.Selection(
+        [("active", "OK"), ("inactive", "No longer shared")],
+        required=True,
+        default="active",
+        readonly=True,
+        help="The aggregator stops sharing an account when the bank or the user removes it; "
+        "its imported history stays.",
+    )
+    history_start_date = fields.Date(
+        help="Operations booked before this date are not imported (first synchronisation)."
+    )
+    journal_id = fields.Many2one(
+        "account.journal",
+        string="Journal",
+        domain="[('type', '=', 'bank')]",
+        check_company=True,
+        ondelete="set null",
+        index="btree_not_null",
+        copy=False,
+    )
+
+    _sql_constraints = [
+        (
+            "connection_remote_uniq",
+            "UNIQUE(connection_id, remote_id)",
+            "This account is already registered for this connection.",
+        ),
+        (
+            "journal_uniq",
+            "UNIQUE(journal_id)",
+            "A journal can be linked to only one synchronised account.",
+        ),
+    ]
+
+    # -------------------------------------------------------------------------
+    # Computes and constraints
+    # -------------------------------------------------------------------------
+
+    @api.depends("name", "masked_number", "institution_name")
+    def _compute_display_name(self):
+        for account in self:
+            parts = [account.institution_name, account.name, account.masked_number]
+            account.display_name = " - ".join(part for part in parts if part)
+
+    @api.constrains("journal_id", "currency_id")
+    def _check_journal_currency(self):
+        for account in self.filtered(lambda a: a.journal_id and a.currency_id):
+            journal_currency = account.journal_id.currency_id or account.company_id.currency_id
+            if journal_currency != account.currency_id:
+                raise ValidationError(
+                    self.env._(
+                        "The account %(account)s is in %(currency)s but the journal "
+                        "%(journal)s is in %(journal_currency)s: link it to a journal in "
+                        "%(currency)s.",
+                        account=account.display_name,
+                        currency=account.currency_id.name,
+                        journal=account.journal_id.display_name,
+                        journal_currency=journal_currency.name,
+                    )
+                )
+
+    # -------------------------------------------------------------------------
+    # CRUD
+    # -------------------------------------------------------------------------
+
+    def write(self, vals):
+        result = super().write(vals)
+        if vals.get("journal_id"):
+            # The journal's Bank Feeds say where its operations come from.
+            self.journal_id.filtered(
+                lambda j: j.bank_statements_source != "bank_sync"
+            ).bank_statements_source = "bank_sync"
+        return result
+
+    # -------------------------------------------------------------------------
+    # Actions
+    # -------------------------------------------------------------------------
+
+    def action_open_link_wizard(self):
+        self.ensure_one()
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Link to a journal"),
+            "res_model": "bank.sync.link.wizard",
+            "view_mode": "form",
+            "target": "new",
+            "context": {"default_account_id": self.id},
+        }
+
+    def action_unlink_journal(self):
+        """Stop synchronising these accounts; imported operations stay in their journals."""
+        self.write({"journal_id": False})
+        return True
+
+    # -------------------------------------------------------------------------
+    # Business
+    # -------------------------------------------------------------------------
+
+    @api.model
+    def _values_from_remote(self, remote):
+        """Field values of a :class:`bank_sync_bridge.model.Account`."""
+        currency = (
+            self.env["res.currency"]
+            .with_context(active_test=False)
+            .search([("name", "=", (remote.currency or "").upper())], limit=1)
+        )
+        balance_date = remote.balance_date
+        if balance_date and balance_date.tzinfo is not None:
+            balance_date = balance_date.astimezone(timezone.utc).replace(tzinfo=None)
+        return {
+            "remote_id": remote.remote_id,
+            "name": remote.label or remote.remote_id,
+            "masked_number": remote.masked_number or False,
+            "iban": (remote.iban or "").replace(" ", "").upper() or False,
+            "currency_id": currency.id or False,
+            "currency_code": remote.currency,
+            "account_type": remote.type.value,
+            "balance": float(remote.balance) if remote.balance is not None else 0.0,
+            "balance_date": balance_date or False,
+            "state": "active" if remote.active else "inactive",
+        }
+
+    @api.model
+    def _domain_syncable(self):
+        """Accounts the synchronisation engine may import: linked to a journal, shared by the
+        aggregator, on a live connection of the company's active aggregator, with the
+        company's synchronisation switched on."""
+        return [
+            ("journal_id", "!=", False),
+            ("state", "=", "active"),
+            ("connection_id.active", "=", True),
+            ("connection_id.state", "!=", "disconnected"),
+            ("connection_id.provider_id.active", "=", True),
+            ("company_id.bank_sync_enabled", "=", True),
+        ]
+
+    # -------------------------------------------------------------------------
+    # Synchronisation (owned by the synchronisation engine, issue 5)
+    # -------------------------------------------------------------------------

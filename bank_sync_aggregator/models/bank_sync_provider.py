@@ -1,0 +1,363 @@
+import json
+import logging
+import os
+
+from odoo import api, fields, models, tools
+from odoo.exceptions import UserError, ValidationError
+
+_logger = logging.getLogger(__name__)
+
+#: Name of the option in Odoo's configuration file (and of the environment variable, upper
+#: case) that holds the encryption keys, newest first, comma separated. Never in the database:
+#: a dump of the database alone must not reveal the aggregator credentials.
+ENCRYPTION_KEYS_OPTION = "bank_sync_encryption_keys"
+
+#: Route of the sandbox's hosted page, served by this Odoo (controllers/main.py).
+SANDBOX_HOSTED_ROUTE = "/bank_sync/sandbox/connect"
+#: Route where every aggregator's hosted page sends the user back.
+CALLBACK_ROUTE = "/bank_sync/callback"
+
+#: The aggregators a company can choose from (one at a time).
+PROVIDER_KINDS = [
+    ("sandbox", "Sandbox (demo)"),
+    ("bridgeapi", "Bridge"),
+    ("linxo", "Linxo"),
+    ("bridge_service", "Bridge service"),
+]
+
+#: secret field -> (stored encrypted field, key in ProviderConfig.credentials)
+SECRET_FIELDS = {
+    "client_secret": ("client_secret_encrypted", "client_secret"),
+    "webhook_secrets": ("webhook_secrets_encrypted", "webhook_secrets"),
+    "service_secret": ("service_secret_encrypted", "service_secret"),
+}
+
+
+def _configured_keys():
+    """The encryption keys from Odoo's configuration or the environment ("" when none)."""
+    return tools.config.get(ENCRYPTION_KEYS_OPTION) or os.environ.get(
+        ENCRYPTION_KEYS_OPTION.upper(), ""
+    )
+
+
+class OdooTokenStore:
+    """A :class:`bank_sync_bridge.providers.base.TokenStore` kept in ``bank.sync.token``.
+
+    Aggregator access tokens live for hours: keeping them across cron runs and workers spares
+    the aggregator a login per account. They are secrets, so they are encrypted like the
+    credentials.
+    """
+
+    def __init__(self, provider):
+        self._provider = provider
+
+    def get(self, key):
+        """The cached token data for ``key``, or None."""
+        token = self._provider.env["bank.sync.token"].sudo()._find(self._provider, key)
+        if not token or not token.value_encrypted:
+            return None
+        try:
+            return json.loads(self._provider._decrypt(token.value_encrypted))
+        except (UserError, ValueError):
+            # A rotated-away key or a corrupt row only costs a new login.
+            return None
+
+    def set(self, key, value):
+        """Remember token data for ``key``."""
+        encrypted = self._provider._encrypt(json.dumps(dict(value), default=str))
+        self._provider.env["bank.sync.token"].sudo()._store(self._provider, key, encrypted)
+
+
+class BankSyncProvider(models.Model):
+    _name = "bank.sync.provider"
+    _description = "Bank Synchronisation Aggregator"
+    _order = "company_id, active desc, id desc"
+    _check_company_auto = True
+
+    name = fields.Char(required=True, compute="_compute_name", store=True, readonly=False)
+    company_id = fields.Many2one(
+        "res.company", required=True, default=lambda self: self.env.company, ondelete="cascade"
+    )
+    active = fields.Boolean(default=True)
+    kind = fields.Selection(
+        PROVIDER_KINDS,
+        string="Aggregator",
+        required=True,
+        default="sandbox",
+    )
+    environment = fields.Selection(
+        [("sandbox", "Test"), ("production", "Production")],
+        required=True,
+        default="sandbox",
+        help="Which of the aggregator's environments the credentials belong to.",
+    )
+    base_url = fields.Char(
+        string="API URL",
+        help="Leave empty to use the aggregator's own address. Set it to reach a bridge service "
+        "or a local emulator.",
+    )
+    client_id = fields.Char(string="Client ID", groups="account.group_account_manager", copy=False)
+    sandbox_seed = fields.Integer(
+        help="The sandbox generates the same banks, accounts and operations for the same seed."
+    )
+
+    # Secrets: only the encrypted form is stored; the plain fields are write-only so that
+    # nobody (not even an administrator through the API) reads a credential back.
+    client_secret = fields.Char(
+        compute="_compute_secrets",
+        inverse="_inverse_client_secret",
+        groups="base.group_system",
+        help="Left empty when a secret is already stored: type a new one to replace it.",
+    )
+    webhook_secrets = fields.Char(
+        compute="_compute_secrets",
+        inverse="_inverse_webhook_secrets",
+        groups="base.group_system",
+        help="Secrets that sign the aggregator's webhooks, comma separated (several during a "
+        "rotation).",
+    )
+    service_secret = fields.Char(
+        string="Bridge service secret",
+        compute="_compute_secrets",
+        inverse="_inverse_service_secret",
+        groups="base.group_system",
+        help="The secret the bridge service operator gave for this database.",
+    )
+    client_secret_encrypted = fields.Char(groups="base.group_system", copy=False)
+    webhook_secrets_encrypted = fields.Char(groups="base.group_system", copy=False)
+    service_secret_encrypted = fields.Char(groups="base.group_system", copy=False)
+    # Whether a secret is stored, shown instead of the secret itself.
+    has_client_secret = fields.Boolean(compute="_compute_has_secrets")
+    has_webhook_secrets = fields.Boolean(compute="_compute_has_secrets")
+    has_service_secret = fields.Boolean(compute="_compute_has_secrets")
+
+    connection_ids = fields.One2many("bank.sync.connection", "provider_id")
+    connection_count = fields.Integer(compute="_compute_connection_count")
+
+    def init(self):
+        # A partial unique index: archived providers of a company keep their settings, but
+        # the database itself guarantees one active aggregator per company.
+        self.env.cr.execute(
+            """
+            CREATE UNIQUE INDEX IF NOT EXISTS bank_sync_provider_one_active_per_company
+                ON bank_sync_provider (company_id) WHERE active
+            """
+        )
+
+    # -------------------------------------------------------------------------
+    # Computes
+    # -------------------------------------------------------------------------
+
+    @api.depends("kind")
+    def _compute_name(self):
+        labels = dict(self._fields["kind"]._description_selection(self.env))
+        for provider in self:
+            provider.name = labels.get(provider.kind) or provider.name
+
+    def _compute_secrets(self):
+        for provider in self:
+            provider.client_secret = False
+            provider.webhook_secrets = False
+            provider.service_secret = False
+
+    def _compute_has_secrets(self):
+        for provider in self:
+            stored = provider.sudo()
+            provider.has_client_secret = bool(stored.client_secret_encrypted)
+            provider.has_webhook_secrets = bool(stored.webhook_secrets_encrypted)
+            provider.has_service_secret = bool(stored.service_secret_encrypted)
+
+    def _compute_connection_count(self):
+        counts = dict(
+            self.env["bank.sync.connection"]
+            .with_context(active_test=False)
+            ._read_group([("provider_id", "in", self.ids)], ["provider_id"], ["__count"])
+        )
+        for provider in self:
+            provider.connection_count = counts.get(provider, 0)
+
+    def _inverse_client_secret(self):
+        self._store_secret("client_secret")
+
+    def _inverse_webhook_secrets(self):
+        self._store_secret("webhook_secrets")
+
+    def _inverse_service_secret(self):
+        self._store_secret("service_secret")
+
+    def _store_secret(self, field_name):
+        encrypted_field = SECRET_FIELDS[field_name][0]
+        for provider in self:
+            value = provider[field_name]
+            if not value:
+                # An empty write-only field means "unchanged"; clearing is an explicit action.
+                continue
+            if provider.kind == "sandbox":
+                raise UserError(self.env._("The sandbox needs no secret."))
+            provider.sudo()[encrypted_field] = provider._encrypt(value.strip())
+
+    # -------------------------------------------------------------------------
+    # Constraints and CRUD
+    # -------------------------------------------------------------------------
+
+    @api.constrains("active", "company_id")
+    def _check_one_active_per_company(self):
+        for provider in self.filtered("active"):
+            others = self.search_count(
+                [
+                    ("company_id", "=", provider.company_id.id),
+                    ("active", "=", True),
+                    ("id", "!=", provider.id),
+                ]
+            )
+            if others:
+                raise ValidationError(
+                    self.env._(
+                        "Only one aggregator can be active for %(company)s: Bridge and Linxo "
+                        "cannot be used at the same time. Switch aggregators in the Accounting "
+                        "settings.",
+                        company=provider.company_id.display_name,
+                    )
+                )
+
+    @api.constrains("base_url")
+    def _check_base_url(self):
+        for provider in self.filtered("base_url"):
+            if not provider.base_url.startswith(("https://", "http://")):
+                raise ValidationError(
+                    self.env._("The API URL must start with https:// (or http:// for a test).")
+                )
+
+    # -------------------------------------------------------------------------
+    # Actions
+    # -------------------------------------------------------------------------
+
+    def action_clear_secrets(self):
+        """Forget every stored secret of these providers."""
+        self.sudo().write({vals[0]: False for vals in SECRET_FIELDS.values()})
+        self.env["bank.sync.token"].sudo().search([("provider_id", "in", self.ids)]).unlink()
+
+    def action_view_connections(self):
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "bank_sync_aggregator.bank_sync_connection_action"
+        )
+        action["domain"] = [("provider_id", "=", self.id)]
+        action["context"] = {"default_provider_id": self.id, "active_test": False}
+        return action
+
+    # -------------------------------------------------------------------------
+    # Encryption
+    # -------------------------------------------------------------------------
+
+    @api.model
+    def _get_crypto(self):
+        """The package's cipher, built from the keys in Odoo's configuration."""
+        keys = _configured_keys()
+        if not keys:
+            raise UserError(
+                self.env._(
+                    "No encryption key is configured for bank synchronisation secrets. Ask "
+                    "your administrator to set %(option)s in the Odoo configuration file (or "
+                    "the %(env)s environment variable), then try again.",
+                    option=ENCRYPTION_KEYS_OPTION,
+                    env=ENCRYPTION_KEYS_OPTION.upper(),
+                )
+            )
+        from bank_sync_bridge import crypto  # noqa: PLC0415 (optional piece, loaded late)
+
+        return crypto.SecretBox.from_config(keys)
+
+    @api.model
+    def _encrypt(self, plain):
+        return self._get_crypto().encrypt(plain)
+
+    @api.model
+    def _decrypt(self, token):
+        from bank_sync_bridge import crypto  # noqa: PLC0415
+
+        try:
+            return self._get_crypto().decrypt(token)
+        except crypto.CryptoError as error:
+            raise UserError(
+                self.env._(
+                    "A stored bank synchronisation secret cannot be decrypted with the "
+                    "configured keys (was the key changed?). Enter the secret again."
+                )
+            ) from error
+
+    def _get_credentials(self):
+        """Decrypted credentials for the provider (never log or display them)."""
+        self.ensure_one()
+        stored = self.sudo()
+        credentials = {}
+        if stored.client_id:
+            credentials["client_id"] = stored.client_id
+        for encrypted_field, key in SECRET_FIELDS.values():
+            if stored[encrypted_field]:
+                credentials[key] = self._decrypt(stored[encrypted_field])
+        return credentials
+
+    # -------------------------------------------------------------------------
+    # The package's provider
+    # -------------------------------------------------------------------------
+
+    def _get_user_ref(self):
+        """Our stable id for this company at the aggregator (Bridge ``external_user_id``)."""
+        self.ensure_one()
+        uuid = self.env["ir.config_parameter"].sudo().get_param("database.uuid")
+        return f"{uuid}-{self.company_id.id}"
+
+    def _get_base_url(self):
+        return self.company_id.get_base_url() if self.company_id else self.get_base_url()
+
+    def _get_callback_url(self):
+        self.ensure_one()
+        return self._get_base_url() + CALLBACK_ROUTE
+
+    def _get_provider_options(self):
+        self.ensure_one()
+        options = {"environment": self.environment}
+        if self.kind == "sandbox":
+            options["hosted_url"] = self._get_base_url() + SANDBOX_HOSTED_ROUTE
+            options["seed"] = self.sandbox_seed or self.company_id.id
+        return options
+
+    def _get_token_store(self):
+        from bank_sync_bridge.providers import MemoryTokenStore  # noqa: PLC0415
+
+        # Without a key, tokens cannot be kept encrypted: keep them for this call only.
+        return OdooTokenStore(self) if _configured_keys() else MemoryTokenStore()
+
+    def _get_provider(self, **kwargs):
+        """The ``bank_sync_bridge`` provider for this company's aggregator.
+
+        Extra keyword arguments (``clock``, ``session``...) go to the provider's constructor.
+        """
+        self.ensure_one()
+        from bank_sync_bridge.providers import ProviderConfig, get_provider  # noqa: PLC0415
+
+        config = ProviderConfig(
+            user_ref=self._get_user_ref(),
+            base_url=self.base_url or None,
+            credentials=self._get_credentials() if self.kind != "sandbox" else {},
+            options=self._get_provider_options(),
+        )
+        kwargs.setdefault("token_store", self._get_token_store())
+        return get_provider(self.kind, config, **kwargs)
+
+    def _upsert_connection(self, remote):
+        """Create or update the local record of a remote :class:`Connection`."""
+        self.ensure_one()
+        Connection = self.env["bank.sync.connection"].with_context(active_test=False)
+        connection = Connection.search(
+            [("provider_id", "=", self.id), ("remote_id", "=", remote.remote_id)], limit=1
+        )
+        vals = Connection._values_from_remote(remote)
+        if connection:
+            connection.write(dict(vals, active=True))
+        else:
+            connection = Connection.create(
+                dict(vals, provider_id=self.id, company_id=self.company_id.id)
+            )
+        return connection

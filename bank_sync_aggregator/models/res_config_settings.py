@@ -1,0 +1,62 @@
+from odoo import api, fields, models
+
+from .bank_sync_provider import PROVIDER_KINDS
+
+
+class ResConfigSettings(models.TransientModel):
+    _inherit = "res.config.settings"
+
+    bank_sync_enabled = fields.Boolean(related="company_id.bank_sync_enabled", readonly=False)
+    bank_sync_provider_kind = fields.Selection(
+        PROVIDER_KINDS,
+        string="Aggregator",
+        compute="_compute_bank_sync_provider_kind",
+        store=True,
+        readonly=False,
+    )
+    bank_sync_provider_id = fields.Many2one(
+        "bank.sync.provider", compute="_compute_bank_sync_provider_kind"
+    )
+    bank_sync_switch_warning = fields.Char(compute="_compute_bank_sync_switch_warning")
+
+    @api.depends("company_id")
+    def _compute_bank_sync_provider_kind(self):
+        for settings in self:
+            provider = settings.company_id._get_bank_sync_provider()
+            settings.bank_sync_provider_id = provider
+            settings.bank_sync_provider_kind = provider.kind or "sandbox"
+
+    @api.depends("bank_sync_provider_kind", "bank_sync_provider_id")
+    def _compute_bank_sync_switch_warning(self):
+        for settings in self:
+            provider = settings.bank_sync_provider_id
+            live = provider.connection_ids.filtered(lambda c: c.state != "disconnected")
+            if provider and live and settings.bank_sync_provider_kind != provider.kind:
+                settings.bank_sync_switch_warning = self.env._(
+                    "Saving will disconnect the %(count)s bank connection(s) made with "
+                    "%(aggregator)s: they are revoked there and kept here, read-only, with "
+                    "their imported operations. Add your banks again with the new aggregator.",
+                    count=len(live),
+                    aggregator=provider.name,
+                )
+            else:
+                settings.bank_sync_switch_warning = False
+
+    def set_values(self):
+        super().set_values()
+        for settings in self:
+            company = settings.company_id
+            if company.bank_sync_enabled and settings.bank_sync_provider_kind:
+                company._bank_sync_set_provider_kind(settings.bank_sync_provider_kind)
+
+    def action_bank_sync_open_provider(self):
+        self.ensure_one()
+        self.execute()
+        provider = self.company_id._get_bank_sync_provider()
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": "bank.sync.provider",
+            "res_id": provider.id,
+            "view_mode": "form",
+            "target": "current",
+        }
