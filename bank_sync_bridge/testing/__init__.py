@@ -4,7 +4,9 @@ The same emulators serve the package's tests, the addon's tests, the demo and th
 """
 
 from .clock import AdjustableClock
+from .linxo_emulator import LinxoEmulator
 
 __all__ = [
     "AdjustableClock",
+    "LinxoEmulator",
 ]
