@@ -1,0 +1,147 @@
+"""error_from_response: vendor error bodies become the right exception, with what support needs."""
+
+from __future__ import annotations
+
+import pytest
+from requests.structures import CaseInsensitiveDict
+
+from bank_sync_bridge.errors import (
+    AccessDenied,
+    ActionRequired,
+    AuthenticationError,
+    BankSyncError,
+    ConnectionFailed,
+    InvalidRequest,
+    NotFound,
+    ProviderUnavailable,
+    RateLimited,
+    error_from_response,
+    parse_retry_after,
+)
+from bank_sync_bridge.model import ActionReason
+
+
+def test_bridge_body_gives_code_message_and_class() -> None:
+    error = error_from_response(
+        401,
+        {"code": "invalid_client", "property": None, "message": "Client ID or secret invalid"},
+        request_id="br-123",
+    )
+    assert type(error) is AuthenticationError
+    assert error.message == "Client ID or secret invalid"
+    assert (error.status, error.code, error.request_id) == (401, "invalid_client", "br-123")
+    assert str(error) == (
+        "Client ID or secret invalid status=401 code=invalid_client request_id=br-123"
+    )
+    assert not error.retryable
+
+
+@pytest.mark.parametrize(
+    ("status", "cls"),
+    [
+        (400, InvalidRequest),
+        (403, AccessDenied),
+        (404, NotFound),
+        (409, InvalidRequest),
+        (415, InvalidRequest),
+        (422, InvalidRequest),
+        (500, ProviderUnavailable),
+        (503, ProviderUnavailable),
+        (418, BankSyncError),
+    ],
+)
+def test_statuses_map_onto_the_tree(status: int, cls: type[BankSyncError]) -> None:
+    error = error_from_response(status, {"code": "x", "message": "m"})
+    assert type(error) is cls
+    assert error.retryable is (cls is ProviderUnavailable)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "reason"),
+    [
+        (400, "otp_required", ActionReason.SCA),
+        (403, "1100", ActionReason.PRO_VALIDATION),
+        (400, "402", ActionReason.CREDENTIALS),
+        (401, "consent_expired", ActionReason.CONSENT_EXPIRED),
+        (409, "SCA_REQUIRED", ActionReason.SCA),  # Linxo, any case
+        (400, "user_action_required", ActionReason.BANK_ACTION),
+    ],
+)
+def test_vendor_codes_needing_the_user_win_over_the_status(
+    status: int, code: str, reason: ActionReason
+) -> None:
+    error = error_from_response(status, {"code": code, "message": "Please act at your bank"})
+    assert isinstance(error, ActionRequired)
+    assert error.reason is reason
+    assert error.status == status
+    assert not error.retryable
+
+
+def test_linxo_oauth_error_body() -> None:
+    error = error_from_response(
+        400, {"error": "invalid_grant", "error_description": "Bad user credentials"}
+    )
+    assert type(error) is InvalidRequest
+    assert (error.code, error.message) == ("invalid_grant", "Bad user credentials")
+
+
+def test_powens_body_carries_its_request_id() -> None:
+    error = error_from_response(
+        404,
+        {
+            "code": "connectionNotFound",
+            "description": "Connection not found",
+            "message": "The connection 12 does not exist",
+            "request_id": "pw-9f8e",
+        },
+    )
+    assert type(error) is NotFound
+    assert error.message == "The connection 12 does not exist"
+    assert error.request_id == "pw-9f8e"
+    # A request id from the response headers is preferred to the body's.
+    assert error_from_response(404, {"request_id": "body"}, request_id="hdr").request_id == "hdr"
+
+
+def test_gocardless_bodies() -> None:
+    limited = error_from_response(
+        429,
+        {
+            "summary": "Rate limit exceeded",
+            "detail": "Daily request limit set by the Institution has been exceeded.",
+            "status_code": 429,
+            "type": "RateLimitError",
+        },
+        headers=CaseInsensitiveDict({"retry-after": "3600"}),
+    )
+    assert isinstance(limited, RateLimited)
+    assert limited.retry_after == 3600
+    assert limited.code == "RateLimitError"
+    assert limited.message.startswith("Daily request limit")
+    assert limited.retryable
+    unavailable = error_from_response(503, {"summary": "Service error", "status_code": 503})
+    assert isinstance(unavailable, ProviderUnavailable)
+    assert unavailable.message == "Service error"
+
+
+def test_bodies_that_are_not_json_objects() -> None:
+    for body in (None, "<html>Bad Gateway</html>", ["unexpected"], {}):
+        error = error_from_response(502, body)
+        assert type(error) is ProviderUnavailable
+        assert error.message == "The aggregator answered HTTP 502"
+        assert error.body == body
+    assert error_from_response(429, None).retry_after is None  # type: ignore[attr-defined]
+
+
+def test_parse_retry_after() -> None:
+    assert parse_retry_after(" 12 ") == 12.0
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after("-3") == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("") is None
+
+
+def test_connection_failed_is_retryable_and_plain_message_prints_alone() -> None:
+    error = ConnectionFailed("Could not connect")
+    assert error.retryable
+    assert str(error) == "Could not connect"
