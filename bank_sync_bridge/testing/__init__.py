@@ -3,10 +3,12 @@
 The same emulators serve the package's tests, the addon's tests, the demo and the benchmarks.
 """
 
+from .bridge_emulator import BridgeEmulator
 from .clock import AdjustableClock
 from .linxo_emulator import LinxoEmulator
 
 __all__ = [
     "AdjustableClock",
+    "BridgeEmulator",
     "LinxoEmulator",
 ]

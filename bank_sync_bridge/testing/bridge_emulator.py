@@ -1,0 +1,1542 @@
+"""A local Bridge API (version 2025-01-15, ``/v3``) served over real HTTP on 127.0.0.1.
+
+Start it from a test::
+
+    with BridgeEmulator() as emu:
+        user = emu.create_user("company-1")
+        item = emu.connect_item(user.uuid, login="success.1010")
+        provider = BridgeProvider(ProviderConfig("company-1", base_url=emu.base_url,
+                                                 credentials=emu.credentials))
+
+or from a shell, for the demo and the benchmarks::
+
+    python3 -m bank_sync_bridge.testing.bridge_emulator --port 8765 --user demo --transactions 50000
+
+It checks what Bridge checks (``Bridge-Version``, application credentials, user tokens and their
+two-hour life, JSON content type, pagination cursors, the three published rate limits), answers
+with Bridge's paths, status codes, error bodies and v3 JSON shapes (null fields left out), hosts
+the Connect page with Demo Bank logins, and sends signed webhooks. Everything time-related runs
+on an :class:`~bank_sync_bridge.testing.clock.AdjustableClock`.
+
+Scenario control is a Python API on :class:`BridgeEmulator` (and a few ``/__emulator__/``
+endpoints for a separate process): clock, token and consent expiry, forced rate limits, scripted
+faults on the next calls, operations that change, pagination boundaries, large data sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import html
+import http.client
+import json
+import random
+import re
+import secrets
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+from .bridge_data import (
+    BRIDGE_VERSION,
+    CALLBACK_STEPS,
+    DEMO_BANK_ID,
+    BridgeState,
+    CursorError,
+    DemoLogin,
+    EmuAccount,
+    EmuItem,
+    EmuTransaction,
+    EmuUser,
+    SlidingWindowLimiter,
+    fold,
+    json_number,
+    ms_iso,
+)
+from .clock import AdjustableClock
+
+#: Fault kinds understood by :meth:`BridgeEmulator.script_faults`.
+FAULT_KINDS = frozenset({"500", "502", "503", "timeout", "malformed_json", "truncated", "reset"})
+WEBHOOK_EVENT_TYPES = (
+    "item.created",
+    "item.refreshed",
+    "item.deleted",
+    "item.account.created",
+    "item.account.updated",
+    "item.account.deleted",
+    "user.deleted",
+    "TEST_EVENT",
+)
+_CONTEXT_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
+_MAX_LIMIT = 500
+_DEFAULT_LIMIT = 50
+
+
+class BridgeApiError(Exception):
+    """An error answer in Bridge's shape ``{code, property?, message}``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        prop: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.prop = prop
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body."""
+        data = {"code": self.code, "property": self.prop, "message": self.message}
+        return {key: value for key, value in data.items() if value is not None}
+
+
+@dataclass
+class EmuRequest:
+    """A parsed HTTP request as the emulator's handlers see it."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: Mapping[str, str]
+    body: bytes
+    user: EmuUser | None = None
+
+    @property
+    def language(self) -> str:
+        """``fr`` when the caller asks for French first, else ``en``."""
+        return (
+            "fr"
+            if self.headers.get("Accept-Language", "").strip().lower().startswith("fr")
+            else "en"
+        )
+
+    def json(self) -> dict[str, Any]:
+        """The JSON body (an object); a 422 in Bridge's shape otherwise."""
+        if not self.body:
+            return {}
+        try:
+            data = json.loads(self.body)
+        except ValueError:
+            raise BridgeApiError(
+                422, "invalid_body", "The request body is not valid JSON."
+            ) from None
+        if not isinstance(data, dict):
+            raise BridgeApiError(422, "invalid_body", "The request body must be a JSON object.")
+        return data
+
+
+@dataclass
+class EmuResponse:
+    """What a handler answers; the HTTP layer writes it (and applies scripted faults)."""
+
+    status: int
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+    html: str | None = None
+
+
+@dataclass
+class ScriptedFault:
+    """A failure to serve instead of (or around) the real answer of the next matching calls."""
+
+    kind: str
+    remaining: int
+    path_prefix: str
+    delay: float
+
+
+@dataclass
+class WebhookDelivery:
+    """One webhook POST the emulator made, for tests to inspect."""
+
+    url: str
+    body: bytes
+    signature: str | None
+    status: int | None
+    error: str | None = None
+
+
+@dataclass
+class _Route:
+    method: str
+    pattern: re.Pattern[str]
+    handler: Callable[..., EmuResponse]
+    scope: str  # "app" (client credentials), "user" (+ bearer token)
+
+
+class BridgeEmulator:
+    """A Bridge API on 127.0.0.1 with scenario control (see the module docstring).
+
+    ``client_id``/``client_secret`` are the application credentials it accepts. ``clock`` is
+    shared with the caller when given (pass a frozen :class:`AdjustableClock` for reproducible
+    runs). ``rate_limits=False`` lifts the three published limits (benchmarks); forced 429s
+    still work. ``since_inclusive`` decides whether ``since`` keeps operations updated exactly
+    at that instant (Bridge does not say; strict is the harder case for clients).
+    ``empty_last_page`` makes a full page always point to a next page, which may be empty.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        client_id: str = "emulator_client_id",
+        client_secret: str = "emulator_client_secret",  # noqa: S107 - a test double's secret
+        clock: AdjustableClock | None = None,
+        seed: int = 0,
+        rate_limits: bool = True,
+        since_inclusive: bool = False,
+        empty_last_page: bool = False,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.clock = clock or AdjustableClock()
+        self.rate_limits = rate_limits
+        self.since_inclusive = since_inclusive
+        self.empty_last_page = empty_last_page
+        self.lock = threading.RLock()
+        self.state = BridgeState(self.clock, cursor_key=secrets.token_bytes(32), seed=seed)
+        self.sessions: dict[str, dict[str, Any]] = {}
+        #: Every API call served: method, path, query, status, and the headers tests check.
+        self.requests: deque[dict[str, Any]] = deque(maxlen=20_000)
+        self.deliveries: list[WebhookDelivery] = []
+        self.webhook_url: str | None = None
+        self.webhook_secrets: list[str] = []
+        #: Events waiting for :meth:`deliver_webhooks` (the emulator never calls back by
+        #: itself inside a request: a single-threaded receiver would deadlock).
+        self.outbox: list[dict[str, Any]] = []
+        self._faults: list[ScriptedFault] = []
+        self._forced_429: list[tuple[float | None, int]] = []
+        self._app_limiter = SlidingWindowLimiter(2000, timedelta(minutes=5))
+        self._user_limiter = SlidingWindowLimiter(60, timedelta(seconds=60))
+        self._token_limiter = SlidingWindowLimiter(10, timedelta(seconds=60))
+        self._stopping = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._routes = self._build_routes()
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> BridgeEmulator:
+        """Bind and serve in a background thread; returns self."""
+        handler = type("BoundBridgeHandler", (_BridgeHandler,), {"emulator": self})
+        self._server = ThreadingHTTPServer((self.host, self.port), handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port (slow scripted answers are cut short)."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> BridgeEmulator:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:<port>``: give it to the client as its base URL."""
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """The application credentials in the shape ``ProviderConfig.credentials`` expects."""
+        return {"client_id": self.client_id, "client_secret": self.client_secret}
+
+    # -- scenario control: users, items, data -------------------------------------------
+
+    def create_user(self, external_user_id: str | None = None) -> EmuUser:
+        """A Bridge user, as ``POST /v3/aggregation/users`` would create it."""
+        with self.lock:
+            return self.state.create_user(external_user_id)
+
+    def user(self, ref: str) -> EmuUser:
+        """The user with this uuid or external user id (KeyError when unknown)."""
+        with self.lock:
+            found = self.state.find_user(user_uuid=ref) or self.state.find_user(
+                external_user_id=ref
+            )
+        if found is None:
+            raise KeyError(ref)
+        return found
+
+    def connect_item(
+        self, user_ref: str, *, login: str = "success", provider_id: int = DEMO_BANK_ID
+    ) -> EmuItem:
+        """An item as if the user had gone through Connect with this Demo Bank ``login``.
+
+        The user is created (as external user id ``user_ref``) when it does not exist yet.
+        Queues the webhooks Bridge would send.
+        """
+        with self.lock:
+            user = self.state.find_user(user_uuid=user_ref) or self.state.find_user(
+                external_user_id=user_ref
+            )
+            if user is None:
+                user = self.state.create_user(user_ref)
+            item = self.state.create_item(user.uuid, provider_id, DemoLogin.parse(login))
+            self._queue_connect_events(item)
+            return item
+
+    def item(self, item_id: int) -> EmuItem:
+        """The item (KeyError when unknown)."""
+        return self.state.items[item_id]
+
+    def accounts(self, item_id: int) -> list[EmuAccount]:
+        """An item's accounts."""
+        with self.lock:
+            return self.state.accounts_of(item_id)
+
+    def transactions(
+        self, account_id: int, *, include_deleted: bool = True
+    ) -> list[EmuTransaction]:
+        """An account's operations, in date order (what the bank holds right now)."""
+        with self.lock:
+            account = self.state.accounts[account_id]
+            index = self.state.transactions[account.user_uuid]
+            txs = [tx for tx in index.by_id.values() if tx.account_id == account_id]
+        if not include_deleted:
+            txs = [tx for tx in txs if not tx.deleted]
+        return sorted(txs, key=lambda tx: (tx.date, tx.id))
+
+    def set_item_status(self, item_id: int, status: int, info: str | None = None) -> EmuItem:
+        """Force an item's status (contract tests of every mapped status)."""
+        with self.lock:
+            item = self.state.items[item_id]
+            item.status, item.status_code_info = status, info
+            return item
+
+    def refresh_item(self, item_id: int, *, trigger: str = "scheduler") -> EmuItem:
+        """Run a refresh as Bridge's daily scheduler would (next scripted outcome)."""
+        with self.lock:
+            item = self.state.items[item_id]
+            self.state.refresh_item(item)
+            self._queue_refresh_events(item, trigger)
+            return item
+
+    def add_account_with_transactions(
+        self,
+        n: int = 50_000,
+        *,
+        seed: int = 0,
+        user_ref: str = "bench",
+        days: int = 730,
+        name: str = "Compte courant (historique)",
+        item_id: int | None = None,
+    ) -> EmuAccount:
+        """A checking account with ``n`` deterministic operations over ``days`` days.
+
+        Tens of thousands of operations take well under a second to build; the same ``seed``
+        (and a frozen clock) gives the same ids, amounts and labels every time.
+        """
+        with self.lock:
+            user = self.state.find_user(user_uuid=user_ref) or self.state.find_user(
+                external_user_id=user_ref
+            )
+            if user is None:
+                user = self.state.create_user(user_ref)
+            if item_id is None:
+                item = self.state.create_item(user.uuid, DEMO_BANK_ID, DemoLogin.parse("success"))
+                # The Demo Bank accounts of that item are not part of a benchmark set.
+                for account in self.state.accounts_of(item.id):
+                    self._drop_account(account)
+            else:
+                item = self.state.items[item_id]
+            account = self.state.add_account(item, name=name)
+            self.state.generate_transactions(
+                account, n, rng=random.Random(seed), days=days, opening=Decimal("25000.00")
+            )
+            return account
+
+    # -- scenario control: time, tokens, consent, limits, faults -----------------------
+
+    def advance(self, delta: timedelta | float = 0.0, /, **kwargs: float) -> datetime:
+        """Move the emulator's clock forward (``advance(hours=2)``)."""
+        return self.clock.advance(delta, **kwargs)
+
+    def expire_tokens(self) -> None:
+        """Every user token issued so far is now expired (next use: 401)."""
+        with self.lock:
+            self.state.expire_tokens()
+
+    def expire_consent(self, item_id: int) -> EmuItem:
+        """The item's 180-day SCA window ends now; its next refresh ends in 1010."""
+        with self.lock:
+            item = self.state.items[item_id]
+            item.authentication_expires_at = self.state.now() - timedelta(seconds=1)
+            return item
+
+    def force_rate_limit(self, count: int = 1, *, retry_after: float | None = 1.0) -> None:
+        """Answer the next ``count`` API calls with 429; ``retry_after=None`` sends no header."""
+        with self.lock:
+            self._forced_429.append((retry_after, count))
+
+    def script_faults(
+        self, kind: str, count: int = 1, *, path_prefix: str = "/v3/", delay: float = 1.0
+    ) -> None:
+        """Serve ``kind`` on the next ``count`` API calls whose path starts with ``path_prefix``.
+
+        Kinds: ``500``/``502``/``503`` (error body), ``timeout`` (answer only after ``delay``
+        seconds of wall time, to trip the client's timeout), ``malformed_json`` (200 with broken
+        JSON), ``truncated`` (the body stops before its Content-Length), ``reset`` (the
+        connection is closed without an answer).
+        """
+        if kind not in FAULT_KINDS:
+            raise ValueError(f"Unknown fault kind {kind!r}; use one of {sorted(FAULT_KINDS)}")
+        with self.lock:
+            self._faults.append(ScriptedFault(kind, count, path_prefix, delay))
+
+    def reset_rate_limits(self) -> None:
+        """Forget request counts (after a test that deliberately exhausted them)."""
+        with self.lock:
+            for limiter in (self._app_limiter, self._user_limiter, self._token_limiter):
+                limiter.reset()
+
+    # -- scenario control: operations that change ---------------------------------------
+
+    def add_transaction(
+        self,
+        account_id: int,
+        amount: Decimal | str,
+        label: str,
+        *,
+        on: date | None = None,
+        future: bool = False,
+        raw_label: str | None = None,
+        value_date: date | None = None,
+    ) -> EmuTransaction:
+        """A new operation (``on`` far in the past gives a late, back-dated operation)."""
+        with self.lock:
+            account = self.state.accounts[account_id]
+            booked = on or self.state.now().date()
+            tx = EmuTransaction(
+                id=self.state.new_tx_id(),
+                account_id=account.id,
+                user_uuid=account.user_uuid,
+                amount=Decimal(amount),
+                clean_description=label,
+                provider_description=raw_label or label.upper(),
+                date=booked,
+                booking_date=None if future else booked,
+                value_date=value_date,
+                currency_code=account.currency_code,
+                future=future,
+                updated_at=self.state.now(),
+            )
+            self.state.transactions[account.user_uuid].add(tx)
+            if not future:
+                account.balance += tx.amount
+            self._queue_account_updated(account, new=1)
+            return tx
+
+    def book_pending(
+        self, tx_id: int, *, new_id: bool = False, on: date | None = None
+    ) -> EmuTransaction:
+        """A pending (``future``) operation gets booked: in place, or (``new_id=True``) as a new
+        operation while the pending one is flagged deleted, as some banks do."""
+        with self.lock:
+            index, tx = self.state.transaction(tx_id)
+            account = self.state.accounts[tx.account_id]
+            booked_on = on or tx.date
+            if not new_id:
+                tx.future = False
+                tx.booking_date = booked_on
+                tx.date = booked_on
+                index.touch(tx, self.state.now())
+                account.balance += tx.amount
+                self._queue_account_updated(account, updated=1)
+                return tx
+            tx.deleted = True
+            index.touch(tx, self.state.now())
+            booked = EmuTransaction(
+                id=self.state.new_tx_id(),
+                account_id=tx.account_id,
+                user_uuid=tx.user_uuid,
+                amount=tx.amount,
+                clean_description=tx.clean_description,
+                provider_description=tx.provider_description,
+                date=booked_on,
+                booking_date=booked_on,
+                value_date=tx.value_date,
+                transaction_date=tx.transaction_date,
+                currency_code=tx.currency_code,
+                category_id=tx.category_id,
+                operation_type=tx.operation_type,
+                updated_at=self.state.now(),
+            )
+            index.add(booked)
+            account.balance += tx.amount
+            self._queue_account_updated(account, new=1, deleted=1)
+            return booked
+
+    def delete_transaction(self, tx_id: int) -> EmuTransaction:
+        """The bank withdraws an operation: it comes back flagged ``deleted`` on ``since``."""
+        return self._mutate(tx_id, lambda tx: setattr(tx, "deleted", True), deleted=1)
+
+    def shift_date(self, tx_id: int, days: int) -> EmuTransaction:
+        """The bank moves an operation's dates by ``days``."""
+
+        def shift(tx: EmuTransaction) -> None:
+            step = timedelta(days=days)
+            tx.date += step
+            tx.booking_date = tx.booking_date + step if tx.booking_date else None
+            tx.value_date = tx.value_date + step if tx.value_date else None
+
+        return self._mutate(tx_id, shift, updated=1)
+
+    def relabel(
+        self, tx_id: int, clean_description: str, provider_description: str | None = None
+    ) -> EmuTransaction:
+        """The bank (or Bridge's cleaning) changes an operation's label."""
+
+        def relabel(tx: EmuTransaction) -> None:
+            tx.clean_description = clean_description
+            if provider_description is not None:
+                tx.provider_description = provider_description
+
+        return self._mutate(tx_id, relabel, updated=1)
+
+    # -- webhooks -------------------------------------------------------------------------
+
+    def register_webhook(self, url: str, secrets_: Iterable[str]) -> None:
+        """Where events go and the secrets that sign them (two during a rotation)."""
+        host = urlsplit(url).hostname
+        if host not in {"127.0.0.1", "localhost", "::1"}:
+            # The emulator never sends anything off this machine.
+            raise ValueError("The emulator only delivers webhooks to 127.0.0.1")
+        keys = list(secrets_)
+        if not 1 <= len(keys) <= 2:
+            raise ValueError("Bridge signs with one secret, or two during a rotation")
+        self.webhook_url, self.webhook_secrets = url, keys
+
+    def rotate_webhook_secret(self, new_secret: str) -> None:
+        """Roll the secret: the old one keeps signing next to the new one (24 h at Bridge)."""
+        self.webhook_secrets = [new_secret, *self.webhook_secrets[:1]]
+
+    def end_rotation(self) -> None:
+        """The rotation window is over: only the newest secret signs."""
+        self.webhook_secrets = self.webhook_secrets[:1]
+
+    def event(
+        self, type_: str, content: Mapping[str, Any], *, timestamp: datetime | None = None
+    ) -> dict[str, Any]:
+        """A webhook envelope ``{type, timestamp (epoch ms), content}``."""
+        moment = timestamp or self.clock()
+        return {
+            "type": type_,
+            "timestamp": int(moment.timestamp() * 1000),
+            "content": dict(content),
+        }
+
+    def sign(self, body: bytes, secrets_: Iterable[str] | None = None) -> str:
+        """The ``BridgeApi-Signature`` value: ``v1=<hex>`` per secret, comma-separated."""
+        keys = list(self.webhook_secrets if secrets_ is None else secrets_)
+        return ",".join(
+            "v1=" + hmac.new(key.encode(), body, hashlib.sha256).hexdigest() for key in keys
+        )
+
+    def send_webhook(
+        self,
+        event: Mapping[str, Any],
+        *,
+        signature: str = "valid",
+        copies: int = 1,
+    ) -> list[WebhookDelivery]:
+        """POST one event now (``copies`` > 1 sends duplicates). ``signature``: ``valid``,
+        ``invalid`` (signed with a wrong secret) or ``missing`` (no header)."""
+        if self.webhook_url is None:
+            raise RuntimeError("register_webhook() first")
+        body = json.dumps(event, separators=(",", ":")).encode()
+        header: str | None
+        if signature == "valid":
+            header = self.sign(body)
+        elif signature == "invalid":
+            header = self.sign(body, ["not-the-secret"])
+        elif signature == "missing":
+            header = None
+        else:
+            raise ValueError("signature must be 'valid', 'invalid' or 'missing'")
+        return [self._post_webhook(self.webhook_url, body, header) for _ in range(copies)]
+
+    def deliver_webhooks(
+        self, *, reverse: bool = False, duplicate: bool = False
+    ) -> list[WebhookDelivery]:
+        """Send the queued events (in order, ``reverse``d, and/or each ``duplicate``d)."""
+        with self.lock:
+            events, self.outbox = self.outbox, []
+        if reverse:
+            events.reverse()
+        results: list[WebhookDelivery] = []
+        for event in events:
+            results.extend(self.send_webhook(event, copies=2 if duplicate else 1))
+        return results
+
+    # -- internals: events ----------------------------------------------------------------
+
+    def _queue(self, type_: str, content: Mapping[str, Any]) -> None:
+        if self.webhook_url is not None:
+            self.outbox.append(self.event(type_, content))
+
+    def _queue_connect_events(self, item: EmuItem) -> None:
+        self._queue("item.created", {"item_id": item.id, "user_uuid": item.user_uuid})
+        self._queue_refresh_events(item, "connect", created=True)
+
+    def _queue_refresh_events(self, item: EmuItem, trigger: str, *, created: bool = False) -> None:
+        self._queue(
+            "item.refreshed",
+            {
+                "item_id": item.id,
+                "user_uuid": item.user_uuid,
+                "status_code": item.status,
+                "status_code_info": item.status_code_info,
+                "full_refresh": trigger == "connect",
+                "refresh_trigger": trigger,
+                "account_types": item.account_types,
+                "authentication_expires_at": ms_iso(item.authentication_expires_at)
+                if item.authentication_expires_at
+                else None,
+            },
+        )
+        for account in self.state.accounts_of(item.id):
+            if created:
+                self._queue(
+                    "item.account.created",
+                    {
+                        "account_id": account.id,
+                        "item_id": item.id,
+                        "user_uuid": item.user_uuid,
+                        "balance": json_number(account.balance),
+                    },
+                )
+            else:
+                self._queue_account_updated(account)
+
+    def _queue_account_updated(
+        self, account: EmuAccount, *, new: int = 0, updated: int = 0, deleted: int = 0
+    ) -> None:
+        account.updated_at = self.state.now()
+        self._queue(
+            "item.account.updated",
+            {
+                "account_id": account.id,
+                "item_id": account.item_id,
+                "user_uuid": account.user_uuid,
+                "balance": json_number(account.balance),
+                "nb_new_transactions": new,
+                "nb_updated_transactions": updated,
+                "nb_deleted_transactions": deleted,
+            },
+        )
+
+    def _post_webhook(self, url: str, body: bytes, signature: str | None) -> WebhookDelivery:
+        parts = urlsplit(url)
+        headers = {"Content-Type": "application/json"}
+        if signature is not None:
+            headers["BridgeApi-Signature"] = signature
+        connection = http.client.HTTPConnection(
+            parts.hostname or "127.0.0.1", parts.port or 80, timeout=10
+        )
+        try:
+            path = parts.path or "/"
+            if parts.query:
+                path += "?" + parts.query
+            connection.request("POST", path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read()
+            delivery = WebhookDelivery(url, body, signature, response.status)
+        except OSError as exc:
+            delivery = WebhookDelivery(url, body, signature, None, error=str(exc))
+        finally:
+            connection.close()
+        self.deliveries.append(delivery)
+        return delivery
+
+    def _mutate(
+        self, tx_id: int, change: Callable[[EmuTransaction], None], **counts: int
+    ) -> EmuTransaction:
+        with self.lock:
+            index, tx = self.state.transaction(tx_id)
+            change(tx)
+            index.touch(tx, self.state.now())
+            self._queue_account_updated(self.state.accounts[tx.account_id], **counts)
+            return tx
+
+    def _drop_account(self, account: EmuAccount) -> None:
+        self.state.transactions[account.user_uuid].remove_accounts({account.id})
+        del self.state.accounts[account.id]
+
+    # -- HTTP dispatch ------------------------------------------------------------------
+
+    def _build_routes(self) -> list[_Route]:
+        spec: list[tuple[str, str, Callable[..., EmuResponse], str]] = [
+            ("POST", r"/v3/aggregation/users", self._h_create_user, "app"),
+            ("GET", r"/v3/aggregation/users", self._h_list_users, "app"),
+            ("GET", r"/v3/aggregation/users/(?P<uuid>[0-9a-f-]+)", self._h_get_user, "app"),
+            ("DELETE", r"/v3/aggregation/users/(?P<uuid>[0-9a-f-]+)", self._h_delete_user, "app"),
+            ("POST", r"/v3/aggregation/authorization/token", self._h_token, "app"),
+            ("POST", r"/v3/aggregation/connect-sessions", self._h_connect_session, "user"),
+            ("GET", r"/v3/aggregation/items", self._h_list_items, "user"),
+            ("GET", r"/v3/aggregation/items/(?P<id>\d+)", self._h_get_item, "user"),
+            ("DELETE", r"/v3/aggregation/items/(?P<id>\d+)", self._h_delete_item, "user"),
+            ("POST", r"/v3/aggregation/items/(?P<id>\d+)/refresh", self._h_refresh_item, "user"),
+            ("GET", r"/v3/aggregation/accounts", self._h_list_accounts, "user"),
+            ("GET", r"/v3/aggregation/accounts/(?P<id>\d+)", self._h_get_account, "user"),
+            ("GET", r"/v3/aggregation/transactions", self._h_list_transactions, "user"),
+            ("GET", r"/v3/aggregation/transactions/(?P<id>\d+)", self._h_get_transaction, "user"),
+            ("GET", r"/v3/providers", self._h_list_providers, "app"),
+            ("GET", r"/v3/providers/(?P<id>\d+)", self._h_get_provider, "app"),
+        ]
+        return [_Route(m, re.compile(p + r"/?"), h, s) for m, p, h, s in spec]
+
+    def next_fault(self, path: str) -> ScriptedFault | None:
+        """Consume one scripted fault for an API call on ``path``, if any is due."""
+        with self.lock:
+            for fault in self._faults:
+                if path.startswith(fault.path_prefix) and fault.remaining > 0:
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None
+
+    def handle_api(self, request: EmuRequest) -> EmuResponse:
+        """Answer one ``/v3`` call: the checks Bridge makes, in its order, then the handler."""
+        try:
+            route, params = self._match(request)
+            with self.lock:
+                self._check_application(request)
+                if self._forced_429:
+                    retry_after, count = self._forced_429[0]
+                    if count <= 1:
+                        self._forced_429.pop(0)
+                    else:
+                        self._forced_429[0] = (retry_after, count - 1)
+                    raise self._too_many("Too many requests (scripted).", retry_after)
+                self._limit(self._app_limiter, "app:" + self.client_id)
+                if route.scope == "user":
+                    request.user = self._check_bearer(request)
+                    self._limit(self._user_limiter, "user:" + request.user.uuid)
+                if request.method == "POST":
+                    content_type = request.headers.get("Content-Type", "")
+                    if content_type.split(";")[0].strip().lower() != "application/json":
+                        raise BridgeApiError(
+                            415, "unsupported_media_type", "Content-Type must be application/json."
+                        )
+                return route.handler(request, **params)
+        except BridgeApiError as exc:
+            return EmuResponse(exc.status, exc.body(), exc.headers)
+
+    def handle_admin(self, request: EmuRequest) -> EmuResponse:
+        """``/__emulator__/<action>``: scenario control from another process (demo, bench).
+
+        Guarded by the application secret so a demo emulator cannot be steered by anyone else.
+        """
+        if not hmac.compare_digest(request.headers.get("Client-Secret", ""), self.client_secret):
+            return EmuResponse(
+                401, {"code": "invalid_client_credentials", "message": "Admin needs Client-Secret."}
+            )
+        action = request.path.removeprefix("/__emulator__/").strip("/")
+        try:
+            body = request.json()
+        except BridgeApiError as exc:
+            return EmuResponse(exc.status, exc.body())
+        actions: dict[tuple[str, str], Callable[[dict[str, Any]], EmuResponse]] = {
+            ("POST", "clock/advance"): self._admin_advance,
+            ("POST", "tokens/expire"): self._admin_expire_tokens,
+            ("POST", "faults"): self._admin_faults,
+            ("POST", "rate-limit"): self._admin_rate_limit,
+            ("POST", "items/refresh"): self._admin_refresh,
+            ("POST", "webhooks/deliver"): self._admin_deliver,
+            ("GET", "state"): self._admin_state,
+        }
+        action_handler = actions.get((request.method, action))
+        if action_handler is not None:
+            return action_handler(body)
+        return EmuResponse(404, {"code": "not_found", "message": f"No admin action {action!r}."})
+
+    def _admin_advance(self, body: dict[str, Any]) -> EmuResponse:
+        return EmuResponse(200, {"now": ms_iso(self.advance(float(body.get("seconds", 0))))})
+
+    def _admin_expire_tokens(self, body: dict[str, Any]) -> EmuResponse:
+        self.expire_tokens()
+        return EmuResponse(204)
+
+    def _admin_faults(self, body: dict[str, Any]) -> EmuResponse:
+        try:
+            self.script_faults(
+                str(body.get("kind")), int(body.get("count", 1)), delay=float(body.get("delay", 1))
+            )
+        except ValueError as exc:
+            error = {"code": "invalid_parameter", "property": "kind", "message": str(exc)}
+            return EmuResponse(400, error)
+        return EmuResponse(204)
+
+    def _admin_rate_limit(self, body: dict[str, Any]) -> EmuResponse:
+        self.force_rate_limit(int(body.get("count", 1)), retry_after=body.get("retry_after", 1.0))
+        return EmuResponse(204)
+
+    def _admin_refresh(self, body: dict[str, Any]) -> EmuResponse:
+        try:
+            item = self.refresh_item(int(body["item_id"]))
+        except (KeyError, ValueError, TypeError):
+            return EmuResponse(404, {"code": "not_found", "message": "No such item."})
+        return EmuResponse(200, item.to_json())
+
+    def _admin_deliver(self, body: dict[str, Any]) -> EmuResponse:
+        sent = self.deliver_webhooks(
+            reverse=bool(body.get("reverse")), duplicate=bool(body.get("duplicate"))
+        )
+        return EmuResponse(200, {"delivered": [d.status for d in sent]})
+
+    def _admin_state(self, body: dict[str, Any]) -> EmuResponse:
+        with self.lock:
+            return EmuResponse(
+                200,
+                {
+                    "now": ms_iso(self.clock()),
+                    "users": [u.to_json() for u in self.state.users.values()],
+                    "items": [i.to_json() for i in self.state.items.values()],
+                    "transactions": sum(len(i) for i in self.state.transactions.values()),
+                },
+            )
+
+    def _match(self, request: EmuRequest) -> tuple[_Route, dict[str, str]]:
+        path_known = False
+        for route in self._routes:
+            found = route.pattern.fullmatch(request.path)
+            if found is None:
+                continue
+            path_known = True
+            if route.method == request.method:
+                return route, found.groupdict()
+        if path_known:
+            raise BridgeApiError(
+                405, "method_not_allowed", f"{request.method} is not allowed here."
+            )
+        raise BridgeApiError(404, "not_found", "The requested resource does not exist.")
+
+    def _check_application(self, request: EmuRequest) -> None:
+        version = request.headers.get("Bridge-Version")
+        if not version:
+            raise BridgeApiError(
+                400,
+                "missing_version",
+                "The Bridge-Version header is required.",
+                prop="Bridge-Version",
+            )
+        if version != BRIDGE_VERSION:
+            raise BridgeApiError(
+                400,
+                "invalid_version",
+                f"Unsupported Bridge-Version {version!r}.",
+                prop="Bridge-Version",
+            )
+        client_id = request.headers.get("Client-Id", "")
+        client_secret = request.headers.get("Client-Secret", "")
+        if not (
+            hmac.compare_digest(client_id, self.client_id)
+            and hmac.compare_digest(client_secret, self.client_secret)
+        ):
+            raise BridgeApiError(
+                401, "invalid_client_credentials", "client_id and client_secret are invalid."
+            )
+
+    def _check_bearer(self, request: EmuRequest) -> EmuUser:
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise BridgeApiError(
+                401, "missing_access_token", "An Authorization: Bearer user token is required."
+            )
+        user = self.state.user_for_token(token.strip())
+        if user is None:
+            raise BridgeApiError(
+                401, "invalid_access_token", "The access token is invalid or expired."
+            )
+        return user
+
+    def _limit(self, limiter: SlidingWindowLimiter, key: str) -> None:
+        if not self.rate_limits:
+            return
+        wait = limiter.hit(key, self.clock.timestamp())
+        if wait is not None:
+            raise self._too_many("Too many requests.", wait)
+
+    @staticmethod
+    def _too_many(message: str, retry_after: float | None) -> BridgeApiError:
+        # Bridge documents no rate-limit response header. The emulator sends Retry-After as a
+        # scripting convenience (tests can see what a well-behaved client waits); clients must
+        # also work when it is absent (force_rate_limit(retry_after=None)).
+        headers = {} if retry_after is None else {"Retry-After": str(max(1, round(retry_after)))}
+        return BridgeApiError(429, "too_many_requests", message, headers=headers)
+
+    # -- handlers: users and tokens -----------------------------------------------------
+
+    def _h_create_user(self, request: EmuRequest) -> EmuResponse:
+        body = request.json()
+        external = body.get("external_user_id")
+        if external is not None and (
+            not isinstance(external, str) or not external or len(external) > 256
+        ):
+            raise BridgeApiError(
+                400,
+                "invalid_parameter",
+                "external_user_id must be a short string.",
+                prop="external_user_id",
+            )
+        if external and self.state.find_user(external_user_id=external):
+            raise BridgeApiError(
+                409,
+                "conflict",
+                "A user with this external_user_id already exists.",
+                prop="external_user_id",
+            )
+        return EmuResponse(201, self.state.create_user(external).to_json())
+
+    def _h_list_users(self, request: EmuRequest) -> EmuResponse:
+        users = sorted(self.state.users.values(), key=lambda u: (u.created_at, u.uuid))
+        external = request.query.get("external_user_id")
+        if external is not None:
+            users = [u for u in users if u.external_user_id == external]
+        return self._list_page(request, [u.to_json() for u in users], key="uuid")
+
+    def _h_get_user(self, request: EmuRequest, uuid: str) -> EmuResponse:
+        user = self.state.users.get(uuid)
+        if user is None:
+            raise BridgeApiError(404, "not_found", "User not found.")
+        return EmuResponse(200, user.to_json())
+
+    def _h_delete_user(self, request: EmuRequest, uuid: str) -> EmuResponse:
+        if uuid not in self.state.users:
+            raise BridgeApiError(404, "not_found", "User not found.")
+        self.state.delete_user(uuid)
+        self._queue("user.deleted", {"user_uuid": uuid})
+        return EmuResponse(204)
+
+    def _h_token(self, request: EmuRequest) -> EmuResponse:
+        body = request.json()
+        user_uuid, external = body.get("user_uuid"), body.get("external_user_id")
+        if not user_uuid and not external:
+            raise BridgeApiError(
+                400,
+                "invalid_parameter",
+                "user_uuid or external_user_id is required.",
+                prop="user_uuid",
+            )
+        user = self.state.find_user(user_uuid=user_uuid, external_user_id=external)
+        if user is None:
+            raise BridgeApiError(404, "not_found", "User not found.")
+        self._limit(self._token_limiter, "token:" + user.uuid)
+        token = secrets.token_urlsafe(32)
+        expires_at = self.state.issue_token(user, token)
+        return EmuResponse(
+            200,
+            {"access_token": token, "expires_at": ms_iso(expires_at), "user": user.to_json()},
+        )
+
+    # -- handlers: connect sessions ------------------------------------------------------
+
+    def _h_connect_session(self, request: EmuRequest) -> EmuResponse:
+        assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
+        body = request.json()
+        callback_url = body.get("callback_url")
+        if callback_url is not None:
+            parts = urlsplit(str(callback_url))
+            if parts.scheme not in {"http", "https"} or not parts.netloc:
+                raise BridgeApiError(
+                    400,
+                    "invalid_parameter",
+                    "callback_url must be an absolute URL.",
+                    prop="callback_url",
+                )
+        context = body.get("context")
+        if context is not None and not _CONTEXT_RE.match(str(context)):
+            raise BridgeApiError(
+                400,
+                "invalid_parameter",
+                "context: at most 100 letters, digits or hyphens.",
+                prop="context",
+            )
+        item_id = body.get("item_id")
+        if item_id is not None:
+            item = self.state.items.get(int(item_id)) if str(item_id).isdigit() else None
+            if item is None or item.user_uuid != request.user.uuid:
+                raise BridgeApiError(404, "not_found", "Item not found.", prop="item_id")
+        provider_id = body.get("provider_id")
+        if provider_id is not None and int(provider_id) not in self.state.providers:
+            raise BridgeApiError(
+                400, "invalid_parameter", "Unknown provider_id.", prop="provider_id"
+            )
+        session_id = str(uuid.uuid4())
+        self.sessions[session_id] = {
+            "user_uuid": request.user.uuid,
+            "callback_url": callback_url,
+            "context": context,
+            "item_id": int(item_id) if item_id is not None else None,
+            "provider_id": int(provider_id) if provider_id is not None else None,
+            "country_code": body.get("country_code"),
+            "user_email": body.get("user_email"),
+            "used": False,
+        }
+        return EmuResponse(
+            201, {"id": session_id, "url": f"{self.base_url}/connect/session/{session_id}"}
+        )
+
+    def handle_connect_page(self, request: EmuRequest) -> EmuResponse:
+        """The hosted Connect page: a bank picker and a Demo Bank login form.
+
+        POSTing the form runs the login's scenario and redirects to ``callback_url`` with
+        ``user_uuid``, ``item_id``, ``success``, ``step`` (failures only), ``source=connect``
+        and ``context``, as Bridge Connect does.
+        """
+        session_id = request.path.rsplit("/", 1)[-1]
+        with self.lock:
+            session = self.sessions.get(session_id)
+            if session is None or session["used"]:
+                return EmuResponse(
+                    404,
+                    html=_page(
+                        "Session expired", "<p>This Bridge Connect session is no longer valid.</p>"
+                    ),
+                )
+            if request.method == "GET":
+                return EmuResponse(200, html=self._connect_form(session))
+            form = {k: v[-1] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
+            reconnect = session["item_id"] is not None
+            if form.get("action") == "cancel":
+                session["used"] = True
+                step = "edit_bank_creds_form" if reconnect else "bank_creds_form"
+                return self._redirect(session, success=False, step=step, item_id=session["item_id"])
+            try:
+                login = DemoLogin.parse(form.get("login", ""))
+            except ValueError as exc:
+                return EmuResponse(200, html=self._connect_form(session, error=str(exc)))
+            session["used"] = True
+            if reconnect:
+                item = self.state.items[session["item_id"]]
+                self.state.apply_login(item, login)
+                self._queue_refresh_events(item, "connect")
+            else:
+                provider_id = session["provider_id"] or int(form.get("provider_id") or DEMO_BANK_ID)
+                item = self.state.create_item(session["user_uuid"], provider_id, login)
+                self._queue_connect_events(item)
+            status = login.first[0]
+            if status == 0:
+                return self._redirect(session, success=True, step=None, item_id=item.id)
+            step = CALLBACK_STEPS.get(status, "sync_error")
+            if reconnect and step == "bank_creds_form":
+                step = "edit_bank_creds_form"
+            return self._redirect(session, success=False, step=step, item_id=item.id)
+
+    def _redirect(
+        self, session: dict[str, Any], *, success: bool, step: str | None, item_id: int | None
+    ) -> EmuResponse:
+        params = {
+            "user_uuid": session["user_uuid"],
+            "item_id": item_id,
+            "success": "true" if success else "false",
+            "step": step,
+            "source": "connect",
+            "context": session["context"],
+        }
+        query = urlencode({k: v for k, v in params.items() if v is not None})
+        if not session["callback_url"]:
+            return EmuResponse(
+                200,
+                html=_page(
+                    "Done", f"<p>You can close this window.</p><pre>{html.escape(query)}</pre>"
+                ),
+            )
+        joiner = "&" if urlsplit(session["callback_url"]).query else "?"
+        return EmuResponse(
+            303, headers={"Location": f"{session['callback_url']}{joiner}{query}"}, html=""
+        )
+
+    def _connect_form(self, session: dict[str, Any], error: str | None = None) -> str:
+        if session["provider_id"] or session["item_id"]:
+            provider_id = session["provider_id"] or self.state.items[session["item_id"]].provider_id
+            bank_name = html.escape(self.state.providers[provider_id].name)
+            bank = (
+                f'<input type="hidden" name="provider_id" value="{provider_id}"><p>{bank_name}</p>'
+            )
+        else:
+            country = session["country_code"]
+            options = "".join(
+                f'<option value="{p.id}">{html.escape(p.name)}</option>'
+                for p in self.state.providers.values()
+                if not country or p.country_code == country
+            )
+            bank = f'<label>Bank <select name="provider_id">{options}</select></label>'
+        message = f'<p class="error">{html.escape(error)}</p>' if error else ""
+        body = (
+            f"{message}<form method='post'>{bank}"
+            "<label>Login <input name='login' value='success' autocomplete='off'></label>"
+            "<label>Password <input name='password' type='password' value='demo'></label>"
+            "<p class='hint'>Demo Bank logins: success, 402, 429, 1003, 1010, 1100, "
+            "1005_CLOSED_ACCOUNT, success.1010</p>"
+            "<button name='action' value='connect'>Connect</button>"
+            "<button name='action' value='cancel'>Cancel</button></form>"
+        )
+        title = "Renew your bank connection" if session["item_id"] else "Connect your bank"
+        return _page(title, body)
+
+    # -- handlers: items, accounts, transactions, providers -------------------------------
+
+    def _own_item(self, request: EmuRequest, item_id: str) -> EmuItem:
+        item = self.state.items.get(int(item_id))
+        if item is None or request.user is None or item.user_uuid != request.user.uuid:
+            raise BridgeApiError(404, "not_found", "Item not found.")
+        return item
+
+    def _h_list_items(self, request: EmuRequest) -> EmuResponse:
+        assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
+        items = [i.to_json(request.language) for i in self.state.items_of(request.user.uuid)]
+        return self._list_page(request, items, key="id")
+
+    def _h_get_item(self, request: EmuRequest, id: str) -> EmuResponse:
+        return EmuResponse(200, self._own_item(request, id).to_json(request.language))
+
+    def _h_delete_item(self, request: EmuRequest, id: str) -> EmuResponse:
+        item = self._own_item(request, id)
+        self.state.delete_item(item.id)
+        self._queue("item.deleted", {"item_id": item.id, "user_uuid": item.user_uuid})
+        return EmuResponse(204)
+
+    def _h_refresh_item(self, request: EmuRequest, id: str) -> EmuResponse:
+        item = self._own_item(request, id)
+        self.state.refresh_item(item)
+        self._queue_refresh_events(item, "api")
+        return EmuResponse(202)
+
+    def _h_list_accounts(self, request: EmuRequest) -> EmuResponse:
+        assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
+        item_filter = request.query.get("item_id")
+        if item_filter is not None and not item_filter.isdigit():
+            raise BridgeApiError(
+                400, "invalid_parameter", "item_id must be an integer.", prop="item_id"
+            )
+        accounts = sorted(
+            (
+                a
+                for a in self.state.accounts.values()
+                if a.user_uuid == request.user.uuid
+                and (item_filter is None or a.item_id == int(item_filter))
+            ),
+            key=lambda a: a.id,
+        )
+        return self._list_page(request, [a.to_json() for a in accounts], key="id")
+
+    def _h_get_account(self, request: EmuRequest, id: str) -> EmuResponse:
+        account = self.state.accounts.get(int(id))
+        if account is None or request.user is None or account.user_uuid != request.user.uuid:
+            raise BridgeApiError(404, "not_found", "Account not found.")
+        return EmuResponse(200, account.to_json())
+
+    def _h_get_transaction(self, request: EmuRequest, id: str) -> EmuResponse:
+        assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
+        tx = self.state.transactions[request.user.uuid].by_id.get(int(id))
+        if tx is None:
+            raise BridgeApiError(404, "not_found", "Transaction not found.")
+        return EmuResponse(200, tx.to_json())
+
+    def _h_list_transactions(self, request: EmuRequest) -> EmuResponse:
+        assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
+        query = request.query
+        limit = _limit_param(query)
+        since = _datetime_param(query, "since")
+        min_date = _date_param(query, "min_date")
+        max_date = _date_param(query, "max_date")
+        account_id: int | None = None
+        if "account_id" in query:
+            if not query["account_id"].isdigit():
+                raise BridgeApiError(
+                    400, "invalid_parameter", "account_id must be an integer.", prop="account_id"
+                )
+            account_id = int(query["account_id"])
+        filters = {
+            k: query[k] for k in ("since", "min_date", "max_date", "account_id") if k in query
+        }
+        fingerprint = _fingerprint(request.user.uuid, "transactions", filters)
+        after: tuple[int, int] | None = None
+        if "after" in query:
+            try:
+                position = self.state.cursor_signer.read(query["after"], fingerprint)
+                after = (int(position[0]), int(position[1]))
+            except (CursorError, IndexError, ValueError, TypeError):
+                raise BridgeApiError(
+                    400, "invalid_parameter", "The after cursor is invalid.", prop="after"
+                ) from None
+        index = self.state.transactions[request.user.uuid]
+        since_ms = int(since.timestamp() * 1000) if since else None
+        page: list[EmuTransaction] = []
+        more = False
+        for tx in index.iter_from(after, since_ms, self.since_inclusive):
+            if account_id is not None and tx.account_id != account_id:
+                continue
+            if (min_date and tx.date < min_date) or (max_date and tx.date > max_date):
+                continue
+            if len(page) == limit:
+                more = True
+                break
+            page.append(tx)
+        if self.empty_last_page and len(page) == limit:
+            more = True  # the vendor may not look ahead: a full page always has a next one
+        next_uri = None
+        if more and page:
+            last = page[-1]
+            cursor = self.state.cursor_signer.issue(
+                [int(last.updated_at.timestamp() * 1000), last.id], fingerprint
+            )
+            next_uri = "/v3/aggregation/transactions?" + urlencode(
+                {"after": cursor, "limit": limit, **filters}
+            )
+        return EmuResponse(
+            200,
+            {
+                "resources": [tx.to_json() for tx in page],
+                "generated_at": ms_iso(self.state.now()),
+                "pagination": {"next_uri": next_uri},
+            },
+        )
+
+    def _h_list_providers(self, request: EmuRequest) -> EmuResponse:
+        name = fold(request.query.get("name", "").strip())
+        country = request.query.get("country_code", "").strip().upper()
+        found = [
+            p.to_json()
+            for p in self.state.providers.values()
+            if (not country or p.country_code == country)
+            and (
+                not name
+                or name in fold(p.name)
+                or any(name in fold(k) for k in (p.group_name or "", *p.keywords))
+            )
+        ]
+        return self._list_page(request, found, key="id", keep_order=True)
+
+    def _h_get_provider(self, request: EmuRequest, id: str) -> EmuResponse:
+        provider = self.state.providers.get(int(id))
+        if provider is None:
+            raise BridgeApiError(404, "not_found", "Provider not found.")
+        return EmuResponse(200, provider.to_json())
+
+    def _list_page(
+        self,
+        request: EmuRequest,
+        resources: list[dict[str, Any]],
+        *,
+        key: str,
+        keep_order: bool = False,
+    ) -> EmuResponse:
+        """Cursor pagination of a short list (users, items, accounts, providers): position is
+        the index in the list, signed with the query's filters."""
+        limit = _limit_param(request.query)
+        filters = {k: v for k, v in sorted(request.query.items()) if k not in {"after", "limit"}}
+        fingerprint = _fingerprint(
+            request.user.uuid if request.user else "app", request.path, filters
+        )
+        start = 0
+        if "after" in request.query:
+            try:
+                start = int(self.state.cursor_signer.read(request.query["after"], fingerprint)[0])
+            except (CursorError, IndexError, ValueError, TypeError):
+                raise BridgeApiError(
+                    400, "invalid_parameter", "The after cursor is invalid.", prop="after"
+                ) from None
+        page = resources[start : start + limit]
+        next_uri = None
+        if start + limit < len(resources):
+            cursor = self.state.cursor_signer.issue([start + limit], fingerprint)
+            next_uri = f"{request.path}?" + urlencode({"after": cursor, "limit": limit, **filters})
+        return EmuResponse(200, {"resources": page, "pagination": {"next_uri": next_uri}})
+
+    # -- request log ----------------------------------------------------------------------
+
+    def log_request(self, request: EmuRequest, status: int) -> None:
+        """Remember a served API call (tests count calls and check the headers sent)."""
+        self.requests.append(
+            {
+                "method": request.method,
+                "path": request.path,
+                "query": dict(request.query),
+                "status": status,
+                "bridge_version": request.headers.get("Bridge-Version"),
+                "accept_language": request.headers.get("Accept-Language"),
+                "bearer": request.headers.get("Authorization", "").startswith("Bearer "),
+            }
+        )
+
+    def calls(self, path: str, method: str | None = None) -> list[dict[str, Any]]:
+        """Logged calls on exactly ``path`` (and ``method``)."""
+        return [
+            r
+            for r in list(self.requests)
+            if r["path"] == path and (method is None or r["method"] == method)
+        ]
+
+
+def _limit_param(query: Mapping[str, str]) -> int:
+    raw = query.get("limit")
+    if raw is None:
+        return _DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIMIT:
+        raise BridgeApiError(
+            400, "invalid_parameter", f"limit must be between 1 and {_MAX_LIMIT}.", prop="limit"
+        )
+    return int(raw)
+
+
+def _date_param(query: Mapping[str, str], name: str) -> date | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise BridgeApiError(
+            400, "invalid_parameter", f"{name} must be a YYYY-MM-DD date.", prop=name
+        ) from None
+
+
+def _datetime_param(query: Mapping[str, str], name: str) -> datetime | None:
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BridgeApiError(
+            400, "invalid_parameter", f"{name} must be an ISO 8601 timestamp.", prop=name
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment
+
+
+def _fingerprint(owner: str, what: str, filters: Mapping[str, str]) -> str:
+    text = json.dumps([owner, what, sorted(filters.items())])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>Bridge Connect (emulator) - {html.escape(title)}</title>"
+        "<style>body{font-family:sans-serif;max-width:28em;margin:3em auto}"
+        "label{display:block;margin:.6em 0}.error{color:#b00}.hint{color:#666;font-size:.85em}"
+        f"</style></head><body><h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+
+
+class _BridgeHandler(BaseHTTPRequestHandler):
+    """HTTP framing only: parse, hand to the emulator, write (or sabotage) the answer."""
+
+    emulator: BridgeEmulator
+    protocol_version = "HTTP/1.1"  # keep-alive, like Bridge behind its load balancer
+    server_version = "BridgeEmulator/1.0"
+    # Headers and body leave in one segment: without these, Nagle's algorithm and delayed
+    # ACKs add ~40 ms to every keep-alive answer.
+    disable_nagle_algorithm = True
+    wbufsize = -1
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the emulator keeps its own request log (``emulator.requests``)."""
+
+    def _serve(self) -> None:
+        parts = urlsplit(self.path)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = EmuRequest(
+            method=self.command,
+            path=parts.path,
+            query={k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
+            headers=self.headers,
+            body=body,
+        )
+        emulator = self.emulator
+        if parts.path.startswith("/connect/session/"):
+            self._write(emulator.handle_connect_page(request))
+            return
+        if parts.path.startswith("/__emulator__/"):
+            self._write(emulator.handle_admin(request))
+            return
+        fault = emulator.next_fault(parts.path)
+        if fault is not None and self._sabotage(fault, request):
+            return
+        response = emulator.handle_api(request)
+        emulator.log_request(request, response.status)
+        if fault is not None and fault.kind in {"malformed_json", "truncated"}:
+            self._write_broken(fault.kind, response)
+            return
+        self._write(response)
+
+    def _sabotage(self, fault: ScriptedFault, request: EmuRequest) -> bool:
+        """Serve a fault that replaces the answer; False when the answer must still be made."""
+        if fault.kind in {"500", "502", "503"}:
+            status = int(fault.kind)
+            self.emulator.log_request(request, status)
+            self._write(
+                EmuResponse(
+                    status,
+                    {
+                        "code": "internal_server_error",
+                        "message": "Something went wrong on our side.",
+                    },
+                )
+            )
+            return True
+        if fault.kind == "reset":
+            self.emulator.log_request(request, 0)
+            self.close_connection = True
+            return True
+        if fault.kind == "timeout":
+            # Wall-clock wait (the client's socket timeout is real time), cut short on stop().
+            self.emulator._stopping.wait(fault.delay)
+        return False
+
+    def _write(self, response: EmuResponse) -> None:
+        headers = dict(response.headers)
+        if response.html is not None:
+            payload = response.html.encode()
+            headers.setdefault("Content-Type", "text/html; charset=utf-8")
+        elif response.body is not None:
+            payload = json.dumps(response.body, ensure_ascii=False, separators=(",", ":")).encode()
+            headers.setdefault("Content-Type", "application/json; charset=utf-8")
+        else:
+            payload = b""
+        self.send_response(response.status)
+        # Not a documented Bridge header: a request id helps support in our logs.
+        self.send_header("X-Request-Id", uuid.uuid4().hex)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if payload and self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _write_broken(self, kind: str, response: EmuResponse) -> None:
+        payload = json.dumps(response.body or {"resources": []}, separators=(",", ":")).encode()
+        self.send_response(200 if kind == "malformed_json" else response.status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        if kind == "malformed_json":
+            broken = payload[: max(1, len(payload) // 2)] + b"<html>502 Bad Gateway</html>"
+            self.send_header("Content-Length", str(len(broken)))
+            self.end_headers()
+            self.wfile.write(broken)
+            return
+        # Truncated: announce the full length, send half, hang up.
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload[: len(payload) // 2])
+        self.wfile.flush()
+        self.close_connection = True
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: serve an emulator until interrupted (demo, benchmarks)."""
+    parser = argparse.ArgumentParser(description="Local Bridge API (2025-01-15) emulator")
+    parser.add_argument("--host", default="127.0.0.1", help="only loopback addresses make sense")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--client-id", default="emulator_client_id")
+    parser.add_argument("--client-secret", default="emulator_client_secret")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        help="external_user_id to create with a Demo Bank item (repeatable)",
+    )
+    parser.add_argument("--login", default="success", help="Demo Bank login of those items")
+    parser.add_argument(
+        "--transactions",
+        type=int,
+        default=0,
+        help="add an account with this many operations to the first --user",
+    )
+    parser.add_argument(
+        "--no-rate-limits", action="store_true", help="lift the published limits (benchmarks)"
+    )
+    parser.add_argument(
+        "--frozen-clock", metavar="ISO", help="freeze the clock at this instant (reproducible data)"
+    )
+    args = parser.parse_args(argv)
+    clock = (
+        AdjustableClock(datetime.fromisoformat(args.frozen_clock), frozen=True)
+        if args.frozen_clock
+        else None
+    )
+    emulator = BridgeEmulator(
+        host=args.host,
+        port=args.port,
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        clock=clock,
+        seed=args.seed,
+        rate_limits=not args.no_rate_limits,
+    )
+    for external in args.user:
+        emulator.connect_item(external, login=args.login)
+    if args.transactions and args.user:
+        emulator.add_account_with_transactions(
+            args.transactions, seed=args.seed, user_ref=args.user[0]
+        )
+    emulator.start()
+    sys.stdout.write(f"Bridge emulator on {emulator.base_url} (client id {emulator.client_id})\n")
+    sys.stdout.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
