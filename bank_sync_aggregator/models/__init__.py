@@ -1,6 +1,7 @@
 from . import (
     account_journal,
     bank_sync_account,
+    bank_sync_connect_session,
     bank_sync_connection,
     bank_sync_provider,
     bank_sync_token,

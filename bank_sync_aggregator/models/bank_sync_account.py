@@ -33,7 +33,7 @@ class BankSyncAccount(models.Model):
     provider_id = fields.Many2one(related="connection_id.provider_id")
     connection_state = fields.Selection(related="connection_id.state", string="Connection state")
     institution_name = fields.Char(related="connection_id.institution_name", string="Bank")
-    remote_id = fields.Char(string="ID", required=True, readonly=True, copy=False)
+    remote_id = fields.Char(string="Account ID", required=True, readonly=True, copy=False)
     name = fields.Char(string="Label", required=True, readonly=True)
     masked_number = fields.Char(string="Account number", readonly=True)
     iban = fields.Char(string="IBAN", readonly=True)
@@ -164,6 +164,25 @@ class BankSyncAccount(models.Model):
             "balance_date": balance_date or False,
             "state": "active" if remote.active else "inactive",
         }
+
+    def _find_matching_journal(self):
+        """The free bank journal of the company with the same IBAN and currency, if any."""
+        self.ensure_one()
+        if not self.iban:
+            return self.env["account.journal"]
+        sanitized = self.iban.replace(" ", "").upper()
+        journals = self.env["account.journal"].search(
+            [
+                ("type", "=", "bank"),
+                ("company_id", "=", self.company_id.id),
+                ("bank_account_id.sanitized_acc_number", "=", sanitized),
+                ("bank_sync_account_ids", "=", False),
+            ]
+        )
+        currency = self.currency_id or self.company_id.currency_id
+        return journals.filtered(lambda j: (j.currency_id or j.company_id.currency_id) == currency)[
+            :1
+        ]
 
     @api.model
     def _domain_syncable(self):

@@ -40,12 +40,12 @@ class BankSyncConnection(models.Model):
         check_company=True,
         index=True,
     )
-    provider_kind = fields.Selection(related="provider_id.kind")
+    provider_kind = fields.Selection(related="provider_id.kind", string="Aggregator type")
     company_id = fields.Many2one(
         "res.company", required=True, default=lambda self: self.env.company, index=True
     )
     # Ids at the aggregator (Bridge "item", Linxo "connection"; Bridge "provider").
-    remote_id = fields.Char(string="ID", required=True, readonly=True, copy=False)
+    remote_id = fields.Char(string="Connection ID", required=True, readonly=True, copy=False)
     institution_id = fields.Char(string="Bank ID", readonly=True)
     institution_name = fields.Char(string="Bank", readonly=True)
     institution_logo = fields.Char(string="Logo URL", readonly=True)
@@ -116,6 +116,13 @@ class BankSyncConnection(models.Model):
         )
         self.action_archive()
         return True
+
+    def action_reconnect(self):
+        """Open the aggregator's page on this same connection (renew consent, new password);
+        its accounts and their journals stay linked."""
+        self.ensure_one()
+        url = self.env["bank.sync.connect.session"]._open(self.provider_id, connection=self)
+        return {"type": "ir.actions.act_url", "url": url, "target": "self"}
 
     def action_view_accounts(self):
         self.ensure_one()
@@ -237,19 +244,31 @@ class BankSyncConnection(models.Model):
     def _format_provider_error(self, error):
         """A message for the user from an error of the package (never a secret)."""
         self.ensure_one()
+        return self._describe_provider_error(self.provider_id, error, bank=self.display_name)
+
+    @api.model
+    def _describe_provider_error(self, provider, error, bank=None):
+        """A message for the user from an error raised while talking to ``provider``."""
         from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
 
         if isinstance(error, UserError):
             return error.args[0]
         if isinstance(error, BankSyncError):
+            # The package's messages are written for people and never carry a secret.
             detail = error.message
         else:
-            _logger.exception("Unexpected error from the aggregator")
-            detail = self.env._("unexpected error")
+            _logger.exception("Unexpected error from the aggregator %s", provider.kind)
+            detail = self.env._("unexpected error, see the server log")
+        if bank:
+            return self.env._(
+                "%(aggregator)s could not complete the request for %(bank)s: %(detail)s",
+                aggregator=provider.name,
+                bank=bank,
+                detail=detail,
+            )
         return self.env._(
-            "%(aggregator)s could not complete the request for %(bank)s: %(detail)s",
-            aggregator=self.provider_id.name,
-            bank=self.display_name,
+            "%(aggregator)s could not complete the request: %(detail)s",
+            aggregator=provider.name,
             detail=detail,
         )
 

@@ -97,6 +97,10 @@ class BankSyncProvider(models.Model):
         "or a local emulator.",
     )
     client_id = fields.Char(string="Client ID", groups="account.group_account_manager", copy=False)
+    terms_url = fields.Char(
+        string="Terms of service URL",
+        help="The aggregator's terms, shown to users before they connect a bank.",
+    )
     sandbox_seed = fields.Integer(
         help="The sandbox generates the same banks, accounts and operations for the same seed."
     )
@@ -264,9 +268,18 @@ class BankSyncProvider(models.Model):
                     env=ENCRYPTION_KEYS_OPTION.upper(),
                 )
             )
-        from bank_sync_bridge import crypto  # noqa: PLC0415 (optional piece, loaded late)
+        from bank_sync_bridge import crypto  # noqa: PLC0415 (loaded where needed only)
 
-        return crypto.SecretBox.from_config(keys)
+        try:
+            return crypto.SecretBox.from_config(keys)
+        except crypto.SecretKeyError as error:
+            raise UserError(
+                self.env._(
+                    "The bank synchronisation encryption keys in the Odoo configuration are "
+                    "invalid: %(detail)s",
+                    detail=error.message,
+                )
+            ) from error
 
     @api.model
     def _encrypt(self, plain):
@@ -276,13 +289,15 @@ class BankSyncProvider(models.Model):
     def _decrypt(self, token):
         from bank_sync_bridge import crypto  # noqa: PLC0415
 
+        box = self._get_crypto()
         try:
-            return self._get_crypto().decrypt(token)
-        except crypto.CryptoError as error:
+            return box.decrypt(token)
+        except crypto.SecretKeyError as error:
             raise UserError(
                 self.env._(
                     "A stored bank synchronisation secret cannot be decrypted with the "
-                    "configured keys (was the key changed?). Enter the secret again."
+                    "configured keys (was a key removed?): enter the secret again. %(detail)s",
+                    detail=error.message,
                 )
             ) from error
 
@@ -313,7 +328,8 @@ class BankSyncProvider(models.Model):
 
     def _get_callback_url(self):
         self.ensure_one()
-        return self._get_base_url() + CALLBACK_ROUTE
+        # The provider id in the path tells the callback whose client parses the return.
+        return f"{self._get_base_url()}{CALLBACK_ROUTE}/{self.id}"
 
     def _get_provider_options(self):
         self.ensure_one()

@@ -15,15 +15,19 @@ class ResConfigSettings(models.TransientModel):
         readonly=False,
     )
     bank_sync_provider_id = fields.Many2one(
-        "bank.sync.provider", compute="_compute_bank_sync_provider_kind"
+        "bank.sync.provider", compute="_compute_bank_sync_provider_id"
     )
     bank_sync_switch_warning = fields.Char(compute="_compute_bank_sync_switch_warning")
+
+    @api.depends("company_id")
+    def _compute_bank_sync_provider_id(self):
+        for settings in self:
+            settings.bank_sync_provider_id = settings.company_id._get_bank_sync_provider()
 
     @api.depends("company_id")
     def _compute_bank_sync_provider_kind(self):
         for settings in self:
             provider = settings.company_id._get_bank_sync_provider()
-            settings.bank_sync_provider_id = provider
             settings.bank_sync_provider_kind = provider.kind or "sandbox"
 
     @api.depends("bank_sync_provider_kind", "bank_sync_provider_id")

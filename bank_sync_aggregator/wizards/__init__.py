@@ -1,0 +1,1 @@
+from . import bank_sync_connect_wizard, bank_sync_link_wizard

@@ -1,0 +1,148 @@
+from odoo import fields, models
+from odoo.exceptions import UserError
+
+#: How many banks the picker shows at once (the search box narrows the rest).
+INSTITUTION_LIMIT = 50
+#: How many of the most requested banks are highlighted.
+MOST_REQUESTED_COUNT = 8
+
+
+class BankSyncConnectWizard(models.TransientModel):
+    """Add a bank: consent, bank picker, then the aggregator's hosted page."""
+
+    _name = "bank.sync.connect.wizard"
+    _description = "Add a Bank Connection"
+
+    company_id = fields.Many2one(
+        "res.company", required=True, default=lambda self: self.env.company
+    )
+    provider_id = fields.Many2one(
+        "bank.sync.provider",
+        string="Aggregator",
+        required=True,
+        readonly=True,
+        default=lambda self: self.env.company._get_bank_sync_provider(),
+    )
+    provider_name = fields.Char(related="provider_id.name")
+    step = fields.Selection([("consent", "Consent"), ("bank", "Bank")], default="consent")
+    accept_terms = fields.Boolean(string="I have read and accept the aggregator's terms")
+    allow_transfer = fields.Boolean(
+        string="I authorise the aggregator to transfer my account data to this Odoo"
+    )
+    terms_url = fields.Char(related="provider_id.terms_url")
+    country_id = fields.Many2one(
+        "res.country", default=lambda self: self.env.company.country_id, string="Country"
+    )
+    search = fields.Char(string="Search a bank")
+    line_ids = fields.One2many("bank.sync.connect.wizard.line", "wizard_id", string="Banks")
+
+    # -------------------------------------------------------------------------
+    # Actions
+    # -------------------------------------------------------------------------
+
+    def action_next(self):
+        """Check the consent, then show the banks."""
+        self.ensure_one()
+        if not (self.accept_terms and self.allow_transfer):
+            raise UserError(
+                self.env._(
+                    "Tick both boxes to go on: %(aggregator)s needs your consent to read your "
+                    "accounts and to transfer their data to Odoo.",
+                    aggregator=self.provider_id.name,
+                )
+            )
+        self._load_institutions()
+        self.step = "bank"
+        return self._reopen()
+
+    def action_search(self):
+        self.ensure_one()
+        self._load_institutions()
+        return self._reopen()
+
+    def action_skip_bank(self):
+        """Let the user pick the bank on the aggregator's own page."""
+        self.ensure_one()
+        return self._start(institution_id=None)
+
+    # -------------------------------------------------------------------------
+    # Business
+    # -------------------------------------------------------------------------
+
+    def _start(self, institution_id):
+        self.ensure_one()
+        if not (self.accept_terms and self.allow_transfer):
+            raise UserError(self.env._("Your consent is needed before connecting a bank."))
+        url = self.env["bank.sync.connect.session"]._open(
+            self.provider_id, institution_id=institution_id
+        )
+        return {"type": "ir.actions.act_url", "url": url, "target": "self"}
+
+    def _load_institutions(self):
+        self.ensure_one()
+        if not self.provider_id:
+            raise UserError(
+                self.env._(
+                    "Choose an aggregator in the Accounting settings (Bank synchronisation) "
+                    "before adding a bank."
+                )
+            )
+        client = self.provider_id._get_provider()
+        try:
+            institutions = client.list_institutions(
+                search=(self.search or "").strip(),
+                country=self.country_id.code or None,
+                limit=INSTITUTION_LIMIT,
+            )
+        except Exception as error:
+            raise UserError(
+                self.env["bank.sync.connection"]._describe_provider_error(self.provider_id, error)
+            ) from error
+        # Most requested first whatever the aggregator's order; a stable sort keeps its order
+        # among equals.
+        ranked = sorted(institutions, key=lambda inst: -inst.popularity)
+        self.line_ids = [fields.Command.clear()] + [
+            fields.Command.create(
+                {
+                    "sequence": index,
+                    "remote_id": institution.remote_id,
+                    "name": institution.name,
+                    "group_name": institution.group_name or False,
+                    "country_code": institution.country or False,
+                    "logo_url": institution.logo_url or False,
+                    "most_requested": index < MOST_REQUESTED_COUNT
+                    and not self.search
+                    and institution.popularity > 0,
+                }
+            )
+            for index, institution in enumerate(ranked)
+        ]
+
+    def _reopen(self):
+        return {
+            "type": "ir.actions.act_window",
+            "res_model": self._name,
+            "res_id": self.id,
+            "view_mode": "form",
+            "target": "new",
+            "name": self.env._("Add a bank"),
+        }
+
+
+class BankSyncConnectWizardLine(models.TransientModel):
+    _name = "bank.sync.connect.wizard.line"
+    _description = "Bank Offered by the Aggregator"
+    _order = "sequence, id"
+
+    wizard_id = fields.Many2one("bank.sync.connect.wizard", required=True, ondelete="cascade")
+    sequence = fields.Integer()
+    remote_id = fields.Char(required=True)
+    name = fields.Char(string="Bank", required=True)
+    group_name = fields.Char(string="Group")
+    country_code = fields.Char(string="Country")
+    logo_url = fields.Char()
+    most_requested = fields.Boolean()
+
+    def action_choose(self):
+        self.ensure_one()
+        return self.wizard_id._start(institution_id=self.remote_id)
