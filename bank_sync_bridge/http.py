@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -118,6 +119,8 @@ class Redactor:
         self.field_names = frozenset(name.lower() for name in field_names)
         self.min_length = min_length
         self._values: set[str] = set()
+        # Tokens are registered while other threads may be logging through the same client.
+        self._lock = threading.Lock()
         for value in values:
             self.add(value)
 
@@ -125,7 +128,8 @@ class Redactor:
         """Register one more secret value (and its URL-encoded forms)."""
         if not value or len(value) < self.min_length:
             return
-        self._values.update({value, quote(value, safe=""), quote_plus(value)})
+        with self._lock:
+            self._values.update({value, quote(value, safe=""), quote_plus(value)})
 
     def is_sensitive_header(self, name: str) -> bool:
         """Whether the header ``name`` carries a secret."""
@@ -137,8 +141,10 @@ class Redactor:
 
     def text(self, text: str) -> str:
         """``text`` with every registered secret value replaced by ``***``."""
+        with self._lock:
+            values = sorted(self._values, key=len, reverse=True)
         # Longest first, so that a secret containing another one is removed whole.
-        for value in sorted(self._values, key=len, reverse=True):
+        for value in values:
             if value in text:
                 text = text.replace(value, REDACTED)
         return text
@@ -473,12 +479,17 @@ class HttpClient:
         success = status in ok_statuses if ok_statuses is not None else 200 <= status < 300
         truncated = self._is_truncated(response)
         if not success:
-            raise error_from_response(
+            error = error_from_response(
                 status,
                 None if truncated else self._error_body(response),
                 headers=response.headers,
                 request_id=request_id,
             )
+            # Vendors sometimes echo what they were sent (a password, a token) in their
+            # message, which callers then log or show.
+            error.message = self.redactor.text(error.message)
+            error.args = (error.message,)
+            raise error
         if truncated:
             raise ProviderUnavailable(
                 "The aggregator's answer was cut off before the end (body shorter than its "

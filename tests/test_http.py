@@ -213,6 +213,11 @@ def test_connection_refused_is_retried_then_connection_failed(closed_port: int) 
     assert info.value.retryable
     assert sleeps == [0.5, 1.0]
     assert "tok-should-not-leak" not in str(info.value)
+    # A POST is not replayed, even when the connection failed.
+    sleeps.clear()
+    with pytest.raises(ConnectionFailed):
+        client.post("/aggregation/users", json={"external_user_id": "c1"})
+    assert sleeps == []
 
 
 def test_redirects_are_not_followed(scripted_server: ScriptedServer) -> None:
@@ -255,11 +260,12 @@ def test_logs_show_the_call_but_no_secret(
             params={"access_token": "tok-access-123", "limit": 50},
             headers={"Authorization": "Bearer bearer-xyz-789"},
         )
-        with pytest.raises(InvalidRequest):
+        with pytest.raises(InvalidRequest) as refused:
             client.post(
                 "/token",
                 data={"grant_type": "password", "username": "u", "password": "hunter22"},
             )
+    assert str(refused.value).startswith("bad pw *** status=400")
     # The server did receive the secrets: redaction is for logs only.
     assert scripted_server.received[0].headers["Client-Secret"] == "cs-very-secret"
     assert "access_token=tok-access-123" in scripted_server.received[0].path
