@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import time
 from collections import Counter
@@ -12,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
+from bank_sync_bridge import demo
 from bank_sync_bridge.errors import (
     ActionRequired,
     InvalidRequest,
@@ -677,3 +679,23 @@ def test_transaction_counts_per_account_type(clock: AdjustableClock) -> None:
         counts[account.type] = len(all_transactions(provider, account.remote_id)[0])
     assert counts[AccountType.CHECKING] > counts[AccountType.CARD] > counts[AccountType.LOAN]
     assert 2 <= counts[AccountType.SAVINGS] < 60
+
+
+# -- the package demo ------------------------------------------------------------------------
+
+
+def test_demo_connects_lists_and_follows_a_sandbox_bank() -> None:
+    output = io.StringIO()
+    assert demo.run(["--days", "2", "--last", "5"], out=output) == 0
+    text = output.getvalue()
+    assert "Odoo demo" in text and "comes later" in text
+    assert text.count("balance check OK") == 4
+    assert "IBAN FR76" in text
+    assert "morning synchronisation" in text
+    assert "deleted" in text  # the default login scripts the data incidents
+
+
+def test_demo_reports_a_refused_login() -> None:
+    output = io.StringIO()
+    assert demo.run(["--login", "wrong_password", "--locale", "fr"], out=output) == 1
+    assert "La banque a refusé l'identifiant ou le mot de passe." in output.getvalue()
