@@ -186,6 +186,10 @@ def _message(code: str, locale: str) -> str:
     return french if locale.lower().startswith("fr") else english
 
 
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _fold(text: str) -> str:
     """Case- and accent-insensitive form for bank searches."""
     decomposed = unicodedata.normalize("NFKD", text)
@@ -278,14 +282,17 @@ class LinxoProvider:
         self.overlap_days = int(options.get("overlap_days", 10))
         self.history_days = int(options.get("history_days", 90))
         self.user_email_domain = str(options.get("user_email_domain", "bank-sync.invalid"))
-        self.clock: Clock = clock or (lambda: datetime.now(timezone.utc))
-        self.token_store: TokenStore = token_store or MemoryTokenStore()
+        self.clock: Clock = clock if clock is not None else _utc_now
+        # ``is not None``: an empty store or recorder may well be falsy.
+        self.token_store: TokenStore = (
+            token_store if token_store is not None else MemoryTokenStore()
+        )
         read_timeout = float(config.timeout)
         self._http = HttpClient(
             self.api_url,
             timeout=(min(5.0, read_timeout), read_timeout),
             max_retries=int(options.get("max_retries", 3)),
-            sleep=sleep or time.sleep,
+            sleep=sleep if sleep is not None else time.sleep,
             session=session,
             secret_values=[self._client_secret],
             json_decimal=True,
