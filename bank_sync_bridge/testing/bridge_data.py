@@ -561,6 +561,8 @@ class BridgeState:
         self.cursor_signer = CursorSigner(cursor_key)
         self.users: dict[str, EmuUser] = {}
         self.tokens: dict[str, tuple[str, datetime]] = {}
+        #: Life of new user tokens (2 h at Bridge); zero makes every token dead on arrival.
+        self.token_validity = TOKEN_VALIDITY
         self.items: dict[int, EmuItem] = {}
         self.accounts: dict[int, EmuAccount] = {}
         self.transactions: dict[str, TransactionIndex] = {}
@@ -618,7 +620,7 @@ class BridgeState:
 
     def issue_token(self, user: EmuUser, token: str) -> datetime:
         """Record ``token`` for ``user``; returns its expiry (2 hours on the emulator clock)."""
-        expires_at = self.now() + TOKEN_VALIDITY
+        expires_at = self.now() + self.token_validity
         self.tokens[token] = (user.uuid, expires_at)
         return expires_at
 

@@ -66,7 +66,9 @@ from .bridge_data import (
 from .clock import AdjustableClock
 
 #: Fault kinds understood by :meth:`BridgeEmulator.script_faults`.
-FAULT_KINDS = frozenset({"500", "502", "503", "timeout", "malformed_json", "truncated", "reset"})
+FAULT_KINDS = frozenset(
+    {"500", "502", "503", "timeout", "malformed_json", "truncated", "reset", "repeat_cursor"}
+)
 WEBHOOK_EVENT_TYPES = (
     "item.created",
     "item.refreshed",
@@ -412,7 +414,8 @@ class BridgeEmulator:
         Kinds: ``500``/``502``/``503`` (error body), ``timeout`` (answer only after ``delay``
         seconds of wall time, to trip the client's timeout), ``malformed_json`` (200 with broken
         JSON), ``truncated`` (the body stops before its Content-Length), ``reset`` (the
-        connection is closed without an answer).
+        connection is closed without an answer), ``repeat_cursor`` (a list page whose
+        ``next_uri`` points back at the page just served).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"Unknown fault kind {kind!r}; use one of {sorted(FAULT_KINDS)}")
@@ -1413,6 +1416,13 @@ class _BridgeHandler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind in {"malformed_json", "truncated"}:
             self._write_broken(fault.kind, response)
             return
+        if fault is not None and fault.kind == "repeat_cursor":
+            pagination = (
+                response.body.get("pagination") if isinstance(response.body, dict) else None
+            )
+            if pagination is not None:
+                # A vendor bug worth surviving: the page points back at itself.
+                pagination["next_uri"] = self.path
         self._write(response)
 
     def _sabotage(self, fault: ScriptedFault, request: EmuRequest) -> bool:
