@@ -31,7 +31,7 @@ from bank_sync_bridge.model import (
 )
 from bank_sync_bridge.providers import MemoryTokenStore, Provider, ProviderConfig, get_provider
 from bank_sync_bridge.providers.sandbox import SandboxProvider
-from bank_sync_bridge.providers.sandbox_data import is_valid_iban
+from bank_sync_bridge.providers.sandbox_data import french_iban, is_valid_iban
 from bank_sync_bridge.testing.clock import AdjustableClock
 
 # A Monday afternoon, so that "today" has ordinary operations.
@@ -203,6 +203,14 @@ def test_connection_has_four_accounts_with_consistent_balances(clock: Adjustable
             assert account.currency == "EUR"
             assert account.balance == Decimal(account.raw["opening_balance"]) + booked
             assert account.balance_date == clock.now()
+
+
+def test_iban_helpers_agree_with_a_published_example() -> None:
+    # The usual French example: bank 30006, branch 00001, account 12345678901, RIB key 89.
+    assert french_iban("30006", "00001", "12345678901") == "FR7630006000011234567890189"
+    assert is_valid_iban("FR76 3000 6000 0112 3456 7890 189")
+    assert not is_valid_iban("FR7630006000011234567890188")
+    assert not is_valid_iban("not an iban")
 
 
 def test_two_years_of_realistic_french_business_operations(clock: AdjustableClock) -> None:
@@ -491,6 +499,30 @@ def test_consent_expiring_in_n_days(clock: AdjustableClock) -> None:
     with pytest.raises(ActionRequired) as caught:
         provider.iter_transactions(account_id(provider, connection_id, AccountType.CHECKING))
     assert caught.value.reason is ActionReason.CONSENT_EXPIRED
+
+
+def test_reconnecting_renews_consent_but_a_wrong_password_does_not(
+    clock: AdjustableClock,
+) -> None:
+    store = MemoryTokenStore()
+    provider = make_provider(clock, store=store)
+    connection_id = connect(provider, "consent_expiring_3")
+    clock.advance(days=4)
+    assert provider.get_connection(connection_id).state is ConnectionState.ACTION_NEEDED
+
+    def reconnect(login: str) -> bool:
+        session = provider.start_reconnect(connection_id, callback_url=CALLBACK, state="r")
+        back = provider.submit_hosted_page({**query_of(session.url), "login": login})
+        result = provider.complete_connect(query_of(back))
+        assert result.state == "r"
+        return result.success
+
+    assert not reconnect("wrong_password")
+    assert provider.get_connection(connection_id).state is ConnectionState.ACTION_NEEDED
+    assert reconnect("success")
+    renewed = make_provider(clock, store=store).get_connection(connection_id)
+    assert renewed.state is ConnectionState.OK
+    assert renewed.consent_expires_at == clock.now() + timedelta(days=180)
 
 
 def test_ordinary_consent_lasts_180_days(clock: AdjustableClock) -> None:

@@ -363,8 +363,11 @@ class SandboxProvider:
             raise NotFound(f"No sandbox account {account_id!r}", status=404)
         return self.parse_id(connection_id), _KINDS[kind]
 
-    def _accounts(self, conn: SandboxConnectionId) -> dict[AccountType, SandboxAccountData]:
-        horizon = self.now().date()
+    def _accounts(
+        self, conn: SandboxConnectionId, at: datetime | None = None
+    ) -> dict[AccountType, SandboxAccountData]:
+        """The connection's generated accounts, with operations up to ``at`` (default now)."""
+        horizon = (at or self.now()).date()
         key = (conn.remote_id, horizon)
         if key not in self._cache:
             if len(self._cache) >= 4:
@@ -623,7 +626,8 @@ class SandboxProvider:
             }
         else:
             plan = self._plan_from_cursor(cursor, account_id, now, date_from, date_to)
-        data = self._accounts(conn)[kind]
+        # A page cursor replays its own snapshot, even if this process's clock is behind it.
+        data = self._accounts(conn, max(now, _parse_iso(plan["until"])))[kind]
         return self._pages(data, plan)
 
     def _plan_from_cursor(

@@ -400,6 +400,8 @@ class _Generator:
         self.ref_counter = 0
         self.invoice_counters: dict[int, int] = {}
         self.holidays: dict[int, frozenset[date]] = {}
+        self.due_days: dict[tuple[int, int, int], date] = {}
+        self.ibans: dict[str, str] = {}
         # Running figures that later operations depend on (VAT, URSSAF, card settlement).
         self.checking_balance = Decimal(0)
         self.savings_balance = Decimal(0)
@@ -574,7 +576,7 @@ class _Generator:
                 f"VIR SEPA EMIS {supplier} FACT {ref}",
                 "transfer",
                 counterparty_name=supplier,
-                counterparty_account=counterparty_iban(supplier),
+                counterparty_account=self.iban_of(supplier),
             )
             self.book(checking, tx)
             self.purchases[month] = self.purchases.get(month, Decimal(0)) - amount
@@ -621,7 +623,7 @@ class _Generator:
             label,
             "transfer",
             counterparty_name=name,
-            counterparty_account=counterparty_iban(name, country),
+            counterparty_account=self.iban_of(name, country),
             bank_reference=bref,
         )
         self.book(AccountType.CHECKING, tx)
@@ -671,8 +673,16 @@ class _Generator:
 
     def on(self, day: date, target_day: int) -> bool:
         """True on the first working day on or after ``target_day`` of the month."""
-        target = date(day.year, day.month, min(target_day, 28))
-        return self.next_working(target) == day
+        key = (day.year, day.month, target_day)
+        if key not in self.due_days:
+            self.due_days[key] = self.next_working(date(day.year, day.month, min(target_day, 28)))
+        return self.due_days[key] == day
+
+    def iban_of(self, name: str, country: str = "FR") -> str:
+        """The counterparty's IBAN (memoised: the same few names come back every day)."""
+        if name not in self.ibans:
+            self.ibans[name] = counterparty_iban(name, country)
+        return self.ibans[name]
 
     def monthly(self, day: date) -> None:
         if not self.working(day):
@@ -711,7 +721,7 @@ class _Generator:
                 label,
                 "transfer",
                 counterparty_name=self.landlord,
-                counterparty_account=counterparty_iban(self.landlord),
+                counterparty_account=self.iban_of(self.landlord),
             )
             self.book(checking, tx)
         if self.on(day, 5) and self.card_spent.get(prev_key):
@@ -829,7 +839,7 @@ class _Generator:
                 f"VIR SEPA SALAIRE {month_name} {employee}",
                 "transfer",
                 counterparty_name=employee,
-                counterparty_account=counterparty_iban(employee),
+                counterparty_account=self.iban_of(employee),
             )
             self.book(AccountType.CHECKING, tx)
             total += amount
