@@ -136,7 +136,7 @@ def test_truncated_body_is_provider_unavailable(
 ) -> None:
     provider, account_id = linked
     emulator.fail_next(4, "truncated", path_contains="/transactions")
-    with pytest.raises(ProviderUnavailable):
+    with pytest.raises(ProviderUnavailable, match="cut off"):
         list(provider.iter_transactions(account_id))
 
 
