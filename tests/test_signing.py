@@ -88,6 +88,26 @@ def test_state_secret_rotation() -> None:
         read_state(["new-secret"], token, NOW)
 
 
+def test_realistic_odoo_payload_with_large_ids_fits() -> None:
+    # Database tag, company, provider and user ids well beyond a typical database's.
+    payload = {"d": "3f9c2a1b", "c": 99999, "p": 99999, "u": 9999999}
+    token = make_state(SECRET, payload, 3600, NOW)
+    assert BRIDGE_CONTEXT.fullmatch(token), len(token)
+    data = read_state(SECRET, token, NOW)
+    assert {k: data[k] for k in payload} == payload
+    assert isinstance(data["c"], int)
+    assert isinstance(data["d"], str)
+
+
+def test_payload_types_round_trip() -> None:
+    payload = {"n": -42, "s": "", "t": "é=#,x", "z": 0}
+    data = read_state(SECRET, make_state(SECRET, payload, 60, NOW, max_length=None), NOW)
+    assert {k: data[k] for k in payload} == payload
+    for bad in ({"f": 1.5}, {"b": True}, {"l": [1]}, {"bad key": 1}, {"s": "a\x1fb"}):
+        with pytest.raises(ValueError, match="must be"):
+            make_state(SECRET, bad, 60, NOW)
+
+
 def test_state_payload_limits() -> None:
     with pytest.raises(ValueError, match="at most 100"):
         make_state(SECRET, {"company": "a very long company name that will not fit"}, 600, NOW)
