@@ -367,7 +367,10 @@ class SandboxProvider:
         self, conn: SandboxConnectionId, at: datetime | None = None
     ) -> dict[AccountType, SandboxAccountData]:
         """The connection's generated accounts, with operations up to ``at`` (default now)."""
-        horizon = (at or self.now()).date()
+        # Generate to the end of the month: days after "now" stay invisible (every version is
+        # dated on or after its own day), and a daily sync then reuses one generation a month.
+        day = (at or self.now()).date()
+        horizon = (day.replace(day=28) + timedelta(days=4)).replace(day=1) - timedelta(days=1)
         key = (conn.remote_id, horizon)
         if key not in self._cache:
             if len(self._cache) >= 4:
