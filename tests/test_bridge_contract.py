@@ -239,6 +239,48 @@ def test_connect_reconnect_and_callback(emu: BridgeEmulator, make: MakeProvider)
         provider.complete_connect({"user_uuid": "someone-else", "success": "true"})
 
 
+@pytest.mark.parametrize(
+    ("login", "step", "state", "reason"),
+    [
+        ("success", None, ConnectionState.OK, None),
+        ("otp", None, ConnectionState.OK, None),
+        ("402", "bank_creds_form", ConnectionState.ACTION_NEEDED, ActionReason.CREDENTIALS),
+        ("1010", "otp_form", ConnectionState.ACTION_NEEDED, ActionReason.SCA),
+        ("otp_fail", "otp_form", ConnectionState.ACTION_NEEDED, ActionReason.SCA),
+        ("429", "sync_error", ConnectionState.ACTION_NEEDED, ActionReason.BANK_ACTION),
+        ("1003", "sync_error", ConnectionState.TEMPORARY_FAILURE, None),
+        (
+            "1005_CLOSED_ACCOUNT",
+            "sync_error",
+            ConnectionState.DISCONNECTED,
+            ActionReason.UNSUPPORTED,
+        ),
+        (
+            "1100",
+            "pro_validation_form",
+            ConnectionState.ACTION_NEEDED,
+            ActionReason.PRO_VALIDATION,
+        ),
+    ],
+)
+def test_demo_bank_logins_through_the_hosted_page(
+    make: MakeProvider,
+    login: str,
+    step: str | None,
+    state: ConnectionState,
+    reason: ActionReason | None,
+) -> None:
+    provider = make()
+    session = provider.start_connect(callback_url="http://127.0.0.1/cb", state="st-1")
+    result = provider.complete_connect(follow_connect(session.url, login, provider_id="574"))
+    assert result.success is (step is None)
+    assert result.step == step
+    connection = provider.get_connection(result.connection_id or "")
+    assert (connection.state, connection.reason) == (state, reason)
+    if login == "1005_CLOSED_ACCOUNT":
+        assert connection.vendor_status == "1005/closed_account"
+
+
 # -- items ------------------------------------------------------------------------------------
 
 
@@ -555,6 +597,20 @@ def test_unreadable_answers_are_provider_unavailable(
     with pytest.raises(ProviderUnavailable):
         provider.list_connections()
     assert len(provider.list_connections()) == 1
+
+
+def test_dropped_connection_is_retried_then_reported(
+    emu: BridgeEmulator, make: MakeProvider, sleeps: list[float]
+) -> None:
+    emu.connect_item("company-1")
+    provider = make()
+    provider.list_connections()
+    emu.script_faults("reset", 1, path_prefix=ITEMS_PATH)
+    assert len(provider.list_connections()) == 1
+    assert len(sleeps) == 1
+    emu.script_faults("reset", 1, path_prefix=ITEMS_PATH)
+    with pytest.raises(ConnectionFailed):
+        make(max_retries=0).list_connections()
 
 
 def test_timeout_is_connection_failed(emu: BridgeEmulator, make: MakeProvider) -> None:

@@ -12,6 +12,8 @@ import hashlib
 import hmac
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -594,3 +596,79 @@ def test_large_data_set_is_deterministic_and_fast(clock: AdjustableClock) -> Non
     assert len(left) == 20_000
     assert left == right
     assert time.perf_counter() - started < 5
+
+
+def test_admin_endpoints_steer_an_emulator_from_another_process(
+    emu: BridgeEmulator, api: Api, clock: AdjustableClock
+) -> None:
+    admin = {"Client-Secret": emu.client_secret}
+    refused = requests.post(emu.base_url + "/__emulator__/tokens/expire", timeout=5)
+    assert refused.status_code == 401
+    moved = requests.post(
+        emu.base_url + "/__emulator__/clock/advance",
+        json={"seconds": 3600},
+        headers=admin,
+        timeout=5,
+    )
+    assert moved.json()["now"] == "2025-03-03T07:00:00.000Z"
+    item = emu.connect_item("co-1", login="success.1010")
+    api.login("co-1")
+    refreshed = requests.post(
+        emu.base_url + "/__emulator__/items/refresh",
+        json={"item_id": item.id},
+        headers=admin,
+        timeout=5,
+    )
+    assert refreshed.json()["status"] == 1010
+    requests.post(
+        emu.base_url + "/__emulator__/faults", json={"kind": "503"}, headers=admin, timeout=5
+    )
+    assert api.call("GET", "/v3/aggregation/items").status_code == 503
+    requests.post(emu.base_url + "/__emulator__/tokens/expire", headers=admin, timeout=5)
+    assert api.call("GET", "/v3/aggregation/items").status_code == 401
+    state = requests.get(emu.base_url + "/__emulator__/state", headers=admin, timeout=5).json()
+    assert [u["external_user_id"] for u in state["users"]] == ["co-1"]
+
+
+def test_command_line_serves_a_prepared_emulator() -> None:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bank_sync_bridge.testing.bridge_emulator",
+            "--port",
+            "0",
+            "--user",
+            "demo",
+            "--transactions",
+            "1000",
+            "--frozen-clock",
+            "2025-03-03T06:00:00+00:00",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        base_url = re.search(r"http://127\.0\.0\.1:\d+", line)
+        assert base_url, line
+        emu_like = type(
+            "Target",
+            (),
+            {
+                "base_url": base_url.group(0),
+                "client_id": "emulator_client_id",
+                "client_secret": "emulator_client_secret",
+            },
+        )
+        api = Api(emu_like)  # type: ignore[arg-type]
+        api.login("demo")
+        accounts = api.call("GET", "/v3/aggregation/accounts").json()["resources"]
+        assert len(accounts) == 6
+        big = max(accounts, key=lambda a: a["id"])
+        page = api.call("GET", f"/v3/aggregation/transactions?account_id={big['id']}&limit=500")
+        assert len(page.json()["resources"]) == 500
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

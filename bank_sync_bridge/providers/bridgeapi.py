@@ -732,6 +732,19 @@ class BridgeProvider:
             raw=dict(raw),
         )
 
+    @staticmethod
+    def _belongs_to(raw: Mapping[str, Any], account_id: str) -> bool:
+        """Whether a listed operation is of the account asked for.
+
+        The listing is user-wide and filtered by ``account_id`` (🟡): should a page ever carry
+        another account's operation, it must not land in this account's journal.
+        """
+        other = raw.get("account_id")
+        if other is None or str(other) == account_id:
+            return True
+        _logger.warning("Bridge listed operation %s of account %s; skipped", raw.get("id"), other)
+        return False
+
     def _read_cursor(
         self, cursor: Cursor, account_id: str
     ) -> tuple[str | None, str | None, datetime | None]:
@@ -747,7 +760,12 @@ class BridgeProvider:
         if next_uri:
             parts = urlsplit(str(next_uri))
             resumed_account = parse_qs(parts.query).get("account_id", [""])[0]
-            if parts.path.rstrip("/") != TRANSACTIONS_PATH or resumed_account != account_id:
+            # Bridge keeps the query's filters in next_uri (its example keeps ``since``);
+            # when account_id is there it must be ours.
+            if parts.path.rstrip("/") != TRANSACTIONS_PATH or resumed_account not in (
+                "",
+                account_id,
+            ):
                 raise InvalidRequest("The stored Bridge cursor points to another listing.")
             return str(next_uri), None, seen
         if seen is None:
@@ -787,7 +805,11 @@ class BridgeProvider:
             if date_to:
                 params["max_date"] = date_to.isoformat()
         for resources, next_uri in self._iter_pages(start, params):
-            transactions = tuple(self._to_transaction(raw, account_id) for raw in resources)
+            transactions = tuple(
+                self._to_transaction(raw, account_id)
+                for raw in resources
+                if self._belongs_to(raw, account_id)
+            )
             for tx in transactions:
                 if tx.updated_at is not None and (high_water is None or tx.updated_at > high_water):
                     high_water = tx.updated_at

@@ -540,6 +540,9 @@ class DemoLogin:
         word = part.strip().lower()
         if word in {"success", "otp", "app2app"}:
             return 0, "ok"
+        if word in {"otp_fail", "app2app_expiry"}:
+            # The strong authentication was not completed: the item waits for it.
+            return 1010, "otp_required"
         code, _, info = word.partition("_")
         try:
             status = int(code)
