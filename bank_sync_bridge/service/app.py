@@ -17,6 +17,7 @@ checks that ownership on every call naming one; an id owned by someone else is "
 
 from __future__ import annotations
 
+import hmac
 import html
 import json
 import logging
@@ -60,6 +61,9 @@ from .logs import LOGGER_NAME
 from .openapi import build_openapi, render_docs
 from .ratelimit import RateLimiter
 from .store import Store, Transaction
+
+#: Aggregators that sign no webhook: their deliveries must carry a secret URL token instead.
+URL_TOKEN_KINDS = frozenset({"linxo"})
 
 #: Path of the sandbox's hosted connect page when the operator runs the sandbox.
 SANDBOX_PAGE = "/sandbox/connect"
@@ -500,11 +504,12 @@ class ServiceApp:
         return row is not None and row[0] == user_ref
 
     def _owns_connection(self, caller: Caller, connection_id: str) -> bool:
+        kind = self.aggregator().kind
         with self.store.transaction() as tx:
             row = tx.one(
                 "SELECT user_ref FROM connections WHERE kind = ? AND connection_id = ? "
                 "AND deleted_at IS NULL",
-                (self.aggregator().kind, connection_id),
+                (kind, connection_id),
             )
         return row is not None and row[0] == caller.user_ref
 
@@ -529,6 +534,12 @@ class ServiceApp:
         config = self.aggregator()
         if request.params["kind"] != config.kind:
             raise ApiError(404, "not_found", "This service does not take webhooks of that kind")
+        if config.kind in URL_TOKEN_KINDS:
+            # The vendor signs nothing: the operator gives it a URL carrying a secret token
+            # (``/webhooks/linxo?token=...``), and tenants re-read what an event names anyway.
+            token = request.query.get("token", "")
+            if not any(hmac.compare_digest(token, s) for s in config.webhook_secrets if s):
+                raise ApiError(401, "signature", "The webhook URL token is missing or wrong")
         provider = self.provider("webhooks")
         try:
             events = provider.parse_webhook(
@@ -690,10 +701,9 @@ class ServiceApp:
             # The callback is only a hint and its parameters come from a browser: read the
             # connection as this company's aggregator user before recording it as theirs.
             connection = provider.get_connection(result.connection_id)
+            kind = self.aggregator().kind
             with self.store.transaction() as tx:
-                owned = self._claim_connection(
-                    tx, self.aggregator().kind, connection.remote_id, caller.user_ref
-                )
+                owned = self._claim_connection(tx, kind, connection.remote_id, caller.user_ref)
             if not owned:
                 raise ApiError(404, "not_found", "No such connection for this company")
         return _json(200, to_wire(result))
@@ -730,10 +740,11 @@ class ServiceApp:
         # and the answer is the same as for a real deletion (nothing leaks).
         if self._owns_connection(caller, connection_id):
             self._provider_for(caller).delete_connection(connection_id)
+            kind = self.aggregator().kind
             with self.store.transaction() as tx:
                 tx.execute(
                     "UPDATE connections SET deleted_at = ? WHERE kind = ? AND connection_id = ?",
-                    (time.time(), self.aggregator().kind, connection_id),
+                    (time.time(), kind, connection_id),
                 )
         return Response(204)
 
@@ -763,12 +774,13 @@ class ServiceApp:
 
     def _transactions(self, request: Request, ctx: _Context, caller: Caller) -> Response:
         account_id = request.params["id"]
+        kind = self.aggregator().kind
         with self.store.transaction() as tx:
             row = tx.one(
                 "SELECT a.user_ref FROM accounts a JOIN connections c "
                 "ON c.kind = a.kind AND c.connection_id = a.connection_id "
                 "WHERE a.kind = ? AND a.account_id = ? AND c.deleted_at IS NULL",
-                (self.aggregator().kind, account_id),
+                (kind, account_id),
             )
         if row is None or row[0] != caller.user_ref:
             raise ApiError(404, "not_found", "No such account for this company")

@@ -180,6 +180,11 @@ class Store:
         """One database transaction: committed when the block ends, rolled back on error."""
         if self.dialect == "sqlite":
             conn = self._sqlite_connection()
+            if conn.in_transaction:
+                # A helper called inside an open transaction joins it (commit happens once,
+                # at the end of the outer block).
+                yield Transaction(conn.cursor(), self.dialect)
+                return
             # IMMEDIATE takes the write lock up front: no deadlock between two writers that
             # both started by reading.
             conn.execute("BEGIN IMMEDIATE")
