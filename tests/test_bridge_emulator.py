@@ -672,3 +672,37 @@ def test_command_line_serves_a_prepared_emulator() -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_queued_webhooks_can_arrive_reversed_and_twice(
+    emu: BridgeEmulator, receiver: tuple[str, list[tuple[bytes, str | None]]]
+) -> None:
+    url, received = receiver
+    emu.register_webhook(url, ["s3cret"])
+    item = emu.connect_item("co-1")
+    queued = [event["type"] for event in emu.outbox]
+    assert queued[:2] == ["item.created", "item.refreshed"]
+    emu.deliver_webhooks(reverse=True, duplicate=True)
+    arrived = [json.loads(body)["type"] for body, _ in received]
+    assert arrived == [kind for kind in reversed(queued) for _ in (1, 2)]
+    assert emu.outbox == []
+    assert all(d.status == 200 for d in emu.deliveries)
+    emu.deliveries.clear()
+    emu.delete_transaction(emu.transactions(emu.accounts(item.id)[0].id)[0].id)
+    (event,) = emu.outbox
+    assert event["content"]["nb_deleted_transactions"] == 1
+
+
+def test_application_limit_spans_users(clock: AdjustableClock) -> None:
+    # The published figure is 2000 per 5 minutes; a lowered one shows the same rule cheaply.
+    with BridgeEmulator(clock=clock, app_limit=6) as emu:
+        first, second = Api(emu), Api(emu)
+        emu.create_user("co-1")
+        emu.create_user("co-2")
+        first.login("co-1")
+        second.login("co-2")
+        for api in (first, second, first, second):
+            assert api.call("GET", "/v3/aggregation/items").status_code == 200
+        assert_error(second.call("GET", "/v3/providers"), 429)
+        clock.advance(minutes=5)
+        assert first.call("GET", "/v3/providers").status_code == 200

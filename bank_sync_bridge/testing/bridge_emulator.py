@@ -189,7 +189,9 @@ class BridgeEmulator:
     ``client_id``/``client_secret`` are the application credentials it accepts. ``clock`` is
     shared with the caller when given (pass a frozen :class:`AdjustableClock` for reproducible
     runs). ``rate_limits=False`` lifts the three published limits (benchmarks); forced 429s
-    still work. ``since_inclusive`` decides whether ``since`` keeps operations updated exactly
+    still work; ``app_limit`` (per 5 minutes), ``user_limit`` and ``token_limit`` (per minute)
+    default to Bridge's published figures and can be lowered to test a limit cheaply.
+    ``since_inclusive`` decides whether ``since`` keeps operations updated exactly
     at that instant (Bridge does not say; strict is the harder case for clients).
     ``empty_last_page`` makes a full page always point to a next page, which may be empty.
     """
@@ -204,6 +206,9 @@ class BridgeEmulator:
         clock: AdjustableClock | None = None,
         seed: int = 0,
         rate_limits: bool = True,
+        app_limit: int = 2000,
+        user_limit: int = 60,
+        token_limit: int = 10,
         since_inclusive: bool = False,
         empty_last_page: bool = False,
     ) -> None:
@@ -228,9 +233,9 @@ class BridgeEmulator:
         self.outbox: list[dict[str, Any]] = []
         self._faults: list[ScriptedFault] = []
         self._forced_429: list[tuple[float | None, int]] = []
-        self._app_limiter = SlidingWindowLimiter(2000, timedelta(minutes=5))
-        self._user_limiter = SlidingWindowLimiter(60, timedelta(seconds=60))
-        self._token_limiter = SlidingWindowLimiter(10, timedelta(seconds=60))
+        self._app_limiter = SlidingWindowLimiter(app_limit, timedelta(minutes=5))
+        self._user_limiter = SlidingWindowLimiter(user_limit, timedelta(seconds=60))
+        self._token_limiter = SlidingWindowLimiter(token_limit, timedelta(seconds=60))
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
