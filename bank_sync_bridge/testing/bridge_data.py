@@ -641,8 +641,11 @@ class BridgeState:
 
     # -- items --------------------------------------------------------------------------
 
-    def create_item(self, user_uuid: str, provider_id: int, login: DemoLogin) -> EmuItem:
-        """A new item as Bridge Connect leaves it once the Demo Bank login ran."""
+    def create_item(
+        self, user_uuid: str, provider_id: int, login: DemoLogin, *, demo_accounts: bool = True
+    ) -> EmuItem:
+        """A new item as Bridge Connect leaves it once the Demo Bank login ran (with Demo
+        Bank's accounts unless ``demo_accounts`` is False)."""
         self._next_item_id += 1
         now = self.now()
         item = EmuItem(
@@ -654,10 +657,10 @@ class BridgeState:
             created_at=now,
         )
         self.items[item.id] = item
-        self.apply_login(item, login)
+        self.apply_login(item, login, demo_accounts=demo_accounts)
         return item
 
-    def apply_login(self, item: EmuItem, login: DemoLogin) -> None:
+    def apply_login(self, item: EmuItem, login: DemoLogin, *, demo_accounts: bool = True) -> None:
         """The outcome of a (re-)authentication on ``item``."""
         status, info = login.first
         now = self.now()
@@ -668,7 +671,7 @@ class BridgeState:
             # A successful login (pro accounts included) renews the 180-day SCA window.
             item.last_successful_refresh = now
             item.authentication_expires_at = now + SCA_VALIDITY
-            if not self.accounts_of(item.id):
+            if demo_accounts and not self.accounts_of(item.id):
                 self.fill_demo_accounts(item)
 
     def refresh_item(self, item: EmuItem) -> None:

@@ -376,10 +376,9 @@ class BridgeEmulator:
             if user is None:
                 user = self.state.create_user(user_ref)
             if item_id is None:
-                item = self.state.create_item(user.uuid, DEMO_BANK_ID, DemoLogin.parse("success"))
-                # The Demo Bank accounts of that item are not part of a benchmark set.
-                for account in self.state.accounts_of(item.id):
-                    self._drop_account(account)
+                item = self.state.create_item(
+                    user.uuid, DEMO_BANK_ID, DemoLogin.parse("success"), demo_accounts=False
+                )
             else:
                 item = self.state.items[item_id]
             account = self.state.add_account(item, name=name)
@@ -701,10 +700,6 @@ class BridgeEmulator:
             index.touch(tx, self.state.now())
             self._queue_account_updated(self.state.accounts[tx.account_id], **counts)
             return tx
-
-    def _drop_account(self, account: EmuAccount) -> None:
-        self.state.transactions[account.user_uuid].remove_accounts({account.id})
-        del self.state.accounts[account.id]
 
     # -- HTTP dispatch ------------------------------------------------------------------
 
