@@ -514,7 +514,7 @@ def test_repeated_cursor_and_page_cap_stop_the_stream(
     assert len(received) == 3
 
 
-def test_pagination_boundaries(clock: AdjustableClock, sleeps: list[float]) -> None:
+def test_pagination_boundaries(clock: AdjustableClock) -> None:
     for empty_last_page, expected_pages in ((False, 1), (True, 2)):
         with BridgeEmulator(clock=clock, empty_last_page=empty_last_page) as emu:
             account = emu.add_account_with_transactions(10, seed=2, user_ref="company-1")

@@ -531,7 +531,8 @@ class BridgeProvider:
         user_email: str | None = None,
     ) -> ConnectSession:
         """``POST /v3/aggregation/connect-sessions`` ✅ for a new item; ``state`` goes in
-        ``context`` and comes back in the callback."""
+        ``context`` and comes back in the callback. Bridge documents no language parameter
+        for Connect (it follows the browser), so ``locale`` is not sent."""
         return self._connect_session(
             {
                 "callback_url": callback_url,

@@ -20,7 +20,7 @@ import random
 import unicodedata
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -559,7 +559,7 @@ class BridgeState:
     Not thread-safe by itself: the emulator serialises access with one lock.
     """
 
-    def __init__(self, clock: Any, *, cursor_key: bytes, seed: int = 0) -> None:
+    def __init__(self, clock: Callable[[], datetime], *, cursor_key: bytes, seed: int = 0) -> None:
         self.clock = clock
         self.cursor_signer = CursorSigner(cursor_key)
         self.users: dict[str, EmuUser] = {}
