@@ -230,6 +230,13 @@ def test_token_answers_and_errors(world: dict[str, Any]) -> None:
     )
     assert wrong.status_code == 401
     assert set(wrong.json()) == ERROR_KEYS and wrong.json()["error"] == "invalid_client"
+    for partial in ({"client_id": "nobody"}, {"client_id": world["emu"].client_id}):
+        missing_secret = requests.post(
+            f"{world['emu'].auth_url}/token",
+            json={**partial, "grant_type": "client_credentials"},
+            timeout=5,
+        )
+        assert missing_secret.status_code == 401
     bad_password = http.token(grant_type="password", username="asso@example.org", password="no")
     assert bad_password.status_code == 400 and bad_password.json()["error"] == "invalid_grant"
     # Form-encoded bodies work too (the docs' examples post forms, §2.3).

@@ -8,6 +8,9 @@ emulator's own shapes are pinned separately against the reference in
 from __future__ import annotations
 
 import logging
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -16,6 +19,7 @@ from threading import Thread
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+import requests
 
 from bank_sync_bridge.errors import InvalidRequest, NotFound
 from bank_sync_bridge.model import (
@@ -26,7 +30,7 @@ from bank_sync_bridge.model import (
     Transaction,
     TransactionStatus,
 )
-from bank_sync_bridge.providers import MemoryTokenStore, get_provider
+from bank_sync_bridge.providers import MemoryTokenStore, Provider, get_provider
 from bank_sync_bridge.providers.linxo import LinxoProvider
 from bank_sync_bridge.testing import AdjustableClock, LinxoEmulator
 from bank_sync_bridge.testing.linxo_emulator import submit_widget
@@ -117,6 +121,29 @@ def test_a_lost_answer_to_user_creation_is_recovered(
     provider = LinxoProvider(emulator.provider_config("acme"), clock=clock, token_store=store)
     assert provider.user_id == remote_id
     assert emulator.user_ids() == [remote_id]
+
+
+def test_the_linxo_provider_fulfils_the_provider_protocol(provider: LinxoProvider) -> None:
+    assert isinstance(provider, Provider)
+    assert provider.kind == "linxo"
+    assert "secret" not in repr(provider) and "secret" not in repr(provider.config)
+
+
+def test_the_emulator_runs_from_the_command_line() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bank_sync_bridge.testing.linxo_emulator", "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        first_line = process.stdout.readline()
+        base_url = re.search(r"http://127\.0\.0\.1:\d+", first_line).group(0)
+        answer = requests.post(f"{base_url}/auth/token", json={"client_id": "x"}, timeout=5)
+        assert answer.status_code == 401 and answer.json()["error"] == "invalid_client"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        process.stdout.close()
 
 
 def test_missing_credentials_are_refused_clearly(emulator: LinxoEmulator) -> None:
@@ -341,6 +368,12 @@ def test_operations_exact_amounts_paris_dates_pending_forecast_cancelled(
         cancelled = emu.add_transaction(account_id, "-15.00", "Annulé", day)
         emu.cancel_transaction(cancelled)
 
+        # Accounts and connections read the same in both versions (v3 balance object and
+        # provider_logo_url, v2.1 number and logo_url).
+        account = provider.list_accounts(connection_id)[0]
+        assert account.balance == emu._accounts[account_id].balance
+        assert provider.get_connection(connection_id).logo_url.endswith("/9999.png")
+
         pages = list(provider.iter_transactions(account_id, date_from=date(2026, 3, 1)))
         by_id = {t.remote_id: t for t in _all(pages)}
         # The pending card payment of "today" and three booked ones; the UPCOMING forecast
@@ -403,14 +436,20 @@ def test_page_cursors_resume_and_the_final_cursor_rereads_the_overlap(
     ]
 
     stream = provider.iter_transactions(account_id, date_from=date(2026, 2, 1))
-    first = next(stream)
-    stream.close()  # the run stops (crash, time budget) after storing the first page
-    assert not first.last and first.cursor.value["page"] == 2
+    first, second = next(stream), next(stream)
+    stream.close()  # the run stops (crash, time budget) after storing two pages
+    assert not second.last and second.cursor.value["page"] == 3
+    # Meanwhile the bank drops an operation the first page held: every later line moves up
+    # one place, and resuming exactly at page 3 would skip one of them.
+    vanished = first.transactions[0].remote_id
+    emulator.delete_transaction(vanished)
     resumed = list(
-        provider.iter_transactions(account_id, cursor=Cursor.loads(first.cursor.dumps()))
+        provider.iter_transactions(account_id, cursor=Cursor.loads(second.cursor.dumps()))
     )
-    ids = [t.remote_id for t in first.transactions] + [t.remote_id for t in _all(resumed)]
-    assert ids == expected
+    stored = [t.remote_id for t in first.transactions + second.transactions]
+    seen = set(stored) | {t.remote_id for t in _all(resumed)}
+    assert seen == set(expected)  # nothing skipped
+    assert len(_all(resumed)) == 5 + 1  # page 2 re-read (now shifted), then the short page
     final = resumed[-1]
     assert final.last
     assert final.cursor.value == {"date_from": "2026-03-06", "date_to": None, "page": 1}

@@ -248,22 +248,23 @@ def test_a_page_the_server_refuses_is_an_invalid_request(
 def test_page_cap_stops_a_runaway_stream_and_the_cursor_resumes(
     emulator: LinxoEmulator, clock: AdjustableClock, sleeps: Sleeps
 ) -> None:
-    provider = make_provider(emulator, clock, sleeps, page_size=5, max_pages=2)
+    provider = make_provider(emulator, clock, sleeps, page_size=5, max_pages=3)
     connection_id = emulator.create_connection(provider.user_id, transactions_per_account=0)
     account_id = emulator.account_ids(connection_id)[0]
-    # 18 + the pending card payment: two full pages, then 4 + 5 after resuming.
+    # 18 + the pending card payment: three full pages, then (page 3 again) and 4 more.
     emulator.add_transactions(account_id, 18, start=date(2026, 1, 1), end=date(2026, 3, 1))
     seen: list[str] = []
     stream = provider.iter_transactions(account_id, date_from=date(2026, 1, 1))
     pages = []
-    with pytest.raises(ProviderUnavailable, match="after 2 pages"):
+    with pytest.raises(ProviderUnavailable, match="after 3 pages"):
         for page in stream:
             pages.append(page)
             seen.extend(t.remote_id for t in page.transactions)
-    assert len(seen) == 10
+    assert len(seen) == 15
     rest = list(provider.iter_transactions(account_id, cursor=pages[-1].cursor))
     seen.extend(t.remote_id for p in rest for t in p.transactions)
-    assert len(seen) == len(set(seen)) == 19 and rest[-1].last
+    assert len(set(seen)) == 19 and rest[-1].last
+    assert [len(p.transactions) for p in rest] == [5, 4]
 
 
 def test_a_server_repeating_the_same_page_is_detected(

@@ -485,6 +485,12 @@ class LinxoProvider:
             # The cached token was revoked or expired early: renew once, never loop.
             return call(self._client_token(renew=True))
 
+    def _client_get(self, path: str, params: Mapping[str, Any]) -> HttpResponse:
+        """A GET with the application token (renewed once on a 401)."""
+        return self._with_client_token(
+            lambda token: self._http.get(path, params=params, headers=self._bearer(token))
+        )
+
     def _api(
         self,
         method: str,
@@ -533,15 +539,23 @@ class LinxoProvider:
         """Banks from ``GET /providers`` (🟡), in Linxo's order, filtered by name and
         country. ``q`` and ``country`` query parameters are ❓: the filter is applied here too,
         so a server ignoring them still gives the right list."""
-        params: dict[str, Any] = {"limit": MAX_PAGE_SIZE, "page": 1}
+        filters: dict[str, Any] = {"limit": MAX_PAGE_SIZE}
         if search:
-            params["q"] = search
+            filters["q"] = search
         if country:
-            params["country"] = country.upper()
-        response = self._with_client_token(
-            lambda token: self._http.get("/providers", params=params, headers=self._bearer(token))
-        )
-        items = self._items(response, "providers")
+            filters["country"] = country.upper()
+        items: list[Mapping[str, Any]] = []
+        for page in range(1, self.max_pages + 1):
+            params = {**filters, "page": page}
+            response = self._client_get("/providers", params)
+            batch = self._items(response, "providers")
+            items.extend(batch)
+            if len(batch) < MAX_PAGE_SIZE:
+                break
+        else:
+            raise ProviderUnavailable(
+                f"Linxo kept sending bank pages after {self.max_pages} pages; stopped."
+            )
         wanted = _fold(search.strip())
         result: list[Institution] = []
         for rank, item in enumerate(items):
@@ -916,7 +930,8 @@ class LinxoProvider:
         """Operations of a Paris date window, ``page``/``limit`` paging (§2.6 🟡).
 
         Pages are read until one is empty or shorter than ``limit``. Each page's cursor is
-        the same window and the next page number, so a crash resumes where it stopped. The
+        the same window and the next page number, so a crash resumes where it stopped (one
+        page earlier, in case lines vanished from the pages already read). The
         final cursor is open-ended and starts ``overlap_days`` before the window's end: Linxo
         has no change feed, so the next run re-reads those days to catch late-booked lines,
         date shifts and status changes (reference §6.11). Forecast lines are skipped;
@@ -941,6 +956,12 @@ class LinxoProvider:
         start = min(start, window_end)
         if page < 1:
             raise InvalidRequest("The stored Linxo cursor has an invalid page number.")
+        if page > 1:
+            # Page numbers are positions, not ids: an operation removed from an earlier page
+            # since the cursor was stored shifts the rest up by one, and resuming at the exact
+            # page would skip it. Reading one page again costs little (lines are deduplicated
+            # by id downstream) and covers up to a page of such removals.
+            page -= 1
         previous_ids: tuple[str, ...] | None = None
         for _ in range(self.max_pages):
             items = self._transactions_page(account_id, start, window_end, page)

@@ -338,6 +338,8 @@ class LinxoEmulator:
         self._transactions: dict[str, list[EmulatedTransaction]] = {}
         self._tx_index: dict[str, EmulatedTransaction] = {}
         self._date_keys: dict[str, list[int]] = {}
+        self._midnights: dict[date, int] = {}
+        self._iso_midnights: dict[date, str] = {}
         self._faults: list[_Fault] = []
         self._forced_429: list[float] = []
         self._hits: dict[str, deque[float]] = {}
@@ -785,7 +787,7 @@ class LinxoEmulator:
         rows = self._transactions[account_id]
         if account_id not in self._date_keys:
             rows.sort(key=lambda t: (t.booking_date, t.seq))
-            self._date_keys[account_id] = [paris_midnight(t.booking_date) for t in rows]
+            self._date_keys[account_id] = [self._midnight(t.booking_date) for t in rows]
         return rows
 
     # ---- scenario control: tokens, limits, faults ------------------------------------------
@@ -943,10 +945,15 @@ class LinxoEmulator:
 
     # ---- auth ------------------------------------------------------------------------------
 
+    def _client_ok(self, client_id: str | None, client_secret: str | None) -> bool:
+        """Known client with its exact secret (an unknown id without secret is refused)."""
+        expected = self.clients.get(client_id or "")
+        return expected is not None and client_secret is not None and client_secret == expected
+
     def _token(self, request: _Request) -> _Reply:
         form = request.form()
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
-        if not client_id or self.clients.get(client_id) != client_secret:
+        if not self._client_ok(client_id, client_secret):
             raise _HTTPError(401, "invalid_client", "Client authentication failed")
         grant = form.get("grant_type")
         if grant == "client_credentials":
@@ -1212,12 +1219,26 @@ class LinxoEmulator:
         except ValueError:
             raise _HTTPError(400, "invalid_request", f"{name} must be unix seconds") from None
 
+    def _midnight(self, day: date) -> int:
+        # Zone conversions dominate the cost of a 500-line page: remember them per day.
+        stamp = self._midnights.get(day)
+        if stamp is None:
+            stamp = self._midnights[day] = paris_midnight(day)
+        return stamp
+
+    def _iso(self, day: date) -> str:
+        text = self._iso_midnights.get(day)
+        if text is None:
+            text = self._iso_midnights[day] = paris_iso(day)
+        return text
+
     def _transaction_json(self, tx: EmulatedTransaction) -> dict[str, Any]:
+        booked, valued = self._midnight(tx.booking_date), self._midnight(tx.value_date)
         dates = {
-            "date": paris_midnight(tx.booking_date),
-            "booking_date": paris_midnight(tx.booking_date),
-            "transaction_date": paris_midnight(tx.value_date),
-            "value_date": paris_midnight(tx.value_date),
+            "date": booked,
+            "booking_date": booked,
+            "transaction_date": valued,
+            "value_date": valued,
             "import_date": tx.import_date,
         }
         remittance = tx.notes.split("\n")
@@ -1238,7 +1259,7 @@ class LinxoEmulator:
                 "amount": {"amount": f"{tx.amount:.2f}", "currency": tx.currency},
                 "label": tx.label,
                 **dates,
-                "enrichments": {"display_label": tx.label, "date": paris_iso(tx.booking_date)},
+                "enrichments": {"display_label": tx.label, "date": self._iso(tx.booking_date)},
             }
         return {
             **common,
@@ -1310,7 +1331,7 @@ class LinxoEmulator:
     def _widget_session(self, request: _Request) -> _Reply:
         form = request.form()
         client_id = form.get("client_id", "")
-        if self.clients.get(client_id) != form.get("client_secret"):
+        if not self._client_ok(client_id, form.get("client_secret")):
             raise _HTTPError(401, "invalid_client", "Client authentication failed")
         info = self._tokens.get(form.get("access_token", ""))
         if info is None or info["kind"] != "user" or info["expires_at"] <= self._now():
