@@ -350,6 +350,30 @@ def test_incremental_cursor_brings_only_what_changed(clock: AdjustableClock) -> 
     assert all(t.booking_date > CONNECTED_AT.date() for t in changes if t.remote_id not in known)
 
 
+def test_a_run_that_stopped_at_an_end_date_leaves_no_gap(clock: AdjustableClock) -> None:
+    provider = make_provider(clock)
+    checking = account_id(provider, connect(provider), AccountType.CHECKING)
+    cut = CONNECTED_AT.date() - timedelta(days=30)
+    before_cut, cursor = all_transactions(provider, checking, date_to=cut)
+    assert before_cut and max(t.booking_date for t in before_cut) <= cut
+    # The next runs pass "today" as the end date, one day late on the bank's clock.
+    clock.advance(days=1)
+    rest, cursor = all_transactions(
+        provider, checking, cursor=cursor, date_to=clock.now().date() - timedelta(days=1)
+    )
+    clock.advance(days=1)
+    latest, _cursor = all_transactions(
+        provider, checking, cursor=cursor, date_to=clock.now().date() - timedelta(days=1)
+    )
+    everything = by_id(all_transactions(provider, checking)[0])
+    seen: dict[str, Transaction] = {}
+    for tx in [*before_cut, *rest, *latest]:
+        seen[tx.remote_id] = tx
+    yesterday = clock.now().date() - timedelta(days=1)
+    expected = {k: t for k, t in everything.items() if t.booking_date <= yesterday}
+    assert {k: seen[k] for k in expected} == expected
+
+
 # -- scripted data incidents -----------------------------------------------------------------
 
 

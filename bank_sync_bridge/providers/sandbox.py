@@ -605,8 +605,10 @@ class SandboxProvider:
         """Pages of the account's operations (see "Transactions cursor" in the module doc).
 
         Without a cursor: every operation booked in ``[date_from, date_to]`` (both optional)
-        as visible now, sorted by booking date. With a cursor: resume it. Errors (unknown
-        account, broken connection, bad cursor or dates) are raised here, before any page.
+        as visible now, sorted by booking date. With a page cursor: the rest of that run
+        (dates are ignored). With a final cursor: what changed since, sorted by change time,
+        within the dates given now. Errors (unknown account, broken connection, bad cursor or
+        dates) are raised here, before any page.
         """
         conn, kind = self._split_account_id(account_id)
         self._check_can_read(conn)
@@ -625,6 +627,7 @@ class SandboxProvider:
                 "until": _iso(now),
                 "date_from": date_from.isoformat() if date_from else None,
                 "date_to": date_to.isoformat() if date_to else None,
+                "gap": None,
                 "after": None,
             }
         else:
@@ -649,23 +652,25 @@ class SandboxProvider:
         plan = dict(value)
         try:
             if plan.get("until") is None:
-                # A final cursor: a new run over what changed since its snapshot.
+                # A final cursor: a new run over what changed since its snapshot. Dates given
+                # now apply to this run (a start date only ever narrows the stream).
                 plan.update(mode="changes", until=_iso(now), after=None)
+                if date_from and date_from.isoformat() > (plan.get("date_from") or ""):
+                    plan["date_from"] = date_from.isoformat()
+                plan["date_to"] = date_to.isoformat() if date_to else None
+            # A page cursor keeps its own plan: other dates would change the set it pages.
             for field in ("since", "until"):
                 if plan.get(field):
                     _parse_iso(plan[field])
-            for field in ("date_from", "date_to"):
+            for field in ("date_from", "date_to", "gap"):
                 if plan.get(field):
                     date.fromisoformat(plan[field])
+            if plan.get("after") is not None:
+                plan["after"] = [str(part) for part in plan["after"]]
         except (TypeError, ValueError) as exc:
             raise InvalidRequest("The sandbox cursor is malformed") from exc
-        if plan["mode"] not in ("window", "changes"):
+        if plan.get("mode") not in ("window", "changes"):
             raise InvalidRequest("The sandbox cursor is malformed")
-        # Dates given with a cursor narrow it further; they never widen it.
-        if date_from and (not plan.get("date_from") or date_from.isoformat() > plan["date_from"]):
-            plan["date_from"] = date_from.isoformat()
-        if date_to and (not plan.get("date_to") or date_to.isoformat() < plan["date_to"]):
-            plan["date_to"] = date_to.isoformat()
         return plan
 
     def _pages(self, data: SandboxAccountData, plan: dict[str, Any]) -> Iterator[TransactionPage]:
@@ -673,6 +678,9 @@ class SandboxProvider:
         since = _parse_iso(plan["since"]) if plan.get("since") else None
         low = date.fromisoformat(plan["date_from"]) if plan.get("date_from") else None
         high = date.fromisoformat(plan["date_to"]) if plan.get("date_to") else None
+        # Operations booked after ``gap`` were left out by an earlier run that stopped at
+        # that date: send them whatever their age.
+        gap = date.fromisoformat(plan["gap"]) if plan.get("gap") else None
         changes = plan["mode"] == "changes"
         keyed: list[tuple[tuple[str, str], Transaction]] = []
         for tx in visible_operations(data.operations, until):
@@ -680,7 +688,8 @@ class SandboxProvider:
                 continue
             assert tx.updated_at is not None  # noqa: S101 - every generated version has one
             if changes:
-                if since is not None and tx.updated_at <= since:
+                changed = since is None or tx.updated_at > since
+                if not changed and not (gap and tx.booking_date > gap):
                     continue
                 key = (_iso(tx.updated_at), tx.remote_id)
             else:
@@ -692,8 +701,8 @@ class SandboxProvider:
             after = tuple(plan["after"])
             start = bisect.bisect_right([key for key, _tx in keyed], after)
         remaining = keyed[start:]
-        # The next run reports what changes after this snapshot; a window that ends before
-        # today keeps its end, so the cursor never claims days it did not read.
+        # The next run reports what changes after this snapshot, plus, when this run stopped
+        # at an end date before today, everything booked after it: a cursor never skips days.
         final = {
             "v": 1,
             "account": data.remote_id,
@@ -701,7 +710,8 @@ class SandboxProvider:
             "since": plan["until"],
             "until": None,
             "date_from": plan.get("date_from"),
-            "date_to": plan["date_to"] if high and high < until.date() else None,
+            "date_to": None,
+            "gap": plan["date_to"] if high and high < until.date() else None,
             "after": None,
         }
         if not remaining:
