@@ -25,6 +25,7 @@ import re
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -61,6 +62,9 @@ from .logs import LOGGER_NAME
 from .openapi import build_openapi, render_docs
 from .ratelimit import RateLimiter
 from .store import Store, Transaction
+
+#: Providers kept in memory (one per aggregator user recently served).
+PROVIDER_CACHE_SIZE = 256
 
 #: Aggregators that sign no webhook: their deliveries must carry a secret URL token instead.
 URL_TOKEN_KINDS = frozenset({"linxo"})
@@ -239,6 +243,10 @@ class ServiceApp:
         #: Set when an event waits for delivery, so the delivery thread wakes at once.
         self.delivery_wakeup = threading.Event()
         self.public_url = self.settings.public_url
+        self._providers: OrderedDict[str, tuple[Provider, threading.Lock]] = OrderedDict()
+        self._providers_config: admin.AggregatorConfig | None = None
+        self._providers_lock = threading.Lock()
+        self._known_users: set[str] = set()
         self._config_lock = threading.Lock()
         self._config: tuple[float, admin.AggregatorConfig] | None = None
         self._last_purge = 0.0
@@ -432,13 +440,29 @@ class ServiceApp:
             return self._config[1]
 
     def provider(self, user_ref: str) -> Provider:
-        """A provider of the operator's aggregator bound to the aggregator user ``user_ref``."""
+        """A provider of the operator's aggregator bound to the aggregator user ``user_ref``.
+
+        Providers are kept (a few hundred, least recently used dropped) because they hold
+        token caches, HTTP sessions and, for the sandbox, generated data; the cache empties
+        when the operator changes the aggregator configuration.
+        """
+        return self._provider_entry(user_ref)[0]
+
+    def _provider_entry(self, user_ref: str) -> tuple[Provider, threading.Lock]:
         config = self.aggregator()
+        with self._providers_lock:
+            if config != self._providers_config:
+                self._providers.clear()
+                self._providers_config = config
+            entry = self._providers.get(user_ref)
+            if entry is not None:
+                self._providers.move_to_end(user_ref)
+                return entry
         options = dict(config.options)
         if config.kind == "sandbox" and "hosted_url" not in options and self.public_url:
             # The sandbox's hosted page is served by the service itself.
             options["hosted_url"] = self.public_url.rstrip("/") + SANDBOX_PAGE
-        return get_provider(
+        provider = get_provider(
             config.kind,
             ProviderConfig(
                 user_ref=user_ref,
@@ -449,15 +473,27 @@ class ServiceApp:
             token_store=self.token_store,
             **self.provider_kwargs,
         )
+        with self._providers_lock:
+            entry = self._providers.setdefault(user_ref, (provider, threading.Lock()))
+            while len(self._providers) > PROVIDER_CACHE_SIZE:
+                self._providers.popitem(last=False)
+        return entry
 
-    def _provider_for(self, caller: Caller) -> Provider:
-        with self.store.transaction() as tx:
-            tx.execute(
-                "INSERT INTO aggregator_users (user_ref, tenant_id, company, created_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (caller.user_ref, caller.tenant.id, caller.company, time.time()),
-            )
-        return self.provider(caller.user_ref)
+    def _provider_for(self, caller: Caller) -> Any:
+        """The caller's provider, each call serialised (providers need not be thread-safe,
+        and one company's calls never need to run in parallel)."""
+        if caller.user_ref not in self._known_users:
+            with self.store.transaction() as tx:
+                tx.execute(
+                    "INSERT INTO aggregator_users (user_ref, tenant_id, company, created_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (caller.user_ref, caller.tenant.id, caller.company, time.time()),
+                )
+            with self._providers_lock:
+                if len(self._known_users) > 100_000:
+                    self._known_users.clear()
+                self._known_users.add(caller.user_ref)
+        return _Serialized(*self._provider_entry(caller.user_ref))
 
     @staticmethod
     def _from_provider_error(exc: BankSyncError) -> ApiError:
@@ -790,18 +826,20 @@ class ServiceApp:
             raise ApiError(
                 400, "invalid_request", "The cursor is not one this service made"
             ) from None
-        pages = self._provider_for(caller).iter_transactions(
-            account_id,
-            cursor=cursor,
-            date_from=_date_param(request, "date_from"),
-            date_to=_date_param(request, "date_to"),
-        )
-        try:
-            page = next(iter(pages), None)
-        finally:
-            close = getattr(pages, "close", None)
-            if close:
-                close()
+        serialized = self._provider_for(caller)
+        with serialized.lock:
+            pages = serialized.provider.iter_transactions(
+                account_id,
+                cursor=cursor,
+                date_from=_date_param(request, "date_from"),
+                date_to=_date_param(request, "date_to"),
+            )
+            try:
+                page = next(iter(pages), None)
+            finally:
+                close = getattr(pages, "close", None)
+                if close:
+                    close()
         if page is None:
             # The stream ended before any page: nothing new since ``cursor``.
             return _json(
@@ -992,6 +1030,23 @@ class ServiceApp:
         if error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
         return response
+
+
+class _Serialized:
+    """A provider whose method calls hold its lock (see :meth:`ServiceApp._provider_for`)."""
+
+    def __init__(self, provider: Provider, lock: threading.Lock) -> None:
+        self.provider = provider
+        self.lock = lock
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.provider, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self.lock:
+                return method(*args, **kwargs)
+
+        return call
 
 
 def _json(status: int, data: Any) -> Response:
