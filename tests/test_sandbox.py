@@ -315,6 +315,19 @@ def test_resuming_from_any_page_cursor_loses_and_repeats_nothing(clock: Adjustab
     assert booking_dates == sorted(booking_dates)
 
 
+def test_page_boundaries_give_no_empty_or_missing_page(clock: AdjustableClock) -> None:
+    provider = make_provider(clock)
+    loan = account_id(provider, connect(provider), AccountType.LOAN)
+    total = len(all_transactions(provider, loan)[0])
+    assert total % 2 == 0 or total % 3 == 0  # the loan has 24 or so instalments
+    size = total // 2 if total % 2 == 0 else total // 3
+    pages = list(make_provider(clock, page_size=size).iter_transactions(loan))
+    assert [len(page.transactions) for page in pages] == [size] * (total // size)
+    assert [page.last for page in pages] == [False] * (len(pages) - 1) + [True]
+    single = list(make_provider(clock, page_size=total).iter_transactions(loan))
+    assert len(single) == 1 and single[0].last and len(single[0].transactions) == total
+
+
 def test_date_window_and_bad_requests(clock: AdjustableClock) -> None:
     provider = make_provider(clock)
     connection_id = connect(provider)
@@ -338,6 +351,7 @@ def test_incremental_cursor_brings_only_what_changed(clock: AdjustableClock) -> 
     provider = make_provider(clock)
     checking = account_id(provider, connect(provider), AccountType.CHECKING)
     first, cursor = all_transactions(provider, checking)
+    cursor = Cursor.loads(cursor.dumps())  # stored as text between runs
     nothing, cursor_again = all_transactions(provider, checking, cursor=cursor)
     assert nothing == []
     clock.advance(days=7)
@@ -614,6 +628,15 @@ def test_hosted_page_shows_the_bank_and_the_demo_logins(clock: AdjustableClock) 
         query_of(provider.start_connect(callback_url=CALLBACK, state="s").url)
     )
     assert "Connect your bank" in english and "<select" in english  # no bank chosen yet
+
+
+def test_hosted_page_escapes_what_it_echoes(clock: AdjustableClock) -> None:
+    provider = make_provider(clock)
+    hostile = '"><script>alert(1)</script>'
+    session = provider.start_connect(callback_url=CALLBACK + "&x=" + hostile, state=hostile)
+    page = provider.render_hosted_page(query_of(session.url))
+    assert "<script>" not in page
+    assert "&quot;&gt;&lt;script&gt;" in page
 
 
 def test_tampered_or_expired_links_are_refused(clock: AdjustableClock) -> None:

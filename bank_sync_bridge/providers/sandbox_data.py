@@ -401,6 +401,8 @@ class _Generator:
         self.invoice_counters: dict[int, int] = {}
         self.holidays: dict[int, frozenset[date]] = {}
         self.due_days: dict[tuple[int, int, int], date] = {}
+        self.working_days: dict[date, bool] = {}
+        self.stamps: dict[date, str] = {}
         self.ibans: dict[str, str] = {}
         # Running figures that later operations depend on (VAT, URSSAF, card settlement).
         self.checking_balance = Decimal(0)
@@ -424,13 +426,8 @@ class _Generator:
         self.loan_insurance = money(self.rng.uniform(8, 25))
         self.is_instalment = money(round(self.rng.uniform(1200, 5000) * self.size, -1))
         self.siren = _digits("siren" + key, 9)
-        branch = _digits("branch" + key, 5)
-        if bank.country == "FR":
-            self.checking_iban = french_iban(bank.bank_code, branch, _digits("chk" + key, 11))
-            self.savings_iban = french_iban(bank.bank_code, branch, _digits("sav" + key, 11))
-        else:
-            self.checking_iban = _foreign_iban(bank, "chk" + key)
-            self.savings_iban = _foreign_iban(bank, "sav" + key)
+        self.checking_iban = _own_iban(bank, key, "chk")
+        self.savings_iban = _own_iban(bank, key, "sav")
         self.openings: dict[AccountType, Decimal] = {}
         # Sales must pay for the payroll with its charges, the VAT they carry, rent, suppliers
         # and the loan: size invoices so that 1.5 payments a working day do.
@@ -448,7 +445,15 @@ class _Generator:
         return self.holidays[year]
 
     def working(self, day: date) -> bool:
-        return is_working_day(day, self.holiday_set(day.year))
+        if day not in self.working_days:
+            self.working_days[day] = is_working_day(day, self.holiday_set(day.year))
+        return self.working_days[day]
+
+    def stamp(self, day: date) -> str:
+        """``YYYYMMDD`` of ``day`` (memoised: strftime is slow and runs for every operation)."""
+        if day not in self.stamps:
+            self.stamps[day] = day.strftime("%Y%m%d")
+        return self.stamps[day]
 
     def next_working(self, day: date) -> date:
         while not self.working(day):
@@ -461,11 +466,11 @@ class _Generator:
     def new_id(self, kind: AccountType, day: date) -> str:
         count = self.seq.get((kind, day), 0) + 1
         self.seq[(kind, day)] = count
-        return f"{self.tx_prefix}-{kind.value[0].upper()}{day:%Y%m%d}-{count:03d}"
+        return f"{self.tx_prefix}-{kind.value[0].upper()}{self.stamp(day)}-{count:03d}"
 
     def bank_ref(self, day: date) -> str:
         self.ref_counter += 1
-        return f"{self.bank.bic[:4]}{day:%y%m%d}{self.ref_counter:07d}"
+        return f"{self.bank.bic[:4]}{self.stamp(day)[2:]}{self.ref_counter:07d}"
 
     def transaction(
         self,
@@ -956,6 +961,14 @@ def generate_accounts(
             operations=tuple(operations),
         )
     return result
+
+
+def _own_iban(bank: SandboxBank, key: str, account: str) -> str:
+    """The IBAN of one of the connection's own accounts, at its bank."""
+    if bank.country == "FR":
+        branch = _digits("branch" + key, 5)
+        return french_iban(bank.bank_code, branch, _digits(account + key, 11))
+    return _foreign_iban(bank, account + key)
 
 
 def _foreign_iban(bank: SandboxBank, key: str) -> str:
