@@ -38,6 +38,7 @@ import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
@@ -45,6 +46,7 @@ from zoneinfo import ZoneInfo
 import requests
 
 from ..errors import (
+    AccessDenied,
     AuthenticationError,
     InvalidRequest,
     NotFound,
@@ -74,18 +76,24 @@ _logger = logging.getLogger(__name__)
 PARIS = ZoneInfo("Europe/Paris")
 
 #: Default hosts per environment (reference §2.1; the v3 auth host is ❓, Oxlin's is used).
-DEFAULT_HOSTS: dict[str, dict[str, str]] = {
-    "production": {
-        "api": "https://api.linxo.com/v3",
-        "auth": "https://auth.oxlin.io",
-        "widget": "https://embed.linxo-connect.io",
-    },
-    "sandbox": {
-        "api": "https://sandbox-api.linxo.com/v3",
-        "auth": "https://sandbox-auth.oxlin.io",
-        "widget": "https://embed.linxo-connect.io",
-    },
-}
+DEFAULT_HOSTS: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        "production": MappingProxyType(
+            {
+                "api": "https://api.linxo.com/v3",
+                "auth": "https://auth.oxlin.io",
+                "widget": "https://embed.linxo-connect.io",
+            }
+        ),
+        "sandbox": MappingProxyType(
+            {
+                "api": "https://sandbox-api.linxo.com/v3",
+                "auth": "https://sandbox-auth.oxlin.io",
+                "widget": "https://embed.linxo-connect.io",
+            }
+        ),
+    }
+)
 
 #: Scopes of the user token (reference §2.2, 🟡 from the algoan connector).
 USER_SCOPES = (
@@ -99,12 +107,14 @@ MAX_PAGE_SIZE = 500
 CURSOR_KIND = "linxo_window"
 
 #: Account ``type`` (v2.1 and v3, 🟡) → our account type.
-ACCOUNT_TYPES: dict[str, AccountType] = {
-    "CHECKINGS": AccountType.CHECKING,
-    "SAVINGS": AccountType.SAVINGS,
-    "LOAN": AccountType.LOAN,
-    "CREDIT_CARD": AccountType.CARD,
-}
+ACCOUNT_TYPES: Mapping[str, AccountType] = MappingProxyType(
+    {
+        "CHECKINGS": AccountType.CHECKING,
+        "SAVINGS": AccountType.SAVINGS,
+        "LOAN": AccountType.LOAN,
+        "CREDIT_CARD": AccountType.CARD,
+    }
+)
 
 #: Account ``status`` values whose data is still shared (assoconnect's status list, 🟡):
 #: ``ERROR`` is a failed last import and ``SUSPENDED`` a check by Linxo, both temporary.
@@ -121,64 +131,71 @@ _QUIET_CHANNEL_STATUSES = frozenset({"SUCCESS", "EMPTY", "RUNNING", "NONE"})
 
 #: Why a FAILED connection needs its owner, from its channels' status. ``AUTH_FAILED`` is the
 #: documented channel event ✅; the other codes are ❓ (no public list of channel statuses).
-_CHANNEL_ACTIONS: dict[str, ActionReason] = {
-    "AUTH_FAILED": ActionReason.CREDENTIALS,
-    "SCA_REQUIRED": ActionReason.SCA,
-    "USER_ACTION_REQUIRED": ActionReason.BANK_ACTION,
-    "CONSENT_EXPIRED": ActionReason.CONSENT_EXPIRED,
-}
+_CHANNEL_ACTIONS: Mapping[str, ActionReason] = MappingProxyType(
+    {
+        "AUTH_FAILED": ActionReason.CREDENTIALS,
+        "SCA_REQUIRED": ActionReason.SCA,
+        "USER_ACTION_REQUIRED": ActionReason.BANK_ACTION,
+        "CONSENT_EXPIRED": ActionReason.CONSENT_EXPIRED,
+    }
+)
 
 #: Linxo sends no human explanation with a status, so we carry our own, in English and
 #: French (like assoconnect's translation catalogue does). Key: status or channel code.
-MESSAGES: dict[str, tuple[str, str]] = {
-    "SUCCESS": (
-        "The bank connection is up to date.",
-        "La connexion bancaire est à jour.",
-    ),
-    "PARTIAL_SUCCESS": (
-        "Some accounts of this bank could not be synchronised; the others are up to date.",
-        "Certains comptes de cette banque n'ont pas pu être synchronisés ; les autres sont à jour.",
-    ),
-    "RUNNING": (
-        "Linxo is synchronising this bank connection.",
-        "Linxo synchronise cette connexion bancaire.",
-    ),
-    "NONE": (
-        "This bank connection has not been synchronised yet.",
-        "Cette connexion bancaire n'a pas encore été synchronisée.",
-    ),
-    "CLOSED": (
-        "This bank connection is closed.",
-        "Cette connexion bancaire est fermée.",
-    ),
-    "AUTH_FAILED": (
-        "The bank refused the login: please enter your bank credentials again.",
-        "La banque a refusé l'identification : merci de saisir à nouveau vos identifiants.",
-    ),
-    "SCA_REQUIRED": (
-        "Your bank asks for strong authentication: please reconnect to confirm your access.",
-        "Votre banque demande une authentification forte : merci de vous reconnecter.",
-    ),
-    "USER_ACTION_REQUIRED": (
-        "Your bank asks you to do something on its website or app before synchronising.",
-        "Votre banque vous demande une action sur son site ou son application.",
-    ),
-    "CONSENT_EXPIRED": (
-        "Your consent to share this bank's data has expired: please reconnect.",
-        (
-            "Votre consentement au partage des données de cette banque a expiré : merci de "
-            "vous reconnecter."
+MESSAGES: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "SUCCESS": (
+            "The bank connection is up to date.",
+            "La connexion bancaire est à jour.",
         ),
-    ),
-    "FAILED": (
-        "The last synchronisation with the bank failed; Linxo will try again.",
-        "La dernière synchronisation avec la banque a échoué ; Linxo réessaiera.",
-    ),
-    "UNKNOWN": (
-        "Linxo reported an unknown connection status.",
-        "Linxo a signalé un état de connexion inconnu.",
-    ),
-}
+        "PARTIAL_SUCCESS": (
+            "Some accounts of this bank could not be synchronised; the others are up to date.",
+            (
+                "Certains comptes de cette banque n'ont pas pu être synchronisés ; les autres "
+                "sont à jour."
+            ),
+        ),
+        "RUNNING": (
+            "Linxo is synchronising this bank connection.",
+            "Linxo synchronise cette connexion bancaire.",
+        ),
+        "NONE": (
+            "This bank connection has not been synchronised yet.",
+            "Cette connexion bancaire n'a pas encore été synchronisée.",
+        ),
+        "CLOSED": (
+            "This bank connection is closed.",
+            "Cette connexion bancaire est fermée.",
+        ),
+        "AUTH_FAILED": (
+            "The bank refused the login: please enter your bank credentials again.",
+            "La banque a refusé l'identification : merci de saisir à nouveau vos identifiants.",
+        ),
+        "SCA_REQUIRED": (
+            "Your bank asks for strong authentication: please reconnect to confirm your access.",
+            "Votre banque demande une authentification forte : merci de vous reconnecter.",
+        ),
+        "USER_ACTION_REQUIRED": (
+            "Your bank asks you to do something on its website or app before synchronising.",
+            "Votre banque vous demande une action sur son site ou son application.",
+        ),
+        "CONSENT_EXPIRED": (
+            "Your consent to share this bank's data has expired: please reconnect.",
+            (
+                "Votre consentement au partage des données de cette banque a expiré : merci de "
+                "vous reconnecter."
+            ),
+        ),
+        "FAILED": (
+            "The last synchronisation with the bank failed; Linxo will try again.",
+            "La dernière synchronisation avec la banque a échoué ; Linxo réessaiera.",
+        ),
+        "UNKNOWN": (
+            "Linxo reported an unknown connection status.",
+            "Linxo a signalé un état de connexion inconnu.",
+        ),
+    }
+)
 
 
 def _message(code: str, locale: str) -> str:
@@ -230,7 +247,7 @@ def _decimal(value: Any) -> Decimal:
     return amount
 
 
-def _with_query(url: str, params: Mapping[str, str]) -> str:
+def _with_query(url: str, params: Mapping[str, str | None]) -> str:
     """``url`` with ``params`` added to its existing query string."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
@@ -329,22 +346,20 @@ class LinxoProvider:
         try:
             # Asking for a token twice is harmless, so a lost answer may be retried.
             response = self._http.post(f"{self.auth_url}/token", json=payload, idempotent=True)
-        except AuthenticationError as exc:
+        except (AuthenticationError, AccessDenied, InvalidRequest) as exc:
+            if exc.code == "invalid_client":
+                message = "Linxo refused the application's client id or client secret."
+            elif body.get("grant_type") == "password" and (
+                exc.code == "invalid_grant" or not isinstance(exc, InvalidRequest)
+            ):
+                # RFC 6749 says 400 invalid_grant; Linxo's own status is unpublished (401 and
+                # 403 are seen in integrations), so all three mean the same here.
+                message = "Linxo refused the stored password of this company's Linxo user."
+            else:
+                raise
             raise AuthenticationError(
-                "Linxo refused the application's client id or client secret.",
-                status=exc.status,
-                code=exc.code,
-                request_id=exc.request_id,
+                message, status=exc.status, code=exc.code, request_id=exc.request_id
             ) from None
-        except InvalidRequest as exc:
-            if exc.code == "invalid_grant":
-                raise AuthenticationError(
-                    "Linxo refused the stored password of this company's Linxo user.",
-                    status=exc.status,
-                    code=exc.code,
-                    request_id=exc.request_id,
-                ) from None
-            raise
         data = response.json_object()
         token = data.get("access_token")
         if not isinstance(token, str) or not token:
@@ -500,16 +515,17 @@ class LinxoProvider:
         expected: tuple[int, ...] | None = None,
     ) -> HttpResponse:
         """One API call with the user's token, renewed once on a 401."""
-        for attempt in (1, 2):
-            token = self._user_token(renew=attempt == 2)
-            try:
-                return self._http.request(
-                    method, path, params=params, headers=self._bearer(token), expected=expected
-                )
-            except AuthenticationError:
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        def call(token: str) -> HttpResponse:
+            return self._http.request(
+                method, path, params=params, headers=self._bearer(token), expected=expected
+            )
+
+        try:
+            return call(self._user_token())
+        except AuthenticationError:
+            # Revoked or expired before its announced end: renew once, never loop.
+            return call(self._user_token(renew=True))
 
     def _user_params(self, **params: Any) -> dict[str, Any]:
         """v3 requires ``user_id`` on list calls (assoconnect v3 client, 🟡); v2.1 did not."""
@@ -613,7 +629,7 @@ class LinxoProvider:
         # redirect URI itself, which any OAuth-style redirect keeps.
         redirect_uri = _with_query(callback_url, {"state": state})
         params = {"session_id": session_id, "redirect_uri": redirect_uri, **extra}
-        return _with_query(f"{self.widget_url}/widget/{page}", params)  # type: ignore[arg-type]
+        return _with_query(f"{self.widget_url}/widget/{page}", params)
 
     def start_connect(
         self,
@@ -900,6 +916,8 @@ class LinxoProvider:
             label=str(label),
             value_date=paris_date(raw.get("value_date")),
             transaction_date=paris_date(raw.get("transaction_date")),
+            # ``check_number`` (v2.1 fixture 🟡) is the one bank reference Linxo exposes.
+            bank_reference=str(raw["check_number"]) if raw.get("check_number") else None,
             operation_type=str(raw["type"]) if raw.get("type") else None,
             status=TransactionStatus.PENDING if status == "PENDING" else TransactionStatus.BOOKED,
             deleted=status in DELETED_STATUSES,

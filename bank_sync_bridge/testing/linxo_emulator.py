@@ -70,6 +70,7 @@ from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
@@ -101,15 +102,17 @@ USER_SCOPES = (
 #: Widget test logins in the style of Bridge's Demo Bank. Any other login succeeds, as on
 #: the "Linxo Test Bank" where any login/password works (reference §2.8).
 #: login -> (final connection status, REDIRECT channel status)
-TEST_LOGINS: dict[str, tuple[str, str]] = {
-    "success": ("SUCCESS", "SUCCESS"),
-    "partial": ("PARTIAL_SUCCESS", "SUCCESS"),
-    "wrong_credentials": ("FAILED", "AUTH_FAILED"),
-    "sca_required": ("FAILED", "SCA_REQUIRED"),
-    "action_at_bank": ("FAILED", "USER_ACTION_REQUIRED"),
-    "bank_down": ("FAILED", "BANK_UNAVAILABLE"),
-    "closed_account": ("CLOSED", "SUCCESS"),
-}
+TEST_LOGINS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "success": ("SUCCESS", "SUCCESS"),
+        "partial": ("PARTIAL_SUCCESS", "SUCCESS"),
+        "wrong_credentials": ("FAILED", "AUTH_FAILED"),
+        "sca_required": ("FAILED", "SCA_REQUIRED"),
+        "action_at_bank": ("FAILED", "USER_ACTION_REQUIRED"),
+        "bank_down": ("FAILED", "BANK_UNAVAILABLE"),
+        "closed_account": ("CLOSED", "SUCCESS"),
+    }
+)
 
 CONNECTION_STATUSES = ("RUNNING", "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "CLOSED", "NONE")
 FAULT_KINDS = ("error", "slow", "malformed", "truncated")
@@ -952,7 +955,7 @@ class LinxoEmulator:
 
     def _token(self, request: _Request) -> _Reply:
         form = request.form()
-        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        client_id, client_secret = form.get("client_id", ""), form.get("client_secret")
         if not self._client_ok(client_id, client_secret):
             raise _HTTPError(401, "invalid_client", "Client authentication failed")
         grant = form.get("grant_type")
