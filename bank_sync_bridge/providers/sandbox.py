@@ -15,8 +15,15 @@ Hosted page and scenarios
 served by the application with :meth:`~SandboxProvider.render_hosted_page` and
 :meth:`~SandboxProvider.submit_hosted_page`). Its query is signed with an HMAC keyed by
 ``credentials["session_key"]`` (the default key is public and for demos only), so nobody can turn
-it into a redirect to a forged callback. The LOGIN typed on that page picks the scenario (the
-password is not checked; an unknown login behaves like ``success``):
+it into a redirect to a forged callback. The page posts back to itself (or to ``form_action``)
+the signed fields as hidden inputs plus ``login``, ``password``, ``action`` (``connect`` or
+``cancel``) and ``bank`` (only when the link named no bank). The callback carries ``state``,
+``success``, ``connection_id`` or ``step``/``error``/``message``, and its own signature
+``sandbox_sig`` that :meth:`~SandboxProvider.complete_connect` checks; the application's own
+query parameters on the callback URL are kept.
+
+The LOGIN typed on the page picks the scenario (the password is not checked; an unknown login
+behaves like ``success``):
 
 ``success``
     A healthy connection; consent runs 180 days from the connection (or the last reconnection).
