@@ -5,6 +5,7 @@ from . import (
     bank_sync_connection,
     bank_sync_provider,
     bank_sync_token,
+    bank_sync_webhook_event,
     res_company,
     res_config_settings,
 )

@@ -1,4 +1,4 @@
-from datetime import timezone
+from datetime import timedelta, timezone
 
 from odoo import api, fields, models
 from odoo.exceptions import ValidationError
@@ -201,3 +201,86 @@ class BankSyncAccount(models.Model):
     # -------------------------------------------------------------------------
     # Synchronisation (owned by the synchronisation engine, issue 5)
     # -------------------------------------------------------------------------
+
+    # -------------------------------------------------------------------------
+    # Health: accounts that stopped receiving operations (issue 6)
+    # -------------------------------------------------------------------------
+
+    # Set when a stall alert went out, cleared when operations arrive again: one alert per
+    # silence, not one per day.
+    stall_alert_date = fields.Date(
+        string="No operations alert",
+        readonly=True,
+        copy=False,
+        help="When an alert said that this account, which usually receives operations, had "
+        "brought none for the number of days set in the settings.",
+    )
+
+    # The consent's end, shown on the account too (it is the connection's).
+    consent_expiry = fields.Datetime(related="connection_id.consent_expiry")
+    consent_state = fields.Selection(related="connection_id.consent_state")
+
+    def _check_stall(self):
+        """Alert once when a busy account of a working connection goes silent; resolve the
+        alert when operations come in again (rules in bank_sync_bridge.health.check_stall)."""
+        from bank_sync_bridge import health  # noqa: PLC0415
+
+        today = fields.Date.context_today(self)
+        candidates = self.filtered_domain(self._domain_syncable())
+        for account in candidates:
+            if account.connection_id.state != "ok":
+                # A broken connection has its own alert; silence is then expected.
+                continue
+            lines = self.env["account.bank.statement.line"].search_read(
+                [
+                    ("journal_id", "=", account.journal_id.id),
+                    ("date", ">=", today - timedelta(days=health.DEFAULT_STALL_LOOKBACK_DAYS)),
+                ],
+                ["date"],
+            )
+            check = health.check_stall(
+                [line["date"] for line in lines],
+                today,
+                stall_days=account.company_id.bank_sync_stall_days or health.DEFAULT_STALL_DAYS,
+            )
+            if check.stalled and not account.stall_alert_date:
+                account.stall_alert_date = today
+                account._stall_raise_alert(check)
+            elif not check.stalled and account.stall_alert_date:
+                account.stall_alert_date = False
+                account._stall_resolve_alert()
+
+    def _stall_raise_alert(self, check):
+        self.ensure_one()
+        connection = self.connection_id
+        users = connection._health_alert_users()
+        summary = self.env._(
+            "%(account)s: no operations for %(days)s days",
+            account=self.display_name,
+            days=check.days_silent,
+        )
+        for user in users:
+            connection.activity_schedule(
+                "bank_sync_aggregator.mail_activity_type_account_stalled",
+                summary=summary,
+                user_id=user.id,
+            )
+        connection._health_send_mail(
+            "bank_sync_aggregator.mail_template_account_stalled",
+            users.partner_id,
+            render_context={"days_silent": check.days_silent},
+            record=self,
+        )
+        connection._message_log(body=self.env._("Alert sent: %(summary)s", summary=summary))
+
+    def _stall_resolve_alert(self):
+        self.ensure_one()
+        connection = self.connection_id
+        note = self.env._("Operations arrive again on %(account)s.", account=self.display_name)
+        # The stall activity is per connection: it is closed once none of its accounts is
+        # silent any more.
+        if not connection.account_ids.filtered("stall_alert_date"):
+            connection.activity_feedback(
+                ["bank_sync_aggregator.mail_activity_type_account_stalled"], feedback=note
+            )
+        connection._message_log(body=note)

@@ -213,6 +213,9 @@ class BankSyncConnectSession(models.Model):
         is_new = not provider.connection_ids.filtered(lambda c: c.remote_id == remote_id)
         connection = provider._upsert_connection(remote)
         connection._upsert_accounts(accounts)
+        if not is_new:
+            # A renewal: close the alert if the connection works again, catch up the gap.
+            connection._after_reconnect(remote)
         if self.connection_id and self.connection_id != connection:
             # The aggregator made a new connection instead of renewing the old one.
             self.connection_id.message_post(

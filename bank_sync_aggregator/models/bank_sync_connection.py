@@ -1,7 +1,8 @@
 import logging
+import threading
 from datetime import timezone
 
-from odoo import api, fields, models
+from odoo import Command, api, fields, models
 from odoo.exceptions import UserError
 
 _logger = logging.getLogger(__name__)
@@ -271,6 +272,333 @@ class BankSyncConnection(models.Model):
             aggregator=provider.name,
             detail=detail,
         )
+
+    # -------------------------------------------------------------------------
+    # Health: alerts, consent reminders, stalls (issue 6; rules in bank_sync_bridge.health)
+    # -------------------------------------------------------------------------
+
+    health_failed_days = fields.Integer(
+        string="Consecutive failed days",
+        readonly=True,
+        copy=False,
+        help="Days on which this connection was seen failing since it was last OK. Temporary "
+        "failures alert the accounting managers only after the number of days set in the "
+        "settings.",
+    )
+    health_last_failed_date = fields.Date(readonly=True, copy=False)
+    health_failing_since = fields.Date(string="Failing since", readonly=True, copy=False)
+    # Key of the incident whose alert went out ("action_needed:sca"...); empty when none is
+    # open. One alert per incident: the same problem seen again alerts nobody twice.
+    health_incident = fields.Char(readonly=True, copy=False)
+    health_alert_date = fields.Datetime(string="Alert sent on", readonly=True, copy=False)
+    # The smallest reminder threshold (15, 3, 1 days) already sent for the expiry date in
+    # consent_reminder_expiry; both are reset when the consent is renewed.
+    consent_reminder_sent = fields.Integer(readonly=True, copy=False)
+    consent_reminder_expiry = fields.Datetime(readonly=True, copy=False)
+    consent_state = fields.Selection(
+        [
+            ("none", "No end date"),
+            ("ok", "Valid"),
+            ("soon", "Expires soon"),
+            ("urgent", "Expires in a few days"),
+            ("expired", "Expired"),
+        ],
+        string="Consent",
+        compute="_compute_consent_state",
+        help="Colour of the consent's end date: the bank asks to renew it every 90 or 180 days.",
+    )
+    consent_days_left = fields.Integer(compute="_compute_consent_state")
+    # For the e-mails: what is wrong in the reader's language, and the button's link.
+    health_problem = fields.Char(compute="_compute_health_problem")
+    reconnect_url = fields.Char(compute="_compute_reconnect_url")
+
+    @api.depends("state", "reason")
+    @api.depends_context("lang")
+    def _compute_health_problem(self):
+        states = dict(self._fields["state"]._description_selection(self.env))
+        reasons = dict(self._fields["reason"]._description_selection(self.env))
+        for connection in self:
+            if connection.state == "action_needed" and connection.reason:
+                connection.health_problem = reasons.get(connection.reason)
+            else:
+                connection.health_problem = states.get(connection.state)
+
+    def _compute_reconnect_url(self):
+        # Logs in if needed, then opens the aggregator's page on this same connection
+        # (controllers/health.py): a link in an e-mail cannot hold a hosted session, which
+        # expires within minutes.
+        for connection in self:
+            connection.reconnect_url = (
+                f"{connection.get_base_url()}/bank_sync/reconnect/{connection.id}"
+                if connection.id
+                else False
+            )
+
+    @api.depends("consent_expiry")
+    def _compute_consent_state(self):
+        from bank_sync_bridge import health  # noqa: PLC0415
+
+        now = fields.Datetime.now()
+        for connection in self:
+            expiry = connection.consent_expiry
+            connection.consent_state = health.consent_urgency(expiry or None, now).value
+            connection.consent_days_left = health.consent_days_left(expiry, now) if expiry else 0
+
+    def _update_health(self, connection_data):
+        """Apply a new observation of this connection and alert or resolve accordingly.
+
+        ``connection_data`` is a :class:`bank_sync_bridge.model.Connection` read from the
+        aggregator, or a dict of field values (at least ``state``). The state, reason and
+        message are written; the alert policy of :func:`bank_sync_bridge.health
+        .assess_connection` decides whether the accounting managers get an activity and an
+        e-mail now (once per incident) or whether the open incident is over.
+        """
+        self.ensure_one()
+        from bank_sync_bridge import health  # noqa: PLC0415
+        from bank_sync_bridge.model import ActionReason, ConnectionState  # noqa: PLC0415
+
+        if isinstance(connection_data, dict):
+            vals = dict(connection_data)
+        else:
+            vals = self._values_from_remote(connection_data)
+        vals.pop("remote_id", None)
+        state = ConnectionState(vals.get("state") or self.state)
+        reason_code = vals.get("reason", self.reason)
+        reason = ActionReason(reason_code) if reason_code else None
+        if "consent_expiry" in vals and vals["consent_expiry"] != self.consent_reminder_expiry:
+            # A renewed (or first known) consent: its reminders start afresh.
+            vals.update(consent_reminder_expiry=vals["consent_expiry"], consent_reminder_sent=0)
+        record = health.HealthRecord(
+            failed_days=self.health_failed_days,
+            last_failed_day=self.health_last_failed_date or None,
+            failing_since=self.health_failing_since or None,
+            incident=self.health_incident or None,
+        )
+        decision = health.assess_connection(
+            record,
+            state,
+            reason,
+            fields.Date.context_today(self),
+            failure_alert_days=self.company_id.bank_sync_failure_alert_days
+            or health.DEFAULT_FAILURE_ALERT_DAYS,
+        )
+        new = decision.record
+        vals.update(
+            health_failed_days=new.failed_days,
+            health_last_failed_date=new.last_failed_day or False,
+            health_failing_since=new.failing_since or False,
+            health_incident=new.incident or False,
+        )
+        if decision.raise_alert:
+            vals["health_alert_date"] = fields.Datetime.now()
+        self.write(vals)
+        if decision.resolved:
+            self._health_resolve_alert(decision.resolved, superseded=bool(decision.raise_alert))
+        if decision.raise_alert:
+            self._health_raise_alert(decision.raise_alert)
+        return decision
+
+    def _record_sync_error(self, error):
+        """Turn an error of the package met while synchronising into a health observation.
+
+        A rate limit is not news about the bank (the run backs off and resumes), so it changes
+        nothing; an action required by the user alerts at once; anything else counts as a
+        temporary failure, alerted only when it lasts.
+        """
+        self.ensure_one()
+        from bank_sync_bridge import errors  # noqa: PLC0415
+
+        if isinstance(error, errors.RateLimited):
+            return None
+        if isinstance(error, errors.ActionRequired):
+            vals = {"state": "action_needed", "reason": error.reason.value}
+        else:
+            vals = {"state": "temporary_failure", "reason": False}
+        if isinstance(error, errors.BankSyncError):
+            vals["message"] = error.message
+        return self._update_health(vals)
+
+    def _refresh_health_from_aggregator(self):
+        """Read each connection's state from its aggregator and apply it (daily check).
+
+        The check itself failing is an observation too: the aggregator or the bank being
+        unreachable is a temporary failure; a rate limit is skipped until the next check.
+        """
+        for connection in self:
+            provider = connection.provider_id._get_provider()
+            try:
+                remote = provider.get_connection(
+                    connection.remote_id, locale=connection._get_locale()
+                )
+            except Exception as error:  # every failure is an observation, none is raised
+                connection._record_sync_error(error)
+                continue
+            connection._update_health(remote)
+
+    # -- alert recipients and messages ----------------------------------------
+
+    def _health_alert_users(self):
+        """Who is told: the company's chosen recipients, else its accounting managers."""
+        self.ensure_one()
+        return self.company_id._bank_sync_alert_users()
+
+    def _health_incident_summary(self, incident):
+        from bank_sync_bridge import health  # noqa: PLC0415
+
+        if incident == health.INCIDENT_TEMPORARY_FAILURE:
+            return self.env._(
+                "%(bank)s: no synchronisation for %(days)s days",
+                bank=self.institution_name or self.remote_id,
+                days=self.health_failed_days,
+            )
+        if incident == health.INCIDENT_DISCONNECTED:
+            return self.env._(
+                "%(bank)s: the bank connection was closed",
+                bank=self.institution_name or self.remote_id,
+            )
+        return self.env._(
+            "%(bank)s: the bank connection needs your action",
+            bank=self.institution_name or self.remote_id,
+        )
+
+    def _health_raise_alert(self, incident):
+        """An activity for each alert recipient and one e-mail, in each recipient's language."""
+        self.ensure_one()
+        users = self._health_alert_users()
+        summary = self._health_incident_summary(incident)
+        reasons = dict(self._fields["reason"]._description_selection(self.env))
+        note = self.message or reasons.get(self.reason, "")
+        for user in users:
+            self.with_context(mail_activity_quick_update=True).activity_schedule(
+                "bank_sync_aggregator.mail_activity_type_connection_alert",
+                summary=summary,
+                note=note,
+                user_id=user.id,
+            )
+        self._health_send_mail(
+            "bank_sync_aggregator.mail_template_connection_alert", users.partner_id
+        )
+        self._message_log(body=self.env._("Alert sent: %(summary)s", summary=summary))
+
+    def _health_resolve_alert(self, incident, superseded=False):
+        """Close the incident's activities; the chatter keeps the trace."""
+        self.ensure_one()
+        if superseded:
+            feedback = self.env._("Replaced by a new problem on the same connection.")
+        else:
+            feedback = self.env._("Resolved automatically: the connection works again.")
+        self.activity_feedback(
+            ["bank_sync_aggregator.mail_activity_type_connection_alert"], feedback=feedback
+        )
+        if not superseded:
+            self._message_log(body=feedback)
+
+    def _health_send_mail(self, template_xmlid, partners, render_context=None, record=None):
+        """Send ``template_xmlid`` about ``record`` (default: this connection) to ``partners``,
+        each in their own language (the template has no language of its own)."""
+        template = self.env.ref(template_xmlid)
+        record = record or self
+        mails = self.env["mail.mail"]
+        by_lang = {}
+        for partner in partners.filtered("email"):
+            by_lang.setdefault(partner.lang or "en_US", self.env["res.partner"])
+            by_lang[partner.lang or "en_US"] |= partner
+        for lang, group in by_lang.items():
+            mail_id = template.with_context(lang=lang, **(render_context or {})).send_mail(
+                record.id,
+                email_values={"recipient_ids": [Command.set(group.ids)]},
+            )
+            mails |= mails.browse(mail_id)
+        return mails
+
+    # -- consent reminders ----------------------------------------------------
+
+    def _check_consent_reminders(self):
+        """E-mail the reminder due (15, 3 or 1 days before the consent ends), each once."""
+        from bank_sync_bridge import health  # noqa: PLC0415
+
+        now = fields.Datetime.now()
+        for connection in self.filtered("consent_expiry"):
+            last_sent = connection.consent_reminder_sent or None
+            if connection.consent_reminder_expiry != connection.consent_expiry:
+                last_sent = None
+            due = health.due_consent_reminder(connection.consent_expiry, now, last_sent)
+            if due is None:
+                continue
+            days_left = health.consent_days_left(connection.consent_expiry, now)
+            connection._health_send_mail(
+                "bank_sync_aggregator.mail_template_consent_expiring",
+                connection._health_alert_users().partner_id,
+                render_context={"days_left": days_left},
+            )
+            connection.write(
+                {"consent_reminder_sent": due, "consent_reminder_expiry": connection.consent_expiry}
+            )
+            connection._message_log(
+                body=self.env._(
+                    "Consent reminder sent: it expires in %(days)s day(s).", days=days_left
+                )
+            )
+
+    # -- background work ------------------------------------------------------
+
+    def _sync_after_event(self, accounts=None):
+        """After an aggregator event: re-read the connection, then synchronise its linked
+        accounts (or just ``accounts``) when it works. Returns a note for the event log."""
+        self.ensure_one()
+        self._refresh_health_from_aggregator()
+        if self.state != "ok":
+            return self.env._(
+                "Connection state updated (%(state)s); nothing to synchronise.",
+                state=dict(self._fields["state"]._description_selection(self.env))[self.state],
+            )
+        Account = self.env["bank.sync.account"]
+        targets = (accounts or self.account_ids).filtered_domain(Account._domain_syncable())
+        if not targets:
+            return self.env._("No linked account to synchronise.")
+        targets._request_sync("webhook")
+        return self.env._("Synchronisation of %(count)s account(s) started.", count=len(targets))
+
+    def _after_reconnect(self, remote):
+        """After the user renewed this connection on the aggregator's page (callback).
+
+        Every account keeps its journal (same connection, same remote ids); the alert closes
+        when the aggregator says the connection works, and the operations missed meanwhile
+        are imported in the background: the engine resumes from each account's stored
+        cursor, which never moved past what was imported.
+        """
+        self.ensure_one()
+        self._update_health(remote)
+        if self.state not in ("ok", "syncing"):
+            return self.env["bank.sync.account"]
+        linked = self.account_ids.filtered_domain(self.env["bank.sync.account"]._domain_syncable())
+        if linked:
+            linked._request_sync("manual")
+        return linked
+
+    @api.model
+    def _cron_check_health(self):
+        """Daily health check: connection states (temporary-failure escalation), consent
+        reminders, and accounts that stopped receiving operations."""
+        auto_commit = not getattr(threading.current_thread(), "testing", False)
+        connections = self.search(
+            [
+                ("state", "!=", "disconnected"),
+                ("provider_id.active", "=", True),
+                ("company_id.bank_sync_enabled", "=", True),
+            ]
+        )
+        for connection in connections:
+            try:
+                with self.env.cr.savepoint():
+                    connection._refresh_health_from_aggregator()
+                    connection._check_consent_reminders()
+                    connection.account_ids._check_stall()
+            except Exception:
+                # One company's broken setup (e.g. a missing secret) must not stop the others.
+                _logger.exception("Health check of bank connection %s failed", connection.id)
+            if auto_commit:
+                self.env.cr.commit()
 
 
 def _naive_utc(value):

@@ -9,6 +9,26 @@ class ResCompany(models.Model):
         help="Import bank operations automatically through a licensed aggregator.",
     )
     bank_sync_provider_ids = fields.One2many("bank.sync.provider", "company_id")
+    # Health alerts (issue 6): who is told, and when a problem is worth telling.
+    bank_sync_alert_user_ids = fields.Many2many(
+        "res.users",
+        "res_company_bank_sync_alert_user_rel",
+        string="Bank synchronisation alerts to",
+        help="Who receives the alerts (activity and e-mail) and the consent reminders. Empty: "
+        "the company's accounting managers.",
+    )
+    bank_sync_failure_alert_days = fields.Integer(
+        string="Alert after failed days",
+        default=3,
+        help="A bank that is temporarily unavailable alerts only after this many consecutive "
+        "days without a successful synchronisation. Actions needed from you alert at once.",
+    )
+    bank_sync_stall_days = fields.Integer(
+        string="Alert after days without operations",
+        default=7,
+        help="An account that usually receives operations but has brought none for this many "
+        "days raises an alert, even when its connection says OK.",
+    )
 
     def _get_bank_sync_provider(self):
         """The company's active aggregator settings (empty when none)."""
@@ -41,3 +61,12 @@ class ResCompany(models.Model):
         else:
             target = Provider.create({"company_id": self.id, "kind": kind})
         return target
+
+    def _bank_sync_alert_users(self):
+        """The users told about this company's bank connections (issue 6)."""
+        self.ensure_one()
+        users = self.bank_sync_alert_user_ids.filtered(lambda u: u.active and not u.share)
+        if users:
+            return users
+        managers = self.env.ref("account.group_account_manager").sudo().users
+        return managers.filtered(lambda u: u.active and not u.share and self in u.company_ids)

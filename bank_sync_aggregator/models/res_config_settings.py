@@ -18,6 +18,14 @@ class ResConfigSettings(models.TransientModel):
         "bank.sync.provider", compute="_compute_bank_sync_provider_id"
     )
     bank_sync_switch_warning = fields.Char(compute="_compute_bank_sync_switch_warning")
+    # Health alerts (issue 6)
+    bank_sync_alert_user_ids = fields.Many2many(
+        related="company_id.bank_sync_alert_user_ids", readonly=False
+    )
+    bank_sync_failure_alert_days = fields.Integer(
+        related="company_id.bank_sync_failure_alert_days", readonly=False
+    )
+    bank_sync_stall_days = fields.Integer(related="company_id.bank_sync_stall_days", readonly=False)
 
     @api.depends("company_id")
     def _compute_bank_sync_provider_id(self):
