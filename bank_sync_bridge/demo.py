@@ -44,8 +44,8 @@ def _query(url: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
-def _money(amount: Decimal | None) -> str:
-    return "-" if amount is None else f"{amount:>12,.2f} EUR"
+def _money(amount: Decimal | None, currency: str = "EUR") -> str:
+    return "-" if amount is None else f"{amount:>12,.2f} {currency}"
 
 
 def _read_all(
@@ -129,7 +129,7 @@ class _Demo:
         for account in accounts:
             self.say(
                 f"  {_TYPE_NAMES[account.type]:<8} {account.label:<32} "
-                f"{account.masked_number or '':<20} {_money(account.balance)}"
+                f"{account.masked_number or '':<20} {_money(account.balance, account.currency)}"
             )
             if account.iban:
                 self.say(f"           IBAN {account.iban}")

@@ -258,6 +258,27 @@ def test_two_years_of_realistic_french_business_operations(clock: AdjustableCloc
     assert len(loan) >= 23 and all(t.amount > 0 for t in loan)
 
 
+def test_multi_currency_account_shares_the_iban(clock: AdjustableClock) -> None:
+    provider = make_provider(clock)
+    connection_id = connect(provider, "multi_currency")
+    accounts = provider.list_accounts(connection_id)
+    assert len(accounts) == 5
+    (euro,) = [a for a in accounts if a.type is AccountType.CHECKING and a.currency == "EUR"]
+    (dollar,) = [a for a in accounts if a.currency == "USD"]
+    assert dollar.iban == euro.iban and dollar.remote_id != euro.remote_id
+    dollars, _c = all_transactions(provider, dollar.remote_id)
+    assert dollars and all(t.currency == "USD" for t in dollars)
+    booked = sum((t.amount for t in dollars if not t.deleted and not t.is_pending), Decimal(0))
+    assert dollar.balance == Decimal(dollar.raw["opening_balance"]) + booked
+    conversions = [t for t in dollars if t.label.startswith("CHANGE USD/EUR")]
+    euros, _c = all_transactions(provider, euro.remote_id)
+    landed = [t for t in euros if t.label.startswith("CHANGE USD/EUR")]
+    assert len(conversions) == len(landed) >= 6
+    for out, arrived in zip(conversions, landed, strict=True):
+        assert arrived.foreign_currency == "USD" and arrived.foreign_amount == -out.amount
+        assert arrived.amount > 0 and arrived.booking_date == out.booking_date
+
+
 def test_same_seed_same_data_other_seed_other_data(clock: AdjustableClock) -> None:
     first = make_provider(clock)
     connection_id = connect(first)

@@ -96,7 +96,6 @@ from ..errors import (
 )
 from ..model import (
     Account,
-    AccountType,
     ActionReason,
     Connection,
     ConnectionState,
@@ -112,7 +111,6 @@ from .base import ProviderConfig, TokenStore
 from .sandbox_data import (
     BANKS,
     BOOKING_HOUR,
-    CURRENCY,
     IncidentSpec,
     SandboxAccountData,
     SandboxBank,
@@ -162,6 +160,11 @@ DEMO_LOGINS: tuple[tuple[str, str, str], ...] = (
         "Une opération antidatée apparaît en retard",
     ),
     ("data_incidents", "All data incidents at once", "Tous les incidents de données"),
+    (
+        "multi_currency",
+        "A US dollar account under the same IBAN",
+        "Un compte en dollars sous le même IBAN",
+    ),
 )
 _FIXED_SCENARIOS = frozenset(login for login, _en, _fr in DEMO_LOGINS) - {"consent_expiring_3"}
 _CONSENT_RE = re.compile(r"^consent_expiring_(\d{1,4})$")
@@ -169,7 +172,8 @@ _CONNECTION_RE = re.compile(
     r"^sbx-(?P<bank>[A-Z0-9]{8,11})-(?P<scenario>[a-z0-9_]+)-(?P<at>\d{12})"
     r"-(?P<nonce>[0-9a-f]{6})(?P<check>[0-9a-f]{6})$"
 )
-_KINDS = {kind.value: kind for kind in AccountType if kind is not AccountType.OTHER}
+#: Account id suffixes (``<connection id>-<suffix>``); ``usd`` only with ``multi_currency``.
+_ACCOUNT_SUFFIXES = frozenset({"checking", "savings", "card", "loan", "usd"})
 _SIGNED_PAGE_FIELDS = (
     "mode",
     "callback_url",
@@ -325,7 +329,7 @@ class SandboxProvider:
         self.hosted_url = str(config.options.get("hosted_url") or DEFAULT_HOSTED_URL)
         self._session_key = (config.credentials.get("session_key") or DEMO_SESSION_KEY).encode()
         # Generation takes tens of milliseconds; remember the last few results per instance.
-        self._cache: dict[tuple[str, date], dict[AccountType, SandboxAccountData]] = {}
+        self._cache: dict[tuple[str, date], dict[str, SandboxAccountData]] = {}
 
     # -- time and ids -------------------------------------------------------------------------
 
@@ -364,15 +368,15 @@ class SandboxProvider:
             tag=match.group("nonce") + match.group("check"),
         )
 
-    def _split_account_id(self, account_id: str) -> tuple[SandboxConnectionId, AccountType]:
-        connection_id, _sep, kind = (account_id or "").rpartition("-")
-        if kind not in _KINDS:
+    def _split_account_id(self, account_id: str) -> tuple[SandboxConnectionId, str]:
+        connection_id, _sep, suffix = (account_id or "").rpartition("-")
+        if suffix not in _ACCOUNT_SUFFIXES:
             raise NotFound(f"No sandbox account {account_id!r}", status=404)
-        return self.parse_id(connection_id), _KINDS[kind]
+        return self.parse_id(connection_id), suffix
 
     def _accounts(
         self, conn: SandboxConnectionId, at: datetime | None = None
-    ) -> dict[AccountType, SandboxAccountData]:
+    ) -> dict[str, SandboxAccountData]:
         """The connection's generated accounts, with operations up to ``at`` (default now)."""
         # Generate to the end of the month: days after "now" stay invisible (every version is
         # dated on or after its own day), and a daily sync then reuses one generation a month.
@@ -575,7 +579,7 @@ class SandboxProvider:
                     remote_id=data.remote_id,
                     connection_id=conn.remote_id,
                     label=data.label,
-                    currency=CURRENCY,
+                    currency=data.currency,
                     type=data.kind,
                     masked_number=data.masked_number,
                     iban=data.iban,
@@ -617,7 +621,7 @@ class SandboxProvider:
         within the dates given now. Errors (unknown account, broken connection, bad cursor or
         dates) are raised here, before any page.
         """
-        conn, kind = self._split_account_id(account_id)
+        conn, suffix = self._split_account_id(account_id)
         self._check_can_read(conn)
         if date_from and date_to and date_from > date_to:
             raise InvalidRequest(
@@ -640,8 +644,10 @@ class SandboxProvider:
         else:
             plan = self._plan_from_cursor(cursor, account_id, now, date_from, date_to)
         # A page cursor replays its own snapshot, even if this process's clock is behind it.
-        data = self._accounts(conn, max(now, _parse_iso(plan["until"])))[kind]
-        return self._pages(data, plan)
+        accounts = self._accounts(conn, max(now, _parse_iso(plan["until"])))
+        if suffix not in accounts:
+            raise NotFound(f"No sandbox account {account_id!r}", status=404)
+        return self._pages(accounts[suffix], plan)
 
     def _plan_from_cursor(
         self,

@@ -252,6 +252,7 @@ class SandboxAccountData:
     opening_balance: Decimal
     history_start: date
     operations: tuple[SandboxOperation, ...]
+    currency: str = CURRENCY
 
 
 # Counterparties: (name, IBAN country). Names are fictitious French-style businesses.
@@ -369,6 +370,8 @@ class IncidentSpec:
     deleted_operation: bool = False
     label_change: bool = False
     late_backdated: bool = False
+    #: Not an incident: a US dollar current account under the same IBAN as the euro one.
+    multi_currency: bool = False
 
 
 class _Generator:
@@ -426,6 +429,7 @@ class _Generator:
         self.loan_insurance = money(self.rng.uniform(8, 25))
         self.is_instalment = money(round(self.rng.uniform(1200, 5000) * self.size, -1))
         self.siren = _digits("siren" + key, 9)
+        self.usd: _DollarAccount | None = None
         self.checking_iban = _own_iban(bank, key, "chk")
         self.savings_iban = _own_iban(bank, key, "sav")
         self.openings: dict[AccountType, Decimal] = {}
@@ -482,8 +486,9 @@ class _Generator:
         **fields: object,
     ) -> Transaction:
         raw = {"sandbox_kind": operation_type, "label": label, "amount": str(amount)}
+        remote_id = fields.pop("remote_id", None) or self.new_id(kind, day)
         values: dict[str, object] = {
-            "remote_id": self.new_id(kind, day),
+            "remote_id": remote_id,
             "account_id": self.account_id(kind),
             "booking_date": day,
             "amount": amount,
@@ -538,6 +543,8 @@ class _Generator:
                 self.daily(day)
             self.monthly(day)
             self.card_purchases(day)
+            if self.usd is not None:
+                self.usd.day(day)
             day += timedelta(days=1)
 
     def daily(self, day: date) -> None:
@@ -898,6 +905,85 @@ class _Generator:
             self.book(AccountType.SAVINGS, tx)
 
 
+class _DollarAccount:
+    """A US dollar current account sharing the euro account's IBAN (one IBAN, two currencies,
+    as French banks offer): American customers pay in dollars, and each month the surplus is
+    converted into euros on the euro account."""
+
+    suffix = "usd"
+
+    def __init__(self, gen: _Generator, key: str, seed: int) -> None:
+        self.gen = gen
+        # Its own random stream: adding dollars leaves the euro data as it was.
+        self.rng = random.Random(f"{seed}|{key}|usd")  # noqa: S311
+        self.account_id = f"{gen.id_prefix}-{self.suffix}"
+        self.opening = money(self.rng.uniform(5000, 15000))
+        self.balance = self.opening
+        self.ops: list[SandboxOperation] = []
+        self.seq: dict[date, int] = {}
+
+    def book(self, day: date, amount: Decimal, label: str, op_type: str, **fields: object) -> None:
+        count = self.seq.get(day, 0) + 1
+        self.seq[day] = count
+        tx = self.gen.transaction(
+            AccountType.CHECKING,
+            day,
+            amount,
+            label,
+            op_type,
+            remote_id=f"{self.gen.tx_prefix}-U{self.gen.stamp(day)}-{count:03d}",
+            account_id=self.account_id,
+            currency="USD",
+            **fields,
+        )
+        self.ops.append(SandboxOperation((tx,)))
+        self.balance += amount
+
+    def day(self, day: date) -> None:
+        gen, rng = self.gen, self.rng
+        if not gen.working(day):
+            return
+        if rng.random() < 0.12:
+            customer = rng.choice(("ACME CORP", "BLUE RIVER INC", "PACIFIC TRADING LLC"))
+            number = f"INV/{day.year}/U{rng.randint(1, 999):03d}"
+            amount = money(rng.uniform(800, 9000))
+            label = f"VIR SWIFT RECU {customer} {number}"
+            self.book(day, amount, label, "transfer", counterparty_name=customer)
+        if gen.on(day, 28):
+            self.book(day, Decimal("-15.00"), "FRAIS TENUE DE COMPTE DEVISE", "bank_fee")
+            if self.balance > 5000:
+                amount = ((self.balance - 3000) / 1000).quantize(Decimal(1), ROUND_DOWN) * 1000
+                rate = Decimal(str(round(rng.uniform(1.05, 1.12), 4)))
+                label = f"CHANGE USD/EUR {amount} USD TAUX {rate}"
+                self.book(day, -money(amount), label, "transfer")
+                euros = money(amount / rate)
+                tx = gen.transaction(
+                    AccountType.CHECKING,
+                    day,
+                    euros,
+                    label,
+                    "transfer",
+                    foreign_amount=money(amount),
+                    foreign_currency="USD",
+                )
+                gen.book(AccountType.CHECKING, tx)
+
+    def data(self) -> SandboxAccountData:
+        """The generated account."""
+        gen = self.gen
+        return SandboxAccountData(
+            kind=AccountType.CHECKING,
+            remote_id=self.account_id,
+            label="Compte courant professionnel USD",
+            masked_number=mask(gen.checking_iban[4:]),
+            iban=gen.checking_iban,
+            opening_balance=self.opening,
+            history_start=gen.start,
+            operations=tuple(self.ops),
+            currency="USD",
+        )
+
+
 _KINDS = (AccountType.CHECKING, AccountType.SAVINGS, AccountType.CARD, AccountType.LOAN)
 
 
@@ -911,12 +997,14 @@ def generate_accounts(
     connected_at: datetime,
     until: date,
     incidents: IncidentSpec,
-) -> dict[AccountType, SandboxAccountData]:
-    """Generate the four accounts of one connection, with operations booked up to ``until``.
+) -> dict[str, SandboxAccountData]:
+    """Generate the accounts of one connection, with operations booked up to ``until``.
 
-    ``key`` identifies the connection (with ``seed``, it seeds the random stream); account ids are
-    ``<id_prefix>-<type>`` and operation ids start with ``tx_prefix``. Operations dated after
-    ``until`` are not generated; scripted incidents anchored at ``connected_at`` always are.
+    Four accounts keyed by their id suffix (``checking``, ``savings``, ``card``, ``loan``), plus
+    ``usd`` with ``incidents.multi_currency``. ``key`` identifies the connection (with
+    ``seed``, it seeds the random stream); account ids are ``<id_prefix>-<suffix>`` and
+    operation ids start with ``tx_prefix``. Operations dated after ``until`` are not
+    generated; scripted incidents anchored at ``connected_at`` always are.
     """
     gen = _Generator(
         key=key,
@@ -928,6 +1016,8 @@ def generate_accounts(
         until=until,
     )
     checking_iban, savings_iban = gen.checking_iban, gen.savings_iban
+    if incidents.multi_currency:
+        gen.usd = _DollarAccount(gen, key, seed)
     gen.generate()
     _add_incidents(gen, incidents)
     labels = {
@@ -944,13 +1034,13 @@ def generate_accounts(
         ),
         AccountType.LOAN: ("Prêt professionnel équipement", mask(gen.loan_number), None),
     }
-    result = {}
+    result: dict[str, SandboxAccountData] = {}
     for kind in _KINDS:
         label, masked, iban = labels[kind]
         operations = sorted(
             gen.ops[kind], key=lambda op: (op.versions[-1].booking_date, op.remote_id)
         )
-        result[kind] = SandboxAccountData(
+        result[kind.value] = SandboxAccountData(
             kind=kind,
             remote_id=gen.account_id(kind),
             label=label,
@@ -960,6 +1050,8 @@ def generate_accounts(
             history_start=gen.start,
             operations=tuple(operations),
         )
+    if gen.usd is not None:
+        result[gen.usd.suffix] = gen.usd.data()
     return result
 
 
