@@ -231,6 +231,61 @@ def test_each_widget_outcome_maps_to_a_state(
         assert [a.active for a in provider.list_accounts(result.connection_id)] == [True, True]
 
 
+@pytest.mark.parametrize(
+    ("status", "channel_status", "expected"),
+    [
+        ("NONE", "NONE", (ConnectionState.SYNCING, None)),
+        ("RUNNING", "RUNNING", (ConnectionState.SYNCING, None)),
+        (
+            "FAILED",
+            "CONSENT_EXPIRED",
+            (ConnectionState.ACTION_NEEDED, ActionReason.CONSENT_EXPIRED),
+        ),
+        ("FAILED", "SOMETHING_NEW", (ConnectionState.TEMPORARY_FAILURE, None)),
+        ("SUCCESS", "SUCCESS", (ConnectionState.OK, None)),
+    ],
+)
+def test_remaining_connection_statuses(
+    emulator: LinxoEmulator,
+    provider: LinxoProvider,
+    status: str,
+    channel_status: str,
+    expected: tuple[ConnectionState, ActionReason | None],
+) -> None:
+    connection_id = emulator.create_connection(provider.user_id)
+    emulator.set_connection_status(connection_id, status, channel_status=channel_status)
+    connection = provider.get_connection(connection_id, locale="fr")
+    assert (connection.state, connection.reason) == expected
+    assert connection.message  # French text of our own table: Linxo sends none
+
+
+@pytest.mark.parametrize(
+    ("account_status", "active"),
+    [
+        ("ACTIVE", True),
+        ("ERROR", True),
+        ("SUSPENDED", True),
+        ("MANUAL", False),
+        ("NOT_FOUND", False),
+        ("CLOSED", False),
+        ("PENDING_CONSENT", False),
+    ],
+)
+def test_account_statuses_and_types(
+    emulator: LinxoEmulator, provider: LinxoProvider, account_status: str, active: bool
+) -> None:
+    connection_id = emulator.create_connection(provider.user_id, transactions_per_account=0)
+    loan = emulator.add_account(connection_id, name="Prêt", type="LOAN", iban=None)
+    card = emulator.add_account(connection_id, name="Carte", type="CREDIT_CARD", iban=None)
+    other = emulator.add_account(connection_id, name="PEA", type="SECURITIES", iban=None)
+    emulator.set_account_status(card, account_status)
+    accounts = {a.remote_id: a for a in provider.list_accounts(connection_id)}
+    assert accounts[loan].type is AccountType.LOAN and accounts[loan].iban is None
+    assert accounts[card].type is AccountType.CARD
+    assert accounts[other].type is AccountType.OTHER
+    assert accounts[card].active is active
+
+
 def test_cancelled_widget_comes_back_as_a_failure(provider: LinxoProvider) -> None:
     session = provider.start_connect(callback_url=CALLBACK, state="st-1")
     location = submit_widget(session.url, cancel=True)
