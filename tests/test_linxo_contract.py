@@ -312,10 +312,12 @@ def test_running_sync_then_landing_follows_the_clock(
     failed = provider.get_connection(result.connection_id, locale="fr")
     assert failed.reason is ActionReason.CREDENTIALS
     assert "identifiants" in failed.message
-    # The finished syncs produced webhook events for whoever listens.
-    assert [e["resource"] for e in emulator.pending_events] == [
-        f"/connections/{result.connection_id}"
-    ] * 2
+    # The finished syncs produced webhook events for whoever listens; only the successful
+    # one announces new transactions.
+    assert [(e["resource"], e["new_transactions"]) for e in emulator.pending_events] == [
+        (f"/connections/{result.connection_id}", True),
+        (f"/connections/{result.connection_id}", False),
+    ]
 
 
 def test_consent_expiry_and_reconnect_on_the_same_connection(
@@ -338,6 +340,17 @@ def test_consent_expiry_and_reconnect_on_the_same_connection(
     assert renewed.state is ConnectionState.OK
     assert renewed.consent_expires_at == clock.now() + timedelta(days=90)
     assert [c.remote_id for c in provider.list_connections()] == [connection_id]
+
+
+def test_consent_ended_early_at_the_bank(
+    emulator: LinxoEmulator, clock: AdjustableClock, provider: LinxoProvider
+) -> None:
+    connection_id = emulator.create_connection(provider.user_id)
+    emulator.expire_consent(connection_id)
+    connection = provider.get_connection(connection_id)
+    assert connection.reason is ActionReason.CONSENT_EXPIRED
+    assert connection.vendor_status == "FAILED/AUTH_FAILED"
+    assert connection.consent_expires_at < clock.now()
 
 
 def test_sca_demand_is_fixed_by_reconnecting(

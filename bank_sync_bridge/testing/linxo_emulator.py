@@ -54,6 +54,7 @@ import html
 import itertools
 import json
 import logging
+import math
 import re
 import secrets
 import sys
@@ -307,11 +308,11 @@ class LinxoEmulator:
     ) -> None:
         if api_version not in ("v3", "v2.1"):
             raise ValueError("api_version must be 'v3' or 'v2.1'")
-        if host not in ("127.0.0.1", "localhost", "::1"):
+        if host not in ("127.0.0.1", "localhost"):
             raise ValueError("The emulator only listens on the loopback interface")
         self.host = host
         self.port = port
-        self.clock = clock or AdjustableClock()
+        self.clock = clock if clock is not None else AdjustableClock()
         self.seed = seed
         self.api_version = api_version
         self.clients: dict[str, str] = dict(clients or {"emulator-client": "emulator-secret"})
@@ -595,6 +596,8 @@ class LinxoEmulator:
         with self._lock:
             conn = self._connections[connection_id]
             conn.status = conn.final_status = status
+            # RUNNING set by hand stays so until a test changes it again.
+            conn.sync_done_at = math.inf if status == "RUNNING" else self._now()
             channel = conn.redirect_channel
             channel.status = conn.final_channel_status = channel_status or (
                 "SUCCESS" if status in ("SUCCESS", "PARTIAL_SUCCESS") else status
@@ -635,9 +638,10 @@ class LinxoEmulator:
             conn.status = conn.final_status
             channel.status = conn.final_channel_status
             channel.last_end_date = int(now)
-            if conn.status in ("SUCCESS", "PARTIAL_SUCCESS"):
+            synced = conn.status in ("SUCCESS", "PARTIAL_SUCCESS")
+            if synced:
                 channel.last_success_date = int(now)
-            self.pending_events.append(self._event_body(conn, new_transactions=True))
+            self.pending_events.append(self._event_body(conn, new_transactions=synced))
         if (
             conn.status in ("SUCCESS", "PARTIAL_SUCCESS")
             and channel.expires is not None
@@ -1346,6 +1350,9 @@ class LinxoEmulator:
         info = self._tokens.get(form.get("access_token", ""))
         if info is None or info["kind"] != "user" or info["expires_at"] <= self._now():
             raise _HTTPError(401, "invalid_token", "The user access token is invalid or expired")
+        now = self._now()
+        for stale in [k for k, v in self._widget_sessions.items() if v["expires_at"] < now]:
+            del self._widget_sessions[stale]
         session_id = secrets.token_urlsafe(18)
         self._widget_sessions[session_id] = {
             "user_id": info["user_id"],
