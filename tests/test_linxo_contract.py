@@ -389,9 +389,13 @@ def test_delete_connection_and_user(emulator: LinxoEmulator, provider: LinxoProv
         provider.get_connection(connection_id)
     provider.delete_connection(connection_id)  # already gone: not an error
 
+    old_user = provider.user_id
     provider.delete_user()
     assert emulator.user_ids() == []
     provider.delete_user()  # nothing left to delete: not an error
+    # The company comes back later: a fresh Linxo user, nothing of the old one.
+    assert provider.list_connections() == []
+    assert emulator.user_ids() == [provider.user_id] != [old_user]
 
 
 # ---- institutions -----------------------------------------------------------------------------

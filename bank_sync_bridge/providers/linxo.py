@@ -315,6 +315,7 @@ class LinxoProvider:
             json_decimal=True,
         )
         self._account_currencies: dict[str, str] = {}
+        self._user: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"LinxoProvider(user_ref={self.config.user_ref!r}, api={self.api_url!r})"
@@ -430,6 +431,8 @@ class LinxoProvider:
         two never leaves a Linxo user whose password nobody knows; the next attempt finds the
         record, gets 409 (user exists) and carries on with it.
         """
+        if self._user is not None:
+            return self._user  # complete records never change: no store read per call
         user = self._stored_user()
         if user is None:
             slug = re.sub(r"[^a-z0-9]+", "-", self.config.user_ref.lower()).strip("-")[:40]
@@ -446,6 +449,7 @@ class LinxoProvider:
         if not user.get("user_id"):
             user["user_id"] = self._create_remote_user(user)
             self.token_store.set(self._user_key, user)
+        self._user = user
         return user
 
     def _create_remote_user(self, user: Mapping[str, Any]) -> str:
@@ -789,6 +793,7 @@ class LinxoProvider:
                 _logger.info("Linxo user of %s was already gone", self.config.user_ref)
         self.token_store.set(self._user_token_key, {})
         self.token_store.set(self._user_key, {})
+        self._user = None
 
     # ---- accounts ----------------------------------------------------------------------------
 
