@@ -531,15 +531,17 @@ def test_page_cursors_resume_and_the_final_cursor_rereads_the_overlap(
     pending_id = next(t.remote_id for t in _all(resumed) if t.is_pending)
     emulator.book_pending(pending_id)
     late = emulator.add_transaction(account_id, "-7.50", "Late card line", date(2026, 3, 12))
-    recent = [t for t in _all(resumed) if t.booking_date >= date(2026, 3, 7) and not t.is_pending]
-    if recent:
-        emulator.relabel(recent[0].remote_id, "Better label")
+    relabelled = emulator.add_transaction(account_id, "-3.20", "CB SNCF", date(2026, 3, 9))
+    too_old = emulator.add_transaction(account_id, "-1.00", "Very late", date(2026, 2, 20))
     next_run = _all(list(provider.iter_transactions(account_id, cursor=final.cursor)))
+    emulator.relabel(relabelled, "SNCF Voyageurs")
+    after_relabel = _all(list(provider.iter_transactions(account_id, cursor=final.cursor)))
     by_id = {t.remote_id: t for t in next_run}
     assert by_id[late].amount == Decimal("-7.50")
     assert by_id[pending_id].status is TransactionStatus.BOOKED
-    if recent:
-        assert by_id[recent[0].remote_id].label == "Better label"
+    assert {t.remote_id: t.label for t in after_relabel}[relabelled] == "SNCF Voyageurs"
+    # The price of date windows: a line back-dated beyond the overlap is not seen.
+    assert too_old not in by_id
     assert all(t.booking_date >= date(2026, 3, 6) for t in next_run)
 
 

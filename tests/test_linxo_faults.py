@@ -178,19 +178,18 @@ def test_expired_user_token_is_renewed_once(
 def test_a_token_refused_twice_is_not_retried_forever(clock: AdjustableClock) -> None:
     with LinxoEmulator(clock=clock) as emu:
         provider = make_provider(emu, clock, Sleeps())
-        user_id = provider.user_id
+        provider.list_connections()  # user created, token cached
         emu.token_lifetime = 0  # from now on every token is born expired
+        emu.expire_tokens()
         emu.requests_log.clear()
         with pytest.raises(AuthenticationError):
             provider.list_connections()
-        # one token, one refusal, one renewal, one refusal: then the error surfaces
+        # cached token refused, one renewal, refused again: then the error surfaces
         assert [p for _m, p, _q in emu.requests_log] == [
-            "/auth/token",
             "/api/v3/connections",
             "/auth/token",
             "/api/v3/connections",
         ]
-        assert user_id
 
 
 def test_wrong_client_secret_is_a_clear_authentication_error(
