@@ -66,6 +66,10 @@ def to_wire(record: Any) -> Any:  # noqa: PLR0911 - one branch per wire type
     Decimals travel as strings (no float rounding), dates and datetimes as ISO 8601, enums as
     their value; ``raw`` payloads are kept since Odoo stores them with the statement line.
     """
+    if record is None or (
+        isinstance(record, (str, int, float)) and not isinstance(record, enum.Enum)
+    ):
+        return record  # the common case first: most fields are plain values
     if dataclasses.is_dataclass(record) and not isinstance(record, type):
         return {f.name: to_wire(getattr(record, f.name)) for f in dataclasses.fields(record)}
     if isinstance(record, enum.Enum):

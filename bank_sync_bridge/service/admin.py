@@ -99,7 +99,7 @@ def revoke_tenant(store: Store, client_id: str) -> None:
 
 def list_tenants(store: Store) -> list[TenantInfo]:
     """Every tenant, oldest first."""
-    with store.transaction() as tx:
+    with store.transaction(write=False) as tx:
         rows = tx.all(
             "SELECT client_id, name, created_at, revoked_at, callback_url FROM tenants ORDER BY id"
         )
@@ -133,7 +133,7 @@ def set_aggregator(store: Store, box: SecretBox, config: AggregatorConfig) -> No
 
 def get_aggregator(store: Store, box: SecretBox) -> AggregatorConfig:
     """The operator's aggregator configuration (the sandbox until one is set)."""
-    with store.transaction() as tx:
+    with store.transaction(write=False) as tx:
         row = tx.one("SELECT value FROM settings WHERE key = ?", (AGGREGATOR_SETTING,))
     if row is None:
         return DEFAULT_AGGREGATOR

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -46,7 +46,7 @@ from ..errors import (
     RateLimited,
     SignatureVerificationError,
 )
-from ..model import Cursor, WebhookEvent
+from ..model import Cursor, TransactionPage, WebhookEvent
 from ..providers import ProviderConfig, get_provider
 from ..providers.base import Provider
 from ..providers.bridge_service import COMPANY_HEADER, PATH_HEADER, to_wire
@@ -192,7 +192,7 @@ class DbTokenStore:
 
     def get(self, key: str) -> Mapping[str, Any] | None:
         """The cached token data for ``key``, or None."""
-        with self._store.transaction() as tx:
+        with self._store.transaction(write=False) as tx:
             row = tx.one("SELECT value_enc FROM provider_tokens WHERE key = ?", (key,))
         return json.loads(self._box.decrypt(row[0])) if row else None
 
@@ -385,7 +385,7 @@ class ServiceApp:
         if not client_id:
             raise ApiError(401, "signature", f"The request is not signed (no {CLIENT_HEADER})")
         ctx.client_id = client_id[:64]
-        with self.store.transaction() as tx:
+        with self.store.transaction(write=False) as tx:
             row = tx.one(
                 "SELECT id, secret_enc, callback_url, revoked_at FROM tenants WHERE client_id = ?",
                 (client_id,),
@@ -541,7 +541,7 @@ class ServiceApp:
 
     def _owns_connection(self, caller: Caller, connection_id: str) -> bool:
         kind = self.aggregator().kind
-        with self.store.transaction() as tx:
+        with self.store.transaction(write=False) as tx:
             row = tx.one(
                 "SELECT user_ref FROM connections WHERE kind = ? AND connection_id = ? "
                 "AND deleted_at IS NULL",
@@ -556,7 +556,7 @@ class ServiceApp:
 
     # ------------------------------------------------------------------ public routes
     def _health(self, request: Request, ctx: _Context) -> Response:
-        with self.store.transaction() as tx:
+        with self.store.transaction(write=False) as tx:
             tx.one("SELECT 1")
         return _json(200, {"status": "ok", "version": __version__})
 
@@ -811,7 +811,7 @@ class ServiceApp:
     def _transactions(self, request: Request, ctx: _Context, caller: Caller) -> Response:
         account_id = request.params["id"]
         kind = self.aggregator().kind
-        with self.store.transaction() as tx:
+        with self.store.transaction(write=False) as tx:
             row = tx.one(
                 "SELECT a.user_ref FROM accounts a JOIN connections c "
                 "ON c.kind = a.kind AND c.connection_id = a.connection_id "
@@ -828,14 +828,16 @@ class ServiceApp:
             ) from None
         serialized = self._provider_for(caller)
         with serialized.lock:
-            pages = serialized.provider.iter_transactions(
-                account_id,
-                cursor=cursor,
-                date_from=_date_param(request, "date_from"),
-                date_to=_date_param(request, "date_to"),
+            pages = iter(
+                serialized.provider.iter_transactions(
+                    account_id,
+                    cursor=cursor,
+                    date_from=_date_param(request, "date_from"),
+                    date_to=_date_param(request, "date_to"),
+                )
             )
             try:
-                page = next(iter(pages), None)
+                page = _next_new_page(pages, cursor)
             finally:
                 close = getattr(pages, "close", None)
                 if close:
@@ -868,7 +870,7 @@ class ServiceApp:
     def _events(self, request: Request, ctx: _Context, tenant: Tenant) -> Response:
         after = _int_param(request, "after", 0, 0, 2**62)
         limit = _int_param(request, "limit", 100, 1, 500)
-        with self.store.transaction() as tx:
+        with self.store.transaction(write=False) as tx:
             rows = tx.all(
                 "SELECT e.id, e.payload, a.company FROM events e "
                 "LEFT JOIN aggregator_users a ON a.user_ref = e.user_ref "
@@ -904,7 +906,7 @@ class ServiceApp:
         """
         now = time.time()
         lease = now + self.settings.delivery_timeout * 4
-        with self.store.transaction() as tx:
+        with self.store.transaction(write=False) as tx:
             due = tx.all(
                 "SELECT e.id, e.next_attempt_at FROM events e "
                 "WHERE e.delivery_state = 'pending' AND e.next_attempt_at <= ? "
@@ -1030,6 +1032,27 @@ class ServiceApp:
         if error.retry_after is not None:
             response.headers["Retry-After"] = str(error.retry_after)
         return response
+
+
+#: Pages that only re-read what the caller already has, skipped at most this many times.
+MAX_REREAD_PAGES = 2
+
+
+def _next_new_page(
+    pages: Iterator[TransactionPage], cursor: Cursor | None
+) -> TransactionPage | None:
+    """The first page of ``pages`` that moves past ``cursor``.
+
+    Some providers resume a page earlier than the cursor says, for safety (Linxo re-reads the
+    previous page in case operations vanished from it): that page ends on the very cursor the
+    caller sent, and the caller already holds its lines. The service serves one page per
+    request, so it skips such a page instead of serving it again and again.
+    """
+    for _ in range(MAX_REREAD_PAGES + 1):
+        page = next(pages, None)
+        if page is None or cursor is None or page.last or page.cursor != cursor:
+            return page
+    return page
 
 
 class _Serialized:

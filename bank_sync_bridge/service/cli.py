@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
@@ -115,7 +116,16 @@ def main(
     if args.command == "generate-key":
         out.write(generate_key() + "\n")
         return 0
-    configure_logging(args.log_level)
+    listener = configure_logging(args.log_level)
+    try:
+        return _main(args, environ, out, stdin)
+    finally:
+        listener.stop()
+
+
+def _main(
+    args: argparse.Namespace, environ: Mapping[str, str], out: TextIO, stdin: TextIO | None
+) -> int:
     log = logging.getLogger(LOGGER_NAME)
     try:
         store = Store(args.database_url)
@@ -163,6 +173,8 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
             }
         },
     )
+    # SIGTERM (a service manager stopping us) ends the loop like Ctrl-C does.
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -170,6 +182,10 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
     finally:
         server.httpd.server_close()
     return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _tenant(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO) -> int:

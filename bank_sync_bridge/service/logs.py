@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import sys
 from datetime import datetime, timezone
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any, TextIO
 
 LOGGER_NAME = "bank_sync_bridge.service"
@@ -38,15 +40,21 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> logging.Handler:
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> QueueListener:
     """Send the service's logs, as JSON lines, to ``stream`` (stderr by default).
 
-    Called by the command line only: a library never configures logging for its host.
+    Request threads only put records on a queue; one background thread formats and writes
+    them, so a slow disk or pipe never adds to a request's latency. Called by the command line
+    only (a library never configures logging for its host); stop the returned listener to
+    flush at exit.
     """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = QueueListener(records, handler)
     logger = logging.getLogger(LOGGER_NAME)
-    logger.handlers[:] = [handler]
+    logger.handlers[:] = [QueueHandler(records)]
     logger.setLevel(level.upper())
     logger.propagate = False
-    return handler
+    listener.start()
+    return listener

@@ -8,6 +8,7 @@ for the command line and for tests (``port=0`` picks a free port).
 from __future__ import annotations
 
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -18,6 +19,10 @@ class _Handler(BaseHTTPRequestHandler):
     """Reads one request, lets the app answer it, writes the answer (HTTP/1.1 keep-alive)."""
 
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in one segment, at once: without these, Nagle's algorithm and
+    # the client's delayed ACK add 40 ms to every keep-alive answer.
+    disable_nagle_algorithm = True
+    wbufsize = 64 * 1024
     server: _HttpServer
     server_version = "bank-sync-bridge-service"
     sys_version = ""
@@ -70,7 +75,8 @@ class _HttpServer(ThreadingHTTPServer):
 
 
 class ServiceServer:
-    """The HTTP server and the callback delivery loop of one :class:`ServiceApp`."""
+    """The HTTP server and the background loop (callback deliveries, SQLite checkpoints) of
+    one :class:`ServiceApp`."""
 
     def __init__(self, app: ServiceApp, host: str = "127.0.0.1", port: int = 0) -> None:
         self.app = app
@@ -129,7 +135,14 @@ class ServiceServer:
 
     def _deliver_loop(self) -> None:
         wakeup = self.app.delivery_wakeup
+        last_checkpoint = time.monotonic()
         while not self._stop.is_set():
+            if time.monotonic() - last_checkpoint >= 1.0:
+                last_checkpoint = time.monotonic()
+                try:
+                    self.app.store.checkpoint()
+                except Exception:
+                    self.app.logger.exception("database checkpoint failed")
             # Woken at once by a new event; otherwise a periodic pass retries failed posts.
             wakeup.wait(timeout=1.0)
             wakeup.clear()

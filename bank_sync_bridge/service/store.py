@@ -152,68 +152,106 @@ class Store:
         elif scheme in ("sqlite", ""):
             self.dialect = "sqlite"
             self.sqlite_path = _sqlite_path(database_url)
-            self._local = threading.local()
-            self._sqlite_connections: list[sqlite3.Connection] = []
+            self._pool_size = pool_size
+            self._idle: list[sqlite3.Connection] = []
             self._lock = threading.Lock()
+            # One writer at a time inside this process: SQLite would otherwise make the
+            # others wait in its busy handler, which sleeps in steps of milliseconds.
+            self._write_lock = threading.Lock()
         else:
             raise ValueError(f"Unsupported database URL scheme: {scheme!r}")
+        self._local = threading.local()
 
     # -- connections ------------------------------------------------------------------------
-    def _sqlite_connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(
-                self.sqlite_path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the
-            # last transactions (documented trade-off for a single-machine store).
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            self._local.conn = conn
-            with self._lock:
-                self._sqlite_connections.append(conn)
+    def _sqlite_checkout(self) -> sqlite3.Connection:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        conn = sqlite3.connect(
+            self.sqlite_path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL + NORMAL: a commit survives a process crash; only an OS crash may lose the last
+        # transactions (the documented trade-off of the single-machine store).
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        # No checkpoint inside a request's commit (it writes and syncs the database file and
+        # would stall every writer behind it): :meth:`checkpoint` runs in the background.
+        conn.execute("PRAGMA wal_autocheckpoint=0")
         return conn
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[Transaction]:
-        """One database transaction: committed when the block ends, rolled back on error."""
-        if self.dialect == "sqlite":
-            conn = self._sqlite_connection()
-            if conn.in_transaction:
-                # A helper called inside an open transaction joins it (commit happens once,
-                # at the end of the outer block).
-                yield Transaction(conn.cursor(), self.dialect)
+    def _sqlite_checkin(self, conn: sqlite3.Connection) -> None:
+        with self._lock:
+            if len(self._idle) < self._pool_size:
+                self._idle.append(conn)
                 return
-            # IMMEDIATE takes the write lock up front: no deadlock between two writers that
-            # both started by reading.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield Transaction(conn.cursor(), self.dialect)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self, *, write: bool = True) -> Iterator[Transaction]:
+        """One database transaction: committed when the block ends, rolled back on error.
+
+        ``write=False`` promises only reads (they never wait for writers on SQLite). A
+        transaction opened inside another one in the same thread joins it.
+        """
+        current: Transaction | None = getattr(self._local, "current", None)
+        if current is not None:
+            yield current
+            return
+        if self.dialect == "sqlite":
+            yield from self._sqlite_transaction(write)
             return
         pg = self._pool.getconn()
         try:
             with pg.cursor() as cursor:
-                yield Transaction(cursor, self.dialect)
+                self._local.current = Transaction(cursor, self.dialect)
+                yield self._local.current
             pg.commit()
         except BaseException:
             pg.rollback()
             raise
         finally:
+            self._local.current = None
             self._pool.putconn(pg)
 
+    def _sqlite_transaction(self, write: bool) -> Iterator[Transaction]:
+        conn = self._sqlite_checkout()
+        lock = self._write_lock if write else contextlib.nullcontext()
+        try:
+            with lock:
+                # IMMEDIATE takes SQLite's write lock up front (other processes, such as the
+                # command line, may write too): no deadlock between two upgrading readers.
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                self._local.current = Transaction(conn.cursor(), self.dialect)
+                try:
+                    yield self._local.current
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                finally:
+                    self._local.current = None
+                conn.execute("COMMIT")
+        finally:
+            self._sqlite_checkin(conn)
+
+    def checkpoint(self) -> None:
+        """Copy the SQLite write-ahead log into the database file (without blocking writers);
+        the service calls it about once a second from its background thread."""
+        if self.dialect != "sqlite":
+            return
+        conn = self._sqlite_checkout()
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            self._sqlite_checkin(conn)
+
     def close(self) -> None:
-        """Close every connection this store opened."""
+        """Close every idle connection this store holds."""
         if self.dialect == "sqlite":
             with self._lock:
-                for conn in self._sqlite_connections:
+                for conn in self._idle:
                     conn.close()
-                self._sqlite_connections.clear()
-            self._local = threading.local()
+                self._idle.clear()
         else:
             self._pool.closeall()
 
