@@ -306,11 +306,11 @@ def test_moving_clock_appends_days_without_rewriting_history(clock: AdjustableCl
 def test_generating_two_years_is_fast(clock: AdjustableClock) -> None:
     provider = make_provider(clock)
     connection_id = connect(provider, login="data_incidents")
-    started = time.perf_counter()
+    started = time.process_time()  # CPU time: other developers share this machine
     fresh = make_provider(clock)
     fresh.list_accounts(connection_id)
     all_transactions(fresh, account_id(fresh, connection_id, AccountType.CHECKING))
-    assert time.perf_counter() - started < 1.0
+    assert time.process_time() - started < 1.0
 
 
 # -- pagination and cursors ------------------------------------------------------------------
