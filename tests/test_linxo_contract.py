@@ -445,6 +445,8 @@ def test_operations_exact_amounts_paris_dates_pending_forecast_cancelled(
         account = provider.list_accounts(connection_id)[0]
         assert account.balance == emu._accounts[account_id].balance
         assert provider.get_connection(connection_id).logo_url.endswith("/9999.png")
+        assert [c.remote_id for c in provider.list_connections()] == [connection_id]
+        assert [i.name for i in provider.list_institutions(search="qonto")] == ["Qonto"]
 
         pages = list(provider.iter_transactions(account_id, date_from=date(2026, 3, 1)))
         by_id = {t.remote_id: t for t in _all(pages)}
