@@ -6,8 +6,14 @@ the clock, so any number of processes (Odoo workers) agree on it. A connection i
 
     sbx-<bank id>-<scenario>-<connected at, YYYYMMDDHHMM UTC>-<nonce><owner check>
 
-and an account id is ``<connection id>-<checking|savings|card|loan>``. The owner check ties the
-id to ``config.user_ref``: another user's id is answered with :class:`NotFound`.
+and an account id is ``<connection id>-<checking|savings|card|loan|usd>``. The owner check ties
+the id to ``config.user_ref``: another user's id is answered with :class:`NotFound`.
+
+Each connection has a current account (French IBAN), a savings account, a deferred-debit card
+(negative balance: money owed) and a loan (negative balance), with two years of operations
+before the connection and new ones every day after it. A balance is always the account's opening
+balance (``Account.raw["opening_balance"]``, at ``raw["history_start"]``) plus its booked, not
+deleted operations.
 
 Hosted page and scenarios
 -------------------------
@@ -56,6 +62,9 @@ behaves like ``success``):
     A cheque remittance dated five days before the connection appears only one day after it.
 ``data_incidents``
     All five data incidents above at once.
+``multi_currency``
+    Not an incident: a fifth account in US dollars under the current account's IBAN, whose
+    monthly conversions land on the euro account with their foreign amount.
 
 Every incident's change becomes visible at 06:00 UTC on its day, like the bank's overnight
 batch. Ordinary operations move too: card payments are pending when made and booked later under
@@ -71,7 +80,8 @@ Transactions cursor
 -------------------
 Pages are sorted; each page's ``Cursor(kind="sandbox")`` resumes right after it, over the same
 snapshot. The last page's cursor, given to a later run, returns every operation that appeared,
-changed, was booked or was deleted since that snapshot (like an ``updated_at`` cursor).
+changed, was booked or was deleted since that snapshot (like an ``updated_at`` cursor), plus,
+when that run stopped at an end date before today, everything booked after that date.
 """
 
 from __future__ import annotations
