@@ -90,6 +90,7 @@ from .linxo_data import (
 
 _logger = logging.getLogger(__name__)
 
+#: Linxo's servers stamp date-only values at midnight in this zone (reference §2.6).
 PARIS = ZoneInfo("Europe/Paris")
 
 #: Largest ``limit`` Linxo accepts on list endpoints (reference §2.6, 🟡).
@@ -115,7 +116,9 @@ TEST_LOGINS: Mapping[str, tuple[str, str]] = MappingProxyType(
     }
 )
 
+#: Connection ``status`` values (reference §2.4, 🟡).
 CONNECTION_STATUSES = ("RUNNING", "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "CLOSED", "NONE")
+#: What :meth:`LinxoEmulator.fail_next` can script.
 FAULT_KINDS = ("error", "slow", "malformed", "truncated")
 
 
