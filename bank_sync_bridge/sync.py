@@ -444,6 +444,11 @@ def references_compatible(candidate: TwinCandidate, tx: Transaction) -> bool:
     # References are often typed with other separators: "FA2025001" for "FA2025-001".
     line_compact = _compact(line_text)
     tx_compact = _compact(tx_text)
+    # The whole label copied (a file import, a line typed from the statement).
+    if len(min(line_compact, tx_compact, key=len)) >= 4 and (
+        line_compact in tx_compact or tx_compact in line_compact
+    ):
+        return True
     line_tokens = {_compact(w) for w in line_words} | {_compact(candidate.reference)}
     tx_tokens = {_compact(w) for w in tx_words} | {_compact(tx.bank_reference)}
     return any(len(t) >= 4 and t in tx_compact for t in line_tokens) or any(

@@ -288,6 +288,11 @@ def test_empty_reference_is_compatible_generic_words_are_not_enough() -> None:
     assert not references_compatible(
         TwinCandidate(1, op.booking_date, op.amount, "Virement SEPA"), op
     )
+    # A label made of generic words only, copied whole from the statement.
+    generic = tx("2", label="VIR SEPA RECU", bank_reference="BNPA2503100002831")
+    assert references_compatible(
+        TwinCandidate(1, generic.booking_date, generic.amount, "VIR SEPA RECU"), generic
+    )
 
 
 # --------------------------------------------------------------------------- balances

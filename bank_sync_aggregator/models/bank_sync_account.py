@@ -1,7 +1,7 @@
 from datetime import timedelta, timezone
 
 from odoo import api, fields, models
-from odoo.exceptions import ValidationError
+from odoo.exceptions import UserError, ValidationError
 
 ACCOUNT_TYPES = [
     ("checking", "Current account"),
@@ -201,6 +201,101 @@ class BankSyncAccount(models.Model):
     # -------------------------------------------------------------------------
     # Synchronisation (owned by the synchronisation engine, issue 5)
     # -------------------------------------------------------------------------
+
+    # Where the aggregator's stream resumes (bank_sync_bridge.model.Cursor.dumps()): written in
+    # the same transaction as the lines of the page it follows, so a crash never loses nor
+    # repeats an operation.
+    sync_cursor = fields.Text(readonly=True, copy=False)
+    # A forced run continuing in the background: its window and its own cursor (JSON).
+    sync_forced_state = fields.Text(readonly=True, copy=False)
+    sync_requested = fields.Boolean(
+        readonly=True, copy=False, help="A synchronisation is waiting for the background job."
+    )
+    sync_last_attempt = fields.Datetime(readonly=True, copy=False)
+    # First sync of an empty journal: an opening line will make its balance the bank's.
+    sync_needs_opening = fields.Boolean(readonly=True, copy=False)
+    sync_opening_done = fields.Boolean(readonly=True, copy=False)
+    statement_grouping = fields.Selection(
+        [("none", "No statement"), ("day", "One per day"), ("month", "One per month")],
+        string="Statements",
+        required=True,
+        default="none",
+        help="Group imported operations into bank statements, with their balances.",
+    )
+    run_ids = fields.One2many("bank.sync.run", "account_id", string="Synchronisations")
+    last_run_id = fields.Many2one(
+        "bank.sync.run", compute="_compute_last_run_id", string="Last synchronisation"
+    )
+    last_run_state = fields.Selection(related="last_run_id.state", string="Last run")
+    balance_difference = fields.Monetary(
+        currency_field="currency_id",
+        readonly=True,
+        copy=False,
+        help="Journal balance minus the bank's balance at the last check (zero when they agree).",
+    )
+    balance_check_date = fields.Datetime(readonly=True, copy=False)
+
+    @api.depends("run_ids")
+    def _compute_last_run_id(self):
+        for account in self:
+            account.last_run_id = account.run_ids[:1]
+
+    def action_sync_now(self):
+        """Sync now: a short first part while the user waits, the rest in the background."""
+        from .bank_sync_engine import SYNC_NOW_BUDGET  # noqa: PLC0415
+
+        accounts = self.filtered_domain(self._domain_syncable())
+        if not accounts:
+            raise UserError(self.env._("None of these accounts is linked to a journal and active."))
+        runs = accounts._sync_accounts("manual", time_budget=SYNC_NOW_BUDGET)
+        return runs._notification()
+
+    def action_view_runs(self):
+        self.ensure_one()
+        return self.env["bank.sync.run"]._action_for([("account_id", "=", self.id)])
+
+    def _request_sync(self, trigger="webhook"):
+        """Ask the background job to sync these accounts soon (webhooks, sync now's rest)."""
+        self.sudo().write({"sync_requested": True})
+        self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger()
+
+    def _sync_account(
+        self,
+        trigger="manual",
+        *,
+        date_from=None,
+        date_to=None,
+        provider=None,
+        time_budget=None,
+        commit=None,
+    ):
+        """Import this account's new operations, then check its balance; returns the
+        ``bank.sync.run``.
+
+        Never raises for an aggregator failure: the run records it (state ``failed``).
+        """
+        self.ensure_one()
+        return self._sync_accounts(
+            trigger,
+            date_from=date_from,
+            date_to=date_to,
+            provider=provider,
+            time_budget=time_budget,
+            commit=commit,
+        )
+
+    def _sync_accounts(self, trigger, **kwargs):
+        """Sync several accounts, one aggregator client and one balance read per connection."""
+        from .bank_sync_engine import sync_connection_accounts  # noqa: PLC0415
+
+        return sync_connection_accounts(self, trigger, **kwargs)
+
+    @api.model
+    def _cron_sync(self, batch_size=20):
+        """The daily import: every linked account, in batches, progress reported."""
+        from .bank_sync_engine import cron_sync  # noqa: PLC0415
+
+        return cron_sync(self, batch_size=batch_size)
 
     # -------------------------------------------------------------------------
     # Health: accounts that stopped receiving operations (issue 6)

@@ -1,2 +1,3 @@
 from . import test_install
 from . import test_connection_health
+from . import test_sync_engine

@@ -1,0 +1,175 @@
+from odoo import api, fields, models
+
+RUN_TRIGGERS = [
+    ("cron", "Daily import"),
+    ("manual", "Sync now"),
+    ("forced", "Forced synchronisation"),
+    ("webhook", "Aggregator notification"),
+]
+RUN_STATES = [
+    ("running", "Running"),
+    ("partial", "Continuing in background"),
+    ("done", "Done"),
+    ("skipped", "Skipped (already running)"),
+    ("failed", "Failed"),
+]
+
+
+class BankSyncRun(models.Model):
+    """One synchronisation of one account: when, which window, what it did, how it ended."""
+
+    _name = "bank.sync.run"
+    _description = "Bank Synchronisation Run"
+    _order = "id desc"
+    _rec_name = "start_date"
+    _check_company_auto = True
+
+    account_id = fields.Many2one(
+        "bank.sync.account", required=True, ondelete="cascade", index=True, readonly=True
+    )
+    connection_id = fields.Many2one(
+        related="account_id.connection_id", store=True, index=True, string="Connection"
+    )
+    journal_id = fields.Many2one("account.journal", readonly=True, index="btree_not_null")
+    company_id = fields.Many2one(related="account_id.company_id", store=True, index=True)
+    currency_id = fields.Many2one(related="account_id.currency_id")
+    trigger = fields.Selection(RUN_TRIGGERS, required=True, readonly=True)
+    state = fields.Selection(RUN_STATES, required=True, default="running", readonly=True)
+    start_date = fields.Datetime(
+        string="Started", required=True, default=fields.Datetime.now, readonly=True
+    )
+    end_date = fields.Datetime(string="Ended", readonly=True)
+    duration = fields.Float(string="Duration (s)", readonly=True, digits=(16, 2))
+    # The window read: a stored cursor, or dates (always the dates of a forced run).
+    window_basis = fields.Selection(
+        [
+            ("cursor", "Resumed from the last position"),
+            ("overlap", "Last booked date with an overlap"),
+            ("history", "From the history start date"),
+            ("forced", "Chosen by the user"),
+        ],
+        string="Window",
+        readonly=True,
+    )
+    date_from = fields.Date(string="From", readonly=True)
+    date_to = fields.Date(string="To", readonly=True)
+    pages = fields.Integer(readonly=True)
+    fetched_count = fields.Integer(string="Fetched", readonly=True)
+    created_count = fields.Integer(string="Created", readonly=True)
+    updated_count = fields.Integer(string="Updated", readonly=True)
+    adopted_count = fields.Integer(string="Adopted", readonly=True)
+    skipped_count = fields.Integer(
+        string="Skipped", readonly=True, help="Already imported, or pending at the bank."
+    )
+    pending_count = fields.Integer(string="Pending", readonly=True)
+    ignored_count = fields.Integer(string="Ignored", readonly=True)
+    deleted_count = fields.Integer(string="Deleted", readonly=True)
+    review_count = fields.Integer(string="To review", readonly=True)
+    balance_checked = fields.Boolean(readonly=True)
+    balance_aggregator = fields.Monetary(
+        string="Bank balance", currency_field="currency_id", readonly=True
+    )
+    balance_journal = fields.Monetary(
+        string="Journal balance", currency_field="currency_id", readonly=True
+    )
+    balance_difference = fields.Monetary(
+        string="Balance difference", currency_field="currency_id", readonly=True
+    )
+    error = fields.Text(readonly=True)
+    # Exception class from the package (RateLimited, ActionRequired...), for support.
+    error_type = fields.Char(readonly=True)
+    note = fields.Text(readonly=True)
+
+    @api.depends("account_id", "start_date", "trigger")
+    def _compute_display_name(self):
+        triggers = dict(RUN_TRIGGERS)
+        for run in self:
+            run.display_name = (
+                f"{run.account_id.display_name} - {triggers.get(run.trigger, '')} "
+                f"{fields.Datetime.to_string(run.start_date) or ''}"
+            )
+
+    def _notification(self):
+        """What "Sync now" tells the user: imported counts, background rest, errors."""
+        created = sum(self.mapped("created_count")) + sum(self.mapped("adopted_count"))
+        parts = [self.env._("%(count)s new operation(s) imported.", count=created)]
+        if any(run.state == "partial" for run in self):
+            parts.append(
+                self.env._(
+                    "The import continues in the background: follow it in the "
+                    "synchronisation history."
+                )
+            )
+        failed = self.filtered(lambda r: r.state == "failed")
+        for run in failed:
+            parts.append(f"{run.account_id.display_name}: {run.error}")
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": self.env._("Bank synchronisation"),
+                "message": "\n".join(parts),
+                "type": "danger" if failed else "success",
+                "sticky": bool(failed),
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
+    @api.model
+    def _action_for(self, domain):
+        """The run history window, filtered on ``domain``."""
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "bank_sync_aggregator.bank_sync_run_action"
+        )
+        action["domain"] = domain
+        return action
+
+
+class BankSyncConnection(models.Model):
+    _inherit = "bank.sync.connection"
+
+    run_ids = fields.One2many("bank.sync.run", "connection_id", string="Synchronisations")
+    run_count = fields.Integer(compute="_compute_run_count")
+
+    def _compute_run_count(self):
+        counts = dict(
+            self.env["bank.sync.run"]._read_group(
+                [("connection_id", "in", self.ids)], ["connection_id"], ["__count"]
+            )
+        )
+        for connection in self:
+            connection.run_count = counts.get(connection, 0)
+
+    def action_view_runs(self):
+        self.ensure_one()
+        return self.env["bank.sync.run"]._action_for([("connection_id", "=", self.id)])
+
+    def action_sync_now(self):
+        """Sync every linked account of these connections (first part now, rest in background)."""
+        accounts = self.account_ids.filtered_domain(
+            self.env["bank.sync.account"]._domain_syncable()
+        )
+        return accounts.action_sync_now()
+
+
+class AccountJournal(models.Model):
+    _inherit = "account.journal"
+
+    bank_sync_run_count = fields.Integer(compute="_compute_bank_sync_run_count")
+
+    def _compute_bank_sync_run_count(self):
+        counts = dict(
+            self.env["bank.sync.run"]._read_group(
+                [("journal_id", "in", self.ids)], ["journal_id"], ["__count"]
+            )
+        )
+        for journal in self:
+            journal.bank_sync_run_count = counts.get(journal, 0)
+
+    def action_view_bank_sync_runs(self):
+        self.ensure_one()
+        return self.env["bank.sync.run"]._action_for([("journal_id", "=", self.id)])
+
+    def action_bank_sync_now(self):
+        """The dashboard card's "Sync now"."""
+        return self.bank_sync_account_ids.action_sync_now()

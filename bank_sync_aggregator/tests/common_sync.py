@@ -1,0 +1,130 @@
+"""Fixtures shared by the synchronisation tests: a company with a chart of accounts, the
+sandbox aggregator on a frozen clock, a connection and its accounts linked to bank journals."""
+
+from datetime import date, datetime, timedelta, timezone
+
+from odoo.addons.account.tests.common import AccountTestInvoicingCommon
+
+from bank_sync_bridge.providers.sandbox import make_connection_id
+from bank_sync_bridge.testing import AdjustableClock
+
+#: "Now" for the sandbox's frozen clock: this morning after the bank's overnight batch (the
+#: same day as Odoo's own "today", which validates ranges and plans windows).
+NOW = datetime.now(timezone.utc).replace(hour=9, minute=0, second=0, microsecond=0)
+TODAY = NOW.date()
+
+
+class SyncCase(AccountTestInvoicingCommon):
+    """A company using the sandbox aggregator, with helpers to link and sync accounts."""
+
+    @classmethod
+    def setup_independent_company(cls, **kwargs):
+        # The demo banks' accounts are in euros: so are the books.
+        cls.env.ref("base.EUR").active = True
+        return super().setup_independent_company(currency_id=cls.env.ref("base.EUR").id, **kwargs)
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.company = cls.company_data["company"]
+        cls.company.bank_sync_enabled = True
+        cls.bank_provider = cls.env["bank.sync.provider"].create(
+            {"name": "Sandbox", "kind": "sandbox", "company_id": cls.company.id, "sandbox_seed": 7}
+        )
+        cls.clock = AdjustableClock(NOW, frozen=True)
+
+    def setUp(self):
+        super().setUp()
+        self.clock.set(NOW)
+
+    # ------------------------------------------------------------------ helpers
+
+    def provider(self, **options):
+        """The sandbox client of the company, on the test's clock."""
+        return self.bank_provider._get_provider(clock=self.clock, **options)
+
+    def use_test_clock(self):
+        """Make every client the addon builds (Sync now, cron, wizards) use the test's clock."""
+        original = type(self.bank_provider)._get_provider
+        clock = self.clock
+        self.patch(
+            type(self.bank_provider),
+            "_get_provider",
+            lambda rec, **kwargs: original(rec, **dict(kwargs, clock=clock)),
+        )
+
+    def make_connection(self, scenario="success", connected_at=None, nonce="a1b2c3"):
+        """A sandbox connection as the connect flow leaves it, with its accounts (connected
+        this morning: the scenario's incidents show after tomorrow's 06:00 batch)."""
+        connected_at = connected_at or NOW - timedelta(hours=2)
+        remote_id = make_connection_id(
+            self.bank_provider._get_user_ref(), "BNPAFRPP", scenario, connected_at, nonce
+        )
+        provider = self.provider()
+        connection = self.bank_provider._upsert_connection(provider.get_connection(remote_id))
+        connection._upsert_accounts(provider.list_accounts(remote_id))
+        return connection
+
+    def link(self, account, history_start=None, journal=None, **vals):
+        """Link ``account`` to a new (empty) bank journal."""
+        journal = journal or self.env["account.journal"].create(
+            {
+                "name": f"Bank {account.account_type} {account.id}",
+                "code": f"S{account.id % 1000:03d}",
+                "type": "bank",
+                "company_id": self.company.id,
+            }
+        )
+        account.write(
+            dict(
+                vals,
+                journal_id=journal.id,
+                history_start_date=history_start or TODAY - timedelta(days=30),
+            )
+        )
+        return journal
+
+    def checking(self, connection):
+        return connection.account_ids.filtered(lambda a: a.account_type == "checking")
+
+    def sync(self, account, trigger="manual", **kwargs):
+        kwargs.setdefault("provider", self.provider())
+        return account._sync_account(trigger, **kwargs)
+
+    def lines(self, account):
+        return self.env["account.bank.statement.line"].search(
+            [("bank_sync_account_id", "=", account.id)]
+        )
+
+    def remote_booked(self, account, date_from=None):
+        """The aggregator's booked, not deleted operations of ``account`` from ``date_from``."""
+        result = {}
+        for page in self.provider().iter_transactions(account.remote_id, date_from=date_from):
+            for tx in page.transactions:
+                if not tx.is_pending and not tx.deleted:
+                    result[tx.remote_id] = tx
+        return result
+
+    def assert_exactly_remote(self, account, date_from):
+        """The journal holds exactly the aggregator's booked operations, once each."""
+        from bank_sync_bridge.sync import sync_key  # noqa: PLC0415
+
+        remote = self.remote_booked(account, date_from)
+        lines = self.lines(account).filtered(lambda line: line.bank_sync_status == "booked")
+        expected = {sync_key("sandbox", account.remote_id, rid): tx for rid, tx in remote.items()}
+        self.assertEqual(len(lines), len(set(lines.mapped("bank_sync_key"))), "duplicate lines")
+        self.assertEqual(set(lines.mapped("bank_sync_key")), set(expected))
+        for line in lines:
+            tx = expected[line.bank_sync_key]
+            self.assertEqual(line.payment_ref, tx.label)
+            self.assertAlmostEqual(line.amount, float(tx.amount), places=2)
+            self.assertEqual(line.bank_sync_booking_date, tx.booking_date)
+        return lines
+
+
+def day(offset):
+    """``TODAY`` shifted by ``offset`` days."""
+    return TODAY + timedelta(days=offset)
+
+
+__all__ = ["NOW", "TODAY", "SyncCase", "date", "day"]
