@@ -258,6 +258,50 @@ def test_two_years_of_realistic_french_business_operations(clock: AdjustableCloc
     assert len(loan) >= 23 and all(t.amount > 0 for t in loan)
 
 
+def test_deferred_card_statement_matches_the_card_payments(clock: AdjustableClock) -> None:
+    provider = make_provider(clock)
+    connection_id = connect(provider)
+    card, _c = all_transactions(provider, account_id(provider, connection_id, AccountType.CARD))
+    checking, _c = all_transactions(
+        provider, account_id(provider, connection_id, AccountType.CHECKING)
+    )
+    settlements = [t for t in card if t.operation_type == "card_summary"]
+    debits = [t for t in checking if t.operation_type == "card_summary"]
+    assert len(settlements) == len(debits) >= 23
+    first_day = min(t.booking_date for t in card)
+    for settled, debited in zip(settlements, debits, strict=True):
+        assert debited.amount == -settled.amount and debited.booking_date == settled.booking_date
+        month, year = (int(part) for part in settled.label.split()[-1].split("/"))
+        spent = sum(
+            (
+                t.amount
+                for t in card
+                if t.operation_type == "card"
+                and (t.booking_date.year, t.booking_date.month) == (year, month)
+            ),
+            Decimal(0),
+        )
+        if (first_day.year, first_day.month) != (year, month):  # the first month is partial
+            assert settled.amount == -spent
+
+
+def test_loan_capital_goes_down_by_each_instalment(clock: AdjustableClock) -> None:
+    provider = make_provider(clock)
+    connection_id = connect(provider)
+    loan = next(a for a in provider.list_accounts(connection_id) if a.type is AccountType.LOAN)
+    repayments, _c = all_transactions(provider, loan.remote_id)
+    checking, _c = all_transactions(
+        provider, account_id(provider, connection_id, AccountType.CHECKING)
+    )
+    instalments = [t for t in checking if t.operation_type == "loan_repayment"]
+    assert len(instalments) == len(repayments)
+    for paid, repaid in zip(instalments, repayments, strict=True):
+        parts = {k: Decimal(paid.raw[k]) for k in ("principal", "interest", "insurance")}
+        assert -paid.amount == sum(parts.values())
+        assert repaid.amount == parts["principal"] and paid.booking_date == repaid.booking_date
+    assert loan.balance is not None and Decimal(loan.raw["opening_balance"]) < loan.balance < 0
+
+
 def test_multi_currency_account_shares_the_iban(clock: AdjustableClock) -> None:
     provider = make_provider(clock)
     connection_id = connect(provider, "multi_currency")
