@@ -795,6 +795,13 @@ def test_connection_list_and_deletion_with_a_store(clock: AdjustableClock) -> No
     assert provider.list_connections() == []
 
 
+def test_bad_options_get_a_clear_error(clock: AdjustableClock) -> None:
+    with pytest.raises(InvalidRequest, match="whole numbers"):
+        make_provider(clock, seed="abc")
+    with pytest.raises(InvalidRequest, match="at least 1"):
+        make_provider(clock, page_size=0)
+
+
 def test_sandbox_refuses_webhooks(clock: AdjustableClock) -> None:
     with pytest.raises(SignatureVerificationError):
         make_provider(clock).parse_webhook(b"{}", {}, ["secret"])

@@ -92,7 +92,7 @@ import hmac
 import html
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -294,7 +294,7 @@ class SandboxConnectionId:
         """The data incidents this scenario scripts."""
         if self.scenario == "data_incidents":
             return IncidentSpec(True, True, True, True, True)
-        names = IncidentSpec.__dataclass_fields__
+        names = {spec_field.name for spec_field in fields(IncidentSpec)}
         return IncidentSpec(**{self.scenario: True}) if self.scenario in names else IncidentSpec()
 
 
@@ -332,8 +332,11 @@ class SandboxProvider:
         self.config = config
         self.clock = clock or _utc_now
         self.token_store = token_store
-        self.seed = int(config.options.get("seed", 0) or 0)
-        self.page_size = int(config.options.get("page_size", DEFAULT_PAGE_SIZE))
+        try:
+            self.seed = int(config.options.get("seed", 0) or 0)
+            self.page_size = int(config.options.get("page_size", DEFAULT_PAGE_SIZE))
+        except (TypeError, ValueError) as exc:
+            raise InvalidRequest("The sandbox seed and page size must be whole numbers") from exc
         if self.page_size < 1:
             raise InvalidRequest("The sandbox page size must be at least 1")
         self.hosted_url = str(config.options.get("hosted_url") or DEFAULT_HOSTED_URL)
