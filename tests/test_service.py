@@ -671,3 +671,46 @@ def test_command_line_registers_lists_and_revokes_tenants(tmp_path: Path) -> Non
     assert missing.returncode == 1 and "No active tenant" in missing.stderr
     shown = run("aggregator", "show")
     assert json.loads(shown.stdout)["kind"] == "sandbox"
+
+
+def test_serve_options_come_from_the_command_line_or_the_environment() -> None:
+    from bank_sync_bridge.service.cli import build_parser  # noqa: PLC0415
+
+    parser = build_parser(
+        {
+            "BANK_SYNC_SERVICE_PORT": "9001",
+            "BANK_SYNC_SERVICE_DATABASE_URL": "postgresql://127.0.0.1/x",
+        }
+    )
+    defaults = parser.parse_args([])
+    assert (defaults.host, defaults.port) == ("127.0.0.1", 9001)
+    assert defaults.database_url == "postgresql://127.0.0.1/x"
+    assert parser.parse_args(["--port", "9100", "serve"]).port == 9100
+    assert parser.parse_args(["serve", "--port", "9200"]).port == 9200
+
+
+def test_one_command_starts_the_service_with_defaults(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env.pop("BANK_SYNC_SERVICE_KEYS", None)
+    log = tmp_path / "service.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bank_sync_bridge.service", "--port", "0"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        _wait_for(lambda: '"url"' in log.read_text() or process.poll() is not None, 30)
+        url = json.loads(next(ln for ln in log.read_text().splitlines() if '"url"' in ln))["url"]
+        assert url.startswith("http://127.0.0.1:")
+        assert requests.get(url + "/health", timeout=10).json()["status"] == "ok"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=10) == 0
+    # SQLite store and its key file in the working directory, schema in place.
+    assert (tmp_path / "bank_sync_service.sqlite3").exists()
+    assert (tmp_path / "bank_sync_service.sqlite3.key").exists()
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert any(line["msg"] == "schema migrated" for line in lines)

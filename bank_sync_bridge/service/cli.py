@@ -11,8 +11,8 @@
     python -m bank_sync_bridge.service generate-key | rotate-keys | migrate
 
 Options come from the environment too: ``BANK_SYNC_SERVICE_HOST``, ``_PORT``,
-``_DATABASE_URL``, ``_KEYS`` (comma-separated, newest first), ``_RATE``, ``_BURST``,
-``_LOG_LEVEL``.
+``_DATABASE_URL``, ``_KEYS`` (comma-separated, newest first), ``_KEYS_FILE``, ``_PUBLIC_URL``,
+``_RATE``, ``_BURST``, ``_LOG_LEVEL``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from ..crypto import SecretBox, SecretKeyError, generate_key
 from . import admin
@@ -58,7 +58,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     serve = sub.add_parser("serve", help="run the service (the default)")
-    _serve_options(serve, env)
+    # After the word ``serve`` too; their defaults come from the main parser only (argparse
+    # would otherwise let the subcommand's defaults overwrite options given before it).
+    _serve_options(serve, env, argparse.SUPPRESS)
 
     tenant = sub.add_parser("tenant", help="register, list, revoke tenants")
     tenant_sub = tenant.add_subparsers(dest="action", required=True)
@@ -91,14 +93,24 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
-def _serve_options(parser: argparse.ArgumentParser, env: Callable[[str, str], str]) -> None:
-    parser.add_argument("--host", default=env("HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(env("PORT", str(DEFAULT_PORT))))
+def _serve_options(
+    parser: argparse.ArgumentParser, env: Callable[[str, str], str], default: Any = None
+) -> None:
+    def pick(value: Any) -> Any:
+        return value if default is None else default
+
+    parser.add_argument("--host", default=pick(env("HOST", "127.0.0.1")))
+    parser.add_argument("--port", type=int, default=pick(int(env("PORT", str(DEFAULT_PORT)))))
     parser.add_argument(
-        "--rate", type=float, default=float(env("RATE", "10")), help="calls/s per tenant"
+        "--public-url",
+        default=pick(env("PUBLIC_URL", "") or None),
+        help="URL browsers and aggregators reach the service at (behind a proxy)",
     )
     parser.add_argument(
-        "--burst", type=float, default=float(env("BURST", "60")), help="burst per tenant"
+        "--rate", type=float, default=pick(float(env("RATE", "10"))), help="calls/s per tenant"
+    )
+    parser.add_argument(
+        "--burst", type=float, default=pick(float(env("BURST", "60"))), help="burst per tenant"
     )
 
 
@@ -161,7 +173,9 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
         return _tenant(args, store, box, out)
     if args.command == "aggregator":
         return _aggregator(args, store, box, out, stdin)
-    settings = ServiceSettings(rate_per_second=args.rate, burst=args.burst)
+    settings = ServiceSettings(
+        rate_per_second=args.rate, burst=args.burst, public_url=args.public_url
+    )
     server = ServiceServer(ServiceApp(store, box, settings), args.host, args.port)
     logging.getLogger(LOGGER_NAME).info(
         "serving",
