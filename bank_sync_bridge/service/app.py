@@ -35,7 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import requests
 
 from .. import __version__
-from ..crypto import SecretBox
+from ..crypto import SecretBox, SecretKeyError
 from ..errors import (
     AccessDenied,
     ActionRequired,
@@ -302,6 +302,15 @@ class ServiceApp:
         except ApiError as exc:
             ctx.error = exc.error
             response = self._error_response(exc, ctx)
+        except SecretKeyError:
+            # The operator's keys do not open a stored secret: the operator's problem, not the
+            # tenant's, and nothing about it is told to the tenant.
+            ctx.error = "internal"
+            self.logger.exception("secret store", extra={"fields": {"request_id": ctx.request_id}})
+            response = self._error_response(
+                ApiError(500, "internal", "The bridge service failed; the operator can see why"),
+                ctx,
+            )
         except BankSyncError as exc:
             api_error = self._from_provider_error(exc)
             ctx.error = api_error.error

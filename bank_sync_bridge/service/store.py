@@ -181,6 +181,8 @@ class Store:
         return conn
 
     def _sqlite_checkin(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:  # a failed COMMIT: never hand out a half-open transaction
+            conn.rollback()
         with self._lock:
             if len(self._idle) < self._pool_size:
                 self._idle.append(conn)
