@@ -547,17 +547,26 @@ def test_webhooks_are_verified_deduplicated_routed_polled_and_called_back(
     assert [c.remote_id for c in alice.list_connections()] == [connection_id]
     assert bob.list_connections() == []
 
+    # An event about a connection nobody has claimed yet (the webhook outran the user's
+    # browser) waits, then reaches Alice once her Odoo learns of the connection.
+    early = linxo.create_connection(user_id)
+    hook = f"{service.url}/webhooks/linxo?token={token}"
+    assert linxo.send_webhook(linxo.webhook_body(early), hook) == 202
+    assert alice.poll_events() == ([], 0)
+    assert early in [c.remote_id for c in alice.list_connections()]
+    (adopted,), adopted_id = alice.poll_events()
+    assert adopted.connection_id == early
+
     receiver = _Receiver([500])
     try:
         alice.set_callback_url(receiver.url)
-        hook = f"{service.url}/webhooks/linxo?token={token}"
         body = linxo.webhook_body(connection_id)
         assert linxo.send_webhook(body, hook) == 202
         assert linxo.send_webhook(body, hook) == 202  # duplicate delivery
         assert linxo.send_webhook(body, f"{service.url}/webhooks/linxo?token=wrong") == 401
         assert linxo.send_webhook(body, f"{service.url}/webhooks/bridgeapi") == 404
 
-        events, last_id = alice.poll_events()
+        events, last_id = alice.poll_events(after=adopted_id)
         assert len(events) == 1
         assert events[0].connection_id == connection_id
         assert events[0].type == "connection.new_transactions"
@@ -580,7 +589,7 @@ def test_webhooks_are_verified_deduplicated_routed_polled_and_called_back(
             alice.parse_webhook(delivered, headers, ["someone-elses-secret"])
         with pytest.raises(SignatureVerificationError):
             alice.parse_webhook(delivered + b" ", headers, [alice_creds.client_secret])
-        _wait_for(lambda: _delivery_state(service) == "delivered")
+        _wait_for(lambda: _delivery_state(service, connection_id) == "delivered")
         time.sleep(0.3)
         assert len(receiver.received) == 2  # delivered once: no more posts
     finally:
@@ -589,9 +598,9 @@ def test_webhooks_are_verified_deduplicated_routed_polled_and_called_back(
     assert linxo.client_secret not in service.logs.getvalue()
 
 
-def _delivery_state(service: Service) -> str:
+def _delivery_state(service: Service, connection_id: str) -> str:
     with service.store.transaction() as tx:
-        row = tx.one("SELECT delivery_state FROM events")
+        row = tx.one("SELECT delivery_state FROM events WHERE connection_id = ?", (connection_id,))
     return str(row[0]) if row else ""
 
 

@@ -533,20 +533,72 @@ class ServiceApp:
         return ApiError(503, "provider_unavailable", exc.message, code=code)
 
     # ------------------------------------------------------------------ ownership
-    @staticmethod
-    def _claim_connection(tx: Transaction, kind: str, connection_id: str, user_ref: str) -> bool:
+    def _claim_connection(
+        self, tx: Transaction, kind: str, connection_id: str, user_ref: str
+    ) -> bool:
         """Record ``connection_id`` as ``user_ref``'s unless someone else owns it; True when
         ``user_ref`` owns it afterwards."""
-        tx.execute(
+        claimed = tx.execute(
             "INSERT INTO connections (kind, connection_id, user_ref, created_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (kind, connection_id, user_ref, time.time()),
         )
+        if claimed:
+            self._adopt_orphan_events(tx, kind, connection_id, user_ref)
+            return True
         row = tx.one(
             "SELECT user_ref FROM connections WHERE kind = ? AND connection_id = ?",
             (kind, connection_id),
         )
         return row is not None and row[0] == user_ref
+
+    def _adopt_orphan_events(
+        self, tx: Transaction, kind: str, connection_id: str, user_ref: str
+    ) -> None:
+        """Give a newly claimed connection the events that arrived before anyone owned it.
+
+        Aggregators often announce a connection (Bridge ``item.created``) before the user's
+        browser is back in Odoo. Such events are stored without owner; they are moved to the
+        end of the stream (new ids) so that a tenant polling "after its last id" sees them.
+        """
+        orphans = tx.all(
+            "SELECT id, event_id, type, payload, received_at FROM events "
+            "WHERE kind = ? AND connection_id = ? AND tenant_id IS NULL ORDER BY id",
+            (kind, connection_id),
+        )
+        if not orphans:
+            return
+        tenant = tx.one(
+            "SELECT t.id, t.callback_url FROM aggregator_users a "
+            "JOIN tenants t ON t.id = a.tenant_id WHERE a.user_ref = ? AND t.revoked_at IS NULL",
+            (user_ref,),
+        )
+        if tenant is None:
+            return
+        tx.lock_events()
+        pending = bool(tenant[1])
+        now = time.time()
+        for row_id, event_id, type_, payload, received_at in orphans:
+            tx.execute("DELETE FROM events WHERE id = ?", (row_id,))
+            tx.execute(
+                "INSERT INTO events (kind, event_id, type, tenant_id, user_ref, connection_id, "
+                "payload, received_at, delivery_state, next_attempt_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    event_id,
+                    type_,
+                    tenant[0],
+                    user_ref,
+                    connection_id,
+                    payload,
+                    received_at,
+                    "pending" if pending else "none",
+                    now if pending else None,
+                ),
+            )
+        if pending:
+            self.delivery_wakeup.set()
 
     def _owns_connection(self, caller: Caller, connection_id: str) -> bool:
         kind = self.aggregator().kind
