@@ -95,12 +95,22 @@ class BankSyncController(http.Controller):
 
     @http.route(SANDBOX_HOSTED_ROUTE, type="http", auth="user", methods=["GET"])
     def bank_sync_sandbox_page(self, **query):
-        html = self._sandbox_client().render_hosted_page(query)
+        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
+
+        try:
+            html = self._sandbox_client().render_hosted_page(query)
+        except BankSyncError as error:
+            return self._result_page(error.message, status=400)
         return request.make_response(html, headers=[("Content-Type", "text/html; charset=utf-8")])
 
-    # The demo bank's login form carries no Odoo CSRF token: what protects the flow is the
-    # signed, single-use state checked by the callback.
+    # The demo bank's login form carries no Odoo CSRF token: its fields are signed by the
+    # sandbox, and what protects the flow is the signed, single-use state of the callback.
     @http.route(SANDBOX_HOSTED_ROUTE, type="http", auth="user", methods=["POST"], csrf=False)
     def bank_sync_sandbox_submit(self, **form):
-        redirect_url = self._sandbox_client().submit_hosted_page(form)
+        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
+
+        try:
+            redirect_url = self._sandbox_client().submit_hosted_page(form)
+        except BankSyncError as error:
+            return self._result_page(error.message, status=400)
         return request.redirect(redirect_url, local=False)

@@ -1,3 +1,5 @@
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -50,6 +52,9 @@ class OdooTokenStore:
 
     def __init__(self, provider):
         self._provider = provider
+        # The sandbox keeps only demo memory (which demo connections exist): nothing secret,
+        # and it must work without any key configured.
+        self._plain = provider.kind == "sandbox"
 
     def get(self, key):
         """The cached token data for ``key``, or None."""
@@ -57,6 +62,8 @@ class OdooTokenStore:
         if not token or not token.value_encrypted:
             return None
         try:
+            if self._plain:
+                return json.loads(token.value_encrypted)
             return json.loads(self._provider._decrypt(token.value_encrypted))
         except (UserError, ValueError):
             # A rotated-away key or a corrupt row only costs a new login.
@@ -64,8 +71,9 @@ class OdooTokenStore:
 
     def set(self, key, value):
         """Remember token data for ``key``."""
-        encrypted = self._provider._encrypt(json.dumps(dict(value), default=str))
-        self._provider.env["bank.sync.token"].sudo()._store(self._provider, key, encrypted)
+        text = json.dumps(dict(value), default=str)
+        stored = text if self._plain else self._provider._encrypt(text)
+        self._provider.env["bank.sync.token"].sudo()._store(self._provider, key, stored)
 
 
 class BankSyncProvider(models.Model):
@@ -74,7 +82,9 @@ class BankSyncProvider(models.Model):
     _order = "company_id, active desc, id desc"
     _check_company_auto = True
 
-    name = fields.Char(required=True, compute="_compute_name", store=True, readonly=False)
+    name = fields.Char(
+        required=True, compute="_compute_name", store=True, readonly=False, precompute=True
+    )
     company_id = fields.Many2one(
         "res.company", required=True, default=lambda self: self.env.company, ondelete="cascade"
     )
@@ -215,14 +225,40 @@ class BankSyncProvider(models.Model):
                 ]
             )
             if others:
-                raise ValidationError(
-                    self.env._(
-                        "Only one aggregator can be active for %(company)s: Bridge and Linxo "
-                        "cannot be used at the same time. Switch aggregators in the Accounting "
-                        "settings.",
-                        company=provider.company_id.display_name,
+                raise ValidationError(self._one_active_message(provider.company_id))
+
+    def _one_active_message(self, company):
+        return self.env._(
+            "Only one aggregator can be active for %(company)s: Bridge and Linxo cannot be "
+            "used at the same time. Switch aggregators in the Accounting settings.",
+            company=company.display_name,
+        )
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        # Say it clearly before the unique index refuses it with a database error.
+        Company = self.env["res.company"]
+        for vals in vals_list:
+            if vals.get("active", True):
+                company = Company.browse(vals.get("company_id") or self.env.company.id)
+                if company._get_bank_sync_provider() or (
+                    sum(
+                        1
+                        for other in vals_list
+                        if other.get("active", True)
+                        and (other.get("company_id") or self.env.company.id) == company.id
                     )
-                )
+                    > 1
+                ):
+                    raise ValidationError(self._one_active_message(company))
+        return super().create(vals_list)
+
+    def write(self, vals):
+        if vals.get("active"):
+            for provider in self.filtered(lambda p: not p.active):
+                if provider.company_id._get_bank_sync_provider():
+                    raise ValidationError(self._one_active_message(provider.company_id))
+        return super().write(vals)
 
     @api.constrains("base_url")
     def _check_base_url(self):
@@ -342,8 +378,17 @@ class BankSyncProvider(models.Model):
     def _get_token_store(self):
         from bank_sync_bridge.providers import MemoryTokenStore  # noqa: PLC0415
 
+        if self.kind == "sandbox" or _configured_keys():
+            return OdooTokenStore(self)
         # Without a key, tokens cannot be kept encrypted: keep them for this call only.
-        return OdooTokenStore(self) if _configured_keys() else MemoryTokenStore()
+        return MemoryTokenStore()
+
+    def _get_sandbox_credentials(self):
+        # The sandbox signs its hosted page links with this key: derived from the database's
+        # own secret, so links cannot be forged from the public demo key.
+        secret = self.env["ir.config_parameter"].sudo().get_param("database.secret") or ""
+        key = hmac.new(secret.encode(), b"bank_sync_aggregator.sandbox", hashlib.sha256)
+        return {"session_key": key.hexdigest()}
 
     def _get_provider(self, **kwargs):
         """The ``bank_sync_bridge`` provider for this company's aggregator.
@@ -356,7 +401,11 @@ class BankSyncProvider(models.Model):
         config = ProviderConfig(
             user_ref=self._get_user_ref(),
             base_url=self.base_url or None,
-            credentials=self._get_credentials() if self.kind != "sandbox" else {},
+            credentials=(
+                self._get_sandbox_credentials()
+                if self.kind == "sandbox"
+                else self._get_credentials()
+            ),
             options=self._get_provider_options(),
         )
         kwargs.setdefault("token_store", self._get_token_store())

@@ -88,12 +88,15 @@ class BankSyncConnectWizard(models.TransientModel):
                 )
             )
         client = self.provider_id._get_provider()
+        search = (self.search or "").strip()
         try:
             institutions = client.list_institutions(
-                search=(self.search or "").strip(),
-                country=self.country_id.code or None,
-                limit=INSTITUTION_LIMIT,
+                search=search, country=self.country_id.code or None, limit=INSTITUTION_LIMIT
             )
+            if not institutions and not search and self.country_id:
+                # No bank offered in that country: show what the aggregator has rather than
+                # an empty list.
+                institutions = client.list_institutions(limit=INSTITUTION_LIMIT)
         except Exception as error:
             raise UserError(
                 self.env["bank.sync.connection"]._describe_provider_error(self.provider_id, error)

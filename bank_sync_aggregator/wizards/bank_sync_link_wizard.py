@@ -19,16 +19,20 @@ class BankSyncLinkWizard(models.TransientModel):
         compute="_compute_journal",
         store=True,
         readonly=False,
+        precompute=True,
     )
     journal_id = fields.Many2one(
         "account.journal",
         compute="_compute_journal",
         store=True,
         readonly=False,
+        precompute=True,
         domain="[('type', '=', 'bank'), ('company_id', '=', company_id),"
         " ('bank_sync_account_ids', '=', False)]",
     )
-    new_journal_name = fields.Char(compute="_compute_new_journal_name", store=True, readonly=False)
+    new_journal_name = fields.Char(
+        compute="_compute_new_journal_name", store=True, readonly=False, precompute=True
+    )
     history_start_date = fields.Date(
         required=True,
         default=lambda self: fields.Date.context_today(self).replace(month=1, day=1),

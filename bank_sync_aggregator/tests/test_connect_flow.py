@@ -1,0 +1,189 @@
+import time
+from datetime import timedelta
+from urllib.parse import urlsplit
+
+from odoo import fields
+from odoo.exceptions import UserError
+from odoo.tests import HttpCase, new_test_user, tagged
+
+from .common_bank_sync import BankSyncCommon, parse_form
+
+CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action/"
+
+
+@tagged("post_install", "-at_install")
+class TestConnectFlow(BankSyncCommon, HttpCase):
+    """The whole "add a bank" flow, through real HTTP on this Odoo: wizard, the sandbox's hosted
+    page served by Odoo, the callback, and the records a user then sees."""
+
+    def setUp(self):
+        super().setUp()
+        self.authenticate("accountman", "accountman")
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _wizard(self):
+        wizard = self.env["bank.sync.connect.wizard"].create({})
+        wizard.write({"accept_terms": True, "allow_transfer": True})
+        wizard.action_next()
+        return wizard
+
+    def _hosted_url(self, bank_name="BNP Paribas"):
+        wizard = self._wizard()
+        line = wizard.line_ids.filtered(lambda line: line.name == bank_name)
+        action = line.action_choose()
+        self.assertEqual(action["type"], "ir.actions.act_url")
+        return action["url"]
+
+    def _through_hosted_page(self, url, login="success", action="connect"):
+        """Open the hosted page like a browser, submit it, return the callback's response."""
+        page = self.url_open(url)
+        self.assertEqual(page.status_code, 200, page.text[:500])
+        form_action, form, _selects = parse_form(page.text)
+        post_url = form_action or urlsplit(url).path
+        form.update(login=login, password="secret", action=action)
+        submitted = self.url_open(post_url, data=form, allow_redirects=False)
+        self.assertEqual(submitted.status_code, 303, submitted.text[:500])
+        callback = submitted.headers["Location"]
+        self.assertIn("/bank_sync/callback/", callback)
+        return callback, self.url_open(callback, allow_redirects=False)
+
+    # -- tests -----------------------------------------------------------------------------
+
+    def test_consent_is_required(self):
+        wizard = self.env["bank.sync.connect.wizard"].create({"accept_terms": True})
+        with self.assertRaisesRegex(UserError, "Tick both boxes"):
+            wizard.action_next()
+        self.assertEqual(wizard.step, "consent")
+        with self.assertRaises(UserError):
+            wizard.action_skip_bank()
+
+    def test_bank_picker_most_requested_first_and_search(self):
+        wizard = self._wizard()
+        names = wizard.line_ids.mapped("name")
+        self.assertEqual(names[0], "BNP Paribas")
+        self.assertTrue(wizard.line_ids[0].most_requested)
+        self.assertFalse(wizard.line_ids[-1].most_requested)
+        wizard.search = "EPARGNE"  # accents and case do not matter
+        wizard.action_search()
+        self.assertEqual(wizard.line_ids.mapped("name"), ["Caisse d'Épargne"])
+        wizard.search = False
+        wizard.country_id = self.env.ref("base.be")
+        wizard.action_search()
+        self.assertEqual(wizard.line_ids.mapped("name"), ["BNP Paribas Fortis"])
+
+    def test_sandbox_flow_creates_connection_and_accounts(self):
+        callback, response = self._through_hosted_page(self._hosted_url())
+        self.assertEqual(response.status_code, 303, response.text[:500])
+        location = response.headers["Location"]
+        self.assertIn(CONNECTIONS_URL, location)
+        connection = self.env["bank.sync.connection"].browse(int(location.rsplit("/", 1)[1]))
+        self.assertEqual(connection.institution_name, "BNP Paribas")
+        self.assertEqual(connection.state, "ok")
+        self.assertEqual(connection.provider_id, self.provider)
+        self.assertEqual(connection.company_id, self.company)
+        self.assertGreater(connection.consent_expiry, fields.Datetime.now() + timedelta(days=170))
+        self.assertEqual(
+            sorted(connection.account_ids.mapped("account_type")),
+            ["card", "checking", "loan", "savings"],
+        )
+        checking = connection.account_ids.filtered(lambda a: a.account_type == "checking")
+        self.assertTrue(checking.iban.startswith("FR76"))
+        self.assertEqual(checking.currency_id.name, "EUR")
+        self.assertFalse(checking.journal_id, "nothing is synchronised before the user links it")
+        self.assertIn("Connection added", connection.message_ids[:1].body)
+
+        # The same return a second time (back button, replay) is refused, nothing is added.
+        replay = self.url_open(callback, allow_redirects=False)
+        self.assertEqual(replay.status_code, 400)
+        self.assertIn("not valid", replay.text)
+        self.assertEqual(self.env["bank.sync.connection"].search_count([]), 1)
+
+    def test_wrong_password_and_cancel_show_the_reason(self):
+        _callback, response = self._through_hosted_page(self._hosted_url(), login="wrong_password")
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("was not completed", response.text)
+        self.assertIn("Sandbox (demo) reports", response.text)
+        _callback, response = self._through_hosted_page(self._hosted_url(), action="cancel")
+        self.assertEqual(response.status_code, 200)
+        self.assertIn("was not completed", response.text)
+        self.assertFalse(self.env["bank.sync.connection"].search([]))
+
+    def test_forged_state_is_refused(self):
+        client = self.provider._get_provider()
+        Session = self.env["bank.sync.connect.session"]
+        from bank_sync_bridge import signing  # noqa: PLC0415
+
+        genuine = Session._make_state(self.provider)
+        payload = {"d": Session._database_tag(), "c": self.company.id, "u": self.env.uid}
+        payload["p"] = self.provider.id
+        forged = signing.make_state("not the database secret", payload, 600)
+        tampered = genuine[:-2] + ("AB" if genuine[-2:] != "AB" else "CD")
+        # A genuine signature whose session was never opened here is refused as well.
+        for state in (forged, tampered, genuine):
+            session = client.start_connect(
+                callback_url=self.provider._get_callback_url(),
+                state=state,
+                institution_id="CMCIFRPP",
+            )
+            _callback, response = self._through_hosted_page(session.url)
+            self.assertEqual(response.status_code, 400)
+            self.assertIn("not valid", response.text)
+        self.assertFalse(self.env["bank.sync.connection"].search([]))
+
+    def test_expired_state_is_refused(self):
+        from bank_sync_bridge import signing  # noqa: PLC0415
+
+        Session = self.env["bank.sync.connect.session"]
+        payload = {"d": Session._database_tag(), "c": self.company.id, "u": self.env.uid}
+        payload["p"] = self.provider.id
+        expired = signing.make_state(Session._signing_key(), payload, 60, now=time.time() - 3600)
+        session = self.provider._get_provider().start_connect(
+            callback_url=self.provider._get_callback_url(), state=expired, institution_id="CMCIFRPP"
+        )
+        _callback, response = self._through_hosted_page(session.url)
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("expired", response.text)
+
+    def test_state_of_another_user_is_refused(self):
+        url = self._hosted_url()
+        new_test_user(
+            self.env,
+            login="other_manager",
+            password="other_manager",
+            groups="base.group_user,account.group_account_manager",
+            company_id=self.company.id,
+            company_ids=self.company.ids,
+        )
+        page = self.url_open(url)
+        _action, form, _selects = parse_form(page.text)
+        form.update(login="success", action="connect")
+        callback = self.url_open(urlsplit(url).path, data=form, allow_redirects=False)
+        self.authenticate("other_manager", "other_manager")
+        response = self.url_open(callback.headers["Location"], allow_redirects=False)
+        self.assertEqual(response.status_code, 400)
+        self.assertFalse(self.env["bank.sync.connection"].search([]))
+
+    def test_tampered_hosted_page_link_is_refused(self):
+        url = self._hosted_url()
+        response = self.url_open(url.replace("callback_url=http", "callback_url=https"))
+        self.assertEqual(response.status_code, 400)
+        self.assertIn("invalid or was altered", response.text)
+
+    def test_reconnect_keeps_the_same_connection_and_links(self):
+        _callback, response = self._through_hosted_page(self._hosted_url())
+        connection = self.env["bank.sync.connection"].search([])
+        journal = self.company_data["default_journal_bank"]
+        checking = connection.account_ids.filtered(lambda a: a.account_type == "checking")
+        checking.journal_id = journal
+        action = connection.action_reconnect()
+        _callback, response = self._through_hosted_page(action["url"])
+        self.assertEqual(response.status_code, 303, response.text[:500])
+        self.assertEqual(self.env["bank.sync.connection"].search([]), connection)
+        self.assertEqual(checking.journal_id, journal)
+        self.assertIn("renewed", " ".join(connection.message_ids.mapped("body")))
+
+    def test_sandbox_page_needs_the_sandbox(self):
+        url = self._hosted_url()
+        self.company._bank_sync_set_provider_kind("linxo")
+        self.assertEqual(self.url_open(url).status_code, 404)

@@ -1,0 +1,145 @@
+from odoo import Command
+from odoo.exceptions import AccessError
+from odoo.tests import new_test_user, tagged
+
+from .common_bank_sync import BankSyncCommon
+
+
+@tagged("post_install", "-at_install")
+class TestSecurity(BankSyncCommon):
+    """Who sees and does what: managers configure, accounting users see, others see nothing;
+    each company sees only its own data."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.connection = cls._connect_sandbox(cls.provider)
+        cls.account = cls.connection.account_ids.filtered(lambda a: a.account_type == "checking")
+        cls.account.journal_id = cls.company_data["default_journal_bank"]
+
+        cls.other_company = cls.setup_other_company()["company"]
+        cls.other_company.bank_sync_enabled = True
+        cls.other_provider = cls.other_company._bank_sync_set_provider_kind("sandbox")
+        cls.other_connection = cls._connect_sandbox(cls.other_provider, bank="SOGEFRPP")
+
+        def user(login, groups, companies=cls.company):
+            return new_test_user(
+                cls.env,
+                login=login,
+                groups=groups,
+                company_id=companies[0].id,
+                company_ids=[Command.set(companies.ids)],
+            )
+
+        cls.manager = user("bs_manager", "base.group_user,account.group_account_manager")
+        cls.billing = user("bs_billing", "base.group_user,account.group_account_invoice")
+        cls.auditor = user("bs_auditor", "base.group_user,account.group_account_readonly")
+        cls.employee = user("bs_employee", "base.group_user")
+        cls.portal = user("bs_portal", "base.group_portal")
+        cls.other_manager = user(
+            "bs_other_manager",
+            "base.group_user,account.group_account_manager",
+            companies=cls.other_company,
+        )
+
+    def _env(self, user):
+        return self.env(user=user, context={"allowed_company_ids": user.company_ids.ids})
+
+    def test_manager_configures(self):
+        env = self._env(self.manager)
+        connection = env["bank.sync.connection"].browse(self.connection.id)
+        self.assertEqual(connection.state, "ok")
+        account = env["bank.sync.account"].browse(self.account.id)
+        account.history_start_date = "2025-01-01"
+        wizard = env["bank.sync.link.wizard"].create(
+            {"account_id": self.connection.account_ids.filtered("iban")[1:2].id}
+        )
+        self.assertTrue(wizard.exists())
+        env["bank.sync.provider"].browse(self.provider.id).sandbox_seed = 7
+        self.assertTrue(env["bank.sync.connect.wizard"].create({}).provider_id)
+
+    def test_accounting_users_see_states_not_configure(self):
+        for user in (self.billing, self.auditor):
+            env = self._env(user)
+            connection = env["bank.sync.connection"].browse(self.connection.id)
+            self.assertEqual(connection.state, "ok", user.login)
+            self.assertEqual(
+                env["account.journal"]
+                .browse(self.account.journal_id.id)
+                .bank_sync_connection_state,
+                "ok",
+            )
+            self.assertEqual(env["bank.sync.account"].search([]).connection_id, connection)
+            with self.assertRaises(AccessError):
+                connection.write({"institution_name": "Hacked"})
+            with self.assertRaises(AccessError):
+                env["bank.sync.account"].browse(self.account.id).journal_id = False
+            with self.assertRaises(AccessError):
+                env["bank.sync.connect.wizard"].create({})
+            with self.assertRaises(AccessError):
+                env["bank.sync.provider"].browse(self.provider.id).kind = "linxo"
+
+    def test_others_see_nothing(self):
+        for user in (self.employee, self.portal):
+            env = self._env(user)
+            for model in ("bank.sync.provider", "bank.sync.connection", "bank.sync.account"):
+                with self.assertRaises(AccessError, msg=f"{user.login} on {model}"):
+                    env[model].search([])
+
+    def test_companies_are_isolated(self):
+        env = self._env(self.manager)
+        self.assertEqual(env["bank.sync.connection"].search([]), self.connection)
+        self.assertNotIn(self.other_connection.account_ids, env["bank.sync.account"].search([]))
+        with self.assertRaises(AccessError):
+            env["bank.sync.connection"].browse(self.other_connection.id).read(["state"])
+        with self.assertRaises(AccessError):
+            env["bank.sync.provider"].browse(self.other_provider.id).read(["kind"])
+        other_env = self._env(self.other_manager)
+        self.assertEqual(other_env["bank.sync.connection"].search([]), self.other_connection)
+        with self.assertRaises(AccessError):
+            other_env["bank.sync.account"].browse(self.account.id).read(["balance"])
+
+    def test_connect_sessions_belong_to_their_user(self):
+        url_env = self._env(self.manager)
+        url_env["bank.sync.connect.session"]._open(
+            url_env["bank.sync.provider"].browse(self.provider.id), institution_id="BNPAFRPP"
+        )
+        session = self.env["bank.sync.connect.session"].sudo().search([], limit=1)
+        self.assertEqual(session.user_id, self.manager)
+        self.assertTrue(url_env["bank.sync.connect.session"].search([]))
+        other = self.env(user=self.cls_second_manager())
+        self.assertFalse(other["bank.sync.connect.session"].search([]))
+
+    @classmethod
+    def cls_second_manager(cls):
+        return new_test_user(
+            cls.env,
+            login="bs_manager_2",
+            groups="base.group_user,account.group_account_manager",
+            company_id=cls.company.id,
+        )
+
+    def test_manager_may_handle_statement_lines(self):
+        # Odoo CE's accounting Administrator is not in account.group_account_basic, which owns
+        # statement lines: this module grants it explicitly (and nothing more of "basic").
+        self.assertFalse(self.manager.has_group("account.group_account_basic"))
+        env = self._env(self.manager)
+        line = env["account.bank.statement.line"].create(
+            {
+                "journal_id": self.account.journal_id.id,
+                "date": "2025-03-01",
+                "payment_ref": "Manual line",
+                "amount": 10.0,
+            }
+        )
+        line.payment_ref = "Manual line, edited"
+        line.unlink()
+        with self.assertRaises(AccessError):
+            self._env(self.billing)["account.bank.statement.line"].create(
+                {
+                    "journal_id": self.account.journal_id.id,
+                    "date": "2025-03-01",
+                    "payment_ref": "Not allowed",
+                    "amount": 1.0,
+                }
+            )
