@@ -314,6 +314,25 @@ def test_unsigned_badly_signed_replayed_and_revoked_calls_get_401_without_secret
     assert good["X-BSB-Signature"] not in text
 
 
+def test_global_rate_limit_protects_the_operator_quota_across_tenants(tmp_path: Path) -> None:
+    running, handler = _start_service(
+        f"sqlite:///{tmp_path}/s.sqlite3",
+        ServiceSettings(rate_per_second=100, burst=100, global_rate_per_second=0.1, global_burst=4),
+    )
+    try:
+        tenants = [running.tenant(f"T{n}") for n in range(5)]
+        statuses = [signed_get(running, t, "/v1/connections").status_code for t in tenants]
+        assert statuses == [200, 200, 200, 200, 429]
+        refused = signed_get(running, tenants[0], "/v1/connections")
+        assert refused.status_code == 429
+        assert "quota" in refused.json()["message"]
+        assert int(refused.headers["Retry-After"]) >= 1
+    finally:
+        running.server.stop()
+        running.store.close()
+        logging.getLogger(LOGGER_NAME).removeHandler(handler)
+
+
 def test_rate_limit_per_tenant_answers_429_with_retry_after(tmp_path: Path) -> None:
     running, handler = _start_service(
         f"sqlite:///{tmp_path}/s.sqlite3", ServiceSettings(rate_per_second=0.2, burst=3)

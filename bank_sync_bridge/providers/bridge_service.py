@@ -405,10 +405,12 @@ class BridgeServiceProvider:
     ) -> list[WebhookEvent]:
         """Verify and parse a delivery the service made to the registered callback URL.
 
-        The service signs deliveries with the tenant secret; ``secrets`` are the secrets to
-        accept (the current one, and the previous one while it is being rotated). The path
-        the signature covers is read from the ``X-Bank-Sync-Path`` header the service sends
-        and must match the callback URL's path, which the caller knows.
+        The service signs deliveries with the tenant secret, like requests; ``secrets`` are
+        the secrets to accept (the current one, and the previous one while it is being
+        rotated). The path the signature covers is the one the service posted to, named in
+        the ``X-BSB-Path`` header (a proxy may rewrite the path the receiver sees); the
+        timestamp must be within five minutes. Nonces are not remembered here: a replayed
+        delivery only repeats events, which the addon stores once per event id.
         """
         lowered = {k.lower(): v for k, v in headers.items()}
         signing.verify_request(

@@ -85,6 +85,9 @@ class ServiceSettings:
     #: Per-tenant average calls per second to the API, and the burst allowed.
     rate_per_second: float = 10.0
     burst: float = 60.0
+    #: All tenants together (None: no global limit), to stay under the aggregator's quota.
+    global_rate_per_second: float | None = None
+    global_burst: float = 100.0
     #: Largest request body accepted (webhooks included).
     max_body_bytes: int = 1_000_000
     #: Callback deliveries: attempts before giving up (events stay pollable), and timeout.
@@ -238,6 +241,11 @@ class ServiceApp:
         self.provider_kwargs = dict(provider_kwargs or {})
         self.logger = logging.getLogger(LOGGER_NAME)
         self.limiter = RateLimiter(self.settings.rate_per_second, self.settings.burst)
+        self.global_limiter = (
+            RateLimiter(self.settings.global_rate_per_second, self.settings.global_burst)
+            if self.settings.global_rate_per_second
+            else None
+        )
         self.token_store = DbTokenStore(store, box)
         self.http = http or requests.Session()
         #: Set when an event waits for delivery, so the delivery thread wakes at once.
@@ -438,6 +446,17 @@ class ServiceApp:
                 "Too many requests for this tenant; retry later",
                 retry_after=wait,
             )
+        if self.global_limiter is not None:
+            # All tenants together stay under the operator's aggregator quota (Bridge: 2000
+            # calls per application per 5 minutes), whatever their number.
+            wait = self.global_limiter.check("*")
+            if wait:
+                raise ApiError(
+                    429,
+                    "rate_limited",
+                    "The service's aggregator quota is used up for the moment; retry later",
+                    retry_after=wait,
+                )
 
     # ------------------------------------------------------------------ providers
     def aggregator(self) -> admin.AggregatorConfig:

@@ -12,7 +12,7 @@
 
 Options come from the environment too: ``BANK_SYNC_SERVICE_HOST``, ``_PORT``,
 ``_DATABASE_URL``, ``_KEYS`` (comma-separated, newest first), ``_KEYS_FILE``, ``_PUBLIC_URL``,
-``_RATE``, ``_BURST``, ``_LOG_LEVEL``.
+``_RATE``, ``_BURST``, ``_GLOBAL_RATE``, ``_LOG_LEVEL``.
 """
 
 from __future__ import annotations
@@ -112,6 +112,12 @@ def _serve_options(
     parser.add_argument(
         "--burst", type=float, default=pick(float(env("BURST", "60"))), help="burst per tenant"
     )
+    parser.add_argument(
+        "--global-rate",
+        type=float,
+        default=pick(float(env("GLOBAL_RATE", "0")) or None),
+        help="calls/s for all tenants together (e.g. 6 for Bridge's 2000 per 5 min)",
+    )
 
 
 def main(
@@ -174,7 +180,10 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
     if args.command == "aggregator":
         return _aggregator(args, store, box, out, stdin)
     settings = ServiceSettings(
-        rate_per_second=args.rate, burst=args.burst, public_url=args.public_url
+        rate_per_second=args.rate,
+        burst=args.burst,
+        global_rate_per_second=args.global_rate,
+        public_url=args.public_url,
     )
     server = ServiceServer(ServiceApp(store, box, settings), args.host, args.port)
     logging.getLogger(LOGGER_NAME).info(
