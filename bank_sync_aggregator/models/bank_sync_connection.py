@@ -412,11 +412,21 @@ class BankSyncConnection(models.Model):
             return None
         if isinstance(error, errors.ActionRequired):
             vals = {"state": "action_needed", "reason": error.reason.value}
+        elif self.state in ("action_needed", "disconnected"):
+            # The user's action is still awaited: a failure on top of it changes nothing.
+            return None
         else:
             vals = {"state": "temporary_failure", "reason": False}
         if isinstance(error, errors.BankSyncError):
             vals["message"] = error.message
         return self._update_health(vals)
+
+    def _record_sync_success(self):
+        """An import just succeeded: a temporary failure is over (alert resolved, if any)."""
+        self.ensure_one()
+        if self.state == "temporary_failure":
+            return self._update_health({"state": "ok", "reason": False, "message": False})
+        return None
 
     def _refresh_health_from_aggregator(self):
         """Read each connection's state from its aggregator and apply it (daily check).

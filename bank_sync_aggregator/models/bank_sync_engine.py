@@ -176,9 +176,10 @@ class AccountSynchroniser:
         self.run.write(vals)
         if state == "done":
             self.account.connection_id.sudo().last_sync_date = fields.Datetime.now()
+            self.account.connection_id.sudo()._record_sync_success()
 
     def _fail(self, error):
-        from bank_sync_bridge.errors import ActionRequired, BankSyncError  # noqa: PLC0415
+        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
 
         if isinstance(error, BankSyncError | UserError | ValidationError | self.sync.SyncPlanError):
             message = getattr(error, "message", None) or str(error.args[0] if error.args else "")
@@ -187,13 +188,10 @@ class AccountSynchroniser:
             message = self.env._("Unexpected error: %(error)s", error=error)
         self._close("failed")
         self.run.write({"error": message, "error_type": type(error).__name__})
-        connection = self.account.connection_id.sudo()
-        if isinstance(error, ActionRequired):
-            connection.write(
-                {"state": "action_needed", "reason": error.reason.value, "message": message}
-            )
-        elif isinstance(error, BankSyncError) and error.retryable and connection.state == "ok":
-            connection.write({"state": "temporary_failure", "message": message})
+        if isinstance(error, BankSyncError):
+            # The health policy decides (issue 6): an action needed alerts at once, a
+            # temporary failure only once it lasts, a rate limit never.
+            self.account.connection_id.sudo()._record_sync_error(error)
 
     # ------------------------------------------------------------------ window
 

@@ -233,6 +233,31 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
         self.assertEqual((connection.state, connection.reason), ("action_needed", "pro_validation"))
         self.assertEqual(len(self.alert_activities(connection)), 2)
 
+    def test_the_daily_import_reports_failures_to_the_health_policy(self):
+        # The bank is down: the run fails, the connection says why, nobody is alarmed yet.
+        connection = self.connect("bank_down")
+        account = connection.account_ids.filtered(lambda a: a.account_type == "checking")
+        self.link(account)
+        run = account._sync_account("cron")
+        self.assertEqual(run.state, "failed")
+        self.assertEqual(connection.state, "temporary_failure")
+        self.assertEqual(connection.health_failed_days, 1)
+        self.assertFalse(self.alert_activities(connection))
+        # Once the bank is back, the next import succeeds and the failure streak is over.
+        self.move_to(START + timedelta(days=2, hours=1))
+        run = account._sync_account("cron")
+        self.assertEqual(run.state, "done", run.error)
+        self.assertEqual(connection.state, "ok")
+        self.assertEqual(connection.health_failed_days, 0)
+
+        # Strong authentication needed: the first failed import alerts at once.
+        sca = self.connect("sca_required", nonce="5ca5ca")
+        sca_account = sca.account_ids.filtered(lambda a: a.account_type == "checking")
+        self.link(sca_account)
+        self.assertEqual(sca_account._sync_account("cron").state, "failed")
+        self.assertEqual((sca.state, sca.reason), ("action_needed", "sca"))
+        self.assertEqual(len(self.alert_activities(sca)), 2)
+
     def test_alerts_go_to_the_accounting_managers_when_no_recipient_is_set(self):
         self.company.bank_sync_alert_user_ids = False
         outsider = new_test_user(
