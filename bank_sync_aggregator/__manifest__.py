@@ -30,6 +30,7 @@
         "data/ir_cron_health.xml",
         "views/bank_sync_webhook_event_views.xml",
         "views/bank_sync_health_views.xml",
+        "views/account_journal_dashboard_views.xml",
     ],
     "installable": True,
     "application": False,

@@ -1,4 +1,5 @@
 from odoo import api, fields, models
+from odoo.tools.misc import format_date
 
 
 class AccountJournal(models.Model):
@@ -53,6 +54,20 @@ class AccountJournal(models.Model):
                     if connection.last_sync_date
                     else ""
                 )
+                # Health (issue 6): consent end coloured as it nears, what the last import brought.
+                data["bank_sync_consent_state"] = connection.consent_state
+                data["bank_sync_consent_expiry"] = (
+                    format_date(self.env, connection.consent_expiry)
+                    if connection.consent_expiry
+                    else ""
+                )
+                last_done = account.run_ids.filtered(lambda r: r.state == "done")[:1]
+                data["bank_sync_new_lines"] = last_done.created_count
+
+    def action_bank_sync_reconnect(self):
+        """The dashboard card's "Reconnect": the aggregator's page on the same connection."""
+        self.ensure_one()
+        return self.bank_sync_connection_id.action_reconnect()
 
     def action_open_bank_sync_connection(self):
         self.ensure_one()

@@ -401,6 +401,26 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
         self.assertEqual(len(self.mails(expiring)), 2)
         self.assertEqual(expiring.consent_reminder_sent, 3)
 
+    def test_journal_dashboard_card_shows_consent_and_offers_reconnect(self):
+        connection = self.connect("consent_expiring_10")
+        account = connection.account_ids.filtered(lambda a: a.account_type == "checking")
+        journal = self.link(account)
+        card = journal._get_journal_dashboard_data_batched()[journal.id]
+        self.assertEqual(card["bank_sync_state"], "ok")
+        self.assertEqual(card["bank_sync_consent_state"], "soon")
+        self.assertTrue(card["bank_sync_consent_expiry"])
+        self.move_to(START + timedelta(days=8))
+        connection.invalidate_recordset(["consent_state"])
+        card = journal._get_journal_dashboard_data_batched()[journal.id]
+        self.assertEqual(card["bank_sync_consent_state"], "urgent")
+        dashboard = self.env.ref("account.account_journal_dashboard_kanban_view")
+        arch = journal.with_user(self.alice).get_views([(dashboard.id, "kanban")])["views"][
+            "kanban"
+        ]["arch"]
+        self.assertIn("action_bank_sync_reconnect", arch)
+        action = journal.with_user(self.alice).action_bank_sync_reconnect()
+        self.assertIn(connection.remote_id, action["url"], "the same connection is renewed")
+
     # ------------------------------------------------------------------ reconnect
 
     def test_reconnect_renews_the_same_connection_keeps_links_and_catches_up(self):
