@@ -1,1 +1,2 @@
 from . import health, main, webhook
+from . import bridge_service

@@ -6,6 +6,7 @@ from . import (
     bank_sync_connection,
     bank_sync_ignored,
     bank_sync_provider,
+    bank_sync_provider_bridge_service,
     bank_sync_run,
     bank_sync_token,
     bank_sync_webhook_event,

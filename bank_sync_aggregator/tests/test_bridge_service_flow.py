@@ -1,0 +1,473 @@
+"""The ``bridge_service`` aggregator kind end to end, through a REAL service process.
+
+The bridge service runs as its own process (``python3 -m bank_sync_bridge.service`` on
+127.0.0.1, a free port, a temporary SQLite file), its tenant registered through its command
+line; the operator's aggregator contract is the Bridge emulator (a real HTTP server on
+127.0.0.1) whose signed webhooks arrive at the service. This Odoo is the tenant: connect
+through the Bridge Connect page the service hands back, callback, accounts, sync (exactly
+once), reconnect, the service's events (polled and pushed) triggering a sync, delete.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import closing
+from datetime import timedelta
+from pathlib import Path
+from unittest.mock import patch
+from urllib.parse import urlsplit
+
+import requests
+
+from odoo import fields, tools
+from odoo.addons.account.tests.common import AccountTestInvoicingCommon
+from odoo.addons.base.tests.test_ir_cron import CronMixinCase
+from odoo.exceptions import UserError
+from odoo.tests import HttpCase, tagged
+
+import bank_sync_bridge
+from bank_sync_bridge import crypto, signing
+from bank_sync_bridge.errors import NotFound
+from bank_sync_bridge.sync import sync_key
+from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
+
+WEBHOOK_SECRET = "bridge-webhook-secret-of-the-operator"
+WEBHOOK_CRON = "bank_sync_aggregator.ir_cron_process_webhook_events"
+SYNC_CRON = "bank_sync_aggregator.ir_cron_bank_sync"
+CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action/"
+REPOSITORY = Path(bank_sync_bridge.__file__).resolve().parents[1]
+
+
+class ServiceProcess:
+    """A bridge service process on 127.0.0.1 with its own SQLite store and key file."""
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.sqlite_path = self.directory / "service.sqlite3"
+        self.database_url = f"sqlite:///{self.sqlite_path}"
+        self.log_path = self.directory / "service.log"
+        self.env = {
+            key: value for key, value in os.environ.items() if not key.startswith("BANK_SYNC_")
+        }
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPOSITORY), os.environ.get("PYTHONPATH")])
+        )
+        self.command = [
+            sys.executable,
+            "-m",
+            "bank_sync_bridge.service",
+            "--database-url",
+            self.database_url,
+        ]
+        self.process = None
+        self.url = None
+
+    def cli(self, *args, stdin=None):
+        """Run one administration command of the service; its standard output."""
+        done = subprocess.run(
+            [*self.command, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=self.env,
+            cwd=self.directory,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise AssertionError(f"service {args[:2]} failed: {done.stderr}")
+        return done.stdout
+
+    def start(self):
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bank_sync_bridge.service",
+                    "--database-url",
+                    self.database_url,
+                    "--log-level",
+                    "INFO",
+                    "serve",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    # A test run makes many calls quickly: the operator's limit is not under test.
+                    "--rate",
+                    "1000",
+                    "--burst",
+                    "1000",
+                ],
+                cwd=self.directory,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and self.process.poll() is None:
+            for line in self.log_path.read_text().splitlines():
+                if '"url"' in line:
+                    self.url = json.loads(line)["url"]
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"the service did not start: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def log(self):
+        return self.log_path.read_text()
+
+
+@tagged("post_install", "-at_install")
+class TestBridgeServiceFlow(AccountTestInvoicingCommon, HttpCase, CronMixinCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.startClassPatcher(
+            patch.dict(tools.config.options, {"bank_sync_encryption_keys": crypto.generate_key()})
+        )
+        directory = tempfile.mkdtemp(prefix="bank_sync_service_")
+        cls.addClassCleanup(shutil.rmtree, directory, ignore_errors=True)
+        cls.emulator = BridgeEmulator(seed=5).start()
+        cls.addClassCleanup(cls.emulator.stop)
+
+        # The operator: one tenant for this database, the Bridge contract, the service up.
+        cls.service = ServiceProcess(directory)
+        added = cls.service.cli("tenant", "add", "Odoo tests")
+        cls.tenant_id = re.search(r"client_id:\s+(\S+)", added).group(1)
+        cls.tenant_secret = re.search(r"client_secret:\s+(\S+)", added).group(1)
+        cls.service.cli(
+            "aggregator",
+            "set",
+            "--kind",
+            "bridgeapi",
+            "--base-url",
+            cls.emulator.base_url,
+            "--credentials-stdin",
+            "--webhook-secret",
+            WEBHOOK_SECRET,
+            stdin=json.dumps(cls.emulator.credentials),
+        )
+        cls.service.start()
+        cls.addClassCleanup(cls.service.stop)
+        cls.emulator.register_webhook(f"{cls.service.url}/webhooks/bridgeapi", [WEBHOOK_SECRET])
+
+        # The Odoo administrator: the settings the operator handed over.
+        cls.env.ref("base.EUR").active = True
+        cls.company = cls.company_data["company"]
+        cls.company.country_id = cls.env.ref("base.fr")
+        cls.company.bank_sync_enabled = True
+        cls.bank_provider = cls.company._bank_sync_set_provider_kind("bridge_service")
+        cls.bank_provider.write(
+            {
+                "base_url": cls.service.url,
+                "client_id": cls.tenant_id,
+                "service_secret": cls.tenant_secret,
+            }
+        )
+
+    @classmethod
+    def _request_handler(cls, s, r, /, **kw):
+        # The package passes (connect, read) timeouts, which Odoo's test guard compares to a
+        # number: give it one (requests accepts both) before the localhost check.
+        if isinstance(kw.get("timeout"), tuple):
+            kw["timeout"] = max(part or 0 for part in kw["timeout"]) or None
+        return super()._request_handler(s, r, **kw)
+
+    def setUp(self):
+        super().setUp()
+        self.authenticate("accountman", "accountman")
+        self.emulator.outbox.clear()
+
+    # ------------------------------------------------------------------ helpers
+
+    def through_connect_page(self, url, login="success"):
+        """Fill Bridge's Connect page like the browser, then follow the redirect to Odoo's
+        callback; returns the callback's answer."""
+        self.assertTrue(url.startswith(self.emulator.base_url), url)
+        page = requests.get(url, timeout=10)
+        self.assertEqual(page.status_code, 200)
+        self.assertIn("<form", page.text)
+        submitted = requests.post(
+            url,
+            data={"login": login, "password": "demo", "action": "connect", "provider_id": "574"},
+            allow_redirects=False,
+            timeout=10,
+        )
+        self.assertEqual(submitted.status_code, 303, submitted.text[:300])
+        callback = submitted.headers["Location"]
+        self.assertTrue(
+            callback.startswith(self.bank_provider._get_callback_url()),
+            "Bridge sends the user back to this Odoo, not to the service",
+        )
+        return self.url_open(callback, allow_redirects=False)
+
+    def connect(self):
+        wizard = self.env["bank.sync.connect.wizard"].create({})
+        wizard.write({"accept_terms": True, "allow_transfer": True})
+        wizard.action_next()
+        # The banks are the operator's aggregator's, listed through the service.
+        line = wizard.line_ids.filtered(lambda line: line.remote_id == "574")
+        self.assertEqual(len(line), 1, wizard.line_ids.mapped("name"))
+        response = self.through_connect_page(line.action_choose()["url"])
+        self.assertEqual(response.status_code, 303, response.text[:500])
+        location = response.headers["Location"]
+        self.assertIn(CONNECTIONS_URL, location)
+        return self.env["bank.sync.connection"].browse(int(location.rsplit("/", 1)[1]))
+
+    def link_checking(self, connection):
+        account = connection.account_ids.filtered(lambda a: a.account_type == "checking")[:1]
+        self.assertTrue(account, connection.account_ids.mapped("account_type"))
+        account.currency_id.active = True
+        journal = self.env["account.journal"].create(
+            {
+                "name": "Bank via the bridge service",
+                "code": "BSVC",
+                "type": "bank",
+                "company_id": self.company.id,
+                "currency_id": account.currency_id.id,
+            }
+        )
+        account.write(
+            {
+                "journal_id": journal.id,
+                "history_start_date": fields.Date.today() - timedelta(days=365),
+            }
+        )
+        return account
+
+    def lines(self, account):
+        return self.env["account.bank.statement.line"].search(
+            [("bank_sync_account_id", "=", account.id)]
+        )
+
+    def booked_at_bank(self, account):
+        """The sync keys of what Bridge holds as booked for ``account`` in the window."""
+        start = account.history_start_date
+        return {
+            sync_key("bridge_service", account.remote_id, str(tx.id))
+            for tx in self.emulator.transactions(int(account.remote_id), include_deleted=False)
+            if not tx.future and tx.date >= start
+        }
+
+    def wait_for_callbacks(self, timeout=20):
+        """Wait until the service has posted every event due to this Odoo (answered 2xx).
+
+        Read from the service's own store: the test must not use its database cursor while
+        this Odoo's HTTP thread handles the service's request on the same test cursor.
+        """
+        deadline = time.monotonic() + timeout
+        states = {}
+        while time.monotonic() < deadline:
+            with closing(sqlite3.connect(self.service.sqlite_path, timeout=5)) as db:
+                states = dict(
+                    db.execute(
+                        "SELECT delivery_state, count(*) FROM events GROUP BY delivery_state"
+                    ).fetchall()
+                )
+            if states.get("delivered") and not states.get("pending"):
+                return states
+            time.sleep(0.2)
+        raise AssertionError(f"the service did not deliver: {states} {self.service.log()[-1500:]}")
+
+    # ------------------------------------------------------------------ tests
+
+    def test_settings_test_connection_and_secret_kept_encrypted(self):
+        action = self.bank_provider.action_bridge_service_test()
+        self.assertEqual(action["params"]["type"], "success")
+        self.assertIn("accepts this database's credentials", action["params"]["message"])
+        stored = self.bank_provider.sudo().service_secret_encrypted
+        self.assertTrue(stored)
+        self.assertNotIn(self.tenant_secret, stored)
+        # Write-only: nobody reads the secret back, and the service never logs it.
+        self.assertFalse(self.bank_provider.sudo().service_secret)
+        self.assertNotIn(self.tenant_secret, self.service.log())
+        # The client is built with the company as the aggregator user.
+        client = self.bank_provider._get_provider()
+        self.assertEqual(client.config.user_ref, self.bank_provider._get_user_ref())
+
+    def test_wrong_tenant_secret_is_a_clear_error(self):
+        self.bank_provider.service_secret = "not-the-tenant-secret"
+        with self.assertRaisesRegex(UserError, r"refused this database's credentials \(HTTP 401\)"):
+            self.bank_provider.action_bridge_service_test()
+        # Every flow says the same in words, never a traceback.
+        wizard = self.env["bank.sync.connect.wizard"].create({})
+        wizard.write({"accept_terms": True, "allow_transfer": True})
+        with self.assertRaisesRegex(UserError, "Bridge service could not complete the request"):
+            wizard.action_next()
+        # A revoked secret, a missing one: clear as well.
+        self.bank_provider.sudo().service_secret_encrypted = False
+        with self.assertRaisesRegex(UserError, "bridge service secret missing"):
+            self.bank_provider.action_bridge_service_test()
+        self.assertNotIn("not-the-tenant-secret", self.service.log())
+
+    def test_unreachable_service_is_a_clear_error(self):
+        # The client's retries back off without waiting in this test.
+        original = type(self.bank_provider)._get_provider
+        self.patch(
+            type(self.bank_provider),
+            "_get_provider",
+            lambda rec, **kwargs: original(rec, **dict(kwargs, sleep=lambda _seconds: None)),
+        )
+        with socket_closed_port() as port:
+            self.bank_provider.base_url = f"http://127.0.0.1:{port}"
+            with self.assertRaisesRegex(UserError, "does not answer"):
+                self.bank_provider.action_bridge_service_test()
+
+    def test_full_flow_through_the_service(self):
+        # -- connect: Bridge's page (handed back by the service), callback into this Odoo.
+        connection = self.connect()
+        self.assertEqual(connection.provider_id, self.bank_provider)
+        self.assertEqual(connection.state, "ok")
+        self.assertEqual(connection.institution_id, "574")
+        item_id = int(connection.remote_id)
+        self.assertEqual(
+            sorted(connection.account_ids.mapped("remote_id")),
+            sorted(str(a.id) for a in self.emulator.accounts(item_id)),
+        )
+        # One Bridge user per tenant company, named by the service after tenant and company.
+        self.assertTrue(
+            self.emulator.user(f"{self.tenant_id}.{self.bank_provider._get_user_ref()}")
+        )
+
+        # -- link an account to a journal and synchronise: exactly Bridge's booked operations.
+        account = self.link_checking(connection)
+        run = account._sync_account("manual")
+        self.assertEqual(run.state, "done", run.error)
+        expected = self.booked_at_bank(account)
+        self.assertTrue(expected, "the demo account has operations to import")
+        booked = self.lines(account).filtered(lambda line: line.bank_sync_status == "booked")
+        self.assertEqual(set(booked.mapped("bank_sync_key")), expected)
+        self.assertEqual(len(booked), len(expected))
+        # A second run imports nothing again.
+        all_lines = self.lines(account)
+        again = account._sync_account("manual")
+        self.assertEqual(again.state, "done", again.error)
+        self.assertEqual(again.created_count, 0)
+        self.assertEqual(self.lines(account), all_lines)
+
+        # -- reconnect on the same connection: same record, journal still linked.
+        response = self.through_connect_page(connection.action_reconnect()["url"])
+        self.assertEqual(response.status_code, 303, response.text[:500])
+        self.assertEqual(
+            self.env["bank.sync.connection"].search([("provider_id", "=", self.bank_provider.id)]),
+            connection,
+        )
+        self.assertEqual(account.journal_id.code, "BSVC")
+        self.assertIn("renewed", " ".join(connection.message_ids.mapped("body")))
+
+        # -- the service's events trigger a sync: a new operation at the bank, Bridge's
+        # webhooks reach the service, this Odoo polls them and the background jobs import it.
+        new_tx = self.emulator.add_transaction(int(account.remote_id), "-42.50", "BOULANGERIE")
+        self.emulator.refresh_item(item_id)
+        deliveries = self.emulator.deliver_webhooks()
+        self.assertTrue(deliveries)
+        self.assertEqual({d.status for d in deliveries}, {202})
+        Event = self.env["bank.sync.webhook.event"]
+        with self.capture_triggers(WEBHOOK_CRON) as woken:
+            new_events = self.env["bank.sync.provider"]._cron_poll_bridge_service()
+        self.assertTrue(new_events)
+        self.assertEqual(new_events.provider_id, self.bank_provider)
+        self.assertEqual(len(woken.records), 1, "the event job is woken at once")
+        self.assertGreater(self.bank_provider.bridge_service_last_event_id, 0)
+        # Polling again reads nothing new (the last event id is stored).
+        self.assertFalse(self.env["bank.sync.provider"]._cron_poll_bridge_service())
+        with self.capture_triggers(SYNC_CRON) as sync_woken:
+            Event._cron_process_webhook_events()
+        self.assertTrue(sync_woken.records)
+        self.assertTrue(account.sync_requested)
+        self.env["bank.sync.account"]._cron_sync()
+        new_key = sync_key("bridge_service", account.remote_id, str(new_tx.id))
+        new_line = self.lines(account).filtered(lambda line: line.bank_sync_key == new_key)
+        self.assertEqual(len(new_line), 1)
+        self.assertAlmostEqual(new_line.amount, -42.5)
+        self.assertFalse(account.sync_requested)
+
+        # -- the service can also push the events at once, signed with the tenant secret.
+        self.bank_provider.action_bridge_service_register_callback()
+        self.addCleanup(self.bank_provider.action_bridge_service_remove_callback)
+        pushed_tx = self.emulator.add_transaction(int(account.remote_id), "-7.10", "PRESSE")
+        self.emulator.deliver_webhooks()
+        with self.capture_triggers(WEBHOOK_CRON) as woken:
+            self.wait_for_callbacks()
+        pushed = Event.search(
+            [
+                ("provider_id", "=", self.bank_provider.id),
+                ("account_remote_ids", "=", account.remote_id),
+                ("state", "=", "pending"),
+            ]
+        )
+        self.assertTrue(pushed, "the pushed event is recorded, to be handled in the background")
+        self.assertTrue(woken.records)
+        Event._cron_process_webhook_events()
+        self.env["bank.sync.account"]._cron_sync()
+        self.assertEqual(
+            len(
+                self.lines(account).filtered(
+                    lambda line: (
+                        line.bank_sync_key
+                        == sync_key("bridge_service", account.remote_id, str(pushed_tx.id))
+                    )
+                )
+            ),
+            1,
+        )
+
+        # -- delete: revoked at the service (and Bridge), kept here with its history.
+        connection.action_disconnect()
+        self.assertEqual(connection.state, "disconnected")
+        self.assertFalse(account.journal_id)
+        with self.assertRaises(NotFound):
+            self.bank_provider._get_provider().get_connection(str(item_id))
+        self.assertTrue(self.lines(account), "imported operations are kept")
+
+    def test_pushed_events_must_be_signed_for_this_url(self):
+        url = self.bank_provider._get_bridge_service_callback_url()
+        path = urlsplit(url).path
+        body = json.dumps({"events": []}).encode()
+        headers = {"Content-Type": "application/json"}
+        unsigned = self.url_open(url, data=body, headers=headers)
+        self.assertEqual(unsigned.status_code, 401)
+        wrong = signing.sign_request("not-the-secret", "POST", path, body)
+        self.assertEqual(
+            self.url_open(url, data=body, headers={**headers, **wrong}).status_code, 401
+        )
+        # Genuine signature, but for another URL (e.g. another company's): refused too.
+        elsewhere = signing.sign_request(self.tenant_secret, "POST", path + "0", body)
+        answer = self.url_open(url, data=body, headers={**headers, **elsewhere})
+        self.assertEqual(answer.status_code, 401)
+        good = signing.sign_request(self.tenant_secret, "POST", path, body)
+        answer = self.url_open(url, data=body, headers={**headers, **good})
+        self.assertEqual(answer.status_code, 200, answer.text)
+        self.assertEqual(answer.json(), {"received": 0, "new": 0})
+
+
+class socket_closed_port:
+    """A local port nobody listens on (bound then released)."""
+
+    def __enter__(self):
+        import socket  # noqa: PLC0415
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    def __exit__(self, *exc_info):
+        return False
