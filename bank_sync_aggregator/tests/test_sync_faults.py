@@ -1,0 +1,277 @@
+"""The fault matrix against the Bridge and Linxo emulators, over real HTTP on 127.0.0.1.
+
+Every fault ends with a clear run state, no half-written page, and a next run that converges to
+exactly the aggregator's operations.
+"""
+
+from datetime import timedelta
+
+from odoo import fields
+from odoo.tests import tagged
+
+from bank_sync_bridge.providers import MemoryTokenStore, ProviderConfig
+from bank_sync_bridge.providers.bridgeapi import BridgeProvider
+from bank_sync_bridge.providers.linxo import LinxoProvider
+from bank_sync_bridge.testing import AdjustableClock
+from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
+from bank_sync_bridge.testing.linxo_emulator import LinxoEmulator
+
+from .common_sync import SyncCase
+
+TRANSACTIONS = "/v3/aggregation/transactions"
+
+
+class FaultAfterPages:
+    """The real client; once ``after`` pages were handed over, a fault is scripted on the
+    emulator so that the next page's HTTP call meets it."""
+
+    def __init__(self, provider, script, after=1):
+        self.provider = provider
+        self.script = script
+        self.after = after
+
+    def __getattr__(self, name):
+        return getattr(self.provider, name)
+
+    def iter_transactions(self, *args, **kwargs):
+        for number, page in enumerate(self.provider.iter_transactions(*args, **kwargs), 1):
+            yield page
+            if number == self.after:
+                self.script()
+
+
+class Sleeps(list):
+    """An injectable ``sleep`` that records the delays instead of waiting."""
+
+    def __bool__(self):
+        # Callers write ``sleep or time.sleep``: an empty record must still be used.
+        return True
+
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+@tagged("post_install", "-at_install")
+class TestSyncFaultsBridge(SyncCase):
+    """Bridge: HTTP faults, token expiry and the operations the bank changes."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.bridge_provider = cls.bank_provider
+        cls.bridge_provider.write({"name": "Bridge", "kind": "bridgeapi"})
+        cls.emulator = BridgeEmulator().start()
+        cls.addClassCleanup(cls.emulator.stop)
+
+    def setUp(self):
+        super().setUp()
+        # Scripted faults and forced 429s of a failed test must not leak into the next one.
+        self.emulator.reset_rate_limits()
+        with self.emulator.lock:
+            self.emulator._faults.clear()
+            self.emulator._forced_429.clear()
+        self.sleeps = Sleeps()
+        self.user_ref = f"company-{self.company.id}-{self._testMethodName}"[:60]
+
+    def client(self, page_size=10, timeout=0.4):
+        return BridgeProvider(
+            ProviderConfig(
+                self.user_ref,
+                base_url=self.emulator.base_url,
+                credentials=self.emulator.credentials,
+                options={"page_size": page_size, "max_retries": 1},
+                timeout=timeout,
+            ),
+            clock=self.emulator.clock,
+            sleep=self.sleeps,
+            token_store=MemoryTokenStore(),
+        )
+
+    def bridge_account(self):
+        """A Demo Bank item's current account, linked to a new journal, history 90 days."""
+        item = self.emulator.connect_item(self.user_ref, login="success")
+        client = self.client()
+        connection = self.bank_provider._upsert_connection(client.get_connection(str(item.id)))
+        connection._upsert_accounts(client.list_accounts(str(item.id)))
+        account = connection.account_ids.filtered(lambda a: a.account_type == "checking")[:1]
+        self.link(account, history_start=self.history_start)
+        return account
+
+    @property
+    def history_start(self):
+        return fields.Date.context_today(self.env.user) - timedelta(days=90)
+
+    def exact(self, account):
+        return self.assert_exactly_remote(account, self.history_start, self.client(page_size=500))
+
+    def run_with_fault_on_second_page(self, kind, count=2, **script_kwargs):
+        # count=2: the first attempt and the client's one retry both meet the fault.
+        account = self.bridge_account()
+        provider = FaultAfterPages(
+            self.client(),
+            lambda: self.emulator.script_faults(
+                kind, count, path_prefix=TRANSACTIONS, **script_kwargs
+            ),
+        )
+        run = self.sync(account, trigger="cron", provider=provider)
+        return account, run
+
+    def assert_first_page_only_then_converges(self, account, run, error_type):
+        self.assertEqual(run.state, "failed")
+        self.assertEqual(run.error_type, error_type)
+        self.assertTrue(run.error)
+        self.assertEqual(run.pages, 1, "the failing page was rolled back whole")
+        lines = self.lines(account)
+        self.assertEqual(len(lines), 10, "exactly the stored page, nothing half-written")
+        self.assertTrue(account.sync_cursor, "the cursor of the stored page is kept")
+        self.assertFalse(lines.filtered(lambda line: line.bank_sync_status == "opening"))
+        rerun = self.sync(account, trigger="cron", provider=self.client())
+        self.assertEqual(rerun.state, "done", rerun.error)
+        self.assertEqual(rerun.window_basis, "cursor")
+        self.exact(account)
+        previous = account.run_ids.filtered(lambda r: r.state == "running")
+        self.assertFalse(previous, "no run is left running")
+
+    def test_server_error_mid_stream(self):
+        account, run = self.run_with_fault_on_second_page("500")
+        self.assertIn("went wrong", run.error, "the aggregator's own message is shown")
+        self.assertEqual(account.connection_id.state, "temporary_failure")
+        self.assert_first_page_only_then_converges(account, run, "ProviderUnavailable")
+
+    def test_timeout_mid_stream(self):
+        account, run = self.run_with_fault_on_second_page("timeout", delay=1.0)
+        self.assert_first_page_only_then_converges(account, run, "ConnectionFailed")
+
+    def test_malformed_json_mid_stream(self):
+        account, run = self.run_with_fault_on_second_page("malformed_json")
+        self.assert_first_page_only_then_converges(account, run, "ProviderUnavailable")
+
+    def test_truncated_page_mid_stream(self):
+        account, run = self.run_with_fault_on_second_page("truncated")
+        self.assert_first_page_only_then_converges(account, run, "ProviderUnavailable")
+
+    def test_rate_limit_with_retry_after_is_waited_out(self):
+        account = self.bridge_account()
+        self.emulator.force_rate_limit(1, retry_after=2)
+        run = self.sync(account, trigger="cron", provider=self.client())
+        self.assertEqual(run.state, "done", run.error)
+        self.assertIn(2.0, self.sleeps, "the client waited as long as Retry-After said")
+        self.exact(account)
+
+    def test_rate_limit_that_persists_fails_the_run_cleanly(self):
+        account = self.bridge_account()
+        self.emulator.force_rate_limit(10, retry_after=30)
+        run = self.sync(account, trigger="cron", provider=self.client())
+        self.assertEqual((run.state, run.error_type), ("failed", "RateLimited"))
+        self.assertFalse(self.lines(account))
+        self.assertFalse(account.sync_cursor)
+        with self.emulator.lock:
+            self.emulator._forced_429.clear()
+        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.exact(account)
+
+    def test_expired_token_is_renewed_without_the_user(self):
+        account = self.bridge_account()
+        client = self.client()
+        self.assertEqual(self.sync(account, provider=client).state, "done")
+        self.emulator.expire_tokens()
+        self.emulator.add_transaction(int(account.remote_id), "-42.00", "Late fee")
+        run = self.sync(account, provider=client)
+        self.assertEqual(run.state, "done", run.error)
+        self.assertEqual(run.created_count, 1)
+        self.exact(account)
+
+    def test_changed_operations_follow_the_bank(self):
+        """Pending booked under a new id, deletion, label change, date shift."""
+        account = self.bridge_account()
+        remote_id = int(account.remote_id)
+        pending = self.emulator.add_transaction(remote_id, "-19.99", "CB CINEMA", future=True)
+        first = self.sync(account, provider=self.client())
+        self.assertEqual(first.state, "done", first.error)
+        self.assertEqual(first.pending_count, 1)
+        self.assertFalse(self.lines(account).filtered(lambda line: line.amount == -19.99))
+        booked = [tx for tx in self.emulator.transactions(remote_id) if not tx.future]
+        deleted, renamed, shifted = booked[-1], booked[-2], booked[-3]
+        self.emulator.book_pending(pending.id, new_id=True)
+        self.emulator.delete_transaction(deleted.id)
+        self.emulator.relabel(renamed.id, "Loyer bureau mars")
+        self.emulator.shift_date(shifted.id, -2)
+
+        run = self.sync(account, provider=self.client())
+        self.assertEqual(run.state, "done", run.error)
+        self.assertEqual(
+            (run.created_count, run.deleted_count, run.updated_count), (1, 1, 2), run.note
+        )
+        lines = self.exact(account)
+        self.assertEqual(len(lines.filtered(lambda line: line.amount == -19.99)), 1)
+        self.assertIn("Loyer bureau mars", lines.mapped("payment_ref"))
+
+
+@tagged("post_install", "-at_install")
+class TestSyncLinxo(SyncCase):
+    """Linxo: page-numbered windows, string amounts, Paris dates; faults and changes."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.bank_provider.write({"name": "Linxo", "kind": "linxo"})
+        cls.linxo_clock = AdjustableClock()
+        cls.emulator = LinxoEmulator(clock=cls.linxo_clock, transactions_per_account=25).start()
+        cls.addClassCleanup(cls.emulator.stop)
+
+    def setUp(self):
+        super().setUp()
+        self.sleeps = Sleeps()
+        self.client = LinxoProvider(
+            self.emulator.provider_config(f"company-{self.company.id}", page_size=10),
+            clock=self.linxo_clock,
+            sleep=self.sleeps,
+            token_store=MemoryTokenStore(),
+        )
+
+    def linxo_account(self):
+        connection_id = self.emulator.create_connection(self.client.user_id)
+        self.linxo_clock.advance(minutes=10)  # the first synchronisation at Linxo lands
+        connection = self.bank_provider._upsert_connection(
+            self.client.get_connection(connection_id)
+        )
+        connection._upsert_accounts(self.client.list_accounts(connection_id))
+        account = connection.account_ids.filtered(lambda a: a.account_type == "checking")[:1]
+        self.link(account, history_start=self.history_start)
+        return account
+
+    @property
+    def history_start(self):
+        return fields.Date.context_today(self.env.user) - timedelta(days=120)
+
+    def test_first_sync_then_changes_and_a_server_error(self):
+        account = self.linxo_account()
+        run = self.sync(account, provider=self.client)
+        self.assertEqual(run.state, "done", run.error)
+        self.assertGreater(run.pages, 1)
+        self.assert_exactly_remote(account, self.history_start, self.client)
+        self.assertEqual(run.balance_difference, 0.0, run.note)
+
+        # The two most recent operations: inside the window a daily run re-reads.
+        ids = sorted(
+            (
+                tx_id
+                for tx_id in self.emulator.transaction_ids(account.remote_id)
+                if self.emulator.transaction(tx_id).status == "BOOKED"
+                and self.emulator.transaction(tx_id).origin == "TRANSACTION"
+            ),
+            key=lambda tx_id: self.emulator.transaction(tx_id).booking_date,
+        )
+        self.emulator.relabel(ids[-1], "Abonnement logiciel")
+        self.emulator.cancel_transaction(ids[-2])
+        today = fields.Date.context_today(self.env.user)
+        self.emulator.add_transaction(account.remote_id, "-15.00", "Frais de tenue", today)
+        self.emulator.fail_next(10, "error", path_contains="/transactions")
+        failed = self.sync(account, provider=self.client)
+        self.assertEqual((failed.state, failed.error_type), ("failed", "ProviderUnavailable"))
+        self.emulator._faults.clear()
+        again = self.sync(account, provider=self.client)
+        self.assertEqual(again.state, "done", again.error)
+        self.assertEqual((again.updated_count, again.deleted_count), (1, 1), again.note)
+        lines = self.assert_exactly_remote(account, self.history_start, self.client)
+        self.assertIn("Abonnement logiciel", lines.mapped("payment_ref"))
