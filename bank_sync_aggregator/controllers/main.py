@@ -32,6 +32,13 @@ class BankSyncController(http.Controller):
         except UserError as error:
             return self._result_page(error.args[0], status=400)
         if not result.success:
+            if result.connection_id:
+                # The aggregator kept the login (e.g. strong authentication still to do):
+                # record it with its real state so that "Renew" can finish it later.
+                try:
+                    session._complete(result)
+                except (UserError, AccessError) as error:
+                    _logger.info("Unfinished connection not recorded: %s", error)
             return self._result_page(
                 self._failure_message(session, result),
                 status=200,

@@ -379,3 +379,79 @@ class BankSyncAccount(models.Model):
                 ["bank_sync_aggregator.mail_activity_type_account_stalled"], feedback=note
             )
         connection._message_log(body=note)
+
+    # -------------------------------------------------------------------------
+    # Health: the aggregators' rate limits (issue 6)
+    # -------------------------------------------------------------------------
+
+    # After a 429 the account waits until then; the daily job skips it meanwhile.
+    sync_not_before = fields.Datetime(readonly=True, copy=False)
+
+    @api.model
+    def _rate_limited_batch(self, due, batch_size):
+        """Split ``due`` into the accounts that may start now and the moment the rest may.
+
+        Each aggregator application gets a plan (bank_sync_bridge.health.plan_batch) that
+        keeps its published limits per user and per application; only the accounts planned
+        to start at once are taken, and the job is called again when the next may start.
+        Returns ``(batch, next_at)``; ``next_at`` is None when nothing is left.
+        """
+        from bank_sync_bridge import health  # noqa: PLC0415
+
+        now = fields.Datetime.now()
+        waiting = due.filtered(lambda a: a.sync_not_before and a.sync_not_before > now)
+        ready = due - waiting
+        batch = self.browse()
+        next_offsets = [(a.sync_not_before - now).total_seconds() for a in waiting]
+        for provider in ready.connection_id.provider_id:
+            accounts = ready.filtered(lambda a, p=provider: a.connection_id.provider_id == p)
+            user_ref = provider.sudo()._get_user_ref()
+            plan = health.plan_batch(
+                [health.SyncJob(str(account.id), user_ref) for account in accounts],
+                health.published_limits(provider.kind),
+            )
+            for job in plan.jobs:
+                if job.start_offset == 0 and len(batch) < batch_size:
+                    batch |= self.browse(int(job.job.key))
+                else:
+                    next_offsets.append(job.start_offset)
+        if not next_offsets:
+            return batch, None
+        return batch, now + timedelta(seconds=max(min(next_offsets), 0))
+
+    @api.model
+    def _resume_after_rate_limits(self, runs):
+        """Runs stopped by a 429 back off and resume later, in the background: the run says
+        when, the account keeps its place, and after too many tries it simply waits for the
+        next day's import. The cursor never moved past what was imported, so nothing is lost."""
+        from bank_sync_bridge import health  # noqa: PLC0415
+
+        now = fields.Datetime.now()
+        resume_at = None
+        for run in runs.filtered(lambda r: r.error_type == "RateLimited"):
+            account = run.account_id
+            attempt = 0
+            for previous in account.run_ids.sorted("id", reverse=True):
+                if previous.error_type != "RateLimited":
+                    break
+                attempt += 1
+            plan = health.plan_rate_limit_backoff(now, max(attempt, 1))
+            when = plan.resume_at.replace(tzinfo=None)
+            if plan.defer_to_next_run:
+                note = self.env._(
+                    "The aggregator keeps asking to slow down: this account waits for the "
+                    "next daily import."
+                )
+                account.sudo().write({"sync_requested": False, "sync_not_before": False})
+            else:
+                note = self.env._(
+                    "The aggregator asked to slow down: the import resumes at %(time)s (UTC).",
+                    time=fields.Datetime.to_string(when),
+                )
+                account.sudo().write({"sync_requested": True, "sync_not_before": when})
+                resume_at = min(resume_at or when, when)
+            # Continuing in the background, not failed: nobody has anything to fix.
+            run.sudo().write({"state": "partial", "note": note})
+        if resume_at:
+            self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger(at=resume_at)
+        return resume_at

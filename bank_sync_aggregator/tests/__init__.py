@@ -7,3 +7,4 @@ from . import test_link_journal
 from . import test_provider_settings
 from . import test_security
 from . import test_bridge_service_flow
+from . import test_connect_bridge

@@ -4,6 +4,7 @@ from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlsplit
 
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
+from odoo.tests.common import _super_send
 
 
 class _FormParser(HTMLParser):
@@ -47,6 +48,15 @@ def query_of(url):
 
 class BankSyncCommon(AccountTestInvoicingCommon):
     """A company with a chart of accounts, synchronisation on, with the sandbox aggregator."""
+
+    @classmethod
+    def _request_handler(cls, s, r, /, **kw):
+        # The package gives requests a (connect, read) timeout pair, which Odoo's test guard
+        # cannot compare to its minimum: let calls to the local emulators through as they are.
+        # Any other host is still refused by Odoo's guard.
+        if urlsplit(r.url).hostname in ("127.0.0.1", "localhost"):
+            return _super_send(s, r, **kw)
+        return super()._request_handler(s, r, **kw)
 
     @classmethod
     def setup_independent_company(cls, **kwargs):
