@@ -1,0 +1,805 @@
+#!/usr/bin/env python3
+"""``make demo``: the addon doing its job on this machine's Odoo 18 and PostgreSQL.
+
+It creates a database (a copy of the template that ``tools/addon_tests.sh`` builds, or a fresh
+one), installs the addon with the French chart of accounts for a French company, switches the
+sandbox aggregator on in the Accounting settings, starts an Odoo server on 127.0.0.1 and adds a
+bank through the same HTTP requests a browser makes (connect wizard, the sandbox's hosted login
+page, the signed callback), links the bank's accounts to journals with the link wizard, runs
+"Sync now" and the background job, then prints what landed in the books and how to open the
+database in a browser. The database is left in place; the server is stopped.
+
+Usage: ``python3 tools/demo.py [--db NAME] [--no-french] [--bank BIC] [--login SCENARIO]``.
+Exit code 0 on success, 1 on a failure (with the reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    # The addon imports bank_sync_bridge: this repository is the package's home.
+    sys.path.insert(0, str(REPO))
+
+MODULE = "bank_sync_aggregator"
+FRENCH_CHART_MODULE = "l10n_fr_account"  # Odoo 18: l10n_fr is the base part, this the chart
+TEMPLATE_DB = os.environ.get("BSA_TEMPLATE_DB", "bsa_tpl_account_18")
+ADMIN_PASSWORD = "admin"  # noqa: S105  (a local demo database, said to the user)
+BROWSER_PORT = 8069
+CONNECTIONS_PATH = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action"
+SANDBOX_CREDENTIAL = "demo"  # the sandbox checks no password
+
+
+class DemoError(Exception):
+    """A failure explained to the user (printed without a traceback)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------------
+
+
+class Steps:
+    """Numbered steps with their durations."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.number = 0
+        self.started = time.monotonic()
+
+    @contextlib.contextmanager
+    def step(self, title: str) -> Iterator[None]:
+        self.number += 1
+        print(f"\n[{self.number}/{self.total}] {title}", flush=True)
+        began = time.monotonic()
+        yield
+        print(f"      ({time.monotonic() - began:.1f} s)", flush=True)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def say(text: str = "") -> None:
+    print(f"      {text}" if text else "", flush=True)
+
+
+def money(value: float | Decimal, currency: str = "EUR") -> str:
+    return f"{Decimal(str(value)).quantize(Decimal('0.01')):>12,} {currency}"
+
+
+# --------------------------------------------------------------------------------------------
+# Odoo as a library
+# --------------------------------------------------------------------------------------------
+
+
+def load_odoo() -> Any:
+    """The ``odoo`` package (version 18), or a DemoError saying how to get one."""
+    try:
+        import odoo  # noqa: PLC0415
+    except ImportError as error:
+        raise DemoError(
+            f"Odoo is not importable by {sys.executable}: install Odoo 18 (see DEVELOPERS.md) "
+            "or run with ODOO_PYTHON=/path/to/odoo/python make demo."
+        ) from error
+    if odoo.release.version_info[0] != 18:
+        raise DemoError(f"Odoo 18 is needed; {sys.executable} imports Odoo {odoo.release.version}")
+    return odoo
+
+
+def odoo_args(odoo: Any, db: str) -> list[str]:
+    """Command line options shared by the library, the installer and the server."""
+    rc_file = Path(os.environ.get("ODOO_RC") or Path.home() / ".odoorc")
+    args = [f"-c{rc_file}"] if rc_file.is_file() else []
+    if not rc_file.is_file():
+        args += [
+            f"--db_host={os.environ.get('PGHOST', '127.0.0.1')}",
+            f"--db_port={os.environ.get('PGPORT', '5432')}",
+            f"--db_user={os.environ.get('PGUSER') or os.environ.get('USER') or 'odoo'}",
+        ]
+    addons = f"{Path(odoo.__file__).parent / 'addons'},{REPO}"
+    return [*args, f"--addons-path={addons}", f"--database={db}", "--without-demo=all"]
+
+
+def postgres(odoo: Any) -> Any:
+    """A cursor factory on the ``postgres`` maintenance database (autocommit)."""
+    return odoo.sql_db.db_connect("postgres")
+
+
+def db_exists(odoo: Any, name: str) -> bool:
+    with contextlib.closing(postgres(odoo).cursor()) as cr:
+        cr.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name])
+        return bool(cr.fetchone())
+
+
+def drop_db(odoo: Any, name: str) -> None:
+    """Drop ``name`` (closing what still uses it, e.g. an Odoo left open on an earlier demo)."""
+    odoo.sql_db.close_db(name)
+    with contextlib.closing(postgres(odoo).cursor()) as cr:
+        cr._cnx.autocommit = True
+        cr.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    filestore = Path(odoo.tools.config.filestore(name))
+    if filestore.exists():
+        shutil.rmtree(filestore)
+
+
+def copy_template(odoo: Any, template: str, name: str) -> None:
+    """``CREATE DATABASE name TEMPLATE template``, retried while another developer's copy
+    holds the template for a moment (PostgreSQL refuses a template in use)."""
+    for attempt in range(10):
+        try:
+            with contextlib.closing(postgres(odoo).cursor()) as cr:
+                cr._cnx.autocommit = True
+                cr.execute(f'CREATE DATABASE "{name}" ENCODING \'unicode\' TEMPLATE "{template}"')
+            break
+        except Exception as error:
+            if "being accessed by other users" not in str(error) or attempt == 9:
+                raise DemoError(f"Could not copy the template {template}: {error}") from error
+            time.sleep(1.5)
+    source = Path(odoo.tools.config.filestore(template))
+    if source.exists():
+        shutil.copytree(source, odoo.tools.config.filestore(name))
+
+
+def run_odoo(args: list[str], log: Path, what: str) -> None:
+    """Run ``python -m odoo`` to completion, its output in ``log``; DemoError on failure."""
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    with log.open("a", encoding="utf-8") as out:
+        status = subprocess.run(
+            [sys.executable, "-m", "odoo", *args],
+            check=False,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        ).returncode
+    errors = log_errors(log)
+    if status != 0 or errors:
+        raise DemoError(f"{what} failed (exit code {status}):\n" + "\n".join(errors[-15:]))
+
+
+def log_errors(log: Path) -> list[str]:
+    """ERROR and CRITICAL lines of an Odoo log, with the traceback lines that follow them."""
+    lines: list[str] = []
+    keep = False
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+        if re.search(r" (ERROR|CRITICAL) ", line):
+            keep = True
+            lines.append(line)
+        elif keep and not re.match(r"\d{4}-\d\d-\d\d ", line):
+            lines.append(line)
+        else:
+            keep = False
+    return lines
+
+
+@contextlib.contextmanager
+def environment(odoo: Any, db: str, uid: int | None = None, company: Any = None) -> Iterator[Any]:
+    """An environment on ``db`` in one transaction, committed when the block succeeds."""
+    registry = odoo.modules.registry.Registry(db)
+    with registry.cursor() as cr:
+        env = odoo.api.Environment(cr, uid or odoo.SUPERUSER_ID, {})
+        if company:
+            env = env(context=dict(env.context, allowed_company_ids=[company]))
+        yield env
+
+
+# --------------------------------------------------------------------------------------------
+# Odoo over HTTP, as the web client talks to it
+# --------------------------------------------------------------------------------------------
+
+
+class FirstForm(HTMLParser):
+    """The first ``<form>`` of a page: its action and its named inputs, as a browser posts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self._in_form = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = dict(attrs)
+        if tag == "form" and self.action is None:
+            self.action = values.get("action") or ""
+            self._in_form = True
+        elif tag == "input" and self._in_form and values.get("name"):
+            self.fields[str(values["name"])] = values.get("value") or ""
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._in_form = False
+
+
+def parse_first_form(html: str) -> tuple[str | None, dict[str, str]]:
+    """``(action, fields)`` of the first form in ``html`` (action None when there is none)."""
+    parser = FirstForm()
+    parser.feed(html)
+    return parser.action, parser.fields
+
+
+def page_text(html: str, limit: int = 400) -> str:
+    """The readable text of an HTML page, for an error message."""
+    body = re.sub(r"(?is)<(script|style|head)\b.*?</\1>", " ", html)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)).strip()
+    return text[:limit]
+
+
+class WebClient:
+    """JSON-RPC and page requests with one session cookie, like a browser tab."""
+
+    def __init__(self, base_url: str) -> None:
+        import requests  # noqa: PLC0415
+
+        self.base_url = base_url
+        self.http = requests.Session()
+        self._next_id = 0
+
+    def rpc(self, path: str, params: dict[str, Any], timeout: float = 60) -> Any:
+        self._next_id += 1
+        payload = {"jsonrpc": "2.0", "method": "call", "id": self._next_id, "params": params}
+        response = self.http.post(self.base_url + path, json=payload, timeout=timeout)
+        if response.status_code != 200:
+            raise DemoError(
+                f"{path} answered HTTP {response.status_code}: {page_text(response.text)}"
+            )
+        data = response.json()
+        if "error" in data:
+            error = data["error"].get("data") or {}
+            raise DemoError(f"{path}: {error.get('message') or data['error'].get('message')}")
+        return data["result"]
+
+    def call(self, model: str, method: str, *args: Any, timeout: float = 60, **kwargs: Any) -> Any:
+        params = {"model": model, "method": method, "args": list(args), "kwargs": kwargs}
+        return self.rpc(f"/web/dataset/call_kw/{model}/{method}", params, timeout=timeout)
+
+    def button(
+        self,
+        model: str,
+        method: str,
+        ids: list[int],
+        context: dict | None = None,
+        timeout: float = 60,
+    ) -> Any:
+        """What clicking a button of type "object" sends."""
+        params = {
+            "model": model,
+            "method": method,
+            "args": [ids],
+            "kwargs": {"context": context or {}},
+        }
+        return self.rpc(f"/web/dataset/call_button/{model}/{method}", params, timeout=timeout)
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def odoo_server(args: list[str], log: Path, port: int) -> Iterator[subprocess.Popen]:
+    """An Odoo server on 127.0.0.1:``port`` for the block, stopped afterwards."""
+    import requests  # noqa: PLC0415
+
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    )
+    out = log.open("a", encoding="utf-8")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "odoo",
+            *args,
+            "--http-interface=127.0.0.1",
+            f"--http-port={port}",
+            "--workers=0",
+            "--max-cron-threads=0",  # the demo runs the background job itself, visibly
+            "--gevent-port=0",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if process.poll() is not None:
+                raise DemoError(
+                    f"The Odoo server stopped at start (exit code {process.returncode}):\n"
+                    + "\n".join(log_errors(log)[-15:])
+                )
+            try:
+                health = requests.get(f"http://127.0.0.1:{port}/web/health", timeout=15)
+                if health.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass  # not listening yet, or busy loading: ask again
+            if time.monotonic() > deadline:
+                raise DemoError(f"The Odoo server did not answer on port {port} within 90 s")
+            time.sleep(0.3)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        out.close()
+
+
+# --------------------------------------------------------------------------------------------
+# The demo
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="make demo",
+        description="Create an Odoo database, connect a sandbox bank through the real flow, "
+        "synchronise it and show what was imported.",
+    )
+    parser.add_argument("--db", default="bank_sync_demo", help="database (replaced if it exists)")
+    parser.add_argument(
+        "--no-french",
+        action="store_true",
+        help="keep the template's company and generic chart instead of a French company",
+    )
+    parser.add_argument("--bank", default="BNPAFRPP", help="sandbox bank id (default BNP Paribas)")
+    parser.add_argument(
+        "--login",
+        default="success",
+        help="login typed on the sandbox page: it picks the scenario (success, sca_required, "
+        "wrong_password, data_incidents, multi_currency...)",
+    )
+    parser.add_argument(
+        "--since",
+        type=date.fromisoformat,
+        help="import operations booked from this date (default: the link wizard's, 1 January)",
+    )
+    return parser.parse_args(argv)
+
+
+COMPANY = {
+    "name": "Atelier Lumière SARL",
+    "street": "12 rue de la République",
+    "zip": "69002",
+    "city": "Lyon",
+    "email": "compta@atelier-lumiere.example",
+    "company_registry": "81234567800021",
+}
+
+
+def prepare_database(odoo: Any, args: argparse.Namespace, log: Path) -> None:
+    """Step 1: the database, a copy of the template (built first when missing)."""
+    db = args.db
+    if db == TEMPLATE_DB:
+        raise DemoError(f"{db} is the test template: choose another name with --db")
+    if db_exists(odoo, db):
+        drop_db(odoo, db)
+        say(f"The database {db} existed (an earlier demo): it was dropped and is created again.")
+    if not db_exists(odoo, TEMPLATE_DB):
+        say(f"Building the template {TEMPLATE_DB} (Accounting, no demo data), once: ~1 minute.")
+        building = f"{TEMPLATE_DB}_building_{os.getpid()}"
+        drop_db(odoo, building)
+        run_odoo(
+            [*odoo_args(odoo, building), "-i", "account", "--stop-after-init", "--http-port=0"],
+            log,
+            f"Building {TEMPLATE_DB}",
+        )
+        with contextlib.closing(postgres(odoo).cursor()) as cr:
+            cr._cnx.autocommit = True
+            cr.execute(f'ALTER DATABASE "{building}" RENAME TO "{TEMPLATE_DB}"')
+    copy_template(odoo, TEMPLATE_DB, db)
+    say(f"{db} created as a copy of {TEMPLATE_DB} (Odoo 18 with Accounting).")
+
+
+def install(odoo: Any, args: argparse.Namespace, log: Path) -> None:
+    """Step 2: install the addon (and the French chart)."""
+    modules = [MODULE] if args.no_french else [MODULE, FRENCH_CHART_MODULE]
+    run_odoo(
+        [*odoo_args(odoo, args.db), "-i", ",".join(modules), "--stop-after-init", "--http-port=0"],
+        log,
+        f"Installing {', '.join(modules)}",
+    )
+    say(f"Installed: {', '.join(modules)}.")
+
+
+def setup_company(odoo: Any, args: argparse.Namespace, port: int) -> dict[str, Any]:
+    """Step 3: the company, its contacts, the admin password and the sandbox aggregator."""
+    from bank_sync_bridge.providers.sandbox_data import (  # noqa: PLC0415
+        CUSTOMERS,
+        SUPPLIERS,
+        counterparty_iban,
+    )
+
+    with environment(odoo, args.db) as env:
+        # A copied database must not share the template's uuid (our states are bound to it).
+        env["ir.config_parameter"].init(force=True)
+        eur = env.ref("base.EUR")
+        eur.active = True
+        admin = env.ref("base.user_admin")
+        if args.no_french:
+            company = env.ref("base.main_company")
+        else:
+            # chart_template_load: the key account itself uses to stop a new French company
+            # from installing every French extra (Peppol, Chorus Pro...) on the spot; they
+            # need libraries (phonenumbers) that neither the addon nor the demo needs.
+            company = (
+                env["res.company"]
+                .with_context(chart_template_load=True)
+                .create(dict(COMPANY, country_id=env.ref("base.fr").id, currency_id=eur.id))
+            )
+            admin.write({"company_ids": [odoo.Command.link(company.id)], "company_id": company.id})
+            env["account.chart.template"].try_loading("fr", company, install_demo=False)
+        admin.write({"password": ADMIN_PASSWORD})
+        # The company's customers and suppliers, as its books already know them: suppliers
+        # with their IBAN (to pay them), customers by name only; the sync finds them both.
+        partners = [{"name": name, "is_company": True} for name, _country in CUSTOMERS]
+        partners += [
+            {
+                "name": name,
+                "is_company": True,
+                "bank_ids": [odoo.Command.create({"acc_number": counterparty_iban(name)})],
+            }
+            for name in SUPPLIERS
+        ]
+        env["res.partner"].create(partners)
+        env["ir.config_parameter"].set_param("web.base.url", f"http://127.0.0.1:{port}")
+
+        # The Accounting settings, as the administrator saves them.
+        user_env = env(user=admin.id, context={"allowed_company_ids": [company.id]})
+        settings = user_env["res.config.settings"].create(
+            {"bank_sync_enabled": True, "bank_sync_provider_kind": "sandbox"}
+        )
+        settings.execute()
+        provider = company._get_bank_sync_provider()
+        if not provider or provider.kind != "sandbox":
+            raise DemoError("Saving the settings did not activate the sandbox aggregator")
+        bank_journal = env["account.journal"].search(
+            [("type", "=", "bank"), ("company_id", "=", company.id)], order="id", limit=1
+        )
+        chart = company.chart_template
+        say(
+            f'Company "{company.name}" ({company.country_id.name or "no country"}, '
+            f"{company.currency_id.name}, chart {chart}), admin password set to "
+            f"{ADMIN_PASSWORD!r}."
+        )
+        say(f"{len(partners)} customers and suppliers added (suppliers with their IBAN).")
+        say(
+            f"Accounting settings saved: bank synchronisation on, aggregator "
+            f'"{provider.name}" (provider #{provider.id}).'
+        )
+        return {
+            "company_id": company.id,
+            "company_name": company.name,
+            "bank_journal_id": bank_journal.id,
+        }
+
+
+def connect_bank(web: WebClient, args: argparse.Namespace, db: str) -> int:
+    """Step 5: the "Add a bank" flow over HTTP; returns the new connection's id."""
+    session = web.rpc(
+        "/web/session/authenticate", {"db": db, "login": "admin", "password": ADMIN_PASSWORD}
+    )
+    if not session.get("uid"):
+        raise DemoError("Logging in as admin failed")
+    say(f"Logged in as admin on {web.base_url} (JSON-RPC, like the web client).")
+    wizard_id = web.call(
+        "bank.sync.connect.wizard", "create", [{"accept_terms": True, "allow_transfer": True}]
+    )[0]
+    web.button("bank.sync.connect.wizard", "action_next", [wizard_id])
+    banks = web.call(
+        "bank.sync.connect.wizard.line",
+        "search_read",
+        [("wizard_id", "=", wizard_id)],
+        ["name", "remote_id", "most_requested"],
+    )
+    say(
+        "Wizard: consent given, most requested banks: "
+        + ", ".join(bank["name"] for bank in banks if bank["most_requested"])
+    )
+    chosen = next((bank for bank in banks if bank["remote_id"] == args.bank), None)
+    if chosen is None:
+        known = ", ".join(f"{bank['remote_id']} ({bank['name']})" for bank in banks)
+        raise DemoError(f"The bank {args.bank} is not offered. Banks: {known}")
+    action = web.button("bank.sync.connect.wizard.line", "action_choose", [chosen["id"]])
+    if not isinstance(action, dict) or action.get("type") != "ir.actions.act_url":
+        raise DemoError(f"Choosing the bank did not open the aggregator's page: {action!r}")
+    hosted_url = action["url"]
+
+    page = web.http.get(hosted_url, timeout=30)
+    if page.status_code != 200:
+        raise DemoError(f"The hosted page answered {page.status_code}: {page_text(page.text)}")
+    form_action, fields = parse_first_form(page.text)
+    if form_action is None or "sig" not in fields:
+        raise DemoError(f"No signed login form on the hosted page: {page_text(page.text)}")
+    say(f"GET  {urlsplit(hosted_url).path} -> 200, the sandbox login page of {chosen['name']}")
+    post_url = urljoin(hosted_url, form_action) if form_action else hosted_url.split("?")[0]
+    fields.update(login=args.login, password=SANDBOX_CREDENTIAL, action="connect")
+    submitted = web.http.post(post_url, data=fields, allow_redirects=False, timeout=30)
+    if submitted.status_code not in (301, 302, 303) or "Location" not in submitted.headers:
+        raise DemoError(
+            f"Submitting the login form answered {submitted.status_code}: "
+            f"{page_text(submitted.text)}"
+        )
+    callback = submitted.headers["Location"]
+    say(f'POST {urlsplit(post_url).path} (login "{args.login}") -> {submitted.status_code}')
+    say(f"     -> {urlsplit(callback).path}?state=<signed>&success=...&sandbox_sig=...")
+    back = web.http.get(callback, allow_redirects=False, timeout=60)
+    location = back.headers.get("Location", "")
+    match = re.search(re.escape(CONNECTIONS_PATH) + r"/(\d+)$", location)
+    if back.status_code not in (302, 303) or not match:
+        raise DemoError(
+            f"Odoo's callback answered {back.status_code}: {page_text(back.text)}\n"
+            f"(with --login {args.login}; the default login 'success' connects)"
+        )
+    say(f"GET  {urlsplit(callback).path} -> {back.status_code}: state checked, session closed")
+    say(f"     -> {location}")
+    return int(match.group(1))
+
+
+def link_accounts(
+    web: WebClient, connection_id: int, ctx: dict[str, Any], args: argparse.Namespace
+) -> list[dict]:
+    """Step 6: each account through the link wizard (existing journal by IBAN, else new)."""
+    context = {"allowed_company_ids": [ctx["company_id"]]}
+    accounts = web.call(
+        "bank.sync.account",
+        "search_read",
+        [("connection_id", "=", connection_id)],
+        ["name", "account_type", "iban", "currency_id", "balance"],
+        order="id",
+        context=context,
+    )
+    checking = next((a for a in accounts if a["account_type"] == "checking" and a["iban"]), None)
+    if checking and ctx["bank_journal_id"]:
+        # As when the company set its books up: its "Bank" journal carries the current
+        # account's IBAN. The wizard finds it by that IBAN instead of creating a journal.
+        web.call(
+            "account.journal",
+            "write",
+            [ctx["bank_journal_id"]],
+            {"bank_acc_number": checking["iban"]},
+            context=context,
+        )
+        say(f'Demo set-up: the company\'s "Bank" journal was given the IBAN {checking["iban"]}.')
+    linked = []
+    for account in accounts:
+        wizard_vals = {"history_start_date": args.since.isoformat()} if args.since else {}
+        wizard_id = web.call(
+            "bank.sync.link.wizard",
+            "create",
+            [wizard_vals],
+            context=dict(context, default_account_id=account["id"]),
+        )[0]
+        wizard = web.call(
+            "bank.sync.link.wizard",
+            "read",
+            [wizard_id],
+            ["mode", "journal_id", "new_journal_name", "history_start_date"],
+            context=context,
+        )[0]
+        action = web.button("bank.sync.link.wizard", "action_link", [wizard_id], context)
+        journal = web.call(
+            "account.journal", "read", [action["res_id"]], ["name", "code"], context=context
+        )[0]
+        how = "existing journal, found by IBAN" if wizard["mode"] == "existing" else "new journal"
+        say(
+            f"{account['name'][:34]:<34} -> {journal['name']} ({journal['code']}), {how}; "
+            f"history from {wizard['history_start_date']}"
+        )
+        linked.append(dict(account, journal_id=journal["id"]))
+    return linked
+
+
+def synchronise(web: WebClient, connection_id: int, ctx: dict[str, Any]) -> None:
+    """Step 7: "Sync now" on the connection, then the background job until it is done."""
+    context = {"allowed_company_ids": [ctx["company_id"]]}
+    began = time.monotonic()
+    notification = web.button(
+        "bank.sync.connection", "action_sync_now", [connection_id], context, timeout=600
+    )
+    message = (notification or {}).get("params", {}).get("message", "")
+    say(f'"Sync now" ({time.monotonic() - began:.1f} s): ' + message.replace("\n", " / "))
+    cron = web.call(
+        "ir.model.data", "check_object_reference", "bank_sync_aggregator", "ir_cron_bank_sync"
+    )[1]
+    for _round in range(20):
+        waiting = web.call(
+            "bank.sync.account",
+            "search_count",
+            [("connection_id", "=", connection_id), ("sync_requested", "=", True)],
+            context=context,
+        )
+        if not waiting:
+            break
+        began = time.monotonic()
+        web.button("ir.cron", "method_direct_trigger", [cron], timeout=600)
+        say(
+            f"Background job (ir.cron, run now): {waiting} account(s) continued "
+            f"({time.monotonic() - began:.1f} s)"
+        )
+    else:
+        raise DemoError("The background import did not finish after 20 rounds")
+
+
+def report(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> bool:
+    """Step 8: what is in the books, account by account; True when every balance agrees."""
+    from bank_sync_bridge.sync import ledger_balance  # noqa: PLC0415
+
+    all_agree = True
+    with environment(odoo, db, company=ctx["company_id"]) as env:
+        connection = env["bank.sync.connection"].browse(connection_id)
+        say(
+            f"Connection: {connection.institution_name}, state {connection.state}, consent "
+            f"until {connection.consent_expiry:%Y-%m-%d}, last synchronised "
+            f"{connection.last_sync_date:%Y-%m-%d %H:%M} UTC"
+        )
+        # The balances straight from the aggregator, not the copy the addon stored.
+        client = connection.provider_id._get_provider()
+        remote = {a.remote_id: a for a in client.list_accounts(connection.remote_id)}
+        Line = env["account.bank.statement.line"]
+        for account in connection.account_ids.sorted("id"):
+            journal = account.journal_id
+            lines = Line.search([("bank_sync_account_id", "=", account.id)], order="date, id")
+            booked = lines.filtered(lambda line: line.bank_sync_status == "booked")
+            opening = lines - booked
+            env.cr.execute(
+                """
+                SELECT COALESCE(SUM(l.amount), 0) FROM account_bank_statement_line l
+                  JOIN account_move m ON m.id = l.move_id
+                 WHERE l.journal_id = %s AND m.state = 'posted'
+                """,
+                [journal.id],
+            )
+            in_odoo = Decimal(str(round(env.cr.fetchone()[0], 2)))
+            bank = remote[account.remote_id]
+            expected = ledger_balance(bank.balance, bank.type)
+            agrees = in_odoo == expected
+            all_agree &= agrees
+            runs = account.run_ids.sorted("id")
+            print()
+            say(f"{account.display_name}  [{account.account_type}]")
+            say(f"  journal      {journal.name} ({journal.code}), IBAN {account.iban or '-'}")
+            say(
+                f"  imported     {len(booked)} statement lines from {booked[:1].date} to "
+                f"{booked[-1:].date}"
+                + (f", plus an opening line of {opening[:1].amount:,.2f}" if opening else "")
+            )
+            to_review = len(lines.filtered("bank_sync_to_review"))
+            say(
+                f"  ready        {len(lines.filtered(lambda line: not line.is_reconciled))} lines "
+                f"to reconcile, {len(booked.filtered('partner_id'))} with their partner found"
+                + (f", {to_review} flagged for review" if to_review else "")
+            )
+            say(
+                f"  runs         {len(runs)}: "
+                + ", ".join(
+                    f"{r.trigger} {r.state} ({r.fetched_count} fetched, {r.created_count} created)"
+                    for r in runs
+                )
+            )
+            say(f"  balance      in Odoo     {money(in_odoo)}")
+            owed = (
+                f"  (in the books: {money(expected).strip()})" if expected != bank.balance else ""
+            )
+            say(f"               at the bank {money(bank.balance)}{owed}")
+            say(
+                "               -> they agree"
+                if agrees
+                else f"               -> DIFFERENCE {in_odoo - expected}"
+            )
+            for line in sample_lines(booked):
+                partner = (line.partner_id.name or "-")[:26]
+                say(
+                    f"    {line.date}  {partner:<26} {line.payment_ref[:46]:<46} "
+                    f"{line.amount:>11,.2f}"
+                )
+    return all_agree
+
+
+def sample_lines(booked: Any) -> Any:
+    """A few telling lines: the latest customer receipt and supplier payment whose partner was
+    found, the latest line without a partner, and the latest two lines."""
+    found = booked.filtered("partner_id")
+    picks = (
+        found.filtered(lambda line: line.amount > 0)[-1:]
+        | found.filtered(lambda line: line.amount < 0)[-1:]
+        | (booked - found)[-1:]
+        | booked[-2:]
+    )
+    return picks.sorted(lambda line: (line.date, line.id))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    log = Path(tempfile.gettempdir()) / f"{args.db}_demo.log"
+    log.write_text("", encoding="utf-8")
+    steps = Steps(8)
+    print("Bank synchronisation demo: the addon on this machine's Odoo 18, sandbox aggregator.")
+    print(f"(Odoo's own log: {log})")
+    try:
+        odoo = load_odoo()
+        odoo.tools.config.parse_config(odoo_args(odoo, args.db))
+        # The library's log goes to the file with the subprocesses', not to the screen.
+        logging.basicConfig(filename=log, level=logging.INFO, force=True)
+        port = free_port()
+        with steps.step(f"Database {args.db}"):
+            prepare_database(odoo, args, log)
+        with steps.step("Install the addon"):
+            install(odoo, args, log)
+        with steps.step("Company, contacts, sandbox aggregator (Odoo as a library)"):
+            ctx = setup_company(odoo, args, port)
+        server_args = [*odoo_args(odoo, args.db), f"--db-filter=^{re.escape(args.db)}$"]
+        with contextlib.ExitStack() as running:
+            with steps.step(f"Odoo server on http://127.0.0.1:{port}"):
+                running.enter_context(odoo_server(server_args, log, port))
+                say("Started (workers=0, no cron thread); stopped at the end of the demo.")
+            web = WebClient(f"http://127.0.0.1:{port}")
+            with steps.step("Add a bank: wizard, hosted login page, callback (over HTTP)"):
+                connection_id = connect_bank(web, args, args.db)
+            with steps.step("Link the accounts to journals (link wizard, over HTTP)"):
+                link_accounts(web, connection_id, ctx, args)
+            with steps.step("Synchronise: Sync now, then the background job (over HTTP)"):
+                synchronise(web, connection_id, ctx)
+        with steps.step("What was imported (read from the database)"):
+            agree = report(odoo, args.db, connection_id, ctx)
+        with environment(odoo, args.db) as env:
+            env["ir.config_parameter"].set_param("web.base.url", f"http://localhost:{BROWSER_PORT}")
+    except DemoError as error:
+        print(f"\nDEMO FAILED: {error}", file=sys.stderr)
+        print(f"Odoo's log: {log}", file=sys.stderr)
+        return 1
+    except Exception as error:  # an Odoo or addon error: its message, the traceback in the log
+        logging.getLogger("demo").exception("The demo failed")
+        print(f"\nDEMO FAILED: {type(error).__name__}: {error}", file=sys.stderr)
+        print(f"The traceback is at the end of {log}", file=sys.stderr)
+        return 1
+    addons = odoo_args(odoo, args.db)
+    rc = [f"-c {a[2:]}" for a in addons if a.startswith("-c")]
+    print(
+        f"""
+Done in {steps.elapsed():.0f} s. The database {args.db} stays; to open it in a browser:
+
+  PYTHONPATH={REPO} {sys.executable} -m odoo {" ".join(rc)} \\
+      --addons-path={Path(odoo.__file__).parent / "addons"},{REPO} \\
+      -d {args.db} --db-filter='^{args.db}$' --http-port={BROWSER_PORT}
+
+  then http://localhost:{BROWSER_PORT}/odoo/accounting   login admin, password {ADMIN_PASSWORD}
+  (Accounting > Configuration > Bank Connections; the bank journals' cards; a journal's
+  statement lines are ready to reconcile). Drop it with: dropdb {args.db}"""
+    )
+    if not agree:
+        print(
+            "\nDEMO FAILED: a journal balance differs from the bank's (see above).", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
