@@ -396,8 +396,6 @@ COMPANY = {
 def prepare_database(odoo: Any, args: argparse.Namespace, log: Path) -> None:
     """Step 1: the database, a copy of the template (built first when missing)."""
     db = args.db
-    if db == TEMPLATE_DB:
-        raise DemoError(f"{db} is the test template: choose another name with --db")
     if db_exists(odoo, db):
         drop_db(odoo, db)
         say(f"The database {db} existed (an earlier demo): it was dropped and is created again.")
@@ -743,6 +741,11 @@ def main(argv: list[str] | None = None) -> int:
     print("Bank synchronisation demo: the addon on this machine's Odoo 18, sandbox aggregator.")
     print(f"(Odoo's own log: {log})")
     try:
+        if args.db == TEMPLATE_DB or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.db):
+            raise DemoError(
+                f"{args.db!r} cannot be the demo database (it is the test template, or not a "
+                "plain name): choose another one with --db"
+            )
         odoo = load_odoo()
         odoo.tools.config.parse_config(odoo_args(odoo, args.db))
         # The library's log goes to the file with the subprocesses', not to the screen.
