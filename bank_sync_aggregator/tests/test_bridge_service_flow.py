@@ -312,7 +312,11 @@ class TestBridgeServiceFlow(AccountTestInvoicingCommon, HttpCase, CronMixinCase)
         wizard.write({"accept_terms": True, "allow_transfer": True})
         with self.assertRaisesRegex(UserError, "Bridge service could not complete the request"):
             wizard.action_next()
-        # A revoked secret, a missing one: clear as well.
+        # The event poll of a company with a wrong secret fails quietly (logged), moving nothing.
+        self.assertFalse(self.env["bank.sync.provider"]._cron_poll_bridge_service())
+        self.assertEqual(self.bank_provider.bridge_service_last_event_id, 0)
+        self.assertFalse(self.bank_provider.bridge_service_last_poll)
+        # A missing secret: clear as well.
         self.bank_provider.sudo().service_secret_encrypted = False
         with self.assertRaisesRegex(UserError, "bridge service secret missing"):
             self.bank_provider.action_bridge_service_test()
@@ -381,10 +385,30 @@ class TestBridgeServiceFlow(AccountTestInvoicingCommon, HttpCase, CronMixinCase)
         self.assertTrue(deliveries)
         self.assertEqual({d.status for d in deliveries}, {202})
         Event = self.env["bank.sync.webhook.event"]
+        # Another company of this database on the same tenant reads the same event stream
+        # but records none of this company's events.
+        other = self.env["res.company"].create({"name": "Other company on the service"})
+        other.bank_sync_enabled = True
+        other_provider = other.sudo()._bank_sync_set_provider_kind("bridge_service")
+        other_provider.write(
+            {
+                "base_url": self.service.url,
+                "client_id": self.tenant_id,
+                "service_secret": self.tenant_secret,
+            }
+        )
         with self.capture_triggers(WEBHOOK_CRON) as woken:
             new_events = self.env["bank.sync.provider"]._cron_poll_bridge_service()
         self.assertTrue(new_events)
         self.assertEqual(new_events.provider_id, self.bank_provider)
+        self.assertEqual(
+            other_provider.bridge_service_last_event_id,
+            self.bank_provider.bridge_service_last_event_id,
+        )
+        self.assertFalse(Event.search([("provider_id", "=", other_provider.id)]))
+        self.assertEqual(
+            set(new_events.mapped("connection_remote_id")) - {False}, {connection.remote_id}
+        )
         self.assertEqual(len(woken.records), 1, "the event job is woken at once")
         self.assertGreater(self.bank_provider.bridge_service_last_event_id, 0)
         # Polling again reads nothing new (the last event id is stored).
@@ -404,8 +428,10 @@ class TestBridgeServiceFlow(AccountTestInvoicingCommon, HttpCase, CronMixinCase)
         self.bank_provider.action_bridge_service_register_callback()
         self.addCleanup(self.bank_provider.action_bridge_service_remove_callback)
         pushed_tx = self.emulator.add_transaction(int(account.remote_id), "-7.10", "PRESSE")
-        self.emulator.deliver_webhooks()
+        # From the delivery on, this thread keeps off the database until the service's post
+        # to this Odoo is answered (both would share the test cursor).
         with self.capture_triggers(WEBHOOK_CRON) as woken:
+            self.emulator.deliver_webhooks()
             self.wait_for_callbacks()
         pushed = Event.search(
             [
@@ -436,6 +462,8 @@ class TestBridgeServiceFlow(AccountTestInvoicingCommon, HttpCase, CronMixinCase)
         self.assertFalse(account.journal_id)
         with self.assertRaises(NotFound):
             self.bank_provider._get_provider().get_connection(str(item_id))
+        with self.assertRaises(KeyError):
+            self.emulator.item(item_id)  # the service revoked it at Bridge too
         self.assertTrue(self.lines(account), "imported operations are kept")
 
     def test_pushed_events_must_be_signed_for_this_url(self):
