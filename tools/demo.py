@@ -495,6 +495,7 @@ def setup_company(odoo: Any, args: argparse.Namespace, port: int) -> dict[str, A
             "company_id": company.id,
             "company_name": company.name,
             "bank_journal_id": bank_journal.id,
+            "bank_journal_currency": (bank_journal.currency_id or company.currency_id).name,
         }
 
 
@@ -569,12 +570,17 @@ def link_accounts(
         "bank.sync.account",
         "search_read",
         [("connection_id", "=", connection_id)],
-        ["name", "account_type", "iban", "currency_id", "balance"],
+        ["name", "account_type", "iban", "currency_code", "balance"],
         order="id",
         context=context,
     )
     checking = next((a for a in accounts if a["account_type"] == "checking" and a["iban"]), None)
-    if checking and ctx["bank_journal_id"]:
+    if checking and ctx["bank_journal_currency"] != checking["currency_code"]:
+        say(
+            f'The company\'s "Bank" journal is in {ctx["bank_journal_currency"]}, the current '
+            f"account in {checking['currency_code']}: every account gets a new journal."
+        )
+    elif checking and ctx["bank_journal_id"]:
         # As when the company set its books up: its "Bank" journal carries the current
         # account's IBAN. The wizard finds it by that IBAN instead of creating a journal.
         web.call(
@@ -652,14 +658,26 @@ def report(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> bool:
     all_agree = True
     with environment(odoo, db, company=ctx["company_id"]) as env:
         connection = env["bank.sync.connection"].browse(connection_id)
+        synced = connection.last_sync_date
+        expiry = connection.consent_expiry
+        state = dict(connection._fields["state"]._description_selection(env))[connection.state]
         say(
-            f"Connection: {connection.institution_name}, state {connection.state}, consent "
-            f"until {connection.consent_expiry:%Y-%m-%d}, last synchronised "
-            f"{connection.last_sync_date:%Y-%m-%d %H:%M} UTC"
+            f"Connection: {connection.institution_name}, state {state}, consent until "
+            f"{expiry:%Y-%m-%d}"
+            if expiry
+            else "(no end date)"
         )
+        say(f"  last synchronised {f'{synced:%Y-%m-%d %H:%M} UTC' if synced else 'never'}")
+        if connection.state != "ok" and connection.message:
+            say(f"  the aggregator says: {connection.message}")
         # The balances straight from the aggregator, not the copy the addon stored.
         client = connection.provider_id._get_provider()
-        remote = {a.remote_id: a for a in client.list_accounts(connection.remote_id)}
+        try:
+            remote = {a.remote_id: a for a in client.list_accounts(connection.remote_id)}
+        except Exception as error:
+            raise DemoError(
+                f"The aggregator's balances could not be read: {getattr(error, 'message', error)}"
+            ) from error
         Line = env["account.bank.statement.line"]
         for account in connection.account_ids.sorted("id"):
             journal = account.journal_id
@@ -683,9 +701,9 @@ def report(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> bool:
             print()
             say(f"{account.display_name}  [{account.account_type}]")
             say(f"  journal      {journal.name} ({journal.code}), IBAN {account.iban or '-'}")
+            period = f" from {booked[:1].date} to {booked[-1:].date}" if booked else ""
             say(
-                f"  imported     {len(booked)} statement lines from {booked[:1].date} to "
-                f"{booked[-1:].date}"
+                f"  imported     {len(booked)} statement lines{period}"
                 + (f", plus an opening line of {opening[:1].amount:,.2f}" if opening else "")
             )
             to_review = len(lines.filtered("bank_sync_to_review"))
@@ -711,6 +729,9 @@ def report(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> bool:
                 if agrees
                 else f"               -> DIFFERENCE {in_odoo - expected}"
             )
+            for run in runs.filtered(lambda run: run.state == "failed"):
+                all_agree = False
+                say(f"  FAILED RUN   {run.error}")
             for line in sample_lines(booked):
                 partner = (line.partner_id.name or "-")[:26]
                 say(
@@ -798,7 +819,9 @@ Done in {steps.elapsed():.0f} s. The database {args.db} stays; to open it in a b
     )
     if not agree:
         print(
-            "\nDEMO FAILED: a journal balance differs from the bank's (see above).", file=sys.stderr
+            "\nDEMO FAILED: a synchronisation failed or a journal balance differs from the "
+            "bank's (see above).",
+            file=sys.stderr,
         )
         return 1
     return 0
