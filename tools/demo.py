@@ -663,9 +663,7 @@ def report(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> bool:
         state = dict(connection._fields["state"]._description_selection(env))[connection.state]
         say(
             f"Connection: {connection.institution_name}, state {state}, consent until "
-            f"{expiry:%Y-%m-%d}"
-            if expiry
-            else "(no end date)"
+            + (f"{expiry:%Y-%m-%d}" if expiry else "(no end date)")
         )
         say(f"  last synchronised {f'{synced:%Y-%m-%d %H:%M} UTC' if synced else 'never'}")
         if connection.state != "ok" and connection.message:
@@ -807,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     rc = [f"-c {a[2:]}" for a in addons if a.startswith("-c")]
     print(
         f"""
-Done in {steps.elapsed():.0f} s. The database {args.db} stays; to open it in a browser:
+Finished in {steps.elapsed():.0f} s. The database {args.db} stays; to open it in a browser:
 
   PYTHONPATH={REPO} {sys.executable} -m odoo {" ".join(rc)} \\
       --addons-path={Path(odoo.__file__).parent / "addons"},{REPO} \\
