@@ -307,6 +307,10 @@ class TestBridgeServiceFlow(AccountTestInvoicingCommon, HttpCase, CronMixinCase)
         self.bank_provider.service_secret = "not-the-tenant-secret"
         with self.assertRaisesRegex(UserError, r"refused this database's credentials \(HTTP 401\)"):
             self.bank_provider.action_bridge_service_test()
+        # In the user's language.
+        self.env["res.lang"]._activate_lang("fr_FR")
+        with self.assertRaisesRegex(UserError, r"a refusé les identifiants de cette base"):
+            self.bank_provider.with_context(lang="fr_FR").action_bridge_service_test()
         # Every flow says the same in words, never a traceback.
         wizard = self.env["bank.sync.connect.wizard"].create({})
         wizard.write({"accept_terms": True, "allow_transfer": True})
