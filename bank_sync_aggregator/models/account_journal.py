@@ -44,6 +44,7 @@ class AccountJournal(models.Model):
             account = journal.sudo().bank_sync_account_id
             data = dashboard_data.setdefault(journal.id, {})
             data["bank_sync_linked"] = bool(account)
+            data["bank_sync_enabled"] = journal.company_id.bank_sync_enabled
             if account:
                 connection = account.connection_id
                 data["bank_sync_state"] = connection.state

@@ -95,11 +95,17 @@ class TestLinkJournal(BankSyncCommon):
         self.connection.write({"state": "action_needed", "reason": "sca", "message": "Renew SCA"})
         data = json.loads(journal.kanban_dashboard)
         self.assertTrue(data["bank_sync_linked"])
+        self.assertTrue(data["bank_sync_enabled"])
         self.assertEqual(data["bank_sync_state"], "action_needed")
         self.assertEqual(data["bank_sync_state_label"], "Action needed")
         self.assertEqual(data["bank_sync_message"], "Renew SCA")
-        other = json.loads(self.company_data["default_journal_cash"].kanban_dashboard)
-        self.assertFalse(other.get("bank_sync_linked"))
+        # An unlinked bank journal offers to connect a bank instead.
+        other_bank = self.env["account.journal"].create(
+            {"name": "Other bank", "type": "bank", "company_id": self.company.id}
+        )
+        other = json.loads(other_bank.kanban_dashboard)
+        self.assertFalse(other["bank_sync_linked"])
+        self.assertTrue(other["bank_sync_enabled"])
 
     def test_delete_connection_revokes_and_keeps_history(self):
         journal = self.company_data["default_journal_bank"]
