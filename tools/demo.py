@@ -451,8 +451,10 @@ def setup_company(odoo: Any, args: argparse.Namespace, port: int) -> dict[str, A
                 .with_context(chart_template_load=True)
                 .create(dict(COMPANY, country_id=env.ref("base.fr").id, currency_id=eur.id))
             )
-            admin.write({"company_ids": [odoo.Command.link(company.id)], "company_id": company.id})
             env["account.chart.template"].try_loading("fr", company, install_demo=False)
+            # The administrator works in this company only, as at a real customer's: no company
+            # switcher, no empty "My Company" books next to the French ones.
+            admin.write({"company_ids": [odoo.Command.set(company.ids)], "company_id": company.id})
         admin.write({"password": ADMIN_PASSWORD})
         # The company's customers and suppliers, as its books already know them: suppliers
         # with their IBAN (to pay them), customers by name only; the sync finds them both.
