@@ -105,9 +105,14 @@ class AccountSynchroniser:
     # ------------------------------------------------------------------ run
 
     def lock(self):
-        """Lock the account row for this transaction; False when another worker holds it."""
+        """Lock the account row for this transaction; False when another worker holds it.
+
+        ``NO KEY UPDATE`` (the strength Odoo's cron runner uses) excludes a second sync of
+        the account but not the rows that merely reference it: another worker can still
+        record its own "skipped" run instead of waiting for this one to finish.
+        """
         self.cr.execute(
-            "SELECT id FROM bank_sync_account WHERE id = %s FOR UPDATE SKIP LOCKED",
+            "SELECT id FROM bank_sync_account WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED",
             [self.account.id],
         )
         return bool(self.cr.fetchone())
@@ -802,11 +807,12 @@ def cron_sync(accounts_model, batch_size=20):
         ],
         order="sync_requested desc, sync_last_attempt asc nulls first, id",
     )
-    batch = due[:batch_size]
+    # Spread under the aggregators' published rate limits; a 429 backs off and resumes.
+    batch, next_at = Account._rate_limited_batch(due, batch_size)
     if batch:
-        batch._sync_accounts("cron")
+        Account._resume_after_rate_limits(batch._sync_accounts("cron"))
     remaining = len(due) - len(batch)
     env["ir.cron"]._notify_progress(done=len(batch), remaining=remaining)
     if remaining:
-        env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger()
+        env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger(at=next_at)
     return batch

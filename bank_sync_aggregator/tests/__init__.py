@@ -2,6 +2,7 @@ from . import test_install
 from . import test_connection_health
 from . import test_sync_engine
 from . import test_sync_faults
+from . import test_sync_concurrency
 from . import test_connect_flow
 from . import test_link_journal
 from . import test_provider_settings
