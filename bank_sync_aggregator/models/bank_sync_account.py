@@ -431,7 +431,12 @@ class BankSyncAccount(models.Model):
         for run in runs.filtered(lambda r: r.error_type == "RateLimited"):
             account = run.account_id
             attempt = 0
-            for previous in account.run_ids.sorted("id", reverse=True):
+            history = self.env["bank.sync.run"].search(
+                [("account_id", "=", account.id)],
+                order="id desc",
+                limit=health.DEFAULT_MAX_RATE_LIMIT_ATTEMPTS,
+            )
+            for previous in history:
                 if previous.error_type != "RateLimited":
                     break
                 attempt += 1

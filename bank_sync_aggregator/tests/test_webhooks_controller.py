@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timedelta, timezone
 from unittest.mock import patch
 
-from odoo import tools
+from odoo import fields, tools
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
 from odoo.tests import HttpCase, tagged
@@ -17,8 +17,9 @@ from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 WEBHOOK_CRON = "bank_sync_aggregator.ir_cron_process_webhook_events"
 
 
-@tagged("post_install", "-at_install")
-class TestWebhooksController(AccountTestInvoicingCommon, HttpCase, CronMixinCase):
+class BridgeCase(AccountTestInvoicingCommon, HttpCase, CronMixinCase):
+    """A company on Bridge (the emulator), one connection, one account linked to a journal."""
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -72,6 +73,9 @@ class TestWebhooksController(AccountTestInvoicingCommon, HttpCase, CronMixinCase
         self.emulator.register_webhook(self.url, ["whsec-current"])
         self.emulator.outbox.clear()
 
+
+@tagged("post_install", "-at_install")
+class TestWebhooksController(BridgeCase):
     # ------------------------------------------------------------------ helpers
 
     def account_updated(self, **overrides):
@@ -242,3 +246,72 @@ class TestWebhooksController(AccountTestInvoicingCommon, HttpCase, CronMixinCase
             headers={"BridgeApi-Signature": signature},
         )
         self.assertEqual(response.status_code, 401)
+
+
+@tagged("post_install", "-at_install")
+class TestRateLimitedDailyImport(BridgeCase):
+    """The daily job under Bridge's published limits: spread, and a 429 backs off."""
+
+    def test_accounts_beyond_a_users_minute_budget_wait_for_the_next_minute(self):
+        Account = self.env["bank.sync.account"]
+        accounts = Account.browse([self.account.id] * 1)
+        batch, next_at = Account._rate_limited_batch(accounts, batch_size=20)
+        self.assertEqual(batch, self.account)
+        self.assertIsNone(next_at)
+        # 25 accounts of one Bridge user: 60 requests a minute fit 19 of them (3 requests
+        # each, plus the token); the rest start a minute later.
+        many = Account.create(
+            [
+                {"connection_id": self.connection.id, "remote_id": f"rl-{n}", "name": f"RL {n}"}
+                for n in range(25)
+            ]
+        )
+        batch, next_at = Account._rate_limited_batch(many, batch_size=50)
+        self.assertEqual(len(batch), 19)
+        self.assertEqual(batch, many[:19], "in the order they were due")
+        self.assertAlmostEqual((next_at - fields.Datetime.now()).total_seconds(), 60, delta=2)
+
+    def test_a_429_backs_off_and_resumes_instead_of_failing(self):
+        self.emulator.force_rate_limit(count=20, retry_after=0)
+        self.addCleanup(self.emulator._forced_429.clear)
+        cron = self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")
+        with self.capture_triggers(cron.id) as triggers:
+            self.env["bank.sync.account"]._cron_sync()
+        run = self.account.run_ids[:1]
+        self.assertEqual(run.error_type, "RateLimited")
+        self.assertEqual(run.state, "partial", "continuing in the background, not failed")
+        self.assertIn("resumes at", run.note)
+        self.assertTrue(self.account.sync_requested)
+        wait = (self.account.sync_not_before - fields.Datetime.now()).total_seconds()
+        self.assertAlmostEqual(wait, 30, delta=3)
+        self.assertTrue(any(t.call_at == self.account.sync_not_before for t in triggers.records))
+        self.assertEqual(self.connection.state, "ok", "a rate limit is not a broken bank")
+        self.assertFalse(self.connection.activity_ids)
+
+        # Called again too early (another trigger), the account keeps waiting.
+        self.env["bank.sync.account"]._cron_sync()
+        self.assertEqual(len(self.account.run_ids), 1)
+
+        # Once the aggregator lets us in again, the import resumes and completes.
+        self.emulator._forced_429.clear()
+        self.account.sync_not_before = fields.Datetime.now() - timedelta(seconds=1)
+        self.env["bank.sync.account"]._cron_sync()
+        self.assertEqual(self.account.run_ids[:1].state, "done", self.account.run_ids[:1].error)
+        self.assertFalse(self.account.sync_requested)
+
+    def test_a_429_that_persists_waits_for_the_next_day_quietly(self):
+        self.emulator.force_rate_limit(count=200, retry_after=0)
+        self.addCleanup(self.emulator._forced_429.clear)
+        for _attempt in range(6):
+            self.account.sync_not_before = False
+            self.account.sync_requested = True
+            self.env["bank.sync.account"]._cron_sync()
+        last = self.account.run_ids[:1]
+        self.assertEqual(last.state, "partial")
+        self.assertIn(
+            "next daily import",
+            last.note,
+            [(r.id, r.state, r.error_type) for r in self.account.run_ids],
+        )
+        self.assertFalse(self.account.sync_requested)
+        self.assertEqual(self.connection.state, "ok")
