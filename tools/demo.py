@@ -654,9 +654,8 @@ def synchronise(web: WebClient, connection_id: int, ctx: dict[str, Any]) -> None
 
 
 def report(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> bool:
-    """Step 8: what is in the books, account by account; True when every balance agrees."""
-    from bank_sync_bridge.sync import ledger_balance  # noqa: PLC0415
-
+    """Step 8: what is in the books, account by account; True when every account is complete
+    and its balance agrees with the bank's."""
     all_agree = True
     with environment(odoo, db, company=ctx["company_id"]) as env:
         connection = env["bank.sync.connection"].browse(connection_id)
@@ -678,67 +677,111 @@ def report(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> bool:
             raise DemoError(
                 f"The aggregator's balances could not be read: {getattr(error, 'message', error)}"
             ) from error
-        Line = env["account.bank.statement.line"]
         for account in connection.account_ids.sorted("id"):
-            journal = account.journal_id
-            lines = Line.search([("bank_sync_account_id", "=", account.id)], order="date, id")
-            booked = lines.filtered(lambda line: line.bank_sync_status == "booked")
-            opening = lines - booked
-            env.cr.execute(
-                """
-                SELECT COALESCE(SUM(l.amount), 0) FROM account_bank_statement_line l
-                  JOIN account_move m ON m.id = l.move_id
-                 WHERE l.journal_id = %s AND m.state = 'posted'
-                """,
-                [journal.id],
-            )
-            in_odoo = Decimal(str(round(env.cr.fetchone()[0], 2)))
-            bank = remote[account.remote_id]
-            expected = ledger_balance(bank.balance, bank.type)
-            agrees = in_odoo == expected
-            all_agree &= agrees
-            runs = account.run_ids.sorted("id")
-            print()
-            say(f"{account.display_name}  [{account.account_type}]")
-            say(f"  journal      {journal.name} ({journal.code}), IBAN {account.iban or '-'}")
-            period = f" from {booked[:1].date} to {booked[-1:].date}" if booked else ""
-            say(
-                f"  imported     {len(booked)} statement lines{period}"
-                + (f", plus an opening line of {opening[:1].amount:,.2f}" if opening else "")
-            )
-            to_review = len(lines.filtered("bank_sync_to_review"))
-            say(
-                f"  ready        {len(lines.filtered(lambda line: not line.is_reconciled))} lines "
-                f"to reconcile, {len(booked.filtered('partner_id'))} with their partner found"
-                + (f", {to_review} flagged for review" if to_review else "")
-            )
-            say(
-                f"  runs         {len(runs)}: "
-                + ", ".join(
-                    f"{r.trigger} {r.state} ({r.fetched_count} fetched, {r.created_count} created)"
-                    for r in runs
-                )
-            )
-            say(f"  balance      in Odoo     {money(in_odoo)}")
-            owed = (
-                f"  (in the books: {money(expected).strip()})" if expected != bank.balance else ""
-            )
-            say(f"               at the bank {money(bank.balance)}{owed}")
-            say(
-                "               -> they agree"
-                if agrees
-                else f"               -> DIFFERENCE {in_odoo - expected}"
-            )
-            for run in runs.filtered(lambda run: run.state == "failed"):
-                all_agree = False
-                say(f"  FAILED RUN   {run.error}")
-            for line in sample_lines(booked):
-                partner = (line.partner_id.name or "-")[:26]
-                say(
-                    f"    {line.date}  {partner:<26} {line.payment_ref[:46]:<46} "
-                    f"{line.amount:>11,.2f}"
-                )
+            all_agree &= report_account(env, client, account, remote[account.remote_id])
     return all_agree
+
+
+def report_account(env: Any, client: Any, account: Any, bank: Any) -> bool:
+    """Print one account's import; True when it is complete and its balance agrees."""
+    from bank_sync_bridge.sync import ledger_balance, sync_key  # noqa: PLC0415
+
+    journal = account.journal_id
+    lines = env["account.bank.statement.line"].search(
+        [("bank_sync_account_id", "=", account.id)], order="date, id"
+    )
+    booked = lines.filtered(lambda line: line.bank_sync_status == "booked")
+    opening = lines - booked
+    env.cr.execute(
+        """
+        SELECT COALESCE(SUM(l.amount), 0) FROM account_bank_statement_line l
+          JOIN account_move m ON m.id = l.move_id
+         WHERE l.journal_id = %s AND m.state = 'posted'
+        """,
+        [journal.id],
+    )
+    in_odoo = Decimal(str(round(env.cr.fetchone()[0], 2)))
+    expected = ledger_balance(bank.balance, bank.type)
+    runs = account.run_ids.sorted("id")
+    print()
+    say(f"{account.display_name}  [{account.account_type}]")
+    say(f"  journal      {journal.name} ({journal.code}), IBAN {account.iban or '-'}")
+    period = f" from {booked[:1].date} to {booked[-1:].date}" if booked else ""
+    say(
+        f"  imported     {len(booked)} statement lines{period}"
+        + (f", plus an opening line of {opening[:1].amount:,.2f}" if opening else "")
+    )
+    # Exactly once: the aggregator's booked operations since the history start, read again
+    # here, against the lines' sync keys (on a first sync the opening line makes the balances
+    # agree by construction, so the balance alone would prove nothing).
+    try:
+        at_bank, pending = remote_operations(client, account)
+    except Exception as error:
+        say(f"  at the bank  operations unreadable: {getattr(error, 'message', error)}")
+        exactly_once = False
+    else:
+        kind = account.connection_id.provider_id.kind
+        wanted = {sync_key(kind, account.remote_id, remote_id) for remote_id in at_bank}
+        keys = booked.mapped("bank_sync_key")
+        exactly_once = set(keys) == wanted and len(keys) == len(wanted)
+        say(
+            f"  at the bank  {len(at_bank)} booked operations since "
+            f"{account.history_start_date}: "
+            + (
+                "each imported exactly once"
+                if exactly_once
+                else f"{len(wanted - set(keys))} missing, {len(set(keys) - wanted)} unknown, "
+                f"{len(keys) - len(set(keys))} duplicated"
+            )
+            + (f"; {pending} pending, not in the books until booked" if pending else "")
+        )
+    to_review = len(lines.filtered("bank_sync_to_review"))
+    say(
+        f"  ready        {len(lines.filtered(lambda line: not line.is_reconciled))} lines "
+        f"to reconcile, {len(booked.filtered('partner_id'))} with their partner found"
+        + (f", {to_review} flagged for review" if to_review else "")
+    )
+    say(
+        f"  runs         {len(runs)}: "
+        + ", ".join(
+            f"{r.trigger} {r.state} ({r.fetched_count} fetched, {r.created_count} created)"
+            for r in runs
+        )
+    )
+    say(f"  balance      in Odoo     {money(in_odoo)}")
+    owed = f"  (in the books: {money(expected).strip()})" if expected != bank.balance else ""
+    say(f"               at the bank {money(bank.balance)}{owed}")
+    verdict = "they agree" if in_odoo == expected else f"DIFFERENCE {in_odoo - expected}"
+    addon_check = (
+        f"the addon's own check after the sync: difference {account.balance_difference:.2f}"
+        if account.balance_check_date
+        else "the addon did not check this balance"
+    )
+    say(f"               -> {verdict} ({addon_check})")
+    failed = runs.filtered(lambda run: run.state == "failed")
+    for run in failed:
+        say(f"  FAILED RUN   {run.error}")
+    for line in sample_lines(booked):
+        partner = (line.partner_id.name or "-")[:26]
+        say(f"    {line.date}  {partner:<26} {line.payment_ref[:46]:<46} {line.amount:>11,.2f}")
+    return in_odoo == expected and exactly_once and not failed
+
+
+def remote_operations(client: Any, account: Any) -> tuple[set[str], int]:
+    """Ids of the aggregator's booked, not deleted operations of ``account`` since its history
+    start, and the number of its pending ones."""
+    start = account.history_start_date
+    booked: set[str] = set()
+    pending = 0
+    for page in client.iter_transactions(account.remote_id, date_from=start):
+        for tx in page.transactions:
+            if tx.deleted or (start and tx.booking_date < start):
+                continue
+            if tx.is_pending:
+                pending += 1
+            else:
+                booked.add(tx.remote_id)
+    return booked, pending
 
 
 def sample_lines(booked: Any) -> Any:
@@ -798,6 +841,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nDEMO FAILED: {error}", file=sys.stderr)
         print(f"Odoo's log: {log}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(
+            f"\nDEMO INTERRUPTED: the server was stopped; {args.db} is incomplete.", file=sys.stderr
+        )
+        return 1
     except Exception as error:  # an Odoo or addon error: its message, the traceback in the log
         logging.getLogger("demo").exception("The demo failed")
         print(f"\nDEMO FAILED: {type(error).__name__}: {error}", file=sys.stderr)
@@ -819,8 +867,8 @@ Finished in {steps.elapsed():.0f} s. The database {args.db} stays; to open it in
     )
     if not agree:
         print(
-            "\nDEMO FAILED: a synchronisation failed or a journal balance differs from the "
-            "bank's (see above).",
+            "\nDEMO FAILED: a synchronisation failed, an operation is missing or counted twice, "
+            "or a journal balance differs from the bank's (see above).",
             file=sys.stderr,
         )
         return 1
