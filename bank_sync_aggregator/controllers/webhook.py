@@ -1,3 +1,4 @@
+import hmac
 import logging
 from datetime import datetime, timedelta, timezone
 
@@ -12,6 +13,10 @@ WEBHOOK_ROUTE = "/bank_sync/webhook"
 #: A delivery signed longer ago than this is refused: a captured request replayed later must
 #: not pass even though its signature is genuine. The timestamp is inside the signed body.
 REPLAY_TOLERANCE = timedelta(hours=1)
+#: Aggregators that sign nothing (Linxo documents no signature, only TLS and IP filtering):
+#: the webhook URL registered with them carries one of the webhook secrets as ``?token=``, so
+#: a delivery that does not know it is refused like a bad signature.
+URL_TOKEN_KINDS = frozenset({"linxo"})
 
 
 class BankSyncWebhookController(http.Controller):
@@ -42,6 +47,16 @@ class BankSyncWebhookController(http.Controller):
             SignatureVerificationError,
         )
 
+        if provider.kind in URL_TOKEN_KINDS:
+            token = (request.httprequest.args.get("token") or "").encode()
+            # Compare with every secret, without stopping early (constant time per secret).
+            matches = [hmac.compare_digest(token, secret.encode()) for secret in secrets]
+            if not token or not any(matches):
+                _logger.warning(
+                    "Refused a webhook for aggregator settings %s: missing or wrong URL token",
+                    provider.id,
+                )
+                return self._answer({"error": "invalid signature"}, 401)
         try:
             events = provider._get_provider().parse_webhook(body, headers, secrets)
         except SignatureVerificationError as error:

@@ -318,7 +318,7 @@ class BankSyncConnection(models.Model):
         states = dict(self._fields["state"]._description_selection(self.env))
         reasons = dict(self._fields["reason"]._description_selection(self.env))
         for connection in self:
-            if connection.state == "action_needed" and connection.reason:
+            if connection.reason and connection.state in ("action_needed", "disconnected"):
                 connection.health_problem = reasons.get(connection.reason)
             else:
                 connection.health_problem = states.get(connection.state)

@@ -11,7 +11,8 @@ from odoo.tools import split_every
 _logger = logging.getLogger(__name__)
 
 #: Event types (lower case) after which the affected accounts are synchronised: Bridge's
-#: refresh and account events, Linxo's connection update, Powens-style "synced" events.
+#: refresh and account events, Linxo's connection events (``connection.*`` as the Linxo client
+#: names them), Powens-style "synced" events.
 SYNC_EVENT_TYPES = frozenset(
     {
         "item.refreshed",
@@ -19,6 +20,8 @@ SYNC_EVENT_TYPES = frozenset(
         "item.account.updated",
         "updated",
         "connection.updated",
+        "connection.new_transactions",
+        "connection.created",
         "connection.refreshed",
         "connection_synced",
         "account_synced",

@@ -247,6 +247,43 @@ class TestWebhooksController(BridgeCase):
         )
         self.assertEqual(response.status_code, 401)
 
+    def test_linxo_deliveries_must_know_the_url_token(self):
+        # Linxo signs nothing: the URL registered at Linxo carries a webhook secret.
+        other_company = self.setup_other_company()["company"]
+        linxo = self.env["bank.sync.provider"].create(
+            {
+                "name": "Linxo",
+                "kind": "linxo",
+                "company_id": other_company.id,
+                "client_id": "linxo-client",
+                "client_secret": "linxo-secret",
+                "webhook_secrets": "linxo-url-token",
+            }
+        )
+        self.env.flush_all()
+        url = f"{self.base_url()}/bank_sync/webhook/{linxo.id}"
+        body = json.dumps(
+            {
+                "id": "evt-42",
+                "event_type": "UPDATED",
+                "resource_type": "CONNECTIONS",
+                "resource": "/connections/c-1",
+                "new_transactions": True,
+                "creation_date": int(datetime.now(timezone.utc).timestamp()),
+            }
+        ).encode()
+        headers = {"Content-Type": "application/json"}
+        self.assertEqual(self.url_open(url, data=body, headers=headers).status_code, 401)
+        wrong = self.url_open(f"{url}?token=guess", data=body, headers=headers)
+        self.assertEqual(wrong.status_code, 401)
+        right = self.url_open(f"{url}?token=linxo-url-token", data=body, headers=headers)
+        self.assertEqual(right.status_code, 200)
+        event = self.env["bank.sync.webhook.event"].search([("provider_id", "=", linxo.id)])
+        self.assertEqual(
+            (event.event_id, event.event_type, event.connection_remote_id),
+            ("evt-42", "connection.new_transactions", "c-1"),
+        )
+
 
 @tagged("post_install", "-at_install")
 class TestRateLimitedDailyImport(BridgeCase):
