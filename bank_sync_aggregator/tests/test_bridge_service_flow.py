@@ -38,6 +38,8 @@ from bank_sync_bridge.errors import NotFound
 from bank_sync_bridge.sync import sync_key
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
+from .common_bank_sync import parse_form
+
 WEBHOOK_SECRET = "bridge-webhook-secret-of-the-operator"
 WEBHOOK_CRON = "bank_sync_aggregator.ir_cron_process_webhook_events"
 SYNC_CRON = "bank_sync_aggregator.ir_cron_bank_sync"
@@ -469,6 +471,66 @@ class TestBridgeServiceFlow(AccountTestInvoicingCommon, HttpCase, CronMixinCase)
         with self.assertRaises(KeyError):
             self.emulator.item(item_id)  # the service revoked it at Bridge too
         self.assertTrue(self.lines(account), "imported operations are kept")
+
+    def test_sandbox_behind_a_service_hosted_page_served_by_the_service(self):
+        # A second operator running the service with its defaults: the built-in sandbox,
+        # whose hosted page the service itself serves.
+        directory = tempfile.mkdtemp(prefix="bank_sync_service_sandbox_")
+        self.addCleanup(shutil.rmtree, directory, ignore_errors=True)
+        sandbox_service = ServiceProcess(directory)
+        added = sandbox_service.cli("tenant", "add", "Odoo tests (sandbox)")
+        sandbox_service.start()
+        self.addCleanup(sandbox_service.stop)
+        self.bank_provider.write(
+            {
+                "base_url": sandbox_service.url,
+                "client_id": re.search(r"client_id:\s+(\S+)", added).group(1),
+                "service_secret": re.search(r"client_secret:\s+(\S+)", added).group(1),
+            }
+        )
+        wizard = self.env["bank.sync.connect.wizard"].create({})
+        wizard.write({"accept_terms": True, "allow_transfer": True})
+        wizard.action_next()
+        line = wizard.line_ids.filtered(lambda line: line.name == "BNP Paribas")
+        url = line.action_choose()["url"]
+        self.assertTrue(url.startswith(f"{sandbox_service.url}/sandbox/connect"), url)
+        page = requests.get(url, timeout=10)
+        self.assertEqual(page.status_code, 200)
+        form_action, form, _selects = parse_form(page.text)
+        form.update(login="success", password="secret", action="connect")
+        submitted = requests.post(
+            urlsplit(url)._replace(path=form_action or urlsplit(url).path, query="").geturl(),
+            data=form,
+            allow_redirects=False,
+            timeout=10,
+        )
+        self.assertEqual(submitted.status_code, 303, submitted.text[:300])
+        response = self.url_open(submitted.headers["Location"], allow_redirects=False)
+        self.assertEqual(response.status_code, 303, response.text[:500])
+        connection = self.env["bank.sync.connection"].browse(
+            int(response.headers["Location"].rsplit("/", 1)[1])
+        )
+        self.assertEqual(connection.institution_name, "BNP Paribas")
+        self.assertEqual(
+            sorted(connection.account_ids.mapped("account_type")),
+            ["card", "checking", "loan", "savings"],
+        )
+        account = self.link_checking(connection)
+        run = account._sync_account("manual")
+        self.assertEqual(run.state, "done", run.error)
+        remote = {
+            sync_key("bridge_service", account.remote_id, tx.remote_id)
+            for page in self.bank_provider._get_provider().iter_transactions(
+                account.remote_id, date_from=account.history_start_date
+            )
+            for tx in page.transactions
+            if not tx.is_pending and not tx.deleted
+        }
+        booked = self.lines(account).filtered(lambda line: line.bank_sync_status == "booked")
+        self.assertTrue(remote)
+        self.assertEqual(set(booked.mapped("bank_sync_key")), remote)
+        self.assertEqual(len(booked), len(remote))
+        self.assertEqual(account._sync_account("manual").created_count, 0)
 
     def test_pushed_events_must_be_signed_for_this_url(self):
         url = self.bank_provider._get_bridge_service_callback_url()
