@@ -37,7 +37,7 @@ class AccountJournal(models.Model):
         return [("bank_sync_account_ids", operator, value)]
 
     def _fill_bank_cash_dashboard_data(self, dashboard_data):
-        super()._fill_bank_cash_dashboard_data(dashboard_data)
+        result = super()._fill_bank_cash_dashboard_data(dashboard_data)
         state_field = self.env["bank.sync.connection"]._fields["state"]
         states = dict(state_field._description_selection(self.env))
         for journal in self.filtered(lambda j: j.type == "bank"):
@@ -64,6 +64,7 @@ class AccountJournal(models.Model):
                 )
                 last_done = account.run_ids.filtered(lambda r: r.state == "done")[:1]
                 data["bank_sync_new_lines"] = last_done.created_count
+        return result
 
     def action_bank_sync_reconnect(self):
         """The dashboard card's "Reconnect": the aggregator's page on the same connection."""

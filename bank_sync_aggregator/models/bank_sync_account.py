@@ -56,7 +56,6 @@ class BankSyncAccount(models.Model):
     )
     journal_id = fields.Many2one(
         "account.journal",
-        string="Journal",
         domain="[('type', '=', 'bank')]",
         check_company=True,
         ondelete="set null",

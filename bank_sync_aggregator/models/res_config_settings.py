@@ -55,11 +55,12 @@ class ResConfigSettings(models.TransientModel):
                 settings.bank_sync_switch_warning = False
 
     def set_values(self):
-        super().set_values()
+        result = super().set_values()
         for settings in self:
             company = settings.company_id
             if company.bank_sync_enabled and settings.bank_sync_provider_kind:
                 company._bank_sync_set_provider_kind(settings.bank_sync_provider_kind)
+        return result
 
     def action_bank_sync_open_provider(self):
         self.ensure_one()

@@ -30,9 +30,7 @@ class BankSyncConnectWizard(models.TransientModel):
         string="I authorise the aggregator to transfer my account data to this Odoo"
     )
     terms_url = fields.Char(related="provider_id.terms_url")
-    country_id = fields.Many2one(
-        "res.country", default=lambda self: self.env.company.country_id, string="Country"
-    )
+    country_id = fields.Many2one("res.country", default=lambda self: self.env.company.country_id)
     search = fields.Char(string="Search a bank")
     line_ids = fields.One2many("bank.sync.connect.wizard.line", "wizard_id", string="Banks")
 
