@@ -94,18 +94,31 @@ class BankSyncController(http.Controller):
     # The sandbox's hosted page, served by this Odoo (no network, no contract)
     # ------------------------------------------------------------------------------------------
 
-    def _sandbox_client(self):
-        provider = request.env.company._get_bank_sync_provider()
-        if not provider or provider.kind != "sandbox":
+    def _sandbox_client(self, params):
+        # The link names the aggregator user (database + company) it was made for: serve it
+        # with that company's sandbox, whichever company the user has selected meanwhile.
+        providers = (
+            request.env["bank.sync.provider"]
+            .sudo()
+            .search(
+                [
+                    ("kind", "=", "sandbox"),
+                    ("active", "=", True),
+                    ("company_id", "in", request.env.user.company_ids.ids),
+                ]
+            )
+        )
+        provider = providers.filtered(lambda p: p._get_user_ref() == params.get("user"))[:1]
+        if not provider:
             raise NotFound()
-        return provider.sudo()._get_provider()
+        return provider._get_provider()
 
     @http.route(SANDBOX_HOSTED_ROUTE, type="http", auth="user", methods=["GET"])
     def bank_sync_sandbox_page(self, **query):
         from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
 
         try:
-            html = self._sandbox_client().render_hosted_page(query)
+            html = self._sandbox_client(query).render_hosted_page(query)
         except BankSyncError as error:
             return self._result_page(error.message, status=400)
         return request.make_response(html, headers=[("Content-Type", "text/html; charset=utf-8")])
@@ -117,7 +130,7 @@ class BankSyncController(http.Controller):
         from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
 
         try:
-            redirect_url = self._sandbox_client().submit_hosted_page(form)
+            redirect_url = self._sandbox_client(form).submit_hosted_page(form)
         except BankSyncError as error:
             return self._result_page(error.message, status=400)
         return request.redirect(redirect_url, local=False)
