@@ -29,8 +29,8 @@ import requests
 from odoo import fields, tools
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
-from odoo.exceptions import UserError
-from odoo.tests import HttpCase, tagged
+from odoo.exceptions import AccessError, UserError
+from odoo.tests import HttpCase, new_test_user, tagged
 
 import bank_sync_bridge
 from bank_sync_bridge import crypto, signing
@@ -301,6 +301,20 @@ class TestBridgeServiceFlow(AccountTestInvoicingCommon, HttpCase, CronMixinCase)
         # Write-only: nobody reads the secret back, and the service never logs it.
         self.assertFalse(self.bank_provider.sudo().service_secret)
         self.assertNotIn(self.tenant_secret, self.service.log())
+        # An accounting manager who is not an administrator tests the connection without
+        # being able to read the secret in any form.
+        manager = new_test_user(
+            self.env,
+            login="bank_manager_not_admin",
+            groups="base.group_user,account.group_account_manager",
+            company_id=self.company.id,
+            company_ids=self.company.ids,
+        )
+        as_manager = self.bank_provider.with_user(manager)
+        for field in ("service_secret", "service_secret_encrypted"):
+            with self.assertRaises(AccessError):
+                as_manager.read([field])
+        self.assertEqual(as_manager.action_bridge_service_test()["params"]["type"], "success")
         # The client is built with the company as the aggregator user.
         client = self.bank_provider._get_provider()
         self.assertEqual(client.config.user_ref, self.bank_provider._get_user_ref())
