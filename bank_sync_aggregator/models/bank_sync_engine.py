@@ -27,6 +27,9 @@ LINE_CONTEXT = {"tracking_disable": True, "mail_create_nolog": True, "mail_notra
 #: Seconds "Sync now" imports while the user waits; the background job does the rest.
 SYNC_NOW_BUDGET = 8.0
 
+#: A run that created more lines than this refreshes the planner's statistics at its end.
+ANALYZE_AFTER = 1000
+
 #: An account synced (or tried) less than this long ago is not due for the daily job again.
 DAILY_INTERVAL = timedelta(hours=20)
 
@@ -174,6 +177,10 @@ class AccountSynchroniser:
         return self.run
 
     def _close(self, state, note=None):
+        if self.counts["created_count"] > ANALYZE_AFTER:
+            # Fresh planner statistics after a big import keep the next queries (ours and
+            # Odoo's) on their indexes; autovacuum may take minutes to get there.
+            self.cr.execute("ANALYZE account_bank_statement_line, account_move")
         vals = dict(self.counts, state=state, end_date=fields.Datetime.now())
         vals["duration"] = time.monotonic() - self.started
         if note:
@@ -626,19 +633,16 @@ class AccountSynchroniser:
         account.sync_opening_done = True
         if not account.balance_date and not account.balance:
             return
+        total = journal_balance(self.env, self.journal)
         self.cr.execute(
-            """
-            SELECT COALESCE(SUM(l.amount), 0), MIN(m.date)
-              FROM account_bank_statement_line l
-              JOIN account_move m ON m.id = l.move_id
-             WHERE l.journal_id = %s AND m.state = 'posted'
-            """,
-            [self.journal.id],
+            "SELECT MIN(bank_sync_booking_date) FROM account_bank_statement_line "
+            "WHERE bank_sync_account_id = %s",
+            [account.id],
         )
-        total, first_date = self.cr.fetchone()
+        first_date = self.cr.fetchone()[0]
         amount = self.sync.opening_amount(
             aggregator_balance=Decimal(str(account.balance)),
-            imported_total=self._decimal(total),
+            imported_total=total,
             account_type=account.account_type or "checking",
             digits=self.currency.decimal_places,
         )
@@ -662,12 +666,15 @@ class AccountSynchroniser:
 
 def journal_balance(env, journal):
     """Sum of the posted statement lines of ``journal`` (in the journal's currency)."""
+    # EXISTS, not a join: right after a big first import the planner's statistics are stale,
+    # and a join planned on them was seen to take seconds; this walks the journal's lines once
+    # and checks each move by primary key.
     env.cr.execute(
         """
         SELECT COALESCE(SUM(l.amount), 0)
           FROM account_bank_statement_line l
-          JOIN account_move m ON m.id = l.move_id
-         WHERE l.journal_id = %s AND m.state = 'posted'
+         WHERE l.journal_id = %s
+           AND EXISTS (SELECT 1 FROM account_move m WHERE m.id = l.move_id AND m.state = 'posted')
         """,
         [journal.id],
     )
