@@ -75,8 +75,8 @@ class BankSyncProvider(models.Model):
         if missing:
             raise UserError(
                 self.env._(
-                    "The bridge service is not fully configured for %(company)s: %(missing)s "
-                    "missing. Enter what the service's operator gave you in the aggregator "
+                    "The bridge service is not fully configured for %(company)s; missing: "
+                    "%(missing)s. Enter what the service's operator gave you in the aggregator "
                     "settings.",
                     company=self.company_id.display_name,
                     missing=", ".join(missing),

@@ -338,7 +338,7 @@ class TestBridgeServiceFlow(AccountTestInvoicingCommon, HttpCase, CronMixinCase)
         self.assertFalse(self.bank_provider.bridge_service_last_poll)
         # A missing secret: clear as well.
         self.bank_provider.sudo().service_secret_encrypted = False
-        with self.assertRaisesRegex(UserError, "bridge service secret missing"):
+        with self.assertRaisesRegex(UserError, "missing: the bridge service secret"):
             self.bank_provider.action_bridge_service_test()
         self.assertNotIn("not-the-tenant-secret", self.service.log())
 
