@@ -421,6 +421,12 @@ class BankSyncConnection(models.Model):
             vals["message"] = error.message
         return self._update_health(vals)
 
+    def _health_locale(self):
+        # The background check has no user: the stored explanation is read by the company's
+        # people, so ask the aggregator for the company's language.
+        lang = self.company_id.partner_id.lang or self.env.lang or "en_US"
+        return lang.split("_")[0]
+
     def _record_sync_success(self):
         """An import just succeeded: a temporary failure is over (alert resolved, if any)."""
         self.ensure_one()
@@ -438,7 +444,7 @@ class BankSyncConnection(models.Model):
             provider = connection.provider_id._get_provider()
             try:
                 remote = provider.get_connection(
-                    connection.remote_id, locale=connection._get_locale()
+                    connection.remote_id, locale=connection._health_locale()
                 )
             except Exception as error:  # every failure is an observation, none is raised
                 connection._record_sync_error(error)
@@ -608,7 +614,8 @@ class BankSyncConnection(models.Model):
                 # One company's broken setup (e.g. a missing secret) must not stop the others.
                 _logger.exception("Health check of bank connection %s failed", connection.id)
             if auto_commit:
-                self.env.cr.commit()
+                # Each connection's alerts are kept even if a later one breaks the job.
+                self.env.cr.commit()  # pylint: disable=invalid-commit
 
 
 def _naive_utc(value):

@@ -258,6 +258,14 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
         self.assertEqual((sca.state, sca.reason), ("action_needed", "sca"))
         self.assertEqual(len(self.alert_activities(sca)), 2)
 
+    def test_the_aggregators_explanation_is_kept_in_the_companys_language(self):
+        self.company.partner_id.lang = "fr_FR"
+        connection = self.connect("sca_required")
+        connection._refresh_health_from_aggregator()
+        self.assertIn("authentification", connection.message.lower())
+        french = self.mail_to(self.mails(connection), self.bernard)
+        self.assertIn(connection.message, french.body_html)
+
     def test_alerts_go_to_the_accounting_managers_when_no_recipient_is_set(self):
         self.company.bank_sync_alert_user_ids = False
         outsider = new_test_user(
