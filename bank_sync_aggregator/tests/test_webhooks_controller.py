@@ -6,10 +6,10 @@ import json
 from datetime import datetime, timedelta, timezone
 from unittest.mock import patch
 
-from odoo import fields, tools
+from odoo import Command, fields, tools
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
-from odoo.tests import HttpCase, tagged
+from odoo.tests import HttpCase, new_test_user, tagged
 
 from bank_sync_bridge import crypto
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
@@ -283,6 +283,47 @@ class TestWebhooksController(BridgeCase):
             (event.event_id, event.event_type, event.connection_remote_id),
             ("evt-42", "connection.new_transactions", "c-1"),
         )
+
+
+@tagged("post_install", "-at_install")
+class TestReconnectLink(BridgeCase):
+    """The alert e-mail's button: log in, then the aggregator's page on the same item."""
+
+    def test_managers_are_sent_to_bridge_connect_on_the_same_item(self):
+        manager = new_test_user(
+            self.env,
+            "health.manager",
+            groups="account.group_account_manager,base.group_user",
+            company_ids=[Command.set(self.company.ids)],
+            company_id=self.company.id,
+        )
+        self.assertIn(f"/bank_sync/reconnect/{self.connection.id}", self.connection.reconnect_url)
+        self.authenticate(manager.login, manager.login)
+        response = self.url_open(
+            f"/bank_sync/reconnect/{self.connection.id}", allow_redirects=False
+        )
+        self.assertIn(response.status_code, (302, 303))
+        location = response.headers["Location"]
+        self.assertTrue(location.startswith(self.emulator.base_url), location)
+        session_id = location.rstrip("/").rpartition("/")[2]
+        self.assertEqual(self.emulator.sessions[session_id]["item_id"], self.item_id)
+
+    def test_users_who_may_not_reconnect_are_told_so(self):
+        accountant = new_test_user(
+            self.env,
+            "health.accountant",
+            groups="account.group_account_invoice,base.group_user",
+            company_ids=[Command.set(self.company.ids)],
+            company_id=self.company.id,
+        )
+        self.authenticate(accountant.login, accountant.login)
+        response = self.url_open(
+            f"/bank_sync/reconnect/{self.connection.id}", allow_redirects=False
+        )
+        self.assertEqual(response.status_code, 403)
+        self.assertIn("cannot be reconnected", response.text)
+        stranger = self.url_open("/bank_sync/reconnect/999999", allow_redirects=False)
+        self.assertEqual(stranger.status_code, 404)
 
 
 @tagged("post_install", "-at_install")
