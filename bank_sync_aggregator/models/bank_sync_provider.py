@@ -144,6 +144,8 @@ class BankSyncProvider(models.Model):
     has_client_secret = fields.Boolean(compute="_compute_has_secrets")
     has_webhook_secrets = fields.Boolean(compute="_compute_has_secrets")
     has_service_secret = fields.Boolean(compute="_compute_has_secrets")
+    # Where to register this company's webhooks at the aggregator (controllers/webhook.py).
+    webhook_url = fields.Char(string="Webhook URL", compute="_compute_webhook_url")
 
     connection_ids = fields.One2many("bank.sync.connection", "provider_id")
     connection_count = fields.Integer(compute="_compute_connection_count")
@@ -173,6 +175,15 @@ class BankSyncProvider(models.Model):
             provider.client_secret = False
             provider.webhook_secrets = False
             provider.service_secret = False
+
+    @api.depends("kind")
+    def _compute_webhook_url(self):
+        for provider in self:
+            url = f"{provider._get_base_url()}/bank_sync/webhook/{provider.id}"
+            if provider.kind == "linxo":
+                # Linxo signs nothing: the address it calls carries a webhook secret.
+                url += "?token=<webhook secret>"
+            provider.webhook_url = url if provider.id and provider.kind != "sandbox" else False
 
     def _compute_has_secrets(self):
         for provider in self:

@@ -104,6 +104,10 @@ class TestWebhooksController(BridgeCase):
     # ------------------------------------------------------------------ signature cases
 
     def test_valid_delivery_is_recorded_answered_at_once_and_synced_in_background(self):
+        # The address to register at Bridge is shown on the aggregator form.
+        self.assertTrue(
+            self.bank_provider.webhook_url.endswith(f"/bank_sync/webhook/{self.bank_provider.id}")
+        )
         with self.capture_triggers(WEBHOOK_CRON) as triggers:
             (delivery,) = self.emulator.send_webhook(self.account_updated())
         self.assertEqual(delivery.status, 200)
@@ -261,6 +265,9 @@ class TestWebhooksController(BridgeCase):
             }
         )
         self.env.flush_all()
+        self.assertTrue(
+            linxo.webhook_url.endswith(f"/bank_sync/webhook/{linxo.id}?token=<webhook secret>")
+        )
         url = f"{self.base_url()}/bank_sync/webhook/{linxo.id}"
         body = json.dumps(
             {
