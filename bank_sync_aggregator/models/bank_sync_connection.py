@@ -365,6 +365,12 @@ class BankSyncConnection(models.Model):
         state = ConnectionState(vals.get("state") or self.state)
         reason_code = vals.get("reason", self.reason)
         reason = ActionReason(reason_code) if reason_code else None
+        if vals.get("consent_expiry"):
+            # Stored to the second: compare what will be stored, or every observation of a
+            # millisecond timestamp (Bridge) would look like a renewal and repeat reminders.
+            vals["consent_expiry"] = fields.Datetime.to_datetime(vals["consent_expiry"]).replace(
+                microsecond=0
+            )
         if "consent_expiry" in vals and vals["consent_expiry"] != self.consent_reminder_expiry:
             # A renewed (or first known) consent: its reminders start afresh.
             vals.update(consent_reminder_expiry=vals["consent_expiry"], consent_reminder_sent=0)

@@ -326,6 +326,10 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
         self.move_to(START + timedelta(days=7, hours=1))
         connection._check_consent_reminders()
         self.assertEqual(connection.consent_reminder_sent, 3)
+        # The same end date seen again (with milliseconds, as Bridge sends it) is no renewal.
+        same = connection.consent_expiry + timedelta(microseconds=123000)
+        connection._update_health({"state": "ok", "consent_expiry": same})
+        self.assertEqual(connection.consent_reminder_sent, 3)
         renewed = connection.consent_expiry + timedelta(days=180)
         connection._update_health({"state": "ok", "consent_expiry": renewed})
         self.assertEqual(connection.consent_reminder_sent, 0)
