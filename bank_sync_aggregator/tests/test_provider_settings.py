@@ -4,7 +4,7 @@ from psycopg2 import IntegrityError
 
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.modules.neutralize import get_neutralization_queries
-from odoo.tests import new_test_user, tagged
+from odoo.tests import Form, new_test_user, tagged
 from odoo.tools import config, mute_logger
 
 from .common_bank_sync import BankSyncCommon
@@ -54,6 +54,16 @@ class TestProviderSettings(BankSyncCommon):
         # Revoked at the sandbox too.
         client = self.provider._get_provider()
         self.assertNotIn(connection.remote_id, [c.remote_id for c in client.list_connections()])
+
+    def test_settings_form_warns_before_switching(self):
+        self._connect_sandbox(self.provider)
+        with Form(self.env["res.config.settings"].sudo()) as settings:
+            self.assertTrue(settings.bank_sync_enabled)
+            self.assertFalse(settings.bank_sync_switch_warning)
+            settings.bank_sync_provider_kind = "linxo"
+            self.assertIn("Sandbox (demo)", settings.bank_sync_switch_warning)
+            settings.bank_sync_provider_kind = "sandbox"
+            self.assertFalse(settings.bank_sync_switch_warning)
 
     def test_one_active_aggregator_per_company(self):
         Provider = self.env["bank.sync.provider"]

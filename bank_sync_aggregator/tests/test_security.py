@@ -119,6 +119,28 @@ class TestSecurity(BankSyncCommon):
             company_id=cls.company.id,
         )
 
+    def test_secret_fields_only_in_administrators_views(self):
+        # An accounting manager's form has no secret field at all; an administrator's masks it.
+        manager_arch = self._env(self.manager)["bank.sync.provider"].get_views([(False, "form")])
+        for field in ("client_secret", "webhook_secrets", "service_secret"):
+            self.assertNotIn(f'name="{field}"', manager_arch["views"]["form"]["arch"])
+        self.assertIn('name="client_id"', manager_arch["views"]["form"]["arch"])
+        admin = self.manager.copy({"login": "bs_admin"})
+        admin.groups_id = [Command.link(self.env.ref("base.group_system").id)]
+        admin_arch = self._env(admin)["bank.sync.provider"].get_views([(False, "form")])
+        self.assertRegex(
+            admin_arch["views"]["form"]["arch"], r'name="client_secret"[^>]*password="True"'
+        )
+
+    def test_screens_open_for_each_role(self):
+        for user in (self.manager, self.billing, self.auditor):
+            env = self._env(user)
+            for model in ("bank.sync.connection", "bank.sync.account"):
+                views = env[model].get_views([(False, "list"), (False, "form"), (False, "search")])
+                self.assertEqual(set(views["views"]), {"list", "form", "search"}, user.login)
+            journal_form = env["account.journal"].get_views([(False, "form")])
+            self.assertIn("bank_sync_connection_state", journal_form["views"]["form"]["arch"])
+
     def test_manager_may_handle_statement_lines(self):
         # Odoo CE's accounting Administrator is not in account.group_account_basic, which owns
         # statement lines: this module grants it explicitly (and nothing more of "basic").
