@@ -37,15 +37,16 @@ class AccountBankStatementLine(models.Model):
     bank_sync_review_note = fields.Text(string="Review note", readonly=True, copy=False)
 
     def init(self):
-        super().init()
+        res = super().init()
         if not tools.index_exists(self.env.cr, SYNC_KEY_INDEX):
             self.env.cr.execute(
-                f"""
-                CREATE UNIQUE INDEX {SYNC_KEY_INDEX}
+                """
+                CREATE UNIQUE INDEX account_bank_statement_line_bank_sync_key_uniq
                     ON account_bank_statement_line (journal_id, bank_sync_key)
                  WHERE bank_sync_key IS NOT NULL
                 """
             )
+        return res
 
     # -------------------------------------------------------------------------
     # Actions

@@ -161,7 +161,8 @@ class AccountSynchroniser:
             finished = self._import()
         except RunStopped:
             self._close("partial", note=self.env._("Another worker continued this import."))
-        except Exception as error:  # pylint: disable=broad-except  (recorded on the run)
+        # Whatever goes wrong is recorded on the run; the batch goes on with other accounts.
+        except Exception as error:  # pylint: disable=broad-except
             self._fail(error)
         else:
             if finished:
@@ -173,7 +174,8 @@ class AccountSynchroniser:
                     note=self.env._("The rest of the import continues in the background."),
                 )
         if self.commit:
-            self.cr.commit()
+            # The daily job's own transaction boundary (never in tests, see ``commit``).
+            self.cr.commit()  # pylint: disable=invalid-commit
         return self.run
 
     def _close(self, state, note=None):
@@ -314,7 +316,8 @@ class AccountSynchroniser:
 
     def _page_done(self):
         if self.commit:
-            self.cr.commit()
+            # Lines and cursor of the page become durable together (never in tests).
+            self.cr.commit()  # pylint: disable=invalid-commit
             # Committing released the lock: take it again or let the other worker go on.
             if not self.lock():
                 raise RunStopped
@@ -696,7 +699,8 @@ def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
         group = accounts.filtered(lambda a, c=connection: a.connection_id == c)
         try:
             client = provider or connection.provider_id._get_provider()
-        except Exception as error:  # pylint: disable=broad-except  (recorded, others go on)
+        # Recorded on the runs of this connection; the other connections go on.
+        except Exception as error:  # pylint: disable=broad-except
             for account in group:
                 runs |= _failed_run(account, trigger, error)
             continue
@@ -749,7 +753,8 @@ def _check_balances(connection, runs, provider, commit=None):
     env = connection.env
     try:
         remote = {a.remote_id: a for a in provider.list_accounts(connection.remote_id)}
-    except Exception as error:  # pylint: disable=broad-except  (the import succeeded)
+    # The import itself succeeded: a failing balance read only leaves a note.
+    except Exception as error:  # pylint: disable=broad-except
         runs.write(
             {
                 "note": env._(
@@ -795,7 +800,7 @@ def _check_balances(connection, runs, provider, commit=None):
             )
         run.write(vals)
     if commit if commit is not None else (runs[:1].trigger == "cron" and not in_test_mode()):
-        env.cr.commit()
+        env.cr.commit()  # pylint: disable=invalid-commit
 
 
 def cron_sync(accounts_model, batch_size=20):
