@@ -221,6 +221,22 @@ class TestWebhooksController(BridgeCase):
         self.env["bank.sync.webhook.event"]._cron_process_webhook_events()
         self.assertEqual(set(events.mapped("state")), {"done"})
 
+    def test_a_refresh_needing_strong_authentication_alerts_through_the_webhook(self):
+        self.emulator.set_item_status(self.item_id, 1010, "otp_required")
+        # The emulator lives for the whole class: the next tests find the item healthy again.
+        self.addCleanup(self.emulator.set_item_status, self.item_id, 0, "ok")
+        self.emulator.refresh_item(self.item_id, trigger="scheduler")
+        deliveries = self.emulator.deliver_webhooks()
+        self.assertTrue(deliveries and all(d.status == 200 for d in deliveries))
+        self.env["bank.sync.webhook.event"]._cron_process_webhook_events()
+        self.assertEqual((self.connection.state, self.connection.reason), ("action_needed", "sca"))
+        self.assertEqual(self.connection.health_incident, "action_needed:sca")
+        alert = self.env.ref("bank_sync_aggregator.mail_activity_type_connection_alert")
+        self.assertTrue(
+            self.connection.activity_ids.filtered(lambda a: a.activity_type_id == alert)
+        )
+        self.assertFalse(self.account.sync_requested, "nothing to import until reconnected")
+
     def test_deleted_item_marks_the_connection_disconnected_with_an_alert(self):
         (delivery,) = self.emulator.send_webhook(
             self.emulator.event("item.deleted", {"item_id": self.item_id, "user_uuid": "x"})
