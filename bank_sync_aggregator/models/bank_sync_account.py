@@ -354,7 +354,8 @@ class BankSyncAccount(models.Model):
             days=check.days_silent,
         )
         for user in users:
-            connection.activity_schedule(
+            # Our own e-mail follows: no separate "activity assigned" notification.
+            connection.with_context(mail_activity_quick_update=True).activity_schedule(
                 "bank_sync_aggregator.mail_activity_type_account_stalled",
                 summary=summary,
                 user_id=user.id,
