@@ -96,6 +96,22 @@ class BankSyncConnection(models.Model):
     # -------------------------------------------------------------------------
 
     @api.ondelete(at_uninstall=False)
+    def _unlink_except_history(self):
+        # Imported operations point at their synchronised account: a connection that brought
+        # some is disconnected and archived ("Delete connection") rather than deleted, so that
+        # its accounts, runs and ignored operations stay with them.
+        accounts = self.with_context(active_test=False).account_ids
+        if accounts and self.env["account.bank.statement.line"].sudo().search_count(
+            [("bank_sync_account_id", "in", accounts.ids)], limit=1
+        ):
+            raise UserError(
+                self.env._(
+                    'These bank connections have imported operations: use "Delete connection", '
+                    "which revokes them at the aggregator and keeps their history."
+                )
+            )
+
+    @api.ondelete(at_uninstall=False)
     def _unlink_revoke_at_aggregator(self):
         # The aggregator must stop reading the bank before we forget the connection, or a
         # consent would stay alive with nobody to see it.

@@ -123,6 +123,28 @@ class TestLinkJournal(BankSyncCommon):
         )
         self.assertIn("deleted", self.connection.message_ids[:1].body)
 
+    def test_unlink_keeps_history(self):
+        journal = self.company_data["default_journal_bank"]
+        self.checking.journal_id = journal
+        self.env["account.bank.statement.line"].create(
+            {
+                "journal_id": journal.id,
+                "date": "2025-03-01",
+                "payment_ref": "VIR SEPA CLIENT",
+                "amount": 120.0,
+                "bank_sync_account_id": self.checking.id,
+            }
+        )
+        with self.assertRaisesRegex(UserError, "Delete connection"):
+            self.connection.unlink()
+        self.assertTrue(self.checking.exists())
+        # A connection that never brought anything may go, revoked at the aggregator first.
+        other = self._connect_sandbox(self.provider, bank="QNTOFRP1")
+        remote_id = other.remote_id
+        other.unlink()
+        client = self.provider._get_provider()
+        self.assertNotIn(remote_id, [c.remote_id for c in client.list_connections()])
+
     def test_switching_off_stops_without_deleting(self):
         self.checking.journal_id = self.company_data["default_journal_bank"]
         Account = self.env["bank.sync.account"]
