@@ -210,6 +210,8 @@ class BankSyncAccount(models.Model):
     sync_requested = fields.Boolean(
         readonly=True, copy=False, help="A synchronisation is waiting for the background job."
     )
+    # Who asked for it (recorded on the run the background job makes): webhook, manual...
+    sync_requested_trigger = fields.Char(readonly=True, copy=False)
     sync_last_attempt = fields.Datetime(readonly=True, copy=False)
     # First sync of an empty journal: an opening line will make its balance the bank's.
     sync_needs_opening = fields.Boolean(readonly=True, copy=False)
@@ -255,7 +257,7 @@ class BankSyncAccount(models.Model):
 
     def _request_sync(self, trigger="webhook"):
         """Ask the background job to sync these accounts soon (webhooks, sync now's rest)."""
-        self.sudo().write({"sync_requested": True})
+        self.sudo().write({"sync_requested": True, "sync_requested_trigger": trigger})
         self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger()
 
     def _sync_account(

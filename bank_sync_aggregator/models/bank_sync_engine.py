@@ -166,7 +166,7 @@ class AccountSynchroniser:
             self._fail(error)
         else:
             if finished:
-                account.sudo().sync_requested = False
+                account.sudo().write({"sync_requested": False, "sync_requested_trigger": False})
                 self._close("done")
             else:
                 self._close(
@@ -310,7 +310,7 @@ class AccountSynchroniser:
             with self.cr.savepoint():
                 self._finish_stream(window)
         if not finished:
-            account.sudo().sync_requested = True
+            account.sudo().write({"sync_requested": True, "sync_requested_trigger": self.trigger})
             self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger()
         return finished
 
@@ -822,7 +822,16 @@ def cron_sync(accounts_model, batch_size=20):
     # Spread under the aggregators' published rate limits; a 429 backs off and resumes.
     batch, next_at = Account._rate_limited_batch(due, batch_size)
     if batch:
-        Account._resume_after_rate_limits(batch._sync_accounts("cron"))
+        runs = env["bank.sync.run"]
+        # A run asked for by a webhook (or the rest of a "sync now") says so in the history;
+        # the groups are made before any run clears its account's request.
+        groups = {}
+        for account in batch:
+            trigger = (account.sync_requested and account.sync_requested_trigger) or "cron"
+            groups[trigger] = groups.get(trigger, account.browse()) | account
+        for trigger, group in groups.items():
+            runs |= group._sync_accounts(trigger)
+        Account._resume_after_rate_limits(runs)
     remaining = len(due) - len(batch)
     env["ir.cron"]._notify_progress(done=len(batch), remaining=remaining)
     if remaining:

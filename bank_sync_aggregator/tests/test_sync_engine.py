@@ -396,6 +396,20 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertEqual(self.checking(broken).last_run_id.state, "done")
         self.assertTrue(self.lines(self.checking(broken)))
 
+    def test_a_webhook_request_is_synced_by_the_background_job_and_says_so(self):
+        account = self.checking(self.make_connection())
+        self.link(account)
+        self.use_test_clock()
+        with self.capture_triggers("bank_sync_aggregator.ir_cron_bank_sync") as capture:
+            account._request_sync("webhook")
+        self.assertTrue(capture.records, "the background job is woken up")
+        self.assertTrue(account.sync_requested)
+        self.env["bank.sync.account"]._cron_sync()
+        run = account.last_run_id
+        self.assertEqual((run.trigger, run.state), ("webhook", "done"), run.error)
+        self.assertFalse(account.sync_requested)
+        self.assertTrue(self.lines(account))
+
     def test_forced_sync_wizard_validates_its_range_and_reimports_a_gap(self):
         account = self.checking(self.make_connection())
         self.link(account)
