@@ -213,7 +213,7 @@ class AccountSynchroniser:
         account = self.account
         forced_state = json.loads(account.sync_forced_state) if account.sync_forced_state else {}
         cursor = None
-        if self.date_from or self.trigger == "forced":
+        if self.date_from:
             date_from, date_to = self.date_from, self.date_to
         elif forced_state:
             # A forced run that continues in the background: same window, its own cursor.
@@ -223,7 +223,8 @@ class AccountSynchroniser:
             self.trigger = "forced"
             self.run.trigger = "forced"
         else:
-            date_from = date_to = None
+            # (a forced run without dates fails below with a clear message)
+            date_from, date_to = None, self.date_to
         today = fields.Date.context_today(account)
         if date_from or date_to or self.trigger == "forced":
             window = self.sync.plan_window(
@@ -337,11 +338,10 @@ class AccountSynchroniser:
             account.sync_cursor = page.cursor.dumps()
 
     def _finish_stream(self, window):
-        account = self.account.sudo()
+        # The opening line of a first sync waits for the bank's fresh balance (see
+        # _check_balances); ``sync_needs_opening`` keeps the promise across a crash.
         if window.forced:
-            account.sync_forced_state = False
-        if account.sync_needs_opening:
-            self._create_opening_line()
+            self.account.sudo().sync_forced_state = False
 
     # ------------------------------------------------------------------ one page
 
@@ -629,34 +629,42 @@ class AccountSynchroniser:
 
     # ------------------------------------------------------------------ balances
 
-    def _create_opening_line(self):
-        """First sync of an empty journal: one line makes the journal's balance the bank's."""
-        account = self.account.sudo()
-        account.sync_needs_opening = False
-        account.sync_opening_done = True
-        if not account.balance_date and not account.balance:
-            return
-        total = journal_balance(self.env, self.journal)
-        self.cr.execute(
-            "SELECT MIN(bank_sync_booking_date) FROM account_bank_statement_line "
-            "WHERE bank_sync_account_id = %s",
-            [account.id],
-        )
-        first_date = self.cr.fetchone()[0]
-        amount = self.sync.opening_amount(
-            aggregator_balance=Decimal(str(account.balance)),
-            imported_total=total,
-            account_type=account.account_type or "checking",
-            digits=self.currency.decimal_places,
-        )
-        if not amount:
-            return
-        day = (first_date or fields.Date.context_today(account)) - timedelta(days=1)
-        self.env["account.bank.statement.line"].with_context(**LINE_CONTEXT).create(
+
+def create_opening_line(account, bank_balance):
+    """First sync of an empty journal: one line makes the journal's balance the bank's.
+
+    Dated the day before the first imported operation. Returns the line (or nothing when the
+    imported operations already give the bank's balance).
+    """
+    from bank_sync_bridge import sync  # noqa: PLC0415
+
+    env = account.env
+    account = account.sudo()
+    account.write({"sync_needs_opening": False, "sync_opening_done": True})
+    journal = account.journal_id
+    currency = journal.currency_id or account.company_id.currency_id
+    amount = sync.opening_amount(
+        aggregator_balance=bank_balance,
+        imported_total=journal_balance(env, journal),
+        account_type=account.account_type or "checking",
+        digits=currency.decimal_places,
+    )
+    if not amount:
+        return env["account.bank.statement.line"]
+    env.cr.execute(
+        "SELECT MIN(bank_sync_booking_date) FROM account_bank_statement_line "
+        "WHERE bank_sync_account_id = %s",
+        [account.id],
+    )
+    day = (env.cr.fetchone()[0] or fields.Date.context_today(account)) - timedelta(days=1)
+    return (
+        env["account.bank.statement.line"]
+        .with_context(**LINE_CONTEXT)
+        .create(
             {
-                "journal_id": self.journal.id,
+                "journal_id": journal.id,
                 "date": day,
-                "payment_ref": self.env._("Opening balance"),
+                "payment_ref": env._("Opening balance"),
                 "amount": float(amount),
                 "bank_sync_key": f"opening:{account.id}",
                 "bank_sync_account_id": account.id,
@@ -664,7 +672,7 @@ class AccountSynchroniser:
                 "bank_sync_booking_date": day,
             }
         )
-        self.counts["created_count"] += 1
+    )
 
 
 def journal_balance(env, journal):
@@ -769,6 +777,12 @@ def _check_balances(connection, runs, provider, commit=None):
         bank = remote.get(account.remote_id)
         if bank is None or bank.balance is None:
             continue
+        if (
+            account.sync_needs_opening
+            and run.state == "done"
+            and create_opening_line(account, bank.balance)
+        ):
+            run.created_count += 1
         currency = account.journal_id.currency_id or account.company_id.currency_id
         check = sync.check_balance(
             aggregator_balance=bank.balance,
@@ -830,7 +844,8 @@ def cron_sync(accounts_model, batch_size=20):
             trigger = (account.sync_requested and account.sync_requested_trigger) or "cron"
             groups[trigger] = groups.get(trigger, account.browse()) | account
         for trigger, group in groups.items():
-            runs |= group._sync_accounts(trigger)
+            # In the background job, whatever the trigger: a commit per page.
+            runs |= group._sync_accounts(trigger, commit=not in_test_mode())
         Account._resume_after_rate_limits(runs)
     remaining = len(due) - len(batch)
     env["ir.cron"]._notify_progress(done=len(batch), remaining=remaining)

@@ -439,6 +439,35 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertFalse(account.sync_forced_state, "a finished forced run leaves no state")
         self.assert_exactly_remote(account, day(-30))
 
+    def test_a_long_forced_sync_continues_in_the_background_on_its_window(self):
+        account = self.checking(self.make_connection())
+        self.link(account, history_start=day(-60))
+        self.sync(account)
+        gap = self.lines(account).filtered(
+            lambda line: day(-50) <= line.date <= day(-20) and line.bank_sync_status == "booked"
+        )
+        gap.unlink()
+        provider = self.provider()
+        provider.page_size = 10
+        first = self.sync(
+            account,
+            trigger="forced",
+            provider=provider,
+            date_from=day(-50),
+            date_to=day(-20),
+            time_budget=0.0001,
+        )
+        self.assertEqual(first.state, "partial")
+        self.assertTrue(account.sync_forced_state)
+        self.use_test_clock()
+        self.env["bank.sync.account"]._cron_sync()
+        rest = account.last_run_id
+        self.assertEqual((rest.trigger, rest.state), ("forced", "done"), rest.error)
+        self.assertEqual((rest.date_from, rest.date_to), (day(-50), day(-20)))
+        self.assertEqual(first.created_count + rest.created_count, len(gap))
+        self.assertFalse(account.sync_forced_state)
+        self.assert_exactly_remote(account, day(-60))
+
     def test_deleted_and_ignored_operations_never_come_back(self):
         account = self.checking(self.make_connection())
         self.link(account)
