@@ -1,7 +1,7 @@
 import json
 import logging
 import threading
-from datetime import timezone
+from datetime import timedelta, timezone
 
 import psycopg2
 
@@ -34,6 +34,8 @@ DELETE_EVENT_TYPES = frozenset({"item.deleted", "connection.deleted", "deleted"}
 
 #: Events handled per cron call before committing and re-triggering.
 BATCH_SIZE = 50
+#: Handled events are kept this long for support, then deleted.
+KEEP_DAYS = 90
 
 
 class BankSyncWebhookEvent(models.Model):
@@ -142,6 +144,15 @@ class BankSyncWebhookEvent(models.Model):
             "occurred_at": occurred_at or False,
             "payload": json.dumps(dict(event.raw), default=str, sort_keys=True),
         }
+
+    @api.autovacuum
+    def _gc_handled_events(self):
+        """Forget handled events after a while. Kept long enough that any late redelivery
+        of the same event still finds it (aggregators retry within hours, not months)."""
+        limit = fields.Datetime.now() - timedelta(days=KEEP_DAYS)
+        self.sudo().search(
+            [("state", "in", ("done", "ignored")), ("received_at", "<", limit)]
+        ).unlink()
 
     # -------------------------------------------------------------------------
     # Processing (in the background: ir_cron_process_webhook_events)

@@ -13,7 +13,7 @@ from freezegun import freeze_time
 from odoo import Command, tools
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
-from odoo.tests import new_test_user, tagged
+from odoo.tests import Form, new_test_user, tagged
 
 from bank_sync_bridge import crypto
 from bank_sync_bridge.errors import ActionRequired, ProviderUnavailable, RateLimited
@@ -278,6 +278,17 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
         self.assertIn(self.bernard, users)
         self.assertNotIn(outsider, users)
         self.assertTrue(all(u.has_group("account.group_account_manager") for u in users))
+
+    def test_alert_settings_are_set_in_the_accounting_settings(self):
+        self.env.user.company_id = self.company
+        with Form(self.env["res.config.settings"].with_company(self.company)) as settings:
+            settings.bank_sync_failure_alert_days = 5
+            settings.bank_sync_stall_days = 12
+            settings.bank_sync_alert_user_ids.clear()
+            settings.bank_sync_alert_user_ids.add(self.bernard)
+        self.assertEqual(self.company.bank_sync_failure_alert_days, 5)
+        self.assertEqual(self.company.bank_sync_stall_days, 12)
+        self.assertEqual(self.company._bank_sync_alert_users(), self.bernard)
 
     # ------------------------------------------------------------------ consent
 

@@ -237,6 +237,29 @@ class TestWebhooksController(BridgeCase):
         )
         self.assertFalse(self.account.sync_requested, "nothing to import until reconnected")
 
+    def test_handled_events_are_forgotten_after_three_months_failed_ones_kept(self):
+        Event = self.env["bank.sync.webhook.event"]
+        old = fields.Datetime.now() - timedelta(days=91)
+        events = Event.create(
+            [
+                {
+                    "provider_id": self.bank_provider.id,
+                    "event_id": f"gc-{state}",
+                    "event_type": "item.refreshed",
+                    "state": state,
+                    "received_at": old,
+                }
+                for state in ("done", "ignored", "failed", "pending")
+            ]
+        )
+        recent = Event.create({"provider_id": self.bank_provider.id, "event_id": "gc-recent"})
+        recent.state = "done"
+        Event._gc_handled_events()
+        self.assertEqual(
+            set(events.exists().mapped("state")), {"failed", "pending"}, "kept for a person"
+        )
+        self.assertTrue(recent.exists())
+
     def test_deleted_item_marks_the_connection_disconnected_with_an_alert(self):
         (delivery,) = self.emulator.send_webhook(
             self.emulator.event("item.deleted", {"item_id": self.item_id, "user_uuid": "x"})
