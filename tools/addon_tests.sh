@@ -38,13 +38,26 @@ if ! exists "$template"; then
         --http-port=0 >"/tmp/${building}.log" 2>&1 || { tail -30 "/tmp/${building}.log"; exit 1; }
     # Rename only when complete, so an interrupted build never leaves a broken template.
     "${psql_env[@]}" psql -d postgres -qc "ALTER DATABASE \"$building\" RENAME TO \"$template\""
+    store=$("$py" -c 'import sys; from odoo.tools import config; config.parse_config(sys.argv[1:]); print(config.filestore(""))' \
+        "${odoo_args[@]}" 2>/dev/null || true)
+    if [ -n "$store" ] && [ -d "$store/$building" ]; then mv "$store/$building" "$store/$template"; fi
 fi
 
 db="bsa_test_$$_$(date +%s)"
 log="${TMPDIR:-/tmp}/${db}.log"
-cleanup() { "${psql_env[@]}" dropdb --if-exists "$db" >/dev/null 2>&1 || true; }
+cleanup() {
+    "${psql_env[@]}" dropdb --if-exists "$db" >/dev/null 2>&1 || true
+    if [ -n "${filestore_root:-}" ] && [ -d "$filestore_root/$db" ]; then rm -rf "${filestore_root:?}/$db"; fi
+}
 trap cleanup EXIT
 "${psql_env[@]}" createdb -T "$template" "$db"
+# createdb -T copies the database, not its filestore: copy the template's attachments too, so
+# the copy never points at missing files.
+filestore_root=$("$py" -c 'import sys; from odoo.tools import config; config.parse_config(sys.argv[1:]); print(config.filestore(""))' \
+    "${odoo_args[@]}" 2>/dev/null || true)
+if [ -n "$filestore_root" ] && [ -d "$filestore_root/$template" ]; then
+    cp -r "$filestore_root/$template" "$filestore_root/$db"
+fi
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 
 set +e
