@@ -214,6 +214,24 @@ def rss_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+class FloorBetweenPages:
+    """The real client; each time the engine asks for its next page (its previous page is
+    stored and committed), the floor creates the same page's prepared lines first."""
+
+    def __init__(self, client, floor_page) -> None:
+        self.client = client
+        self.floor_page = floor_page
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def iter_transactions(self, *args, **kwargs):
+        """The client's pages, with the floor's work between them."""
+        for number, page in enumerate(self.client.iter_transactions(*args, **kwargs)):
+            yield page
+            self.floor_page(number)
+
+
 def timed_sync(account, client):
     """The daily job's sync of ``account`` and its wall time (profiled to stderr when the
     ``BENCH_PROFILE`` environment variable is set)."""
@@ -268,36 +286,33 @@ def case_first_sync(db: str, operations: int) -> dict[str, float]:
         env.cr.rollback()
         env.invalidate_all()
 
-        def floor_part(pages: list[list[dict]]) -> float:
-            started = time.perf_counter()
-            for vals in pages:
-                StLine.create(vals)
-                env.cr.commit()
-                env.invalidate_all()
-            return time.perf_counter() - started
+        floor_times: list[float] = []
 
-        # Half of the floor before the sync and half after: a shared machine's load drifts,
-        # and the tables grow; neither side gets only the good or the bad moments.
-        half = len(vals_pages) // 2
-        floor = floor_part(vals_pages[:half])
-        # The same account record is linked to the engine's journal below: the floor's lines
-        # must not look like its history (untimed).
-        env.cr.execute(
-            "UPDATE account_bank_statement_line SET bank_sync_account_id = NULL "
-            "WHERE journal_id = %s",
-            [floor_account.journal_id.id],
-        )
-        env.cr.commit()
-        # Same journal content for the engine, in its own journal.
+        def floor_page(number: int) -> None:
+            if number >= len(vals_pages) or number < len(floor_times):
+                return
+            started = time.perf_counter()
+            StLine.create(vals_pages[number])
+            env.cr.commit()
+            env.invalidate_all()
+            floor_times.append(time.perf_counter() - started)
+
+        # Same journal content for the engine, in its own journal. The floor's pages are
+        # created between the engine's pages (timed apart): both sides meet the same load
+        # on this shared machine and the same table sizes.
         sync_account = linked_account(
             env, provider, client, label=label, code=unique_code(env, "FS")
         )
         sync_account.sync_opening_done = True  # the floor has no opening line either
         env.cr.commit()
-        run, elapsed = timed_sync(sync_account, client)
+        run, total = timed_sync(sync_account, FloorBetweenPages(client, floor_page))
+        inside = sum(floor_times)  # the floor's pages that ran during the sync's timing
+        for number in range(len(vals_pages)):
+            floor_page(number)  # the page(s) after the engine's last one
+        floor = sum(floor_times)
+        elapsed = total - inside
         if run.state != "done" or run.created_count != count:
             raise RuntimeError(f"sync ended {run.state} with {run.created_count}/{count} lines")
-        floor += floor_part(vals_pages[half:])
         env.cr.close()
     finally:
         process.terminate()
