@@ -74,18 +74,19 @@ def psql(sql: str) -> str:
 
 
 def prepare_database(db: str) -> None:
-    """Copy the template and install the addon (about a minute)."""
+    """Copy the template and install the addon (about a minute), or update it."""
     exists = "SELECT 1 FROM pg_database WHERE datname = '{}'"
-    if psql(exists.format(db)) == "1":
-        return
-    if psql(exists.format(TEMPLATE)) != "1":
-        raise SystemExit(f"No template database {TEMPLATE}: run tools/addon_tests.sh once first.")
-    psql(f'CREATE DATABASE "{db}" TEMPLATE "{TEMPLATE}"')
+    # A kept database gets the addon updated to the code being measured.
+    mode = "-u" if psql(exists.format(db)) == "1" else "-i"
+    if mode == "-i":
+        if psql(exists.format(TEMPLATE)) != "1":
+            raise SystemExit(f"No template database {TEMPLATE}: run tools/addon_tests.sh first.")
+        psql(f'CREATE DATABASE "{db}" TEMPLATE "{TEMPLATE}"')
     env = dict(os.environ, PYTHONPATH=f"{REPO}:{os.environ.get('PYTHONPATH', '')}")
     subprocess.run(
         [
             *(sys.executable, "-m", "odoo", *odoo_args(), "-d", db),
-            *("-i", "bank_sync_aggregator", "--stop-after-init", "--http-port=0"),
+            *(mode, "bank_sync_aggregator", "--stop-after-init", "--http-port=0"),
             "--log-level=warn",
         ],
         check=True,
@@ -495,8 +496,10 @@ def main() -> int:
     parser.add_argument("--db", default="bsa_bench", help="benchmark database (kept for reruns)")
     parser.add_argument("--case", choices=sorted(CASES), help="run only this case, in-process")
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    parser.add_argument("--operations", type=int, help="operations of the first_sync case")
     args = parser.parse_args()
     first_ops, big_ops = (1_000, 3_000) if args.quick else (10_000, 50_000)
+    first_ops = args.operations or first_ops
     if args.case:
         kwargs: dict[str, int] = {}
         if args.case == "first_sync":
