@@ -153,9 +153,15 @@ def copy_template(odoo: Any, template: str, name: str) -> None:
             if "being accessed by other users" not in str(error) or attempt == 9:
                 raise DemoError(f"Could not copy the template {template}: {error}") from error
             time.sleep(1.5)
+    # CREATE DATABASE copies the tables, not the filestore: copy the template's attachments
+    # too, so the new database never points at missing files. A filestore left under this
+    # name without its database (an interrupted run) is stale: it is replaced.
     source = Path(odoo.tools.config.filestore(template))
+    target = Path(odoo.tools.config.filestore(name))
+    if target.exists():
+        shutil.rmtree(target)
     if source.exists():
-        shutil.copytree(source, odoo.tools.config.filestore(name))
+        shutil.copytree(source, target)
 
 
 def run_odoo(args: list[str], log: Path, what: str) -> None:
@@ -411,6 +417,14 @@ def prepare_database(odoo: Any, args: argparse.Namespace, log: Path) -> None:
         with contextlib.closing(postgres(odoo).cursor()) as cr:
             cr._cnx.autocommit = True
             cr.execute(f'ALTER DATABASE "{building}" RENAME TO "{TEMPLATE_DB}"')
+        # The filestore follows its database: installing account wrote attachments (assets,
+        # images) under the building name, which the renamed template must find.
+        built_store = Path(odoo.tools.config.filestore(building))
+        if built_store.exists():
+            template_store = Path(odoo.tools.config.filestore(TEMPLATE_DB))
+            if template_store.exists():
+                shutil.rmtree(template_store)
+            built_store.rename(template_store)
     copy_template(odoo, TEMPLATE_DB, db)
     say(f"{db} created as a copy of {TEMPLATE_DB} (Odoo 18 with Accounting).")
 
