@@ -7,6 +7,7 @@ from odoo.exceptions import AccessError, UserError
 from odoo.http import request
 
 from ..models.bank_sync_provider import CALLBACK_ROUTE, SANDBOX_HOSTED_ROUTE
+from ..wizards.bank_sync_connect_wizard import aggregator_label
 
 _logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class BankSyncController(http.Controller):
         if not result.success:
             if result.connection_id:
                 # The aggregator kept the login (e.g. strong authentication still to do):
-                # record it with its real state so that "Renew" can finish it later.
+                # record it with its real state so that "Reconnect" can finish it later.
                 try:
                     session._complete(result)
                 except (UserError, AccessError) as error:
@@ -42,7 +43,9 @@ class BankSyncController(http.Controller):
             return self._result_page(
                 self._failure_message(session, result),
                 status=200,
-                title=session.env._("The bank connection was not completed"),
+                title=session.env._("The bank was not reconnected")
+                if session.connection_id
+                else session.env._("The bank connection was not completed"),
             )
         try:
             connection = session._complete(result)
@@ -74,11 +77,23 @@ class BankSyncController(http.Controller):
 
     def _failure_message(self, session, result):
         env = session.env
-        detail = result.message or result.step or env._("no reason given")
+        detail = (result.message or result.step or env._("no reason given")).strip()
+        # The aggregator's sentence usually ends with its own full stop: do not add a second.
+        detail = detail.rstrip(" .")
+        aggregator = aggregator_label(session.provider_id)
+        if session.connection_id:
+            # A reconnect that did not finish leaves the existing connection as it was.
+            return env._(
+                "%(aggregator)s reports: %(detail)s. Your connection to %(bank)s is unchanged; "
+                "you can reconnect it from Odoo at any time.",
+                aggregator=aggregator,
+                detail=detail,
+                bank=session.connection_id.institution_name or env._("your bank"),
+            )
         return env._(
             "%(aggregator)s reports: %(detail)s. No bank connection was added; you can start "
             "again from Odoo at any time.",
-            aggregator=session.provider_id.name,
+            aggregator=aggregator,
             detail=detail,
         )
 

@@ -197,6 +197,34 @@ class BankSyncAccount(models.Model):
             ("company_id.bank_sync_enabled", "=", True),
         ]
 
+    def _explain_not_syncable(self):
+        """Why none of these accounts can be synchronised, first blocking reason first (the
+        order a user fixes them in): a message for Sync now."""
+        companies = self.company_id.filtered(lambda c: not c.bank_sync_enabled)
+        if companies and companies == self.company_id:
+            return self.env._(
+                "Bank synchronisation is switched off for %(company)s. An accounting manager "
+                "can switch it on in Accounting > Configuration > Settings, section Bank "
+                "synchronisation.",
+                company=", ".join(companies.mapped("display_name")),
+            )
+        if self and not self.filtered("journal_id"):
+            return self.env._(
+                "These accounts are not linked to a journal yet: use Link on the account first."
+            )
+        connections = self.connection_id
+        if connections and all(
+            not c.active or c.state == "disconnected" or not c.provider_id.active
+            for c in connections
+        ):
+            return self.env._(
+                "The bank connection was deleted or its aggregator is no longer the active one: "
+                "add the bank again to resume the synchronisation."
+            )
+        if self and all(account.state != "active" for account in self):
+            return self.env._("The aggregator no longer shares these accounts.")
+        return self.env._("None of these accounts is linked to a journal and active.")
+
     # -------------------------------------------------------------------------
     # Synchronisation (owned by the synchronisation engine, issue 5)
     # -------------------------------------------------------------------------
@@ -247,7 +275,7 @@ class BankSyncAccount(models.Model):
 
         accounts = self.filtered_domain(self._domain_syncable())
         if not accounts:
-            raise UserError(self.env._("None of these accounts is linked to a journal and active."))
+            raise UserError(self._explain_not_syncable())
         runs = accounts._sync_accounts("manual", time_budget=SYNC_NOW_BUDGET)
         return runs._notification()
 

@@ -66,6 +66,8 @@ class BankSyncConnection(models.Model):
     )
     account_ids = fields.One2many("bank.sync.account", "connection_id", string="Accounts")
     account_count = fields.Integer(compute="_compute_account_count")
+    # Shared accounts not linked to a journal yet: the form asks to link them.
+    unlinked_account_count = fields.Integer(compute="_compute_unlinked_account_count")
 
     _sql_constraints = [
         (
@@ -84,11 +86,17 @@ class BankSyncConnection(models.Model):
         for connection in self:
             connection.account_count = len(connection.account_ids)
 
-    @api.depends("institution_name", "remote_id")
+    @api.depends("institution_name")
     def _compute_display_name(self):
+        # The bank's name only: the aggregator's id is technical (shown on the form).
         for connection in self:
-            connection.display_name = (
-                f"{connection.institution_name or self.env._('Bank')} ({connection.remote_id})"
+            connection.display_name = connection.institution_name or self.env._("Bank")
+
+    @api.depends("account_ids.journal_id", "account_ids.state")
+    def _compute_unlinked_account_count(self):
+        for connection in self:
+            connection.unlinked_account_count = len(
+                connection.account_ids.filtered(lambda a: a.state == "active" and not a.journal_id)
             )
 
     # -------------------------------------------------------------------------
@@ -161,9 +169,62 @@ class BankSyncConnection(models.Model):
                 accounts = provider.list_accounts(connection.remote_id)
             except Exception as error:
                 raise UserError(connection._format_provider_error(error)) from error
+            before = connection._refresh_snapshot()
             connection.provider_id._upsert_connection(remote)
             connection._upsert_accounts(accounts)
-        return True
+            changes = connection._refresh_changes(before)
+        if len(self) != 1:
+            return True
+        # Say what the aggregator answered, even when nothing changed.
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": self.env._("Updated from the aggregator"),
+                "message": "\n".join(changes)
+                or self.env._("Nothing changed: %(bank)s is up to date.", bank=self.display_name),
+                "type": "success" if self.state == "ok" else "warning",
+                "sticky": False,
+                # Reload the form so that it shows the new state and accounts.
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
+    def _refresh_snapshot(self):
+        self.ensure_one()
+        return {
+            "state": self.state,
+            "message": self.message or "",
+            "accounts": {a.remote_id: a.state for a in self.account_ids},
+        }
+
+    def _refresh_changes(self, before):
+        """Sentences saying what an update from the aggregator changed."""
+        self.ensure_one()
+        changes = []
+        states = dict(self._fields["state"]._description_selection(self.env))
+        if self.state != before["state"]:
+            changes.append(
+                self.env._(
+                    "State: %(old)s → %(new)s.",
+                    old=states.get(before["state"]),
+                    new=states.get(self.state),
+                )
+            )
+        if (self.message or "") != before["message"] and self.message:
+            changes.append(self.env._("Message: %(message)s", message=self.message))
+        accounts = {a.remote_id: a.state for a in self.account_ids}
+        added = len(set(accounts) - set(before["accounts"]))
+        stopped = sum(
+            1
+            for remote_id, state in accounts.items()
+            if state == "inactive" and before["accounts"].get(remote_id) == "active"
+        )
+        if added:
+            changes.append(self.env._("%(count)s new account(s).", count=added))
+        if stopped:
+            changes.append(self.env._("%(count)s account(s) no longer shared.", count=stopped))
+        return changes
 
     # -------------------------------------------------------------------------
     # Business

@@ -10,3 +10,4 @@ from . import test_webhooks_controller
 from . import test_bridge_service_flow
 from . import test_connect_bridge
 from . import test_sync_concurrency
+from . import test_screens_fixes

@@ -54,7 +54,7 @@ class TestLinkJournal(BankSyncCommon):
         self.assertEqual(wizard.mode, "new")
         self.assertEqual(wizard.new_journal_name, f"CIC - {self.savings.name}")
         action = wizard.action_link()
-        journal = self.env["account.journal"].browse(action["res_id"])
+        journal = self.env["account.journal"].browse(action["params"]["next"]["res_id"])
         self.assertEqual(journal.type, "bank")
         self.assertEqual(journal.name, f"CIC - {self.savings.name}")
         self.assertEqual(journal.bank_account_id.acc_number.replace(" ", ""), self.savings.iban)

@@ -1,10 +1,19 @@
-from odoo import fields, models
+from odoo import api, fields, models
 from odoo.exceptions import UserError
 
 #: How many banks the picker shows at once (the search box narrows the rest).
 INSTITUTION_LIMIT = 50
 #: How many of the most requested banks are highlighted.
 MOST_REQUESTED_COUNT = 8
+
+
+def aggregator_label(provider):
+    """The aggregator's kind as users see it, in the environment's language ("Bac à sable
+    (démo)" for a French user): the settings record's name is stored in one language only."""
+    if not provider:
+        return ""
+    labels = dict(provider._fields["kind"]._description_selection(provider.env))
+    return labels.get(provider.kind) or provider.name
 
 
 class BankSyncConnectWizard(models.TransientModel):
@@ -23,7 +32,9 @@ class BankSyncConnectWizard(models.TransientModel):
         readonly=True,
         default=lambda self: self.env.company._get_bank_sync_provider(),
     )
-    provider_name = fields.Char(related="provider_id.name")
+    # The aggregator as users know it, in their language ("Bac à sable (démo)"), not the
+    # settings record's name, which is stored once in the language of whoever created it.
+    provider_name = fields.Char(compute="_compute_provider_name", string="Aggregator label")
     step = fields.Selection([("consent", "Consent"), ("bank", "Bank")], default="consent")
     accept_terms = fields.Boolean(string="I have read and accept the aggregator's terms")
     allow_transfer = fields.Boolean(
@@ -33,6 +44,44 @@ class BankSyncConnectWizard(models.TransientModel):
     country_id = fields.Many2one("res.country", default=lambda self: self.env.company.country_id)
     search = fields.Char(string="Search a bank")
     line_ids = fields.One2many("bank.sync.connect.wizard.line", "wizard_id", string="Banks")
+    # The most requested banks, shown above the full list when nothing is searched (as the
+    # aggregators' own pickers do).
+    top_line_ids = fields.One2many(
+        "bank.sync.connect.wizard.line", compute="_compute_top_line_ids", string="Most requested"
+    )
+
+    @api.model
+    def default_get(self, fields_list):
+        # Refuse before the consent step: nothing can be connected while the company's
+        # synchronisation is off, and the user must learn where to switch it on.
+        company = self.env.company
+        if not company.bank_sync_enabled:
+            raise UserError(
+                self.env._(
+                    "Bank synchronisation is switched off for %(company)s. An accounting "
+                    "manager can switch it on in Accounting > Configuration > Settings, "
+                    "section Bank synchronisation; then add your bank.",
+                    company=company.display_name,
+                )
+            )
+        return super().default_get(fields_list)
+
+    @api.depends("provider_id.kind")
+    @api.depends_context("lang")
+    def _compute_provider_name(self):
+        for wizard in self:
+            wizard.provider_name = aggregator_label(wizard.provider_id)
+
+    @api.depends("line_ids.most_requested")
+    def _compute_top_line_ids(self):
+        for wizard in self:
+            wizard.top_line_ids = wizard.line_ids.filtered("most_requested")
+
+    @api.onchange("search", "country_id")
+    def _onchange_search(self):
+        # Enter (or leaving the box) in the search field runs the search at once.
+        if self.step == "bank":
+            self._load_institutions()
 
     # -------------------------------------------------------------------------
     # Actions
@@ -46,7 +95,7 @@ class BankSyncConnectWizard(models.TransientModel):
                 self.env._(
                     "Tick both boxes to go on: %(aggregator)s needs your consent to read your "
                     "accounts and to transfer their data to Odoo.",
-                    aggregator=self.provider_id.name,
+                    aggregator=aggregator_label(self.provider_id),
                 )
             )
         self._load_institutions()
@@ -138,12 +187,33 @@ class BankSyncConnectWizardLine(models.TransientModel):
     wizard_id = fields.Many2one("bank.sync.connect.wizard", required=True, ondelete="cascade")
     sequence = fields.Integer()
     remote_id = fields.Char(required=True)
-    name = fields.Char(string="Bank", required=True)
+    name = fields.Char(string="Bank name", required=True)
     group_name = fields.Char(string="Group")
+    # What the search matched when it was not the name ("Boursorama Banque" for "societe"):
+    # the bank's group, shown next to the name.
+    display_label = fields.Char(string="Bank", compute="_compute_display_label")
     country_code = fields.Char(string="Country")
     logo_url = fields.Char()
     most_requested = fields.Boolean()
 
+    @api.depends("name", "group_name")
+    def _compute_display_label(self):
+        for line in self:
+            if line.group_name and line.group_name.casefold() not in line.name.casefold():
+                line.display_label = self.env._(
+                    "%(bank)s (%(group)s group)", bank=line.name, group=line.group_name
+                )
+            else:
+                line.display_label = line.name
+
     def action_choose(self):
+        if not self:
+            # A line the search box just loaded is not saved yet: the button passes the
+            # bank and the wizard in its context.
+            wizard = self.wizard_id.browse(self.env.context.get("choose_wizard_id")).exists()
+            remote_id = self.env.context.get("choose_remote_id")
+            if not wizard or not remote_id:
+                raise UserError(self.env._("Choose a bank in the list."))
+            return wizard._start(institution_id=remote_id)
         self.ensure_one()
         return self.wizard_id._start(institution_id=self.remote_id)

@@ -72,11 +72,42 @@ class BankSyncLinkWizard(models.TransientModel):
         else:
             journal = self._create_journal()
         account.write({"journal_id": journal.id, "history_start_date": self.history_start_date})
+        syncable = account.filtered_domain(account._domain_syncable())
+        if syncable:
+            # The first import starts now in the background (the engine's queue), not
+            # tomorrow morning.
+            syncable._request_sync("manual")
+            message = self.env._(
+                "%(account)s is linked to the journal %(journal)s. The first synchronisation "
+                "has started in the background: its operations appear in the journal within "
+                "a few minutes.",
+                account=account.display_name,
+                journal=journal.display_name,
+            )
+        else:
+            message = self.env._(
+                "%(account)s is linked to the journal %(journal)s. Its operations will be "
+                "imported once the bank connection works and synchronisation is switched on "
+                "in the Accounting settings.",
+                account=account.display_name,
+                journal=journal.display_name,
+            )
         return {
-            "type": "ir.actions.act_window",
-            "res_model": "account.journal",
-            "res_id": journal.id,
-            "view_mode": "form",
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": self.env._("Account linked"),
+                "message": message,
+                "type": "success" if syncable else "warning",
+                "sticky": False,
+                "next": {
+                    "type": "ir.actions.act_window",
+                    "res_model": "account.journal",
+                    "res_id": journal.id,
+                    "view_mode": "form",
+                    "views": [[False, "form"]],
+                },
+            },
         }
 
     def _create_journal(self):
