@@ -31,6 +31,7 @@
         "views/bank_sync_webhook_event_views.xml",
         "views/bank_sync_health_views.xml",
         "views/account_journal_dashboard_views.xml",
+        "views/account_bank_statement_line_views.xml",
         "views/bank_sync_provider_bridge_service_views.xml",
         "data/ir_cron_bridge_service.xml",
     ],

@@ -1,5 +1,5 @@
 from odoo import api, fields, models
-from odoo.tools.misc import format_date
+from odoo.tools.misc import format_date, format_datetime
 
 
 class AccountJournal(models.Model):
@@ -50,8 +50,9 @@ class AccountJournal(models.Model):
                 data["bank_sync_state"] = connection.state
                 data["bank_sync_state_label"] = states.get(connection.state, "")
                 data["bank_sync_message"] = connection.message or ""
+                # In the reader's time zone and date format, as every other date of the web client.
                 data["bank_sync_last_sync"] = (
-                    fields.Datetime.to_string(connection.last_sync_date)
+                    format_datetime(self.env, connection.last_sync_date, dt_format=False)
                     if connection.last_sync_date
                     else ""
                 )
@@ -79,3 +80,28 @@ class AccountJournal(models.Model):
             "res_id": self.bank_sync_connection_id.id,
             "view_mode": "form",
         }
+
+    def _bank_sync_is_synced(self):
+        """Whether this journal's operations come from a bank synchronisation."""
+        self.ensure_one()
+        return self.type == "bank" and (
+            self.bank_statements_source == "bank_sync" or bool(self.sudo().bank_sync_account_ids)
+        )
+
+    def open_action(self):
+        # The card's "Transactions" (and the journal's name) of a synced journal: its imported
+        # operations, which have no statement, rather than an empty list of statements.
+        if not self.env.context.get("action_name") and self._bank_sync_is_synced():
+            return self.action_open_bank_sync_lines()
+        return super().open_action()
+
+    def action_open_bank_sync_lines(self):
+        """The journal's bank operations (statement lines), newest first."""
+        self.ensure_one()
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "bank_sync_aggregator.account_bank_statement_line_action"
+        )
+        action["name"] = self.env._("Bank operations: %(journal)s", journal=self.display_name)
+        action["domain"] = [("journal_id", "=", self.id)]
+        action["context"] = {"default_journal_id": self.id, "bank_sync_journal_id": self.id}
+        return action
