@@ -202,9 +202,10 @@ class BankSyncConnectSession(models.Model):
                 )
             )
         client = provider._get_provider()
-        locale = (self.env.lang or "en_US").split("_")[0]
+        Connection = self.env["bank.sync.connection"]
         try:
-            remote = client.get_connection(remote_id, locale=locale)
+            # The explanation in every active language: each user reads it in their own.
+            remote, messages = Connection._read_remote(client, remote_id)
             accounts = client.list_accounts(remote_id)
         except Exception as error:
             raise UserError(
@@ -213,9 +214,14 @@ class BankSyncConnectSession(models.Model):
         is_new = not provider.connection_ids.filtered(lambda c: c.remote_id == remote_id)
         connection = provider._upsert_connection(remote)
         connection._upsert_accounts(accounts)
-        if not is_new:
+        if is_new:
+            # The health policy from the first observation: a connection made in "Action
+            # needed" (strong authentication still to do) alerts now, once, not at the first
+            # failed import.
+            connection._update_health(remote, messages=messages)
+        else:
             # A renewal: close the alert if the connection works again, catch up the gap.
-            connection._after_reconnect(remote)
+            connection._after_reconnect(remote, messages=messages)
         if self.connection_id and self.connection_id != connection:
             # The aggregator made a new connection instead of renewing the old one.
             self.connection_id.message_post(

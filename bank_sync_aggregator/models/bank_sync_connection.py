@@ -54,8 +54,9 @@ class BankSyncConnection(models.Model):
         CONNECTION_STATES, required=True, default="ok", tracking=True, readonly=True
     )
     reason = fields.Selection(ACTION_REASONS, tracking=True, readonly=True)
-    # The aggregator's own words, in the user's language when it supports it.
-    message = fields.Text(readonly=True)
+    # The aggregator's own words, one translation per active language: each refresh reads
+    # them in every language (see _read_remote), so everyone reads them in their own.
+    message = fields.Text(readonly=True, translate=True)
     # Raw vendor status (e.g. Bridge "1010"), for support.
     vendor_status = fields.Char(readonly=True)
     consent_expiry = fields.Datetime(readonly=True, tracking=True)
@@ -163,15 +164,16 @@ class BankSyncConnection(models.Model):
         for connection in self:
             provider = connection.provider_id._get_provider()
             try:
-                remote = provider.get_connection(
-                    connection.remote_id, locale=connection._get_locale()
-                )
+                remote, messages = self._read_remote(provider, connection.remote_id)
                 accounts = provider.list_accounts(connection.remote_id)
             except Exception as error:
                 raise UserError(connection._format_provider_error(error)) from error
             before = connection._refresh_snapshot()
             connection.provider_id._upsert_connection(remote)
             connection._upsert_accounts(accounts)
+            # What the aggregator says now is an observation like the daily check's: a
+            # problem found here alerts at once, a connection working again closes its alert.
+            connection._update_health(remote, messages=messages)
             changes = connection._refresh_changes(before)
         if len(self) != 1:
             return True
@@ -230,8 +232,53 @@ class BankSyncConnection(models.Model):
     # Business
     # -------------------------------------------------------------------------
 
-    def _get_locale(self):
-        return (self.env.lang or "en_US").split("_")[0]
+    @api.model
+    def _read_remote(self, client, remote_id):
+        """Read a connection from the aggregator once per active language.
+
+        Returns ``(remote, messages)``: the :class:`bank_sync_bridge.model.Connection` read in
+        the current user's language, and its explanation by Odoo language code
+        (``{"en_US": ..., "fr_FR": ...}``). One call per distinct aggregator locale ("fr" for
+        fr_FR and fr_BE): the aggregators translate their explanation themselves (Bridge
+        through ``Accept-Language``), so it must be asked for in each language. Called only
+        when the state is refreshed (callback, update button, daily check, webhook, a failed
+        import), never to display a page.
+        """
+        langs = [code for code, _name in self.env["res.lang"].get_installed()]
+        if "en_US" not in langs:
+            langs.append("en_US")  # the value every missing translation falls back to
+        current = self.env.lang or "en_US"
+        if current not in langs:
+            langs.append(current)
+        langs.sort(key=lambda code: code != current)  # the user's language first
+        by_locale = {}
+        for lang in langs:
+            locale = _locale(lang)
+            if locale not in by_locale:
+                by_locale[locale] = client.get_connection(remote_id, locale=locale)
+        messages = {lang: by_locale[_locale(lang)].message or False for lang in langs}
+        return by_locale[_locale(current)], messages
+
+    def _write_message(self, messages):
+        """Store the aggregator's explanation: ``messages`` by language (from
+        :meth:`_read_remote`), or one text (or False) for every language."""
+        langs = {code for code, _name in self.env["res.lang"].get_installed()} | {"en_US"}
+        if not isinstance(messages, dict):
+            messages = dict.fromkeys(langs, messages or False)
+        fallback = messages.get("en_US") or next((m for m in messages.values() if m), False)
+        wanted = {lang: messages.get(lang) or fallback for lang in langs}
+        for connection in self:
+            current = {lang: connection.with_context(lang=lang).message or False for lang in wanted}
+            if current == wanted:
+                continue
+            # Emptied first, so that no translation of an older explanation survives.
+            connection.write({"message": False})
+            if not fallback:
+                continue
+            connection.with_context(lang="en_US").write({"message": wanted["en_US"]})
+            for lang, text in wanted.items():
+                if lang != "en_US":
+                    connection.with_context(lang=lang).write({"message": text})
 
     @api.model
     def _values_from_remote(self, remote):
@@ -421,14 +468,16 @@ class BankSyncConnection(models.Model):
             connection.consent_state = health.consent_urgency(expiry or None, now).value
             connection.consent_days_left = health.consent_days_left(expiry, now) if expiry else 0
 
-    def _update_health(self, connection_data):
+    def _update_health(self, connection_data, messages=None):
         """Apply a new observation of this connection and alert or resolve accordingly.
 
         ``connection_data`` is a :class:`bank_sync_bridge.model.Connection` read from the
         aggregator, or a dict of field values (at least ``state``). The state, reason and
-        message are written; the alert policy of :func:`bank_sync_bridge.health
-        .assess_connection` decides whether the accounting managers get an activity and an
-        e-mail now (once per incident) or whether the open incident is over.
+        message are written (``messages``, the explanation by language from
+        :meth:`_read_remote`, replaces the single message of ``connection_data``); the alert
+        policy of :func:`bank_sync_bridge.health.assess_connection` decides whether the
+        accounting managers get an activity and an e-mail now (once per incident) or whether
+        the open incident is over.
         """
         self.ensure_one()
         from bank_sync_bridge import health  # noqa: PLC0415
@@ -439,6 +488,9 @@ class BankSyncConnection(models.Model):
         else:
             vals = self._values_from_remote(connection_data)
         vals.pop("remote_id", None)
+        if messages is None and "message" in vals:
+            messages = vals["message"]
+        vals.pop("message", None)
         state = ConnectionState(vals.get("state") or self.state)
         reason_code = vals.get("reason", self.reason)
         reason = ActionReason(reason_code) if reason_code else None
@@ -475,6 +527,8 @@ class BankSyncConnection(models.Model):
         if decision.raise_alert:
             vals["health_alert_date"] = fields.Datetime.now()
         self.write(vals)
+        if messages is not None:
+            self._write_message(messages)
         if decision.resolved:
             self._health_resolve_alert(decision.resolved, superseded=bool(decision.raise_alert))
         if decision.raise_alert:
@@ -502,13 +556,29 @@ class BankSyncConnection(models.Model):
             vals = {"state": "temporary_failure", "reason": False}
         if isinstance(error, errors.BankSyncError):
             vals["message"] = error.message
-        return self._update_health(vals)
+        if (self.state, self.reason or False) == (vals["state"], vals["reason"]) and self.message:
+            # Still the same problem: its explanation is already there in every language, so
+            # repeated failures cost no further call.
+            vals.pop("message", None)
+            return self._update_health(vals)
+        return self._update_health(vals, messages=self._explain_error(vals["state"]))
 
-    def _health_locale(self):
-        # The background check has no user: the stored explanation is read by the company's
-        # people, so ask the aggregator for the company's language.
-        lang = self.company_id.partner_id.lang or self.env.lang or "en_US"
-        return lang.split("_")[0]
+    def _explain_error(self, state):
+        """The aggregator's own explanation of the problem, by language, or None.
+
+        The package's error messages are in English only: the connection's explanation is
+        read again in every language, and kept only when the aggregator agrees that the
+        connection is in ``state`` (a failed call on a working connection keeps the error's
+        own words).
+        """
+        try:
+            remote, messages = self._read_remote(self.provider_id._get_provider(), self.remote_id)
+        except Exception as error:  # the aggregator may well be what failed
+            _logger.info("Explanation of connection %s not read again: %s", self.id, error)
+            return None
+        if remote.state.value != state or not any(messages.values()):
+            return None
+        return messages
 
     def _record_sync_success(self):
         """An import just succeeded: a temporary failure is over (alert resolved, if any)."""
@@ -526,13 +596,11 @@ class BankSyncConnection(models.Model):
         for connection in self:
             provider = connection.provider_id._get_provider()
             try:
-                remote = provider.get_connection(
-                    connection.remote_id, locale=connection._health_locale()
-                )
+                remote, messages = self._read_remote(provider, connection.remote_id)
             except Exception as error:  # every failure is an observation, none is raised
                 connection._record_sync_error(error)
                 continue
-            connection._update_health(remote)
+            connection._update_health(remote, messages=messages)
 
     # -- alert recipients and messages ----------------------------------------
 
@@ -565,13 +633,15 @@ class BankSyncConnection(models.Model):
         self.ensure_one()
         users = self._health_alert_users()
         summary = self._health_incident_summary(incident)
-        reasons = dict(self._fields["reason"]._description_selection(self.env))
-        note = self.message or reasons.get(self.reason, "")
         for user in users:
-            self.with_context(mail_activity_quick_update=True).activity_schedule(
+            # The activity's summary and note are stored text: write them in its reader's
+            # language (the aggregator's explanation included).
+            mine = self.with_context(lang=user.lang or "en_US")
+            reasons = dict(mine._fields["reason"]._description_selection(mine.env))
+            mine.with_context(mail_activity_quick_update=True).activity_schedule(
                 "bank_sync_aggregator.mail_activity_type_connection_alert",
-                summary=summary,
-                note=note,
+                summary=mine._health_incident_summary(incident),
+                note=mine.message or reasons.get(self.reason, ""),
                 user_id=user.id,
             )
         self._health_send_mail(
@@ -658,7 +728,7 @@ class BankSyncConnection(models.Model):
         targets._request_sync("webhook")
         return self.env._("Synchronisation of %(count)s account(s) started.", count=len(targets))
 
-    def _after_reconnect(self, remote):
+    def _after_reconnect(self, remote, messages=None):
         """After the user renewed this connection on the aggregator's page (callback).
 
         Every account keeps its journal (same connection, same remote ids); the alert closes
@@ -667,7 +737,7 @@ class BankSyncConnection(models.Model):
         cursor, which never moved past what was imported.
         """
         self.ensure_one()
-        self._update_health(remote)
+        self._update_health(remote, messages=messages)
         if self.state not in ("ok", "syncing"):
             return self.env["bank.sync.account"]
         linked = self.account_ids.filtered_domain(self.env["bank.sync.account"]._domain_syncable())
@@ -699,6 +769,11 @@ class BankSyncConnection(models.Model):
             if auto_commit:
                 # Each connection's alerts are kept even if a later one breaks the job.
                 self.env.cr.commit()  # pylint: disable=invalid-commit
+
+
+def _locale(lang):
+    """The aggregators' locale ("fr") of an Odoo language code ("fr_FR")."""
+    return (lang or "en_US").split("_")[0]
 
 
 def _naive_utc(value):

@@ -12,3 +12,4 @@ from . import test_connect_bridge
 from . import test_sync_concurrency
 from . import test_screens_fixes
 from . import test_journal_card
+from . import test_health_fixes

@@ -258,13 +258,20 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
         self.assertEqual((sca.state, sca.reason), ("action_needed", "sca"))
         self.assertEqual(len(self.alert_activities(sca)), 2)
 
-    def test_the_aggregators_explanation_is_kept_in_the_companys_language(self):
+    def test_the_aggregators_explanation_is_kept_in_every_language(self):
+        # The check runs without a user: the explanation is kept in each active language,
+        # and every reader (screen or e-mail) gets their own.
         self.company.partner_id.lang = "fr_FR"
         connection = self.connect("sca_required")
         connection._refresh_health_from_aggregator()
-        self.assertIn("authentification", connection.message.lower())
+        french_text = connection.with_context(lang="fr_FR").message
+        english_text = connection.with_context(lang="en_US").message
+        self.assertIn("authentification", french_text.lower())
+        self.assertIn("strong authentication", english_text.lower())
         french = self.mail_to(self.mails(connection), self.bernard)
-        self.assertIn(connection.message, french.body_html)
+        self.assertIn(french_text, french.body_html)
+        english = self.mail_to(self.mails(connection), self.alice)
+        self.assertIn(english_text, english.body_html)
 
     def test_alerts_go_to_the_accounting_managers_when_no_recipient_is_set(self):
         self.company.bank_sync_alert_user_ids = False
