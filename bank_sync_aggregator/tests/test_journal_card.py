@@ -7,7 +7,7 @@ from datetime import date, datetime
 from lxml import etree
 
 from odoo.exceptions import UserError
-from odoo.tests import tagged
+from odoo.tests import new_test_user, tagged
 
 from .common_sync import SyncCase
 
@@ -172,6 +172,29 @@ class TestJournalCard(SyncCase):
         )
         action_id = str(self.env.ref("bank_sync_aggregator.account_bank_statement_line_action").id)
         self.assertTrue(account_form.xpath(f"//button[@name='{action_id}']"))
+
+    def test_an_invoicing_user_reads_the_operations_and_opens_one(self):
+        self.sync(self.account)
+        clerk = new_test_user(
+            self.env,
+            login="bsa_card_clerk",
+            groups="account.group_account_invoice",
+            company_id=self.company.id,
+            company_ids=[self.company.id],
+        )
+        journal = self.journal.with_user(clerk)
+        action = journal.open_action()
+        Line = self.env["account.bank.statement.line"].with_user(clerk)
+        views = Line.get_views(action["views"])["views"]
+        list_fields = etree.fromstring(views["list"]["arch"]).xpath("//field/@name")
+        rows = Line.web_search_read(action["domain"], {name: {} for name in list_fields})
+        self.assertEqual(rows["length"], len(self.lines(self.account)))
+        form_fields = etree.fromstring(views["form"]["arch"]).xpath("//field/@name")
+        spec = {name: {} for name in form_fields}
+        spec["bank_sync_account_id"] = {"fields": {"display_name": {}}}
+        record = Line.browse(rows["records"][0]["id"]).web_read(spec)[0]
+        self.assertEqual(record["bank_sync_account_id"]["id"], self.account.id)
+        self.assertEqual(record["journal_id"], self.journal.id)
 
     # ------------------------------------------------------------------ finding B
 
