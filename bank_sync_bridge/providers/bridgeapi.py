@@ -39,7 +39,6 @@ import json
 import logging
 import re
 import time
-import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -71,6 +70,7 @@ from ..model import (
     WebhookEvent,
 )
 from ..webhooks import BRIDGE_SIGNATURE_HEADER, header_value, verify_signature
+from ._common import client_credentials, fold, http_timeouts, page_size_option, utc_now
 from .base import Clock, MemoryTokenStore, ProviderConfig, TokenStore
 
 _logger = logging.getLogger(__name__)
@@ -205,12 +205,6 @@ def _decimal(value: Any) -> Decimal:
         ) from None
 
 
-def _fold(text: str) -> str:
-    return "".join(
-        char for char in unicodedata.normalize("NFKD", text) if not unicodedata.combining(char)
-    ).casefold()
-
-
 def _language(locale: str | None) -> str:
     """``Accept-Language`` for our locale: French for ``fr``/``fr_FR``, English otherwise."""
     return "fr" if (locale or "").lower().startswith("fr") else "en"
@@ -247,27 +241,21 @@ class BridgeProvider:
         session: requests.Session | None = None,
     ) -> None:
         self.config = config
-        self.client_id = config.credentials.get("client_id", "")
-        self._client_secret = config.credentials.get("client_secret", "")
-        if not self.client_id or not self._client_secret:
-            raise InvalidRequest("Bridge needs the application's client id and client secret.")
+        self.client_id, self._client_secret = client_credentials(config, "Bridge")
         if not config.user_ref:
             raise InvalidRequest("Bridge needs an external user id for this company.")
         options = config.options
         self.base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
-        self.page_size = int(options.get("page_size", MAX_PAGE_SIZE))
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise InvalidRequest(f"The Bridge page size must be between 1 and {MAX_PAGE_SIZE}.")
+        self.page_size = page_size_option(options, "Bridge", MAX_PAGE_SIZE)
         self.max_pages = int(options.get("max_pages", 5000))
         self.country = str(options.get("country", "FR")).upper()
         self.since_overlap = timedelta(seconds=float(options.get("since_overlap_seconds", 0)))
         self.token_margin = timedelta(seconds=float(options.get("token_margin_seconds", 300)))
-        self.clock: Clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock: Clock = clock or utc_now
         self.token_store: TokenStore = token_store or MemoryTokenStore()
-        read_timeout = float(config.timeout)
         self._http = HttpClient(
             self.base_url,
-            timeout=(min(5.0, read_timeout), read_timeout),
+            timeout=http_timeouts(config),
             max_retries=int(options.get("max_retries", 3)),
             sleep=sleep or time.sleep,
             session=session,
@@ -462,7 +450,7 @@ class BridgeProvider:
         accent-insensitive here, whatever the server's search does: when Bridge's own search
         finds nothing, the country's list is filtered locally.
         """
-        needle = _fold(search.strip())
+        needle = fold(search.strip())
         params: dict[str, Any] = {"limit": MAX_PAGE_SIZE}
         if country:
             params["country_code"] = country.upper()
@@ -479,10 +467,10 @@ class BridgeProvider:
             found = [
                 raw
                 for raw in found
-                if needle in _fold(str(raw.get("name") or ""))
-                or needle in _fold(str(raw.get("group_name") or ""))
+                if needle in fold(str(raw.get("name") or ""))
+                or needle in fold(str(raw.get("group_name") or ""))
                 or any(
-                    needle in _fold(str(k)) for k in ((raw.get("tags") or {}).get("keywords") or [])
+                    needle in fold(str(k)) for k in ((raw.get("tags") or {}).get("keywords") or [])
                 )
             ]
         total = len(found)

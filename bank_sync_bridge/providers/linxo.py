@@ -34,7 +34,6 @@ import logging
 import re
 import secrets
 import time
-import unicodedata
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -68,6 +67,7 @@ from ..model import (
     TransactionStatus,
     WebhookEvent,
 )
+from ._common import client_credentials, fold, http_timeouts, page_size_option, utc_now
 from .base import Clock, MemoryTokenStore, ProviderConfig, TokenStore
 
 _logger = logging.getLogger(__name__)
@@ -203,16 +203,6 @@ def _message(code: str, locale: str) -> str:
     return french if locale.lower().startswith("fr") else english
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _fold(text: str) -> str:
-    """Case- and accent-insensitive form for bank searches."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
-
-
 def paris_date(timestamp: Any) -> date | None:
     """Date of a Linxo unix timestamp, read in Europe/Paris (not UTC: midnight Paris is the
     previous day in UTC, reference §2.10)."""
@@ -278,10 +268,7 @@ class LinxoProvider:
         session: requests.Session | None = None,
     ) -> None:
         self.config = config
-        self.client_id = config.credentials.get("client_id", "")
-        self._client_secret = config.credentials.get("client_secret", "")
-        if not self.client_id or not self._client_secret:
-            raise InvalidRequest("Linxo needs the application's client id and client secret.")
+        self.client_id, self._client_secret = client_credentials(config, "Linxo")
         options = config.options
         self.api_version = str(options.get("api_version", "v3"))
         if self.api_version not in ("v3", "v2.1"):
@@ -292,22 +279,19 @@ class LinxoProvider:
         self.api_url = (config.base_url or hosts["api"]).rstrip("/")
         self.auth_url = str(options.get("auth_url") or hosts["auth"]).rstrip("/")
         self.widget_url = str(options.get("widget_url") or hosts["widget"]).rstrip("/")
-        self.page_size = int(options.get("page_size", MAX_PAGE_SIZE))
-        if not 1 <= self.page_size <= MAX_PAGE_SIZE:
-            raise InvalidRequest(f"The Linxo page size must be between 1 and {MAX_PAGE_SIZE}.")
+        self.page_size = page_size_option(options, "Linxo", MAX_PAGE_SIZE)
         self.max_pages = int(options.get("max_pages", 2000))
         self.overlap_days = int(options.get("overlap_days", 10))
         self.history_days = int(options.get("history_days", 90))
         self.user_email_domain = str(options.get("user_email_domain", "bank-sync.invalid"))
-        self.clock: Clock = clock if clock is not None else _utc_now
+        self.clock: Clock = clock if clock is not None else utc_now
         # ``is not None``: an empty store or recorder may well be falsy.
         self.token_store: TokenStore = (
             token_store if token_store is not None else MemoryTokenStore()
         )
-        read_timeout = float(config.timeout)
         self._http = HttpClient(
             self.api_url,
-            timeout=(min(5.0, read_timeout), read_timeout),
+            timeout=http_timeouts(config),
             max_retries=int(options.get("max_retries", 3)),
             sleep=sleep if sleep is not None else time.sleep,
             session=session,
@@ -576,12 +560,12 @@ class LinxoProvider:
             raise ProviderUnavailable(
                 f"Linxo kept sending bank pages after {self.max_pages} pages; stopped."
             )
-        wanted = _fold(search.strip())
+        wanted = fold(search.strip())
         result: list[Institution] = []
         for rank, item in enumerate(items):
             name = str(item.get("name") or "")
             item_country = str(item.get("country") or item.get("country_code") or "").upper()
-            if wanted and wanted not in _fold(name):
+            if wanted and wanted not in fold(name):
                 continue
             if country and item_country and item_country != country.upper():
                 continue

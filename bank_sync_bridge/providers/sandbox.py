@@ -117,6 +117,7 @@ from ..model import (
     TransactionPage,
     WebhookEvent,
 )
+from ._common import utc_now
 from .base import ProviderConfig, TokenStore
 from .sandbox_data import (
     BANKS,
@@ -269,10 +270,6 @@ def _parse_iso(text: str) -> datetime:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 @dataclass(frozen=True)
 class SandboxConnectionId:
     """A parsed sandbox connection id (see the module docstring for its layout)."""
@@ -330,7 +327,7 @@ class SandboxProvider:
         **_ignored: Any,
     ) -> None:
         self.config = config
-        self.clock = clock or _utc_now
+        self.clock = clock or utc_now
         self.token_store = token_store
         try:
             self.seed = int(config.options.get("seed", 0) or 0)

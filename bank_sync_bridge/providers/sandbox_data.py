@@ -18,13 +18,13 @@ import base64
 import hashlib
 import math
 import random
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
 from ..model import AccountType, Institution, Transaction, TransactionStatus
+from ._common import fold as fold_accents
 
 #: Hour (UTC) at which the bank publishes the operations it booked that day.
 BOOKING_HOUR = 6
@@ -109,8 +109,7 @@ def logo_data_url(name: str, color: str) -> str:
 
 def fold(text: str) -> str:
     """Lower-case, accent-free, punctuation-as-space text, for searches that forgive both."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    bare = "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+    bare = fold_accents(text)
     cleaned = "".join(c if c.isalnum() else " " for c in bare)
     return " ".join(cleaned.split())
 

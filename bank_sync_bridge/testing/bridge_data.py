@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import random
-import unicodedata
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -143,13 +142,6 @@ def json_number(value: Decimal) -> float:
 def compact(data: dict[str, Any]) -> dict[str, Any]:
     """Bridge v3 leaves null fields out of its answers."""
     return {key: value for key, value in data.items() if value is not None}
-
-
-def fold(text: str) -> str:
-    """Case- and accent-insensitive form used by the provider search."""
-    return "".join(
-        char for char in unicodedata.normalize("NFKD", text) if not unicodedata.combining(char)
-    ).casefold()
 
 
 def french_iban(bank: str, branch: str, number: str) -> str:

@@ -47,6 +47,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+from ..providers._common import fold
 from .bridge_data import (
     BRIDGE_VERSION,
     CALLBACK_STEPS,
@@ -59,7 +60,6 @@ from .bridge_data import (
     EmuTransaction,
     EmuUser,
     SlidingWindowLimiter,
-    fold,
     json_number,
     ms_iso,
 )

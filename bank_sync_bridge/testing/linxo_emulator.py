@@ -60,7 +60,6 @@ import secrets
 import sys
 import threading
 import time
-import unicodedata
 import urllib.error
 import urllib.request
 from bisect import bisect_left, bisect_right
@@ -78,6 +77,7 @@ from zoneinfo import ZoneInfo
 
 import requests
 
+from ..providers._common import fold
 from ..providers.base import ProviderConfig
 from .clock import AdjustableClock
 from .linxo_data import (
@@ -130,12 +130,6 @@ def paris_midnight(day: date) -> int:
 def paris_iso(day: date) -> str:
     """ISO-8601 with offset of ``day`` 00:00 in Europe/Paris (v3 ``enrichments.date``)."""
     return datetime.combine(day, dt_time(0), tzinfo=PARIS).isoformat()
-
-
-def _fold(text: str) -> str:
-    """Case- and accent-insensitive form for searches."""
-    decomposed = unicodedata.normalize("NFKD", text)
-    return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
 
 # --------------------------------------------------------------------------------------------
@@ -1323,12 +1317,12 @@ class LinxoEmulator:
         if info is None or info["expires_at"] <= self._now():
             raise _HTTPError(401, "invalid_token", "The access token is invalid or has expired")
         page, limit = self._paging(request, default_limit=250)
-        query = _fold(request.arg("q") or "")
+        query = fold(request.arg("q") or "")
         country = (request.arg("country") or "").upper()
         rows = [
             p
             for p in PROVIDERS
-            if (not query or query in _fold(p.name)) and (not country or p.country == country)
+            if (not query or query in fold(p.name)) and (not country or p.country == country)
         ]
         window = rows[(page - 1) * limit : page * limit]
         items = [
