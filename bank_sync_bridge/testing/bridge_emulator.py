@@ -43,11 +43,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..providers._common import fold
+from ._server import EmulatorHandler, EmulatorServer
 from .bridge_data import (
     BRIDGE_VERSION,
     CALLBACK_STEPS,
@@ -183,7 +183,7 @@ class _Route:
     scope: str  # "app" (client credentials), "user" (+ bearer token)
 
 
-class BridgeEmulator:
+class BridgeEmulator(EmulatorServer):
     """A Bridge API on 127.0.0.1 with scenario control (see the module docstring).
 
     ``client_id``/``client_secret`` are the application credentials it accepts. ``clock`` is
@@ -195,6 +195,8 @@ class BridgeEmulator:
     at that instant (Bridge does not say; strict is the harder case for clients).
     ``empty_last_page`` makes a full page always point to a next page, which may be empty.
     """
+
+    thread_name = "bridge-emulator"
 
     def __init__(
         self,
@@ -236,47 +238,8 @@ class BridgeEmulator:
         self._app_limiter = SlidingWindowLimiter(app_limit, timedelta(minutes=5))
         self._user_limiter = SlidingWindowLimiter(user_limit, timedelta(seconds=60))
         self._token_limiter = SlidingWindowLimiter(token_limit, timedelta(seconds=60))
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._init_server()
         self._routes = self._build_routes()
-
-    # -- life cycle -----------------------------------------------------------------------
-
-    def start(self) -> BridgeEmulator:
-        """Bind and serve in a background thread; returns self."""
-        handler = type("BoundBridgeHandler", (_BridgeHandler,), {"emulator": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        self._stopping.clear()
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port (slow scripted answers are cut short)."""
-        self._stopping.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> BridgeEmulator:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """``http://127.0.0.1:<port>``: give it to the client as its base URL."""
-        return f"http://{self.host}:{self.port}"
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -1364,27 +1327,14 @@ def _page(title: str, body: str) -> str:
     )
 
 
-class _BridgeHandler(BaseHTTPRequestHandler):
+class _BridgeHandler(EmulatorHandler):
     """HTTP framing only: parse, hand to the emulator, write (or sabotage) the answer."""
 
     emulator: BridgeEmulator
-    protocol_version = "HTTP/1.1"  # keep-alive, like Bridge behind its load balancer
     server_version = "BridgeEmulator/1.0"
-    # Headers and body leave in one segment: without these, Nagle's algorithm and delayed
-    # ACKs add ~40 ms to every keep-alive answer.
-    disable_nagle_algorithm = True
-    wbufsize = -1
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_DELETE(self) -> None:
-        self._serve()
 
     def do_PUT(self) -> None:
+        """Serve a PUT (Bridge updates some resources with it)."""
         self._serve()
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -1485,6 +1435,10 @@ class _BridgeHandler(BaseHTTPRequestHandler):
         self.wfile.write(payload[: len(payload) // 2])
         self.wfile.flush()
         self.close_connection = True
+
+
+# Bound here, the handler being defined after the emulator it serves.
+BridgeEmulator.handler_class = _BridgeHandler
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,7 +69,6 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from datetime import time as dt_time
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
@@ -79,6 +78,7 @@ import requests
 
 from ..providers._common import fold
 from ..providers.base import ProviderConfig
+from ._server import EmulatorHandler, EmulatorServer
 from .clock import AdjustableClock
 from .linxo_data import (
     LOGO_URL,
@@ -279,7 +279,7 @@ class _Request:
 # --------------------------------------------------------------------------------------------
 
 
-class LinxoEmulator:
+class LinxoEmulator(EmulatorServer):
     """Linxo Connect on 127.0.0.1: start it with ``with LinxoEmulator() as emu:``.
 
     ``clients`` maps OAuth client ids to secrets (default one client, see
@@ -287,6 +287,8 @@ class LinxoEmulator:
     so both agree on token and consent expiry. ``sync_delay`` is how long (emulated seconds)
     a new connection stays RUNNING. ``transactions_per_account`` sizes generated accounts.
     """
+
+    thread_name = "linxo-emulator"
 
     def __init__(
         self,
@@ -345,47 +347,7 @@ class LinxoEmulator:
         self._faults: list[_Fault] = []
         self._forced_429: list[float] = []
         self._hits: dict[str, deque[float]] = {}
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # ---- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> LinxoEmulator:
-        """Bind (port 0 = a free port) and serve in a daemon thread."""
-        handler = type("LinxoHandler", (_Handler,), {"emulator": self})
-        self._server = ThreadingHTTPServer((self.host, self.port), handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
-        # A short poll interval keeps stop() fast: tests start and stop many emulators.
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="linxo-emulator",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and free the port."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> LinxoEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def base_url(self) -> str:
-        """Root of the server, e.g. ``http://127.0.0.1:43121``."""
-        return f"http://{self.host}:{self.port}"
+        self._init_server()
 
     @property
     def auth_url(self) -> str:
@@ -1496,15 +1458,12 @@ def _redirect(redirect_uri: str, params: Mapping[str, str]) -> _Reply:
     return _Reply(303, b"", {"Location": location})
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(EmulatorHandler):
     """Turns HTTP requests into :meth:`LinxoEmulator._handle` calls."""
 
     emulator: LinxoEmulator
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in one segment, without Nagle's delay: otherwise each answer
-    # waits ~40 ms for a delayed ACK, which multiplies over thousands of test calls.
+    # Large enough for a full page of transactions in one write.
     wbufsize = 64 * 1024
-    disable_nagle_algorithm = True
 
     def _serve(self) -> None:
         parts = urlsplit(self.path)
@@ -1540,13 +1499,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(reply.body)
 
-    do_GET = _serve
-    do_POST = _serve
-    do_DELETE = _serve
-
     def log_message(self, format: str, *args: Any) -> None:
         """Route the access log to :mod:`logging` (debug) instead of stderr."""
         _logger.debug("linxo-emulator: " + format, *args)
+
+
+# Bound here, the handler being defined after the emulator it serves.
+LinxoEmulator.handler_class = _Handler
 
 
 def _iter_lines(emulator: LinxoEmulator) -> Iterator[str]:
