@@ -38,14 +38,11 @@ import hashlib
 import json
 import logging
 import re
-import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
-
-import requests
 
 from ..errors import (
     AuthenticationError,
@@ -53,7 +50,7 @@ from ..errors import (
     NotFound,
     ProviderUnavailable,
 )
-from ..http import HttpClient, HttpResponse
+from ..http import HttpResponse
 from ..model import (
     Account,
     AccountType,
@@ -70,8 +67,8 @@ from ..model import (
     WebhookEvent,
 )
 from ..webhooks import BRIDGE_SIGNATURE_HEADER, header_value, verify_signature
-from ._common import client_credentials, fold, http_timeouts, page_size_option, utc_now
-from .base import Clock, MemoryTokenStore, ProviderConfig, TokenStore
+from ._common import HttpProvider, fold, page_size_option
+from .base import ProviderConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -218,7 +215,7 @@ def mask_iban(iban: str | None) -> str | None:
     return f"{compact[:4]} **** {compact[-4:]}" if len(compact) > 8 else compact
 
 
-class BridgeProvider:
+class BridgeProvider(HttpProvider):
     """Bridge API 2025-01-15 client bound to one Bridge user (one Odoo company).
 
     :param config: ``credentials`` needs ``client_id`` and ``client_secret``; ``user_ref`` is
@@ -230,52 +227,29 @@ class BridgeProvider:
     """
 
     kind = "bridgeapi"
+    vendor = "Bridge"
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        *,
-        clock: Clock | None = None,
-        sleep: Callable[[float], None] | None = None,
-        token_store: TokenStore | None = None,
-        session: requests.Session | None = None,
-    ) -> None:
-        self.config = config
-        self.client_id, self._client_secret = client_credentials(config, "Bridge")
+    def _read_options(self, config: ProviderConfig, options: Mapping[str, Any]) -> str:
         if not config.user_ref:
             raise InvalidRequest("Bridge needs an external user id for this company.")
-        options = config.options
         self.base_url = (config.base_url or DEFAULT_BASE_URL).rstrip("/")
         self.page_size = page_size_option(options, "Bridge", MAX_PAGE_SIZE)
         self.max_pages = int(options.get("max_pages", 5000))
         self.country = str(options.get("country", "FR")).upper()
         self.since_overlap = timedelta(seconds=float(options.get("since_overlap_seconds", 0)))
         self.token_margin = timedelta(seconds=float(options.get("token_margin_seconds", 300)))
-        self.clock: Clock = clock or utc_now
-        self.token_store: TokenStore = token_store or MemoryTokenStore()
-        self._http = HttpClient(
-            self.base_url,
-            timeout=http_timeouts(config),
-            max_retries=int(options.get("max_retries", 3)),
-            sleep=sleep or time.sleep,
-            session=session,
-            default_headers={
-                "Bridge-Version": BRIDGE_VERSION,
-                "Client-Id": self.client_id,
-                "Client-Secret": self._client_secret,
-            },
-            secret_values=[self._client_secret],
-            json_decimal=True,
-        )
         self._providers: dict[str, Mapping[str, Any] | None] = {}
-        self._account_currencies: dict[str, str] = {}
+        return self.base_url
+
+    def _default_headers(self) -> dict[str, str]:
+        return {
+            "Bridge-Version": BRIDGE_VERSION,
+            "Client-Id": self.client_id,
+            "Client-Secret": self._client_secret,
+        }
 
     def __repr__(self) -> str:
         return f"BridgeProvider(user_ref={self.config.user_ref!r}, base_url={self.base_url!r})"
-
-    def close(self) -> None:
-        """Close the HTTP session if this provider created it."""
-        self._http.close()
 
     # ---- user and token ----------------------------------------------------------------------
 

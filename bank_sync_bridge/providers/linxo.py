@@ -33,7 +33,6 @@ import json
 import logging
 import re
 import secrets
-import time
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
@@ -42,8 +41,6 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
-import requests
-
 from ..errors import (
     AccessDenied,
     AuthenticationError,
@@ -51,7 +48,7 @@ from ..errors import (
     NotFound,
     ProviderUnavailable,
 )
-from ..http import HttpClient, HttpResponse
+from ..http import HttpResponse
 from ..model import (
     Account,
     AccountType,
@@ -67,8 +64,8 @@ from ..model import (
     TransactionStatus,
     WebhookEvent,
 )
-from ._common import client_credentials, fold, http_timeouts, page_size_option, utc_now
-from .base import Clock, MemoryTokenStore, ProviderConfig, TokenStore
+from ._common import HttpProvider, fold, page_size_option
+from .base import ProviderConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -245,7 +242,7 @@ def _with_query(url: str, params: Mapping[str, str | None]) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-class LinxoProvider:
+class LinxoProvider(HttpProvider):
     """Linxo Connect client for one Odoo company (one Linxo user).
 
     :param config: ``credentials`` needs ``client_id`` and ``client_secret``; see the module
@@ -257,19 +254,9 @@ class LinxoProvider:
     """
 
     kind = "linxo"
+    vendor = "Linxo"
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        *,
-        clock: Clock | None = None,
-        sleep: Callable[[float], None] | None = None,
-        token_store: TokenStore | None = None,
-        session: requests.Session | None = None,
-    ) -> None:
-        self.config = config
-        self.client_id, self._client_secret = client_credentials(config, "Linxo")
-        options = config.options
+    def _read_options(self, config: ProviderConfig, options: Mapping[str, Any]) -> str:
         self.api_version = str(options.get("api_version", "v3"))
         if self.api_version not in ("v3", "v2.1"):
             raise InvalidRequest(f"Unsupported Linxo API version: {self.api_version}")
@@ -284,22 +271,8 @@ class LinxoProvider:
         self.overlap_days = int(options.get("overlap_days", 10))
         self.history_days = int(options.get("history_days", 90))
         self.user_email_domain = str(options.get("user_email_domain", "bank-sync.invalid"))
-        self.clock: Clock = clock if clock is not None else utc_now
-        # ``is not None``: an empty store or recorder may well be falsy.
-        self.token_store: TokenStore = (
-            token_store if token_store is not None else MemoryTokenStore()
-        )
-        self._http = HttpClient(
-            self.api_url,
-            timeout=http_timeouts(config),
-            max_retries=int(options.get("max_retries", 3)),
-            sleep=sleep if sleep is not None else time.sleep,
-            session=session,
-            secret_values=[self._client_secret],
-            json_decimal=True,
-        )
-        self._account_currencies: dict[str, str] = {}
         self._user: dict[str, Any] | None = None
+        return self.api_url
 
     def __repr__(self) -> str:
         return f"LinxoProvider(user_ref={self.config.user_ref!r}, api={self.api_url!r})"
@@ -1045,10 +1018,6 @@ class LinxoProvider:
                 )
             )
         return result
-
-    def close(self) -> None:
-        """Close the HTTP session if this provider created it."""
-        self._http.close()
 
 
 __all__ = ["CURSOR_KIND", "LinxoProvider", "paris_date"]
