@@ -135,25 +135,23 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
         wizard.action_next()
         self.assertEqual(len(wizard.top_line_ids), 8)
         self.assertEqual(wizard.top_line_ids[0].name, "BNP Paribas")
-        # Typing then Enter runs the field's onchange: the list follows without a button.
+        # Typing then Enter filters the loaded banks at once (the field's onchange), on the
+        # bank's name and its group: no Search button needed.
         wizard.search = "societe"
-        wizard._onchange_search()
-        labels = wizard.line_ids.mapped("display_label")
-        self.assertIn("Boursorama Banque (Société Générale group)", labels)
-        self.assertIn("Société Générale", labels)
-        self.assertFalse(wizard.top_line_ids)
-        # A line loaded by the search box is chosen through the button's context.
-        action = (
-            self.env["bank.sync.connect.wizard.line"]
-            .with_context(choose_wizard_id=wizard.id, choose_remote_id="BOUSFRPP")
-            .action_choose()
-        )
+        labels = wizard.shown_line_ids.mapped("display_label")
+        self.assertEqual(labels, ["Société Générale", "Boursorama Banque (Société Générale group)"])
+        self.assertEqual(len(wizard.line_ids), len(wizard.line_ids.exists()))
+        # The Search button asks the aggregator and shows its whole answer.
+        wizard.search = "epargne"
+        wizard.action_search()
+        self.assertEqual(wizard.shown_line_ids, wizard.line_ids)
+        self.assertEqual(wizard.shown_line_ids.mapped("name"), ["Caisse d'Épargne"])
+        action = wizard.shown_line_ids.action_choose()
         self.assertEqual(action["type"], "ir.actions.act_url")
-        self.assertIn(
-            "BOUSFRPP", self.env["bank.sync.connect.session"].search([])[:1].institution_id
-        )
+        session = self.env["bank.sync.connect.session"].sudo().search([], order="id desc", limit=1)
+        self.assertEqual(session.institution_id, "CEPAFRPP")
         star = self._arch("bank.sync.connect.wizard", "form").xpath(
-            "//field[@name='line_ids']//field[@name='most_requested']"
+            "//field[@name='shown_line_ids']//field[@name='most_requested']"
         )[0]
         self.assertNotEqual(star.get("nolabel"), "1")
         self.assertEqual(star.get("string"), "Most requested")
@@ -194,3 +192,55 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
         connection_list = self._arch("bank.sync.connection", "list")
         self.assertTrue(connection_list.xpath("//field[@name='provider_kind']"))
         self.assertFalse(connection_list.xpath("//field[@name='provider_id']"))
+
+
+# Drives the real web client: Add a bank, consent, type "societe" then Enter (no Search
+# button), the matched group is shown, and Choose on a line the search just loaded opens the
+# aggregator's page.
+PICKER_JS = """
+(async () => {
+    const modal = (selector) => () => document.querySelector(".modal " + selector);
+    const wait = (find, what) => new Promise((resolve, reject) => {
+        const start = Date.now();
+        const timer = setInterval(() => {
+            const found = find();
+            if (found) { clearInterval(timer); resolve(found); }
+            else if (Date.now() - start > 20000) {
+                clearInterval(timer); reject(new Error("test failed: no " + what));
+            }
+        }, 100);
+    });
+    const byText = (selector, text) => () => [...document.querySelectorAll(selector)]
+        .find((el) => el.textContent.trim() === text);
+    (await wait(byText(".o_control_panel button", "Add a bank"), "Add a bank")).click();
+    for (const name of ["accept_terms", "allow_transfer"]) {
+        (await wait(modal(`div[name='${name}'] input`), name)).click();
+    }
+    (await wait(modal("button[name='action_next']"), "next")).click();
+    await wait(byText(".modal td", "Crédit Agricole"), "most requested banks");
+    const input = await wait(modal("div[name='search'] input"), "search");
+    input.value = "societe";
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+    input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+    const label = "Boursorama Banque (Société Générale group)";
+    const cell = await wait(byText(".modal td", label), "search result");
+    await wait(() => !byText(".modal td", "Crédit Agricole")(), "filtered list");
+    // Choose leaves Odoo for the aggregator's page: that departure is the success (the
+    // Python side then checks the session was opened for that bank).
+    window.addEventListener("beforeunload", () => console.log("test successful"));
+    cell.closest("tr").querySelector("button[name='action_choose']").click();
+})().catch((error) => console.error(error.message));
+"""
+
+
+@tagged("post_install", "-at_install")
+class TestScreensFixesBrowser(BankSyncCommon, HttpCase):
+    def test_bank_picker_searches_on_enter_in_the_browser(self):
+        self.browser_js(
+            "/odoo/action-bank_sync_aggregator.bank_sync_connection_action",
+            PICKER_JS,
+            login="accountman",
+            timeout=120,
+        )
+        session = self.env["bank.sync.connect.session"].sudo().search([], order="id desc", limit=1)
+        self.assertEqual(session.institution_id, "BOUSFRPP")

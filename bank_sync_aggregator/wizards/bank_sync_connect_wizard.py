@@ -1,3 +1,5 @@
+import unicodedata
+
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
@@ -5,6 +7,12 @@ from odoo.exceptions import UserError
 INSTITUTION_LIMIT = 50
 #: How many of the most requested banks are highlighted.
 MOST_REQUESTED_COUNT = 8
+
+
+def _fold(text):
+    """Lower case without accents, so that "societe" finds "Société Générale"."""
+    decomposed = unicodedata.normalize("NFKD", text or "")
+    return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
 
 
 def aggregator_label(provider):
@@ -46,6 +54,11 @@ class BankSyncConnectWizard(models.TransientModel):
     line_ids = fields.One2many("bank.sync.connect.wizard.line", "wizard_id", string="Banks")
     # The most requested banks, shown above the full list when nothing is searched (as the
     # aggregators' own pickers do).
+    # What the aggregator was last asked for (the Search button); the lines are its answer.
+    loaded_search = fields.Char(readonly=True)
+    shown_line_ids = fields.One2many(
+        "bank.sync.connect.wizard.line", compute="_compute_shown_line_ids", string="All banks"
+    )
     top_line_ids = fields.One2many(
         "bank.sync.connect.wizard.line", compute="_compute_top_line_ids", string="Most requested"
     )
@@ -77,11 +90,22 @@ class BankSyncConnectWizard(models.TransientModel):
         for wizard in self:
             wizard.top_line_ids = wizard.line_ids.filtered("most_requested")
 
-    @api.onchange("search", "country_id")
-    def _onchange_search(self):
-        # Enter (or leaving the box) in the search field runs the search at once.
-        if self.step == "bank":
-            self._load_institutions()
+    @api.depends("line_ids", "search", "loaded_search")
+    def _compute_shown_line_ids(self):
+        # Enter in the search box filters the banks already loaded at once (an onchange
+        # cannot load new lines: the list's Choose buttons only work on saved lines); the
+        # Search button asks the aggregator, whose answer is then shown as is.
+        for wizard in self:
+            words = _fold(wizard.search or "").split()
+            if not words or (wizard.search or "").strip() == (wizard.loaded_search or ""):
+                wizard.shown_line_ids = wizard.line_ids
+                continue
+            wizard.shown_line_ids = wizard.line_ids.filtered(
+                lambda line, words=words: all(
+                    word in _fold(f"{line.name} {line.group_name or ''} {line.remote_id}")
+                    for word in words
+                )
+            )
 
     # -------------------------------------------------------------------------
     # Actions
@@ -148,6 +172,7 @@ class BankSyncConnectWizard(models.TransientModel):
             raise UserError(
                 self.env["bank.sync.connection"]._describe_provider_error(self.provider_id, error)
             ) from error
+        self.loaded_search = search
         # Most requested first whatever the aggregator's order; a stable sort keeps its order
         # among equals.
         ranked = sorted(institutions, key=lambda inst: -inst.popularity)
@@ -207,13 +232,5 @@ class BankSyncConnectWizardLine(models.TransientModel):
                 line.display_label = line.name
 
     def action_choose(self):
-        if not self:
-            # A line the search box just loaded is not saved yet: the button passes the
-            # bank and the wizard in its context.
-            wizard = self.wizard_id.browse(self.env.context.get("choose_wizard_id")).exists()
-            remote_id = self.env.context.get("choose_remote_id")
-            if not wizard or not remote_id:
-                raise UserError(self.env._("Choose a bank in the list."))
-            return wizard._start(institution_id=remote_id)
         self.ensure_one()
         return self.wizard_id._start(institution_id=self.remote_id)
