@@ -46,6 +46,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import SignatureVerificationError
+from .webhooks import matching_secret_index
 
 # -------------------------------------------------------------------------------- states
 
@@ -329,11 +330,11 @@ def verify_request(
         raise SignatureVerificationError("No secret is configured for this client")
     message = canonical_request(method, path, body, stamp, nonce)
     given = signature.lower().encode("ascii")
-    matched: int | None = None
-    for index, secret in enumerate(candidates):
-        expected = hmac.new(_key(secret), message, hashlib.sha256).hexdigest().encode("ascii")
-        if hmac.compare_digest(expected, given) and matched is None:
-            matched = index
+    expected = [
+        hmac.new(_key(secret), message, hashlib.sha256).hexdigest().encode("ascii")
+        for secret in candidates
+    ]
+    matched = matching_secret_index(expected, [given])
     if matched is None:
         raise SignatureVerificationError(
             "The request's signature is wrong (not made with this client's secret, or the "

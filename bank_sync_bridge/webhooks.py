@@ -81,6 +81,18 @@ def header_value(headers: Mapping[str, str], name: str) -> str | None:
     return None
 
 
+def matching_secret_index(expected: Sequence[bytes], given: Sequence[bytes]) -> int | None:
+    """Index of the first ``expected`` signature (one per secret, in the caller's order) equal
+    to one of the ``given`` ones, or None. Shared by webhook and service-request checks."""
+    matched: int | None = None
+    for index, signature in enumerate(expected):
+        for candidate in given:
+            # Compare every pair (no early exit) so timing says nothing about which matched.
+            if hmac.compare_digest(signature, candidate) and matched is None:
+                matched = index
+    return matched
+
+
 def verify_signature(
     body: bytes,
     header: str | None,
@@ -121,13 +133,8 @@ def verify_signature(
         raise SignatureVerificationError(
             f"The webhook's {header_name} header has no {scheme} signature"
         )
-    matched: int | None = None
-    for index, secret in enumerate(active):
-        expected = compute_signature(secret, body).encode("ascii")
-        for candidate in candidates:
-            # Compare every pair (no early exit) so timing says nothing about which matched.
-            if hmac.compare_digest(expected, candidate) and matched is None:
-                matched = index
+    expected = [compute_signature(secret, body).encode("ascii") for secret in active]
+    matched = matching_secret_index(expected, candidates)
     if matched is None:
         raise SignatureVerificationError(
             "The webhook signature matches none of the configured secrets (wrong secret, or "
@@ -151,6 +158,7 @@ __all__ = [
     "DEFAULT_SCHEME",
     "compute_signature",
     "header_value",
+    "matching_secret_index",
     "parse_signature_header",
     "signature_header",
     "to_epoch_seconds",
