@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import requests
 
@@ -29,6 +30,15 @@ def fold(text: str) -> str:
     """Case- and accent-insensitive form of ``text``, for bank name searches."""
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+
+def with_query(url: str, params: Mapping[str, str | None]) -> str:
+    """``url`` with ``params`` added after its existing query string (``None`` values are
+    left out): how a callback or redirect URL keeps whatever query its owner gave it."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    query.extend((key, value) for key, value in params.items() if value is not None)
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def client_credentials(config: ProviderConfig, vendor: str) -> tuple[str, str]:
@@ -124,4 +134,5 @@ __all__ = [
     "http_timeouts",
     "page_size_option",
     "utc_now",
+    "with_query",
 ]

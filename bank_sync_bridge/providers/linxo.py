@@ -38,7 +38,6 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 from ..errors import (
@@ -64,7 +63,7 @@ from ..model import (
     TransactionStatus,
     WebhookEvent,
 )
-from ._common import HttpProvider, fold, page_size_option
+from ._common import HttpProvider, fold, page_size_option, with_query
 from .base import ProviderConfig
 
 _logger = logging.getLogger(__name__)
@@ -232,14 +231,6 @@ def _decimal(value: Any) -> Decimal:
     if not amount.is_finite():
         raise ProviderUnavailable(f"Linxo sent an unreadable amount: {value!r}")
     return amount
-
-
-def _with_query(url: str, params: Mapping[str, str | None]) -> str:
-    """``url`` with ``params`` added to its existing query string."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    query.extend((k, v) for k, v in params.items() if v is not None)
-    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class LinxoProvider(HttpProvider):
@@ -588,9 +579,9 @@ class LinxoProvider(HttpProvider):
     ) -> str:
         # The widget's return parameters are not published (❓): our state travels inside the
         # redirect URI itself, which any OAuth-style redirect keeps.
-        redirect_uri = _with_query(callback_url, {"state": state})
+        redirect_uri = with_query(callback_url, {"state": state})
         params = {"session_id": session_id, "redirect_uri": redirect_uri, **extra}
-        return _with_query(f"{self.widget_url}/widget/{page}", params)
+        return with_query(f"{self.widget_url}/widget/{page}", params)
 
     def start_connect(
         self,

@@ -95,7 +95,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit
 
 from ..errors import (
     ActionRequired,
@@ -117,7 +117,7 @@ from ..model import (
     TransactionPage,
     WebhookEvent,
 )
-from ._common import utc_now
+from ._common import utc_now, with_query
 from .base import ProviderConfig, TokenStore
 from .sandbox_data import (
     BANKS,
@@ -899,9 +899,7 @@ class SandboxProvider:
             values["error"] = error
             values["message"] = sandbox_message(error, params.get("locale", "en"))
         values[_CALLBACK_SIGNATURE] = self._sign(values, _SIGNED_CALLBACK_FIELDS)
-        parts = urlsplit(params["callback_url"])
-        query = [*parse_qsl(parts.query, keep_blank_values=True), *values.items()]
-        return urlunsplit(parts._replace(query=urlencode(query)))
+        return with_query(params["callback_url"], values)
 
     def complete_connect(self, params: Mapping[str, str]) -> ConnectResult:
         """Parse and verify the callback's query parameters.

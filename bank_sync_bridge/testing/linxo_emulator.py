@@ -71,12 +71,12 @@ from datetime import time as dt_time
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import requests
 
-from ..providers._common import fold
+from ..providers._common import fold, with_query
 from ..providers.base import ProviderConfig
 from ._server import EmulatorHandler, EmulatorServer
 from .clock import AdjustableClock
@@ -1451,11 +1451,7 @@ def _json_headers() -> dict[str, str]:
 
 def _redirect(redirect_uri: str, params: Mapping[str, str]) -> _Reply:
     """303 to ``redirect_uri`` with ``params`` added to whatever query it already has."""
-    parts = urlsplit(redirect_uri)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    query.extend(params.items())
-    location = urlunsplit(parts._replace(query=urlencode(query)))
-    return _Reply(303, b"", {"Location": location})
+    return _Reply(303, b"", {"Location": with_query(redirect_uri, params)})
 
 
 class _Handler(EmulatorHandler):
