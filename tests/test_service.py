@@ -7,6 +7,7 @@ HTTP server) for webhooks. Every tenant call goes through the client the Odoo ad
 
 from __future__ import annotations
 
+import contextlib
 import html
 import io
 import json
@@ -139,28 +140,32 @@ def _start_service(
     return Service(server, store, box, logs), handler
 
 
-@pytest.fixture
-def service(database_url: str) -> Iterator[Service]:
-    """The service on 127.0.0.1 (free port) with the default aggregator, the sandbox."""
-    running, handler = _start_service(database_url)
+@contextlib.contextmanager
+def running_service(
+    database_url: str, settings: ServiceSettings | None = None
+) -> Iterator[Service]:
+    """The service running for the ``with`` block, stopped and its log handler removed after."""
+    running, handler = _start_service(database_url, settings)
     try:
         yield running
     finally:
         running.server.stop()
         running.store.close()
         logging.getLogger(LOGGER_NAME).removeHandler(handler)
+
+
+@pytest.fixture
+def service(database_url: str) -> Iterator[Service]:
+    """The service on 127.0.0.1 (free port) with the default aggregator, the sandbox."""
+    with running_service(database_url) as running:
+        yield running
 
 
 @pytest.fixture
 def sqlite_service(tmp_path: Path) -> Iterator[Service]:
     """The same on SQLite only (tests of HTTP behaviour that the store does not change)."""
-    running, handler = _start_service(f"sqlite:///{tmp_path}/service.sqlite3")
-    try:
+    with running_service(f"sqlite:///{tmp_path}/service.sqlite3") as running:
         yield running
-    finally:
-        running.server.stop()
-        running.store.close()
-        logging.getLogger(LOGGER_NAME).removeHandler(handler)
 
 
 def connect_sandbox_bank(
@@ -315,11 +320,10 @@ def test_unsigned_badly_signed_replayed_and_revoked_calls_get_401_without_secret
 
 
 def test_global_rate_limit_protects_the_operator_quota_across_tenants(tmp_path: Path) -> None:
-    running, handler = _start_service(
+    with running_service(
         f"sqlite:///{tmp_path}/s.sqlite3",
         ServiceSettings(rate_per_second=100, burst=100, global_rate_per_second=0.1, global_burst=4),
-    )
-    try:
+    ) as running:
         tenants = [running.tenant(f"T{n}") for n in range(5)]
         statuses = [signed_get(running, t, "/v1/connections").status_code for t in tenants]
         assert statuses == [200, 200, 200, 200, 429]
@@ -327,17 +331,12 @@ def test_global_rate_limit_protects_the_operator_quota_across_tenants(tmp_path: 
         assert refused.status_code == 429
         assert "quota" in refused.json()["message"]
         assert int(refused.headers["Retry-After"]) >= 1
-    finally:
-        running.server.stop()
-        running.store.close()
-        logging.getLogger(LOGGER_NAME).removeHandler(handler)
 
 
 def test_rate_limit_per_tenant_answers_429_with_retry_after(tmp_path: Path) -> None:
-    running, handler = _start_service(
+    with running_service(
         f"sqlite:///{tmp_path}/s.sqlite3", ServiceSettings(rate_per_second=0.2, burst=3)
-    )
-    try:
+    ) as running:
         greedy = running.tenant("Greedy")
         calm = running.tenant("Calm")
         statuses = [signed_get(running, greedy, "/v1/connections").status_code for _ in range(4)]
@@ -363,10 +362,6 @@ def test_rate_limit_per_tenant_answers_429_with_retry_after(tmp_path: Path) -> N
             client.list_connections()
         assert raised.value.retry_after is not None and raised.value.retry_after >= 1
         assert sleeps and all(s >= 1 for s in sleeps)
-    finally:
-        running.server.stop()
-        running.store.close()
-        logging.getLogger(LOGGER_NAME).removeHandler(handler)
 
 
 # ----------------------------------------------------------------------------- the protocol

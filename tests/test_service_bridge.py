@@ -4,21 +4,19 @@ signed webhooks arriving at the service's public endpoint."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-from test_service import Service, _start_service
+from test_service import Service, running_service
 
 from bank_sync_bridge.errors import NotFound
 from bank_sync_bridge.model import ConnectionState
 from bank_sync_bridge.providers import MemoryTokenStore, ProviderConfig
 from bank_sync_bridge.providers.bridgeapi import BridgeProvider
 from bank_sync_bridge.service import admin
-from bank_sync_bridge.service.logs import LOGGER_NAME
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
 WEBHOOK_SECRET = "bridge-webhook-secret-for-tests"
@@ -34,25 +32,20 @@ def emulator() -> Iterator[BridgeEmulator]:
 @pytest.fixture
 def bridge_service(tmp_path: Path, emulator: BridgeEmulator) -> Iterator[Service]:
     """The service on SQLite whose operator holds the (emulated) Bridge contract."""
-    running, handler = _start_service(f"sqlite:///{tmp_path}/service.sqlite3")
-    admin.set_aggregator(
-        running.store,
-        running.box,
-        admin.AggregatorConfig(
-            kind="bridgeapi",
-            base_url=emulator.base_url,
-            credentials=emulator.credentials,
-            webhook_secrets=(WEBHOOK_SECRET,),
-        ),
-    )
-    running.app._config = None  # read the new configuration now rather than after the TTL
-    emulator.register_webhook(f"{running.url}/webhooks/bridgeapi", [WEBHOOK_SECRET])
-    try:
+    with running_service(f"sqlite:///{tmp_path}/service.sqlite3") as running:
+        admin.set_aggregator(
+            running.store,
+            running.box,
+            admin.AggregatorConfig(
+                kind="bridgeapi",
+                base_url=emulator.base_url,
+                credentials=emulator.credentials,
+                webhook_secrets=(WEBHOOK_SECRET,),
+            ),
+        )
+        running.app._config = None  # read the new configuration now rather than after the TTL
+        emulator.register_webhook(f"{running.url}/webhooks/bridgeapi", [WEBHOOK_SECRET])
         yield running
-    finally:
-        running.server.stop()
-        running.store.close()
-        logging.getLogger(LOGGER_NAME).removeHandler(handler)
 
 
 def follow_connect(url: str, login: str = "success") -> dict[str, str]:
