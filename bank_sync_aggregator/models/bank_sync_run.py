@@ -1,4 +1,5 @@
 from odoo import api, fields, models
+from odoo.tools import format_datetime
 
 RUN_TRIGGERS = [
     ("cron", "Daily import"),
@@ -81,13 +82,15 @@ class BankSyncRun(models.Model):
     note = fields.Text(readonly=True)
 
     @api.depends("account_id", "start_date", "trigger")
+    @api.depends_context("lang", "tz")
     def _compute_display_name(self):
-        triggers = dict(RUN_TRIGGERS)
+        # The trigger in the reader's language, the start in their time zone and date format.
+        triggers = dict(self._fields["trigger"]._description_selection(self.env))
         for run in self:
+            started = format_datetime(self.env, run.start_date) if run.start_date else ""
             run.display_name = (
-                f"{run.account_id.display_name} - {triggers.get(run.trigger, '')} "
-                f"{fields.Datetime.to_string(run.start_date) or ''}"
-            )
+                f"{run.account_id.display_name} - {triggers.get(run.trigger, '')} {started}"
+            ).strip()
 
     def _notification(self):
         """What "Sync now" tells the user: imported counts, background rest, errors."""
