@@ -253,7 +253,10 @@ class BankSyncAccount(models.Model):
     )
     run_ids = fields.One2many("bank.sync.run", "account_id", string="Synchronisations")
     last_run_id = fields.Many2one(
-        "bank.sync.run", compute="_compute_last_run_id", string="Last synchronisation"
+        "bank.sync.run",
+        compute="_compute_last_run_id",
+        search="_search_last_run_id",
+        string="Last synchronisation",
     )
     last_run_state = fields.Selection(related="last_run_id.state", string="Last run")
     balance_difference = fields.Monetary(
@@ -263,11 +266,32 @@ class BankSyncAccount(models.Model):
         help="Journal balance minus the bank's balance at the last check (zero when they agree).",
     )
     balance_check_date = fields.Datetime(readonly=True, copy=False)
+    # The difference last reported to the accounting managers: one alert per difference.
+    balance_alert_difference = fields.Monetary(
+        currency_field="currency_id", readonly=True, copy=False
+    )
 
     @api.depends("run_ids")
     def _compute_last_run_id(self):
         for account in self:
             account.last_run_id = account.run_ids[:1]
+
+    def _search_last_run_id(self, operator, value):
+        # Searchable so that a run's new state recomputes ``last_run_state`` of its account
+        # (Odoo needs to find the accounts whose last run it is).
+        if operator in ("=", "!=") and not value:
+            return [("run_ids", operator, False)]
+        self.env.cr.execute(
+            "SELECT DISTINCT ON (account_id) id FROM bank_sync_run ORDER BY account_id, id DESC"
+        )
+        last_ids = [row[0] for row in self.env.cr.fetchall()]
+        if isinstance(value, str):
+            runs = self.env["bank.sync.run"].search([("id", "in", last_ids)])
+            return [
+                ("run_ids", "in", runs.filtered_domain([("display_name", operator, value)]).ids)
+            ]
+        runs = self.env["bank.sync.run"]._search([("id", "in", last_ids), ("id", operator, value)])
+        return [("run_ids", "in", runs)]
 
     def action_sync_now(self):
         """Sync now: a short first part while the user waits, the rest in the background."""

@@ -17,6 +17,7 @@ from decimal import Decimal
 
 from odoo import fields
 from odoo.exceptions import UserError, ValidationError
+from odoo.tools.misc import formatLang
 
 _logger = logging.getLogger(__name__)
 
@@ -25,7 +26,11 @@ _logger = logging.getLogger(__name__)
 LINE_CONTEXT = {"tracking_disable": True, "mail_create_nolog": True, "mail_notrack": True}
 
 #: Seconds "Sync now" imports while the user waits; the background job does the rest.
-SYNC_NOW_BUDGET = 8.0
+SYNC_NOW_BUDGET = 4.0
+
+#: With a time budget, new operations are created by batches of this size and the budget is
+#: checked between them: a bank page (up to hundreds of operations) takes seconds to create.
+BUDGET_BATCH = 20
 
 #: A run that created more lines than this refreshes the planner's statistics at its end.
 ANALYZE_AFTER = 1000
@@ -148,14 +153,44 @@ class AccountSynchroniser:
                 "end_date": fields.Datetime.now(),
             }
         )
-        self.run = Run.create(
-            {
-                "account_id": account.id,
-                "journal_id": self.journal.id,
-                "trigger": self.trigger,
-                "state": "running",
-            }
+        # The rest of a "Sync now" (or of a forced run) completes the run the user saw start,
+        # instead of leaving it "continuing in background" forever next to a new one.
+        self.previous_duration = 0.0
+        self.resumed = False
+        self.run = Run.search(
+            [
+                ("account_id", "=", account.id),
+                ("trigger", "=", self.trigger),
+                ("trigger", "in", ("manual", "forced")),
+                ("state", "=", "partial"),
+                ("error_type", "=", False),
+            ],
+            order="id desc",
+            limit=1,
         )
+        # Only when nothing but "skipped" runs came after it (a later run took over).
+        if self.run and not Run.search_count(
+            [
+                ("account_id", "=", account.id),
+                ("id", ">", self.run.id),
+                ("state", "!=", "skipped"),
+            ],
+            limit=1,
+        ):
+            self.previous_duration = self.run.duration
+            self.resumed = True
+            for name in self.counts:
+                self.counts[name] = self.run[name]
+            self.run.write({"state": "running"})
+        else:
+            self.run = Run.create(
+                {
+                    "account_id": account.id,
+                    "journal_id": self.journal.id,
+                    "trigger": self.trigger,
+                    "state": "running",
+                }
+            )
         account.sudo().sync_last_attempt = fields.Datetime.now()
         try:
             finished = self._import()
@@ -167,7 +202,10 @@ class AccountSynchroniser:
         else:
             if finished:
                 account.sudo().write({"sync_requested": False, "sync_requested_trigger": False})
-                self._close("done")
+                self._close(
+                    "done",
+                    note=self.env._("Completed in the background.") if self.resumed else None,
+                )
             else:
                 self._close(
                     "partial",
@@ -184,7 +222,7 @@ class AccountSynchroniser:
             # Odoo's) on their indexes; autovacuum may take minutes to get there.
             self.cr.execute("ANALYZE account_bank_statement_line, account_move")
         vals = dict(self.counts, state=state, end_date=fields.Datetime.now())
-        vals["duration"] = time.monotonic() - self.started
+        vals["duration"] = self.previous_duration + time.monotonic() - self.started
         if note:
             vals["note"] = note
         self.run.write(vals)
@@ -272,7 +310,12 @@ class AccountSynchroniser:
                 )
             )
         window = self._plan()
-        if not account.sync_cursor and not account.sync_opening_done and not window.forced:
+        if (
+            not account.sync_cursor
+            and not account.sync_opening_done
+            and not account.sync_needs_opening
+            and not window.forced
+        ):
             # First sync: the opening line is only for a journal that had nothing in it.
             self.cr.execute(
                 "SELECT 1 FROM account_bank_statement_line WHERE journal_id = %s LIMIT 1",
@@ -296,15 +339,21 @@ class AccountSynchroniser:
         finished = True
         for page in pages:
             with self.cr.savepoint():
-                self._apply_page(page, window)
-                self._store_cursor(page, window)
-                if page.last:
-                    self._finish_stream(window)
+                complete = self._apply_page(page, window)
+                if complete:
+                    self._store_cursor(page, window)
+                    if page.last:
+                        self._finish_stream(window)
                 self.run.write(self.counts)
             self._page_done()
+            if not complete:
+                # Stopped inside the page: the cursor stays before it, and the background
+                # job reads it again (the operations already created are recognised).
+                finished = False
+                break
             if page.last:
                 break
-            if self.time_budget and time.monotonic() - self.started > self.time_budget:
+            if self._budget_spent():
                 finished = False
                 break
         else:
@@ -367,7 +416,6 @@ class AccountSynchroniser:
         self.counts["skipped_count"] += len(diff.unchanged) + len(diff.pending)
         self.counts["pending_count"] += len(diff.pending)
         self.counts["ignored_count"] += len(diff.ignored)
-        self._create_lines(to_create)
         for change in diff.update:
             self._update_line(change)
         for change in diff.review:
@@ -384,6 +432,16 @@ class AccountSynchroniser:
                 self.env._("The bank deleted this operation after it was reconciled."),
                 status="deleted",
             )
+        # Last, so that only creations can be left for later: batches under a time budget.
+        size = BUDGET_BATCH if self.time_budget else max(len(to_create), 1)
+        for start in range(0, len(to_create), size):
+            self._create_lines(to_create[start : start + size])
+            if start + size < len(to_create) and self._budget_spent():
+                return False
+        return True
+
+    def _budget_spent(self):
+        return bool(self.time_budget) and time.monotonic() - self.started > self.time_budget
 
     def _normalise(self, tx):
         """Drop a "foreign" amount in the journal's own currency, or in an unknown currency
@@ -784,10 +842,21 @@ def _check_balances(connection, runs, provider, commit=None):
         ):
             run.created_count += 1
         currency = account.journal_id.currency_id or account.company_id.currency_id
+        # Operations deleted with "ignore permanently" are still in the bank's balance but
+        # will never be in the journal: the journal is expected to differ by exactly them.
+        ignored = env["bank.sync.ignored"].sudo().search([("account_id", "=", account.id)])
+        ignored_total = sum(
+            (
+                Decimal(str(round(amount, currency.decimal_places)))
+                for amount in ignored.mapped("amount")
+            ),
+            Decimal(0),
+        )
         check = sync.check_balance(
             aggregator_balance=bank.balance,
             journal_balance=journal_balance(env, account.journal_id),
             account_type=account.account_type or "checking",
+            pending_total=ignored_total,
             digits=currency.decimal_places,
         )
         account.write(
@@ -804,17 +873,88 @@ def _check_balances(connection, runs, provider, commit=None):
             "balance_journal": float(check.journal),
             "balance_difference": float(check.difference),
         }
-        if not check.ok:
-            vals["note"] = env._(
-                "The journal balance (%(journal)s) differs from the bank's (%(bank)s) by "
-                "%(difference)s.",
-                journal=check.journal,
-                bank=check.expected,
-                difference=check.difference,
+        notes = [run.note] if run.note else []
+
+        def money(amount, currency=currency):
+            return formatLang(env, float(amount), currency_obj=currency)
+
+        if ignored:
+            notes.append(
+                env._(
+                    "The bank's balance (%(bank)s) still counts %(count)s operation(s) you "
+                    "ignored permanently (%(ignored)s): the journal should show %(expected)s.",
+                    bank=money(check.expected + ignored_total),
+                    count=len(ignored),
+                    ignored=money(ignored_total),
+                    expected=money(check.expected),
+                )
             )
+        if not check.ok:
+            notes.append(
+                env._(
+                    "The journal balance (%(journal)s) differs from the expected balance "
+                    "(%(bank)s) by %(difference)s.",
+                    journal=money(check.journal),
+                    bank=money(check.expected),
+                    difference=money(check.difference),
+                )
+            )
+        if notes:
+            vals["note"] = "\n".join(notes)
         run.write(vals)
+        _balance_alert(account, check, currency, money)
     if commit if commit is not None else (runs[:1].trigger == "cron" and not in_test_mode()):
         env.cr.commit()  # pylint: disable=invalid-commit
+
+
+def _balance_alert(account, check, currency, money):
+    """A real difference alerts the accounting managers once (an activity each on the
+    connection); the activities are closed when the balances agree again."""
+    env = account.env
+    connection = account.connection_id.sudo()
+    previous = account.balance_alert_difference
+    if check.ok:
+        if previous:
+            account.balance_alert_difference = 0.0
+            activities = (
+                env["mail.activity"]
+                .sudo()
+                .search(
+                    [
+                        ("res_model", "=", "bank.sync.connection"),
+                        ("res_id", "=", connection.id),
+                        ("activity_type_id", "=", env.ref("mail.mail_activity_data_warning").id),
+                        ("summary", "ilike", account.display_name),
+                    ]
+                )
+            )
+            activities.action_feedback(
+                feedback=env._("The journal balance agrees with the bank's again.")
+            )
+        return
+    if currency.compare_amounts(previous, float(check.difference)) == 0:
+        return  # this difference was already reported
+    account.balance_alert_difference = float(check.difference)
+    for user in connection._health_alert_users():
+        mine = env(context=dict(env.context, lang=user.lang or "en_US"))
+        summary = mine._(
+            "%(account)s: balance differs from the bank's by %(difference)s",
+            account=account.with_env(mine).display_name,
+            difference=formatLang(mine, float(check.difference), currency_obj=currency),
+        )
+        connection.with_context(
+            lang=user.lang or "en_US", mail_activity_quick_update=True
+        ).activity_schedule(
+            "mail.mail_activity_data_warning",
+            summary=summary,
+            note=mine._(
+                "Journal balance %(journal)s, expected %(expected)s: check the bank operations "
+                "of the journal (missing, duplicated or deleted without being ignored).",
+                journal=formatLang(mine, float(check.journal), currency_obj=currency),
+                expected=formatLang(mine, float(check.expected), currency_obj=currency),
+            ),
+            user_id=user.id,
+        )
 
 
 def cron_sync(accounts_model, batch_size=20):

@@ -10,6 +10,7 @@ from . import test_webhooks_controller
 from . import test_bridge_service_flow
 from . import test_connect_bridge
 from . import test_sync_concurrency
-from . import test_screens_fixes
 from . import test_journal_card
+from . import test_screens_fixes
 from . import test_health_fixes
+from . import test_engine_fixes
