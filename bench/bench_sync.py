@@ -386,17 +386,21 @@ def case_incremental(db: str, new_operations: int = 20, rounds: int = 3) -> dict
         taken = set(
             env["bank.sync.account"].with_context(active_test=False).search([]).mapped("remote_id")
         )
+        # Ids an earlier run of this case used are in keys only: remember the highest.
+        params = env["ir.config_parameter"].sudo()
+        used_up_to = int(params.get_param("bench_sync.incremental_last_id", "0"))
         fresh = []
         for name in ("Incremental big", "Incremental empty"):
             remote = emulator.add_account_with_transactions(
                 0, user_ref=user, name="Skipped id", item_id=item.id, days=1
             )
-            while str(remote.id) in taken:
+            while str(remote.id) in taken or remote.id <= used_up_to:
                 remote = emulator.add_account_with_transactions(
                     0, user_ref=user, name="Skipped id", item_id=item.id, days=1
                 )
             remote.name = name  # only the kept account carries the name looked up below
             fresh.append(remote)
+        params.set_param("bench_sync.incremental_last_id", str(max(r.id for r in fresh)))
         client = bridge_client(emulator.base_url, user, clock=emulator.clock)
         empty = linked_account(
             env, provider, client, label="Incremental empty", code=unique_code(env, "EMP")
