@@ -781,7 +781,8 @@ def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
         for account in group:
             left = None
             if budget is not None:
-                left = max(budget - (time.monotonic() - started), 0.5)
+                # Each later account still gets a little time (at most the whole budget).
+                left = max(budget - (time.monotonic() - started), min(budget, 0.5))
             run = AccountSynchroniser(
                 account, trigger=trigger, provider=client, time_budget=left, **kwargs
             ).execute()
