@@ -1,2 +1,1 @@
-from . import health, main, webhook
-from . import bridge_service
+from . import bridge_service, health, main, webhook

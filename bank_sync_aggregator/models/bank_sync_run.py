@@ -153,26 +153,3 @@ class BankSyncConnection(models.Model):
             self.env["bank.sync.account"]._domain_syncable()
         )
         return accounts.action_sync_now()
-
-
-class AccountJournal(models.Model):
-    _inherit = "account.journal"
-
-    bank_sync_run_count = fields.Integer(compute="_compute_bank_sync_run_count")
-
-    def _compute_bank_sync_run_count(self):
-        counts = dict(
-            self.env["bank.sync.run"]._read_group(
-                [("journal_id", "in", self.ids)], ["journal_id"], ["__count"]
-            )
-        )
-        for journal in self:
-            journal.bank_sync_run_count = counts.get(journal, 0)
-
-    def action_view_bank_sync_runs(self):
-        self.ensure_one()
-        return self.env["bank.sync.run"]._action_for([("journal_id", "=", self.id)])
-
-    def action_bank_sync_now(self):
-        """The dashboard card's "Sync now"."""
-        return self.bank_sync_account_ids.action_sync_now()

@@ -1,16 +1,19 @@
-from . import test_install
-from . import test_connect_flow
-from . import test_link_journal
-from . import test_provider_settings
-from . import test_security
-from . import test_sync_engine
-from . import test_sync_faults
-from . import test_connection_health
-from . import test_webhooks_controller
-from . import test_bridge_service_flow
-from . import test_connect_bridge
-from . import test_sync_concurrency
-from . import test_journal_card
-from . import test_screens_fixes
-from . import test_health_fixes
-from . import test_engine_fixes
+from . import (
+    test_bridge_service_flow,
+    test_connect_bridge,
+    test_connect_flow,
+    test_connection_health,
+    test_engine_fixes,
+    test_health_fixes,
+    test_i18n,
+    test_install,
+    test_journal_card,
+    test_link_journal,
+    test_provider_settings,
+    test_screens_fixes,
+    test_security,
+    test_sync_concurrency,
+    test_sync_engine,
+    test_sync_faults,
+    test_webhooks_controller,
+)

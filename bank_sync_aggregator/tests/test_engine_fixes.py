@@ -145,8 +145,7 @@ class TestEngineFixes(SyncCase):
         self.env.user.lang = "fr_FR"
         run = self.sync(account.with_context(lang="fr_FR"))
         self.assertAlmostEqual(run.balance_difference, -amount, places=2)
-        # (the new sentences are translated when the coordinator merges the French file)
-        self.assertIn("differs from the expected balance", run.note)
+        self.assertIn("diffère du solde attendu", run.note)
         # Amounts in the reader's language, with the currency: "1 045,98 €".
         expected = formatLang(
             self.env(context=dict(self.env.context, lang="fr_FR")),
@@ -162,7 +161,7 @@ class TestEngineFixes(SyncCase):
             ]
         )
         self.assertEqual(len(alert), 1)
-        self.assertIn("balance differs", alert.summary)
+        self.assertIn("le solde diffère", alert.summary)
         self.assertIn(expected, alert.summary)
         # The same difference the next morning: no second alert.
         self.sync(account)

@@ -8,6 +8,7 @@ from lxml import etree
 
 from odoo.exceptions import UserError
 from odoo.tests import new_test_user, tagged
+from odoo.tools.safe_eval import safe_eval
 
 from .common_sync import SyncCase
 
@@ -29,7 +30,7 @@ def _js_to_python(expr):
 def _condition_holds(element, scope):
     """Whether the ``t-if``/``t-elif``/``t-else`` of ``element`` lets it render."""
     if element.get("t-if") is not None:
-        return bool(eval(_js_to_python(element.get("t-if")), {}, scope))  # noqa: S307
+        return bool(safe_eval(_js_to_python(element.get("t-if")), dict(scope)))
     if element.get("t-elif") is not None or element.get("t-else") is not None:
         previous = element.getprevious()
         while previous is not None:
@@ -39,14 +40,14 @@ def _condition_holds(element, scope):
                 break
             previous = previous.getprevious()
         if element.get("t-elif") is not None:
-            return bool(eval(_js_to_python(element.get("t-elif")), {}, scope))  # noqa: S307
+            return bool(safe_eval(_js_to_python(element.get("t-elif")), dict(scope)))
     return True
 
 
 def _render_text(element, scope):
     """The text ``element`` shows: its rendered children and their ``t-esc`` values."""
     if element.get("t-esc") is not None:
-        parts = [str(eval(_js_to_python(element.get("t-esc")), {}, scope) or "")]  # noqa: S307
+        parts = [str(safe_eval(_js_to_python(element.get("t-esc")), dict(scope)) or "")]
     else:
         parts = [element.text or ""]
         for child in element:
