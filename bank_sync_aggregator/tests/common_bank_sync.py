@@ -46,17 +46,23 @@ def query_of(url):
     return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
 
 
-class BankSyncCommon(AccountTestInvoicingCommon):
-    """A company with a chart of accounts, synchronisation on, with the sandbox aggregator."""
+class LocalEmulatorsMixin:
+    """Lets test HTTP calls reach the emulators and services on 127.0.0.1 unchanged.
+
+    The package gives requests a (connect, read) timeout pair, which Odoo's test guard compares
+    to a number and stretches to 10 s, hiding the very timeouts the fault tests provoke. Any
+    other host is still refused by Odoo's guard.
+    """
 
     @classmethod
     def _request_handler(cls, s, r, /, **kw):
-        # The package gives requests a (connect, read) timeout pair, which Odoo's test guard
-        # cannot compare to its minimum: let calls to the local emulators through as they are.
-        # Any other host is still refused by Odoo's guard.
         if urlsplit(r.url).hostname in ("127.0.0.1", "localhost"):
             return _super_send(s, r, **kw)
         return super()._request_handler(s, r, **kw)
+
+
+class BankSyncCommon(LocalEmulatorsMixin, AccountTestInvoicingCommon):
+    """A company with a chart of accounts, synchronisation on, with the sandbox aggregator."""
 
     @classmethod
     def setup_independent_company(cls, **kwargs):

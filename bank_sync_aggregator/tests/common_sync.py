@@ -2,13 +2,13 @@
 sandbox aggregator on a frozen clock, a connection and its accounts linked to bank journals."""
 
 from datetime import date, datetime, timedelta, timezone
-from urllib.parse import urlsplit
 
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
-from odoo.tests.common import _super_send
 
 from bank_sync_bridge.providers.sandbox import make_connection_id
 from bank_sync_bridge.testing import AdjustableClock
+
+from .common_bank_sync import LocalEmulatorsMixin
 
 #: "Now" for the sandbox's frozen clock: this morning after the bank's overnight batch (the
 #: same day as Odoo's own "today", which validates ranges and plans windows).
@@ -16,17 +16,8 @@ NOW = datetime.now(timezone.utc).replace(hour=9, minute=0, second=0, microsecond
 TODAY = NOW.date()
 
 
-class SyncCase(AccountTestInvoicingCommon):
+class SyncCase(LocalEmulatorsMixin, AccountTestInvoicingCommon):
     """A company using the sandbox aggregator, with helpers to link and sync accounts."""
-
-    @classmethod
-    def _request_handler(cls, s, r, /, **kw):
-        # The emulators on 127.0.0.1 get the client's own (connect, read) timeouts: Odoo's
-        # default handler compares them to a number and stretches short ones to 10 s, which
-        # would hide the very timeouts the fault tests provoke. Other hosts stay blocked.
-        if urlsplit(r.url).hostname in ("127.0.0.1", "localhost"):
-            return _super_send(s, r, **kw)
-        return super()._request_handler(s, r, **kw)
 
     @classmethod
     def setup_independent_company(cls, **kwargs):

@@ -14,10 +14,12 @@ from odoo.tests import HttpCase, new_test_user, tagged
 from bank_sync_bridge import crypto
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
+from .common_bank_sync import LocalEmulatorsMixin
+
 WEBHOOK_CRON = "bank_sync_aggregator.ir_cron_process_webhook_events"
 
 
-class BridgeCase(AccountTestInvoicingCommon, HttpCase, CronMixinCase):
+class BridgeCase(LocalEmulatorsMixin, AccountTestInvoicingCommon, HttpCase, CronMixinCase):
     """A company on Bridge (the emulator), one connection, one account linked to a journal."""
 
     @classmethod
@@ -58,14 +60,6 @@ class BridgeCase(AccountTestInvoicingCommon, HttpCase, CronMixinCase):
             }
         )
         cls.account.write({"journal_id": journal.id, "history_start_date": "2025-01-01"})
-
-    @classmethod
-    def _request_handler(cls, s, r, /, **kw):
-        # The package passes (connect, read) timeouts, which Odoo's test guard compares to a
-        # number: give it one (requests accepts both) before the localhost check.
-        if isinstance(kw.get("timeout"), tuple):
-            kw["timeout"] = max(part or 0 for part in kw["timeout"]) or None
-        return super()._request_handler(s, r, **kw)
 
     def setUp(self):
         super().setUp()
