@@ -19,7 +19,11 @@ these; every client goes through it.
 
 from __future__ import annotations
 
+import email.utils
+import math
+import time
 from collections.abc import Mapping
+from datetime import timezone
 from typing import Any
 
 from .model import ActionReason
@@ -61,7 +65,15 @@ class BankSyncError(Exception):
 
 
 class ConnectionFailed(BankSyncError):
-    """No HTTP answer: DNS, refused connection, reset, or timeout."""
+    """No HTTP answer: DNS, refused connection, reset, or timeout.
+
+    ``sent`` is False when the request provably never left (connection refused, connect
+    timeout): replaying it is then safe even for a call that is not idempotent.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.sent = sent
 
     @property
     def retryable(self) -> bool:
@@ -144,14 +156,29 @@ _ACTION_CODES: dict[str, ActionReason] = {
 }
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from a ``Retry-After`` header given in seconds; ``None`` when absent or odd."""
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header; ``None`` when absent or unreadable.
+
+    RFC 9110 allows seconds (``120``) or an HTTP date (``Wed, 21 Oct 2015 07:28:00 GMT``); a
+    date is turned into the seconds left from ``now`` (a Unix time, default: this clock), and a
+    date already past means "retry now" (0).
+    """
     if not value:
         return None
+    value = value.strip()
     try:
-        seconds = float(value.strip())
+        seconds = float(value)
     except ValueError:
-        # An HTTP date is allowed too; callers then fall back to their own backoff.
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment is None:
+            return None
+        if moment.tzinfo is None:  # "-0000" or no zone: RFC 5322 says UTC
+            moment = moment.replace(tzinfo=timezone.utc)
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    if math.isnan(seconds) or math.isinf(seconds):
         return None
     return max(0.0, seconds)
 

@@ -6,7 +6,10 @@
 - retries with jittered exponential backoff on connection errors, timeouts, 429 (honouring
   ``Retry-After`` up to a cap) and 5xx, **for idempotent calls only** (GET, HEAD, PUT, DELETE,
   OPTIONS; a POST only when the caller says ``idempotent=True``), because replaying a
-  non-idempotent call could create a second user or connection at the aggregator;
+  non-idempotent call could create a second user or connection at the aggregator. The one
+  exception: a call whose connection was refused (or timed out while connecting) never left,
+  so it is retried whatever its method;
+- a ``Retry-After`` in seconds or as an HTTP date;
 - answers that are not what they claim (invalid JSON, body shorter than ``Content-Length``)
   become :class:`~bank_sync_bridge.errors.ProviderUnavailable`, never a half-read dict;
 - error statuses become the exception tree through
@@ -31,6 +34,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, quote_plus, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
+import urllib3
 from requests.structures import CaseInsensitiveDict
 
 from . import __version__
@@ -462,7 +466,7 @@ class HttpClient:
             )
             if isinstance(exc, requests.exceptions.ChunkedEncodingError):
                 raise ProviderUnavailable(message) from None
-            raise ConnectionFailed(message) from None
+            raise ConnectionFailed(message, sent=not self._never_sent(exc)) from None
 
         duration = self.clock() - started
         request_id = self._request_id(response.headers)
@@ -524,8 +528,13 @@ class HttpClient:
         )
 
     def _retry_delay(self, error: BankSyncError, attempt: int, idempotent: bool) -> float | None:
-        """Seconds to wait before the next attempt, or None to give up and raise."""
-        if not idempotent or not error.retryable or attempt > self.max_retries:
+        """Seconds to wait before the next attempt, or None to give up and raise.
+
+        A call that is not idempotent is replayed only when it provably never reached the
+        aggregator (connection refused or connect timeout): nothing can have been created.
+        """
+        never_sent = isinstance(error, ConnectionFailed) and not error.sent
+        if not (idempotent or never_sent) or not error.retryable or attempt > self.max_retries:
             return None
         backoff = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
         delay = backoff / 2 + self.jitter() * backoff / 2
@@ -590,6 +599,19 @@ class HttpClient:
             prepared.prepare_url(url, params)
             url = prepared.url or url
         return self.redactor.url(url)
+
+    @staticmethod
+    def _never_sent(exc: requests.exceptions.RequestException) -> bool:
+        """Whether the request failed before any byte of it could reach the server."""
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return True
+        if isinstance(exc, requests.exceptions.SSLError) or not isinstance(
+            exc, requests.exceptions.ConnectionError
+        ):
+            return False
+        reason = exc.args[0] if exc.args else None
+        reason = getattr(reason, "reason", reason)  # urllib3's MaxRetryError wraps the cause
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
     def _transport_message(
         self, exc: requests.exceptions.RequestException, url: str, timeout: Any

@@ -136,7 +136,13 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(" 12 ") == 12.0
     assert parse_retry_after("1.5") == 1.5
     assert parse_retry_after("-3") == 0.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") is None
+    # An HTTP date (RFC 9110) counts from now; a date already past means "now".
+    now = 1445412480.0  # Wed, 21 Oct 2015 07:28:00 GMT
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=now) == 30.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now=now) == 0.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert parse_retry_after("next tuesday") is None
+    assert parse_retry_after("nan") is None
     assert parse_retry_after(None) is None
     assert parse_retry_after("") is None
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import time
 from decimal import Decimal
 
 import pytest
@@ -90,6 +92,19 @@ def test_429_honours_retry_after(scripted_server: ScriptedServer) -> None:
     response = make_client(scripted_server.url, sleeps).get("/items")
     assert response.body == {"ok": 1}
     assert sleeps == [7.0]
+
+
+def test_429_honours_retry_after_given_as_an_http_date(scripted_server: ScriptedServer) -> None:
+    in_20_s = email.utils.formatdate(time.time() + 20, usegmt=True)
+    scripted_server.add(
+        ScriptedResponse(429, headers={"Retry-After": in_20_s}),
+        ScriptedResponse(200, {"ok": 1}),
+    )
+    sleeps = Sleeps()
+    response = make_client(scripted_server.url, sleeps).get("/items")
+    assert response.body == {"ok": 1}
+    assert len(sleeps) == 1
+    assert 17.0 <= sleeps[0] <= 21.0  # the date has a one-second resolution
 
 
 def test_429_with_retry_after_beyond_cap_is_raised_at_once(
@@ -213,11 +228,27 @@ def test_connection_refused_is_retried_then_connection_failed(closed_port: int) 
     assert info.value.retryable
     assert sleeps == [0.5, 1.0]
     assert "tok-should-not-leak" not in str(info.value)
-    # A POST is not replayed, even when the connection failed.
+    assert not info.value.sent
+    # A refused connection sent nothing: even a POST is tried again.
     sleeps.clear()
     with pytest.raises(ConnectionFailed):
         client.post("/aggregation/users", json={"external_user_id": "c1"})
+    assert sleeps == [0.5, 1.0]
+
+
+def test_post_is_not_replayed_once_the_server_may_have_received_it(
+    scripted_server: ScriptedServer,
+) -> None:
+    # The server reads the request then answers after the read timeout: the POST may have
+    # created the user, so replaying it could create a second one.
+    scripted_server.add(ScriptedResponse(201, {"uuid": "u1"}, delay=1.0))
+    sleeps = Sleeps()
+    client = make_client(scripted_server.url, sleeps, max_retries=2, timeout=(2.0, 0.2))
+    with pytest.raises(ConnectionFailed, match="did not answer") as info:
+        client.post("/aggregation/users", json={"external_user_id": "c1"})
+    assert info.value.sent
     assert sleeps == []
+    assert len(scripted_server.received) == 1
 
 
 def test_redirects_are_not_followed(scripted_server: ScriptedServer) -> None:
