@@ -415,7 +415,8 @@ def test_incremental_sync_sees_every_kind_of_change(
     account = emu.accounts(item.id)[0]
     pending_same = emu.add_transaction(account.id, "-42.50", "Carte Total", future=True)
     pending_new = emu.add_transaction(account.id, "-19.90", "Carte Sncf", future=True)
-    provider = make()
+    # Without the overlap, exactly the changes since the high-water mark are read.
+    provider = make(since_overlap_seconds=0)
     _, cursor, _ = read_all(provider, str(account.id))
     clock.advance(minutes=5)
     assert read_all(provider, str(account.id), cursor=cursor)[0] == []
@@ -446,18 +447,20 @@ def test_incremental_sync_sees_every_kind_of_change(
     assert new_cursor.value["since"] > cursor.value["since"]  # type: ignore[union-attr]
 
 
-def test_overlap_option_catches_a_change_stamped_in_the_same_millisecond(
+def test_overlap_catches_a_change_stamped_in_the_same_millisecond(
     emu: BridgeEmulator, make: MakeProvider
 ) -> None:
     # Bridge may treat ``since`` as strictly after (the emulator does by default): a change
-    # stamped in the very millisecond of the high-water mark is only seen with an overlap.
+    # stamped in the very millisecond of the high-water mark is only seen with an overlap,
+    # which the client applies by default.
     item = emu.connect_item("company-1")
     account = emu.accounts(item.id)[0]
     emu.add_transaction(account.id, "-10.00", "Before")
     _, cursor, _ = read_all(make(), str(account.id))
     same_instant = emu.add_transaction(account.id, "-20.00", "Same millisecond")
-    assert read_all(make(), str(account.id), cursor=cursor)[0] == []
-    overlapped, again, _ = read_all(make(since_overlap_seconds=2), str(account.id), cursor=cursor)
+    no_overlap = make(since_overlap_seconds=0)
+    assert read_all(no_overlap, str(account.id), cursor=cursor)[0] == []
+    overlapped, again, _ = read_all(make(), str(account.id), cursor=cursor)
     assert str(same_instant.id) in {tx.remote_id for tx in overlapped}
     assert again is not None
     assert again.value == cursor.value  # type: ignore[union-attr]  # no drift backwards

@@ -22,13 +22,14 @@ relative ``pagination.next_uri`` until it is null. Cursors (kind ``bridge_update
 - mid-stream: ``{"next_uri": ..., "since": <max updated_at so far>, ...}``; resuming reads the
   stored ``next_uri`` again, so a crash after storing page *n* continues at page *n + 1*;
 - final: ``{"since": <largest updated_at seen>}``: Bridge's own advice is to keep the largest
-  ``updated_at`` received, not our clock. Re-reading a little before it (an overlap, for
-  operations stamped in the same millisecond as our last read) is the sync layer's decision;
-  ``options["since_overlap_seconds"]`` applies one here when the sync layer does not.
+  ``updated_at`` received, not our clock. Each incremental read starts a little before it
+  (``options["since_overlap_seconds"]``, one minute by default), so an operation stamped in
+  the very millisecond of our last read, or committed late at Bridge, is not missed; what is
+  read twice is recognised by its sync key and skipped.
 
 Options (all optional): ``page_size`` (≤ 500, default 500), ``max_pages`` (safety cap per
 stream, default 5000), ``country`` (Connect's preselected country, default ``FR``),
-``since_overlap_seconds`` (default 0), ``max_retries`` (default 3), ``token_margin_seconds``
+``since_overlap_seconds`` (default 60), ``max_retries`` (default 3), ``token_margin_seconds``
 (renew a token this long before it expires, default 300).
 """
 
@@ -79,6 +80,8 @@ BRIDGE_VERSION = "2025-01-15"
 MAX_PAGE_SIZE = 500
 CURSOR_KIND = "bridge_updated_at"
 TRANSACTIONS_PATH = "/v3/aggregation/transactions"
+#: Incremental reads start this long before the largest ``updated_at`` seen (see above).
+DEFAULT_SINCE_OVERLAP_SECONDS = 60
 
 #: Item ``status`` → (state, reason), reference §1.4 ✅. ``430`` is from older docs only.
 ITEM_STATUSES: dict[int, tuple[ConnectionState, ActionReason | None]] = {
@@ -236,7 +239,9 @@ class BridgeProvider(HttpProvider):
         self.page_size = page_size_option(options, "Bridge", MAX_PAGE_SIZE)
         self.max_pages = int(options.get("max_pages", 5000))
         self.country = str(options.get("country", "FR")).upper()
-        self.since_overlap = timedelta(seconds=float(options.get("since_overlap_seconds", 0)))
+        self.since_overlap = timedelta(
+            seconds=float(options.get("since_overlap_seconds", DEFAULT_SINCE_OVERLAP_SECONDS))
+        )
         self.token_margin = timedelta(seconds=float(options.get("token_margin_seconds", 300)))
         self._providers: dict[str, Mapping[str, Any] | None] = {}
         return self.base_url
