@@ -1,3 +1,7 @@
+# The mixin first: the wizards below inherit from it, and Odoo builds models in import order.
+from . import bank_sync_range_mixin
+
+# isort: split
 from . import (
     bank_sync_connect_wizard,
     bank_sync_delete_wizard,

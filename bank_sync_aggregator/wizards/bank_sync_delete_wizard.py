@@ -6,35 +6,14 @@ class BankSyncDeleteWizard(models.TransientModel):
     """Delete imported operations still waiting to be reconciled, optionally for good."""
 
     _name = "bank.sync.delete.wizard"
+    _inherit = ["bank.sync.range.mixin"]
     _description = "Delete Imported Bank Operations"
 
-    scope = fields.Selection(
-        [("selected", "Selected accounts"), ("all", "All accounts")],
-        required=True,
-        default=lambda self: "selected" if self._default_account_ids() else "all",
-    )
-    account_ids = fields.Many2many(
-        "bank.sync.account",
-        string="Accounts",
-        default=lambda self: self._default_account_ids(),
-    )
-    date_from = fields.Date(string="From", required=True)
-    date_to = fields.Date(string="To", required=True, default=fields.Date.context_today)
     ignore_permanently = fields.Boolean(
         help="These operations are never imported again, even by a forced synchronisation."
     )
     line_count = fields.Integer(string="Operations to delete", compute="_compute_line_ids")
     line_ids = fields.Many2many("account.bank.statement.line", compute="_compute_line_ids")
-
-    @api.model
-    def _default_account_ids(self):
-        context = self.env.context
-        if context.get("active_model") == "bank.sync.account":
-            return self.env["bank.sync.account"].browse(context.get("active_ids", []))
-        if context.get("active_model") == "account.journal":
-            journals = self.env["account.journal"].browse(context.get("active_ids", []))
-            return journals.bank_sync_account_ids
-        return self.env["bank.sync.account"]
 
     @api.depends("scope", "account_ids", "date_from", "date_to")
     def _compute_line_ids(self):
@@ -66,14 +45,7 @@ class BankSyncDeleteWizard(models.TransientModel):
 
     def action_delete(self):
         self.ensure_one()
-        if self.date_from > self.date_to:
-            raise UserError(
-                self.env._(
-                    "The start date (%(start)s) is after the end date (%(end)s).",
-                    start=fields.Date.to_string(self.date_from),
-                    end=fields.Date.to_string(self.date_to),
-                )
-            )
+        self._check_range()
         if self.scope == "selected" and not self.account_ids:
             raise UserError(self.env._("Choose at least one account."))
         lines = self._find_lines()
