@@ -1,4 +1,5 @@
-"""Helpers shared by the connect-flow, security and settings tests."""
+"""Helpers shared by the addon tests: the company every test starts from, the connect-flow,
+security and settings fixtures, HTML form parsing, and access to the local emulators."""
 
 from html.parser import HTMLParser
 from urllib.parse import parse_qsl, urlsplit
@@ -61,8 +62,9 @@ class LocalEmulatorsMixin:
         return super()._request_handler(s, r, **kw)
 
 
-class BankSyncCommon(LocalEmulatorsMixin, AccountTestInvoicingCommon):
-    """A company with a chart of accounts, synchronisation on, with the sandbox aggregator."""
+class BankSyncCompanyCase(LocalEmulatorsMixin, AccountTestInvoicingCommon):
+    """A company with a chart of accounts and books in euros, synchronisation on: what every
+    addon test starts from (``cls.company``)."""
 
     @classmethod
     def setup_independent_company(cls, **kwargs):
@@ -74,8 +76,17 @@ class BankSyncCommon(LocalEmulatorsMixin, AccountTestInvoicingCommon):
     def setUpClass(cls):
         super().setUpClass()
         cls.company = cls.company_data["company"]
-        cls.company.country_id = cls.env.ref("base.fr")
         cls.company.bank_sync_enabled = True
+
+
+class BankSyncCommon(BankSyncCompanyCase):
+    """A French company whose aggregator is the sandbox, chosen as the settings do
+    (``cls.provider``)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.company.country_id = cls.env.ref("base.fr")
         cls.provider = cls.company._bank_sync_set_provider_kind("sandbox")
 
     @classmethod

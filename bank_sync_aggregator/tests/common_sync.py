@@ -3,12 +3,10 @@ sandbox aggregator on a frozen clock, a connection and its accounts linked to ba
 
 from datetime import date, datetime, timedelta, timezone
 
-from odoo.addons.account.tests.common import AccountTestInvoicingCommon
-
 from bank_sync_bridge.providers.sandbox import make_connection_id
 from bank_sync_bridge.testing import AdjustableClock
 
-from .common_bank_sync import LocalEmulatorsMixin
+from .common_bank_sync import BankSyncCompanyCase
 
 #: "Now" for the sandbox's frozen clock: this morning after the bank's overnight batch (the
 #: same day as Odoo's own "today", which validates ranges and plans windows).
@@ -16,20 +14,13 @@ NOW = datetime.now(timezone.utc).replace(hour=9, minute=0, second=0, microsecond
 TODAY = NOW.date()
 
 
-class SyncCase(LocalEmulatorsMixin, AccountTestInvoicingCommon):
-    """A company using the sandbox aggregator, with helpers to link and sync accounts."""
-
-    @classmethod
-    def setup_independent_company(cls, **kwargs):
-        # The demo banks' accounts are in euros: so are the books.
-        cls.env.ref("base.EUR").active = True
-        return super().setup_independent_company(currency_id=cls.env.ref("base.EUR").id, **kwargs)
+class SyncCase(BankSyncCompanyCase):
+    """A company using the sandbox aggregator on a frozen clock (``cls.bank_provider``), with
+    helpers to link and sync accounts."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.company = cls.company_data["company"]
-        cls.company.bank_sync_enabled = True
         cls.bank_provider = cls.env["bank.sync.provider"].create(
             {"name": "Sandbox", "kind": "sandbox", "company_id": cls.company.id, "sandbox_seed": 7}
         )
