@@ -35,6 +35,14 @@
         "views/bank_sync_provider_bridge_service_views.xml",
         "data/ir_cron_bridge_service.xml",
     ],
+    "assets": {
+        "web.assets_backend": [
+            "bank_sync_aggregator/static/src/**/*",
+        ],
+        "web.assets_tests": [
+            "bank_sync_aggregator/static/tests/tours/**/*",
+        ],
+    },
     "installable": True,
     "application": False,
 }

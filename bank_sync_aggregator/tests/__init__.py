@@ -1,4 +1,5 @@
 from . import (
+    test_bank_picker,
     test_bridge_service_flow,
     test_connect_bridge,
     test_connect_flow,
