@@ -301,6 +301,8 @@ class BankSyncAccount(models.Model):
         if not accounts:
             raise UserError(self._explain_not_syncable())
         runs = accounts._sync_accounts("manual", time_budget=SYNC_NOW_BUDGET)
+        # A 429 is no failure of the user's: the rest waits as long as the aggregator asks.
+        accounts._resume_after_rate_limits(runs)
         return runs._notification()
 
     def action_view_runs(self):

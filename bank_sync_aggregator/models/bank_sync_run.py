@@ -103,6 +103,9 @@ class BankSyncRun(models.Model):
                     "synchronisation history."
                 )
             )
+        slowed = self.filtered(lambda r: r.state == "partial" and r.error_type == "RateLimited")
+        for run in slowed:
+            parts.append(f"{run.account_id.display_name}: {run.note}")
         failed = self.filtered(lambda r: r.state == "failed")
         for run in failed:
             parts.append(f"{run.account_id.display_name}: {run.error}")
@@ -112,7 +115,7 @@ class BankSyncRun(models.Model):
             "params": {
                 "title": self.env._("Bank synchronisation"),
                 "message": "\n".join(parts),
-                "type": "danger" if failed else "success",
+                "type": "danger" if failed else ("warning" if slowed else "success"),
                 "sticky": bool(failed),
                 "next": {"type": "ir.actions.client", "tag": "soft_reload"},
             },

@@ -417,6 +417,34 @@ class TestRateLimitedDailyImport(BridgeCase):
         self.assertEqual(self.account.run_ids[:1].state, "done", self.account.run_ids[:1].error)
         self.assertFalse(self.account.sync_requested)
 
+    def test_sync_now_met_by_a_429_continues_later_instead_of_failing(self):
+        self.emulator.force_rate_limit(count=20, retry_after=0)
+        self.addCleanup(self.emulator._forced_429.clear)
+        cron = self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")
+        with self.capture_triggers(cron.id) as triggers:
+            action = self.account.action_sync_now()
+        run = self.account.run_ids[:1]
+        self.assertEqual(run.trigger, "manual")
+        self.assertEqual(run.state, "partial", "the user has nothing to fix")
+        self.assertIn("resumes at", run.note)
+        params = action["params"]
+        self.assertEqual(params["type"], "warning")
+        self.assertIn("resumes at", params["message"])
+        self.assertTrue(self.account.sync_requested)
+        self.assertTrue(any(t.call_at == self.account.sync_not_before for t in triggers.records))
+        self.assertEqual(self.connection.state, "ok")
+
+        # When the aggregator lets us in again, the background job finishes the import.
+        self.emulator._forced_429.clear()
+        self.account.sync_not_before = fields.Datetime.now() - timedelta(seconds=1)
+        self.env["bank.sync.account"]._cron_sync()
+        self.assertEqual(self.account.run_ids[:1].state, "done", self.account.run_ids[:1].error)
+        lines = self.env["account.bank.statement.line"].search_count(
+            [("journal_id", "=", self.account.journal_id.id)]
+        )
+        self.assertEqual(lines, self.account.run_ids[:1].created_count)
+        self.assertTrue(lines)
+
     def test_a_429_that_persists_waits_for_the_next_day_quietly(self):
         self.emulator.force_rate_limit(count=200, retry_after=0)
         self.addCleanup(self.emulator._forced_429.clear)
