@@ -104,6 +104,7 @@ class AccountSynchroniser:
                 "ignored_count",
                 "deleted_count",
                 "review_count",
+                "reread_count",
             ),
             0,
         )
@@ -410,6 +411,11 @@ class AccountSynchroniser:
         keys = sync.transaction_keys(self.kind, transactions)
         existing = self._existing(keys)
         diff = sync.diff_page(transactions, keys, existing, self.ignored_keys)
+        before = dict(self.counts)
+        # The page this run stopped in is read again: what this run did to it then now
+        # reads as unchanged, and is not "skipped".
+        reread = min(self.counts["reread_count"], len(diff.unchanged))
+        self.counts["reread_count"] = 0
         self.counts["fetched_count"] += diff.fetched
         history_start = self.account.history_start_date
         to_create = []
@@ -418,7 +424,7 @@ class AccountSynchroniser:
                 self.counts["skipped_count"] += 1
             else:
                 to_create.append((key, tx))
-        self.counts["skipped_count"] += len(diff.unchanged) + len(diff.pending)
+        self.counts["skipped_count"] += len(diff.unchanged) - reread + len(diff.pending)
         self.counts["pending_count"] += len(diff.pending)
         self.counts["ignored_count"] += len(diff.ignored)
         for change in diff.update:
@@ -442,8 +448,26 @@ class AccountSynchroniser:
         for start in range(0, len(to_create), size):
             self._create_lines(to_create[start : start + size])
             if start + size < len(to_create) and self._budget_spent():
+                self._uncount_unfinished_page(before, diff)
                 return False
         return True
+
+    def _uncount_unfinished_page(self, before, diff):
+        """The rest of the run reads this page again: count each operation once.
+
+        What the page merely showed is counted when it is read again; what was done to it
+        (created, adopted, updated, deleted, flagged as deleted) stays counted now and is
+        remembered, so that reading it again does not also count it as skipped.
+        """
+        done = sum(
+            self.counts[name] - before[name]
+            for name in ("created_count", "adopted_count", "updated_count", "deleted_count")
+        )
+        for name in ("fetched_count", "skipped_count", "pending_count", "ignored_count"):
+            self.counts[name] = before[name]
+        # Changes to reconciled lines are flagged again when the page is read again.
+        self.counts["review_count"] -= len(diff.review)
+        self.counts["reread_count"] = before["reread_count"] + done + len(diff.flag_deleted)
 
     def _budget_spent(self):
         return bool(self.time_budget) and time.monotonic() - self.started > self.time_budget

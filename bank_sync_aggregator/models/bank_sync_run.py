@@ -66,6 +66,9 @@ class BankSyncRun(models.Model):
     ignored_count = fields.Integer(string="Ignored", readonly=True)
     deleted_count = fields.Integer(string="Deleted", readonly=True)
     review_count = fields.Integer(string="To review", readonly=True)
+    # Operations of the page a "Sync now" stopped in that it already handled: when the
+    # background part reads that page again they are not counted as skipped (technical).
+    reread_count = fields.Integer(string="Handled before a stop", readonly=True)
     balance_checked = fields.Boolean(readonly=True)
     balance_aggregator = fields.Monetary(
         string="Bank balance", currency_field="currency_id", readonly=True

@@ -73,6 +73,12 @@ class TestEngineFixes(SyncCase):
         provider = self.provider()
         # One page holds every operation: the budget must still stop inside it.
         provider.page_size = 500
+        streamed = [
+            tx
+            for page in provider.iter_transactions(account.remote_id, date_from=day(-60))
+            for tx in page.transactions
+        ]
+        pending = [tx for tx in streamed if tx.is_pending]
         run = self.sync(account, provider=provider, time_budget=0.0001)
         self.assertEqual(run.state, "partial")
         self.assertEqual(run.created_count, BUDGET_BATCH)
@@ -88,6 +94,10 @@ class TestEngineFixes(SyncCase):
         lines = self.assert_exactly_remote(account, day(-60))
         self.assertGreater(len(lines), BUDGET_BATCH)
         self.assertEqual(run.created_count, len(self.lines(account)))  # with the opening line
+        # The page read twice is counted once: each operation is either imported or skipped.
+        self.assertEqual(run.fetched_count, len(streamed))
+        self.assertEqual(run.pending_count, len(pending))
+        self.assertEqual(run.skipped_count, len(pending), "nothing was already there")
         self.assertTrue(run.balance_checked)
         self.assertEqual(run.balance_difference, 0.0)
         self.assertFalse(account.sync_requested)
