@@ -2,15 +2,19 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test test-package test-addon lint demo demo-package bench
+.PHONY: test test-package test-addon test-demo lint demo demo-package bench
 
-test: test-package test-addon
+test: test-package test-addon test-demo
 
 test-package:
 	$(PYTHON) -m pytest -q tests
 
 test-addon:
 	tools/addon_tests.sh
+
+# The README's demo, end to end on a throwaway database, so that it stays true (about a minute).
+test-demo:
+	tools/demo_check.sh
 
 lint:
 	ruff check .

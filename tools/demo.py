@@ -623,9 +623,13 @@ def link_accounts(
             ["mode", "journal_id", "new_journal_name", "history_start_date"],
             context=context,
         )[0]
-        action = web.button("bank.sync.link.wizard", "action_link", [wizard_id], context)
+        # The wizard answers with a notification; the link itself is on the account.
+        web.button("bank.sync.link.wizard", "action_link", [wizard_id], context)
+        journal_id = web.call(
+            "bank.sync.account", "read", [account["id"]], ["journal_id"], context=context
+        )[0]["journal_id"][0]
         journal = web.call(
-            "account.journal", "read", [action["res_id"]], ["name", "code"], context=context
+            "account.journal", "read", [journal_id], ["name", "code"], context=context
         )[0]
         how = "existing journal, found by IBAN" if wizard["mode"] == "existing" else "new journal"
         say(
