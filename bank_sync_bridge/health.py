@@ -527,6 +527,34 @@ def plan_rate_limit_backoff(
     )
 
 
+#: Waits before retrying a window that failed for a passing reason (aggregator down, timeout,
+#: broken answer): a quarter of an hour, an hour, four hours; then the next daily run.
+DEFAULT_RETRY_DELAYS: tuple[float, ...] = (900.0, 3600.0, 14400.0)
+
+
+def plan_failure_retry(
+    now: datetime,
+    attempt: int,
+    *,
+    delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
+) -> ResumePlan:
+    """When to try again after the ``attempt``-th consecutive passing failure (1 for the first).
+
+    Only for failures that may pass without anyone doing anything (the error's ``retryable``);
+    an action required from the user is never retried. Once ``delays`` are spent the account
+    waits for the next daily run, so a long outage costs a handful of calls, not hundreds.
+    """
+    if attempt < 1:
+        raise ValueError("attempt counts from 1")
+    if attempt > len(delays):
+        return ResumePlan(resume_at=_utc(now), attempt=attempt, defer_to_next_run=True)
+    return ResumePlan(
+        resume_at=_utc(now) + timedelta(seconds=float(delays[attempt - 1])),
+        attempt=attempt,
+        defer_to_next_run=False,
+    )
+
+
 def replan_after_rate_limit(
     plan: BatchPlan,
     done: Iterable[str],

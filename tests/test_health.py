@@ -22,6 +22,7 @@ from bank_sync_bridge.health import (
     incident_key,
     incident_reason,
     plan_batch,
+    plan_failure_retry,
     plan_rate_limit_backoff,
     published_limits,
     replan_after_rate_limit,
@@ -348,3 +349,16 @@ def test_a_429_mid_batch_resumes_the_rest_after_the_wait() -> None:
     assert min(j.start_offset for j in rest.jobs) == 500.0
     assert_respects(rest, limits)
     assert rest.due(500.0) and not rest.due(499.0)
+
+
+def test_a_passing_failure_is_retried_later_then_left_to_the_next_day() -> None:
+    now = datetime(2026, 3, 2, 5, 0, tzinfo=timezone.utc)
+    plans = [plan_failure_retry(now, n) for n in range(1, 5)]
+    waits = [(plan.resume_at - now).total_seconds() for plan in plans[:3]]
+    assert waits == [900.0, 3600.0, 14400.0]
+    assert [plan.defer_to_next_run for plan in plans] == [False, False, False, True]
+    custom = plan_failure_retry(now, 1, delays=(60,))
+    assert (custom.resume_at - now).total_seconds() == 60
+    assert plan_failure_retry(now, 2, delays=(60,)).defer_to_next_run
+    with pytest.raises(ValueError):
+        plan_failure_retry(now, 0)

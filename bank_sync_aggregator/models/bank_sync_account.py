@@ -3,6 +3,11 @@ from datetime import timedelta, timezone
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
+#: The package's errors (``error_type`` of a run) that pass by themselves: the aggregator or
+#: the network was down, or an answer came broken (``BankSyncError.retryable``). A 429
+#: (``RateLimited``) has its own backoff.
+RETRYABLE = ("ConnectionFailed", "ProviderUnavailable")
+
 ACCOUNT_TYPES = [
     ("checking", "Current account"),
     ("savings", "Savings"),
@@ -301,8 +306,6 @@ class BankSyncAccount(models.Model):
         if not accounts:
             raise UserError(self._explain_not_syncable())
         runs = accounts._sync_accounts("manual", time_budget=SYNC_NOW_BUDGET)
-        # A 429 is no failure of the user's: the rest waits as long as the aggregator asks.
-        accounts._resume_after_rate_limits(runs)
         return runs._notification()
 
     def action_view_runs(self):
@@ -474,6 +477,59 @@ class BankSyncAccount(models.Model):
         if not next_offsets:
             return batch, None
         return batch, now + timedelta(seconds=max(min(next_offsets), 0))
+
+    @api.model
+    def _schedule_retries(self, runs):
+        """After any synchronisation: a 429 resumes later, a passing failure is retried."""
+        resume_at = self._resume_after_rate_limits(runs)
+        retry_at = self._retry_failed_windows(runs)
+        return min(filter(None, (resume_at, retry_at)), default=None)
+
+    @api.model
+    def _retry_failed_windows(self, runs):
+        """A window that failed for a passing reason (the aggregator down, a timeout, a broken
+        answer) is tried again by itself after 15 minutes, 1 hour and 4 hours, then waits for
+        the next daily import. The cursor never moved past what was imported: the retry reads
+        the same window again. Failures that need someone (consent, credentials) are not."""
+        from bank_sync_bridge import health  # noqa: PLC0415
+
+        now = fields.Datetime.now()
+        retry_at = None
+        for run in runs.filtered(lambda r: r.state == "failed" and r.error_type in RETRYABLE):
+            account = run.account_id
+            attempt = 0
+            for previous in self.env["bank.sync.run"].search(
+                [("account_id", "=", account.id), ("state", "!=", "skipped")],
+                order="id desc",
+                limit=len(health.DEFAULT_RETRY_DELAYS) + 1,
+            ):
+                if previous.state != "failed" or previous.error_type not in RETRYABLE:
+                    break
+                attempt += 1
+            plan = health.plan_failure_retry(now, max(attempt, 1))
+            if plan.defer_to_next_run:
+                note = self.env._(
+                    "Failed again: the next daily import will try this account again."
+                )
+                account.sudo().write({"sync_not_before": False})
+            else:
+                when = plan.resume_at.replace(tzinfo=None)
+                note = self.env._(
+                    "Retried automatically at %(time)s (UTC).",
+                    time=fields.Datetime.to_string(when),
+                )
+                account.sudo().write(
+                    {
+                        "sync_requested": True,
+                        "sync_requested_trigger": run.trigger,
+                        "sync_not_before": when,
+                    }
+                )
+                retry_at = min(retry_at or when, when)
+            run.sudo().write({"note": note})
+        if retry_at:
+            self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger(at=retry_at)
+        return retry_at
 
     @api.model
     def _resume_after_rate_limits(self, runs):

@@ -815,6 +815,9 @@ def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
                 finished |= run
         if finished:
             _check_balances(connection, finished, client, commit=kwargs.get("commit"))
+    # Whoever asked (daily job, Sync now, forced sync, webhook): a 429 resumes when the
+    # aggregator allows, a passing failure is retried later by the background job.
+    accounts._schedule_retries(runs)
     return runs
 
 
@@ -1018,7 +1021,6 @@ def cron_sync(accounts_model, batch_size=20):
         for trigger, group in groups.items():
             # In the background job, whatever the trigger: a commit per page.
             runs |= group._sync_accounts(trigger, commit=not in_test_mode())
-        Account._resume_after_rate_limits(runs)
     remaining = len(due) - len(batch)
     env["ir.cron"]._notify_progress(done=len(batch), remaining=remaining)
     if remaining:

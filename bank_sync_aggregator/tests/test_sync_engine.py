@@ -390,10 +390,17 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertEqual(broken.state, "temporary_failure")
         self.assertEqual(len(runs.filtered(lambda r: r.state == "done")), 2)
         self.assertFalse(self.lines(self.checking(broken)), "nothing half-written")
-        # The next day, the bank is back and the daily job imports it.
+        # The failed window is retried by itself a quarter of an hour later.
+        self.assertIn("Retried automatically", failed.note)
+        retry_at = self.checking(broken).sync_not_before
+        self.assertAlmostEqual((retry_at - fields.Datetime.now()).total_seconds(), 900, delta=5)
+        # Later, the bank is back and the background job imports it.
         self.clock.advance(days=3)
         self.env["bank.sync.account"].browse(accounts.ids).write(
-            {"sync_last_attempt": fields.Datetime.now() - timedelta(days=1)}
+            {
+                "sync_last_attempt": fields.Datetime.now() - timedelta(days=1),
+                "sync_not_before": fields.Datetime.now() - timedelta(seconds=1),
+            }
         )
         Account._cron_sync(batch_size=5)
         self.assertEqual(self.checking(broken).last_run_id.state, "done")

@@ -7,6 +7,7 @@ exactly the aggregator's operations.
 from datetime import timedelta
 
 from odoo import fields
+from odoo.addons.base.tests.test_ir_cron import CronMixinCase
 from odoo.tests import tagged
 
 from bank_sync_bridge.providers import MemoryTokenStore, ProviderConfig
@@ -52,7 +53,7 @@ class Sleeps(list):
 
 
 @tagged("post_install", "-at_install")
-class TestSyncFaultsBridge(SyncCase):
+class TestSyncFaultsBridge(SyncCase, CronMixinCase):
     """Bridge: HTTP faults, token expiry and the operations the bank changes."""
 
     @classmethod
@@ -125,6 +126,11 @@ class TestSyncFaultsBridge(SyncCase):
         self.assertEqual(len(lines), 10, "exactly the stored page, nothing half-written")
         self.assertTrue(account.sync_cursor, "the cursor of the stored page is kept")
         self.assertFalse(lines.filtered(lambda line: line.bank_sync_status == "opening"))
+        # Nobody has to press anything: the background job tries again in 15 minutes.
+        self.assertIn("Retried automatically", run.note)
+        self.assertTrue(account.sync_requested)
+        wait = (account.sync_not_before - fields.Datetime.now()).total_seconds()
+        self.assertAlmostEqual(wait, 900, delta=5)
         rerun = self.sync(account, trigger="cron", provider=self.client())
         self.assertEqual(rerun.state, "done", rerun.error)
         self.assertEqual(rerun.window_basis, "cursor")
@@ -158,11 +164,38 @@ class TestSyncFaultsBridge(SyncCase):
         self.assertIn(2.0, self.sleeps, "the client waited as long as Retry-After said")
         self.exact(account)
 
-    def test_rate_limit_that_persists_fails_the_run_cleanly(self):
+    def test_an_outage_is_retried_three_times_then_left_to_the_next_day(self):
+        account = self.bridge_account()
+        self.emulator.script_faults("503", 100, path_prefix=TRANSACTIONS)
+        cron = self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")
+        waits = []
+        with self.capture_triggers(cron.id) as triggers:
+            for _attempt in range(4):
+                run = self.sync(account, trigger="cron", provider=self.client())
+                self.assertEqual((run.state, run.error_type), ("failed", "ProviderUnavailable"))
+                if account.sync_not_before:
+                    waits.append(
+                        round((account.sync_not_before - fields.Datetime.now()).total_seconds())
+                    )
+                    account.sync_not_before = False
+        self.assertEqual(len(waits), 3, waits)
+        for wait, expected in zip(waits, (900, 3600, 14400), strict=True):
+            self.assertAlmostEqual(wait, expected, delta=5)
+        self.assertEqual(len(triggers.records), 3, "the background job is woken for each retry")
+        self.assertIn("next daily import", run.note)
+        # Once the aggregator is back, the account converges to its operations.
+        with self.emulator.lock:
+            self.emulator._faults.clear()
+        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.exact(account)
+
+    def test_rate_limit_that_persists_resumes_later_cleanly(self):
         account = self.bridge_account()
         self.emulator.force_rate_limit(10, retry_after=30)
         run = self.sync(account, trigger="cron", provider=self.client())
-        self.assertEqual((run.state, run.error_type), ("failed", "RateLimited"))
+        self.assertEqual((run.state, run.error_type), ("partial", "RateLimited"))
+        self.assertIn("resumes at", run.note)
+        self.assertTrue(account.sync_not_before)
         self.assertFalse(self.lines(account))
         self.assertFalse(account.sync_cursor)
         with self.emulator.lock:
