@@ -42,6 +42,9 @@
         "web.assets_tests": [
             "bank_sync_aggregator/static/tests/tours/**/*",
         ],
+        "web.assets_unit_tests": [
+            "bank_sync_aggregator/static/tests/**/*.test.js",
+        ],
     },
     "installable": True,
     "application": False,

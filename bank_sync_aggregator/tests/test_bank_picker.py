@@ -1,4 +1,6 @@
 import json
+import re
+from pathlib import Path
 
 from odoo.tests import HttpCase, tagged
 
@@ -8,6 +10,7 @@ CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action
 #: Logged by the browser when the page unloads: the chosen bank sends the user to the
 #: aggregator's hosted page, which is not Odoo's web client, so no tour can go on there.
 LEFT_FOR_THE_AGGREGATOR = "left for the aggregator's page"
+UNIT_TESTS = Path(__file__).parent.parent / "static" / "tests" / "bank_picker_field.test.js"
 
 
 @tagged("post_install", "-at_install")
@@ -38,3 +41,41 @@ class TestBankPickerBrowser(BankSyncCommon, HttpCase):
     def test_enter_on_a_bank_row_chooses_the_bank(self):
         opened = self._run_picker_tour("bank_sync_picker_enter_on_bank_row")
         self.assertEqual(opened, ["PSSTFRPP"])  # La Banque Postale
+
+    def test_the_choose_button_still_chooses_its_bank_once(self):
+        opened = self._run_picker_tour("bank_sync_picker_choose_button")
+        self.assertEqual(opened, ["SHNEFRP1"])  # Shine, once: the row does not choose again
+
+
+def _hoot_id(name):
+    """The id by which the web client's test page selects a suite (as Odoo's own runner)."""
+    value = 0
+    for char in name:
+        value = ((value << 5) - value + ord(char)) & 0xFFFFFFFF
+    return f"{value:08x}"
+
+
+@tagged("post_install", "-at_install")
+class TestBankPickerUnit(HttpCase):
+    """The widget's unit tests (static/tests/bank_picker_field.test.js) on the web client's
+    test page, against Odoo's mock server."""
+
+    def test_bank_picker_widget_unit_tests(self):
+        suite = _hoot_id("@bank_sync_aggregator")
+        with self.assertLogs(__name__, "DEBUG") as logs:
+            self.browser_js(
+                f"/web/tests?headless&loglevel=2&preset=desktop&timeout=15000&suite={suite}",
+                "",
+                "",
+                login="admin",
+                timeout=900,
+                success_signal="[HOOT] test suite succeeded",
+            )
+        # Every test of the file ran and passed (an empty selection would also "succeed").
+        written = re.findall(r'^test\("(.+?)"', UNIT_TESTS.read_text(), re.MULTILINE)
+        passed = re.findall(
+            r'\[HOOT\] Test "@bank_sync_aggregator/bank_picker_field/(.+?)" passed',
+            "\n".join(logs.output),
+        )
+        self.assertTrue(written)
+        self.assertCountEqual(passed, written)

@@ -47,12 +47,16 @@ export class BankPickerListRenderer extends ListRenderer {
         await this.chooseRecord(record);
     }
 
-    /** Enter on a focused cell chooses its bank; Enter on a button keeps its own meaning. */
+    /**
+     * Enter on a focused cell chooses its bank. Elements that answer Enter themselves keep
+     * it (the Choose button, an input); the read-only star's link (pe-none) is not one: there
+     * Enter would toggle the star instead.
+     */
     onCellKeydown(ev, group = null, record = null) {
         if (
             record &&
             getActiveHotkey(ev) === "enter" &&
-            !ev.target.closest("button, a, input, textarea, select")
+            !ev.target.closest("button, input, textarea, select, a[href]:not(.pe-none)")
         ) {
             ev.preventDefault();
             ev.stopPropagation();

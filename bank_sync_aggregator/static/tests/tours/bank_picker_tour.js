@@ -2,9 +2,13 @@
 
 import { registry } from "@web/core/registry";
 
-// Both tours start on Accounting > Configuration > Bank Connections and end when the chosen
+// The tours start on Accounting > Configuration > Bank Connections and end when the chosen
 // bank sends the browser to the aggregator's hosted page, which is not Odoo's web client: the
 // Python test waits for that departure and checks which bank the session was opened for.
+
+// The two lists of the bank step.
+const mostRequested = ".modal div[name=top_line_ids]";
+const allBanks = ".modal div[name=shown_line_ids]";
 
 function goToTheBankStep() {
     return [
@@ -46,7 +50,7 @@ registry.category("web_tour.tours").add("bank_sync_picker_click_bank_name", {
         ...goToTheBankStep(),
         {
             content: "Click the name of a bank of the full list, not its Choose button",
-            trigger: ".modal div[name=shown_line_ids] td[name=display_label]:contains(Qonto)",
+            trigger: `${allBanks} td[name=display_label]:contains(Qonto)`,
             run: "click",
         },
         leaveForTheAggregator(),
@@ -54,7 +58,7 @@ registry.category("web_tour.tours").add("bank_sync_picker_click_bank_name", {
 });
 
 // A most requested bank's row, reached from the keyboard.
-const postaleRow = ".modal div[name=top_line_ids] .o_data_row:contains(La Banque Postale)";
+const postaleRow = `${mostRequested} .o_data_row:contains(La Banque Postale)`;
 
 registry.category("web_tour.tours").add("bank_sync_picker_enter_on_bank_row", {
     steps: () => [
@@ -75,6 +79,18 @@ registry.category("web_tour.tours").add("bank_sync_picker_enter_on_bank_row", {
             content: "Enter on the bank's name",
             trigger: `${postaleRow} td[name=display_label]:focus`,
             run: "press Enter",
+        },
+        leaveForTheAggregator(),
+    ],
+});
+
+registry.category("web_tour.tours").add("bank_sync_picker_choose_button", {
+    steps: () => [
+        ...goToTheBankStep(),
+        {
+            content: "Click the Choose button of a bank, as before",
+            trigger: `${allBanks} .o_data_row:contains(Shine) button[name=action_choose]`,
+            run: "click",
         },
         leaveForTheAggregator(),
     ],
