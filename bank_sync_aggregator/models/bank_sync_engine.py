@@ -32,8 +32,13 @@ SYNC_NOW_BUDGET = 4.0
 #: checked between them: a bank page (up to hundreds of operations) takes seconds to create.
 BUDGET_BATCH = 20
 
-#: A run that created more lines than this refreshes the planner's statistics at its end.
-ANALYZE_AFTER = 1000
+#: A run refreshes PostgreSQL's planner statistics once it has created this many lines, then
+#: each time that number doubles, and at its end. Without fresh statistics a journal that grew
+#: during the import still looks empty to the planner, and Odoo's query for the last move
+#: number (run for every line) reads the journal's whole year: measured on a 31,500-line
+#: journal, 69 ms a line before, 0.7 ms after, and the import went about 6 times faster.
+#: Autovacuum would get there only minutes later, or never where it is switched off.
+ANALYZE_AFTER = 500
 
 #: An account synced (or tried) less than this long ago is not due for the daily job again.
 DAILY_INTERVAL = timedelta(hours=20)
@@ -110,6 +115,8 @@ class AccountSynchroniser:
         )
         self.ignored_keys = set()
         self.currency_ids = {}
+        # Created count at the last refresh of the planner's statistics (see ANALYZE_AFTER).
+        self.analyzed_at = 0
 
     # ------------------------------------------------------------------ run
 
@@ -218,10 +225,9 @@ class AccountSynchroniser:
         return self.run
 
     def _close(self, state, note=None):
-        if self.counts["created_count"] > ANALYZE_AFTER:
-            # Fresh planner statistics after a big import keep the next queries (ours and
-            # Odoo's) on their indexes; autovacuum may take minutes to get there.
-            self.cr.execute("ANALYZE account_bank_statement_line, account_move")
+        if self.counts["created_count"] - self.analyzed_at >= ANALYZE_AFTER:
+            # The next run (and Odoo's own screens) find the journal as it now is.
+            self._analyze()
         vals = dict(self.counts, state=state, end_date=fields.Datetime.now())
         vals["duration"] = self.previous_duration + time.monotonic() - self.started
         if note:
@@ -374,9 +380,16 @@ class AccountSynchroniser:
         if self.commit:
             # Lines and cursor of the page become durable together (never in tests).
             self.cr.commit()  # pylint: disable=invalid-commit
+            if self._statistics_stale():
+                self._analyze()
+                # At once: ANALYZE's lock would otherwise keep another worker's ANALYZE
+                # waiting for our whole next page.
+                self.cr.commit()  # pylint: disable=invalid-commit
             # Committing released the lock: take it again or let the other worker go on.
             if not self.lock():
                 raise RunStopped
+        elif self._statistics_stale():
+            self._analyze()
         # Keep memory flat over tens of thousands of lines: nothing of a stored page is
         # needed again.
         self.env.invalidate_all()
@@ -468,6 +481,16 @@ class AccountSynchroniser:
         # Changes to reconciled lines are flagged again when the page is read again.
         self.counts["review_count"] -= len(diff.review)
         self.counts["reread_count"] = before["reread_count"] + done + len(diff.flag_deleted)
+
+    def _statistics_stale(self):
+        """Whether the lines created since the last refresh may mislead the planner."""
+        created = self.counts["created_count"]
+        return created >= ANALYZE_AFTER and created >= 2 * self.analyzed_at
+
+    def _analyze(self):
+        # The tables an import grows, whose statistics the next lines' queries depend on.
+        self.cr.execute("ANALYZE account_move, account_move_line, account_bank_statement_line")
+        self.analyzed_at = max(self.counts["created_count"], 1)
 
     def _budget_spent(self):
         return bool(self.time_budget) and time.monotonic() - self.started > self.time_budget

@@ -189,3 +189,23 @@ class TestEngineFixes(SyncCase):
         run = self.sync(account, trigger="forced", date_from=day(-30), date_to=TODAY)
         self.assertEqual(run.balance_difference, 0.0, run.note)
         self.assertFalse(alert.exists())
+
+    def test_a_long_import_keeps_the_planners_view_of_the_journal_current(self):
+        """Odoo looks up the journal's last move number for every line it creates: with the
+        planner believing the growing journal empty, that query reads the journal's whole
+        year per line. The import refreshes the statistics as the journal grows."""
+        account = self.checking(self.make_connection())
+        journal = self.link(account, history_start=day(-365))
+        provider = self.provider()
+        provider.page_size = 100
+        run = self.sync(account, provider=provider)
+        self.assertEqual(run.state, "done", run.error)
+        # A year of a busy current account: enough lines for the planner to be misled.
+        self.assertGreaterEqual(run.created_count, 500)
+        self.env.cr.execute("SELECT count(*) FROM account_move WHERE journal_id = %s", [journal.id])
+        moves = self.env.cr.fetchone()[0]
+        self.env.cr.execute(
+            "EXPLAIN (FORMAT JSON) SELECT id FROM account_move WHERE journal_id = %s", [journal.id]
+        )
+        estimated = self.env.cr.fetchone()[0][0]["Plan"]["Plan Rows"]
+        self.assertGreater(estimated, moves / 2, f"planner expects {estimated} of {moves} moves")
