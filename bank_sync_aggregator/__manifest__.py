@@ -46,6 +46,7 @@
             "bank_sync_aggregator/static/tests/**/*.test.js",
         ],
     },
+    "uninstall_hook": "uninstall_hook",
     "installable": True,
     "application": False,
 }

@@ -3,6 +3,9 @@
 import warnings
 from datetime import datetime
 
+from odoo.addons.bank_sync_aggregator.models.account_bank_statement_line import (
+    UNPOSTED_MOVE_INDEX,
+)
 from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import BUDGET_BATCH
 from odoo.tests import tagged
 from odoo.tools.misc import formatLang
@@ -209,3 +212,17 @@ class TestEngineFixes(SyncCase):
         )
         estimated = self.env.cr.fetchone()[0][0]["Plan"]["Plan Rows"]
         self.assertGreater(estimated, moves / 2, f"planner expects {estimated} of {moves} moves")
+
+    def test_the_balance_check_finds_unposted_moves_without_reading_every_move(self):
+        """The check after every sync must not grow with the size of the books."""
+        account = self.checking(self.make_connection())
+        journal = self.link(account)
+        self.sync(account)
+        self.env.cr.execute("SET LOCAL enable_seqscan = off")  # as on a big table
+        self.env.cr.execute(
+            "EXPLAIN SELECT m.id FROM account_move m WHERE m.journal_id = %s"
+            " AND m.state != 'posted'",
+            [journal.id],
+        )
+        plan = "\n".join(row[0] for row in self.env.cr.fetchall())
+        self.assertIn(UNPOSTED_MOVE_INDEX, plan)
