@@ -3,7 +3,7 @@
 
 Usage::
 
-    python3 bench/bench_sync.py            # full sizes (about half an hour on 2 cores)
+    python3 bench/bench_sync.py            # full sizes (about 25 minutes on 2 cores)
     python3 bench/bench_sync.py --quick    # small sizes, a smoke run of the same code
 
 A database is copied from the addon tests' template (``tools/addon_tests.sh`` builds it), the
