@@ -521,7 +521,8 @@ class BankSyncAccount(models.Model):
                 account.sudo().write(
                     {
                         "sync_requested": True,
-                        "sync_requested_trigger": run.trigger,
+                        # A forced run keeps its window; anything else is the daily job's.
+                        "sync_requested_trigger": "forced" if run.trigger == "forced" else "cron",
                         "sync_not_before": when,
                     }
                 )

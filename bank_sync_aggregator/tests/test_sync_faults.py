@@ -189,6 +189,27 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
         self.assertEqual(self.sync(account, provider=self.client()).state, "done")
         self.exact(account)
 
+    def test_a_failed_forced_sync_is_retried_on_its_own_window(self):
+        account = self.bridge_account()
+        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        date_from, date_to = (
+            self.history_start + timedelta(days=10),
+            self.history_start + timedelta(days=40),
+        )
+        self.emulator.script_faults("503", 2, path_prefix=TRANSACTIONS)
+        run = self.sync(
+            account, trigger="forced", provider=self.client(), date_from=date_from, date_to=date_to
+        )
+        self.assertEqual((run.state, run.error_type), ("failed", "ProviderUnavailable"))
+        self.assertIn("Retried automatically", run.note)
+        self.assertEqual(account.sync_requested_trigger, "forced")
+        # What the background job then does for this account: the same window, not the cursor.
+        retry = self.sync(account, trigger=account.sync_requested_trigger, provider=self.client())
+        self.assertEqual(retry.state, "done", retry.error)
+        self.assertEqual(retry.window_basis, "forced")
+        self.assertEqual((retry.date_from, retry.date_to), (date_from, date_to))
+        self.exact(account)
+
     def test_rate_limit_that_persists_resumes_later_cleanly(self):
         account = self.bridge_account()
         self.emulator.force_rate_limit(10, retry_after=30)
