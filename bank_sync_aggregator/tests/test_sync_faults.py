@@ -105,6 +105,14 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
     def exact(self, account):
         return self.assert_exactly_remote(account, self.history_start, self.client(page_size=500))
 
+    def converges_once_back(self, account):
+        """The aggregator answers again: the next run gives exactly its operations."""
+        with self.emulator.lock:
+            self.emulator._faults.clear()
+            self.emulator._forced_429.clear()
+        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        return self.exact(account)
+
     def run_with_fault_on_second_page(self, kind, count=2, **script_kwargs):
         # count=2: the first attempt and the client's one retry both meet the fault.
         account = self.bridge_account()
@@ -184,10 +192,7 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
         self.assertEqual(len(triggers.records), 3, "the background job is woken for each retry")
         self.assertIn("next daily import", run.note)
         # Once the aggregator is back, the account converges to its operations.
-        with self.emulator.lock:
-            self.emulator._faults.clear()
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
-        self.exact(account)
+        self.converges_once_back(account)
 
     def test_a_failed_forced_sync_is_retried_on_its_own_window(self):
         account = self.bridge_account()
@@ -219,10 +224,7 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
         self.assertTrue(account.sync_not_before)
         self.assertFalse(self.lines(account))
         self.assertFalse(account.sync_cursor)
-        with self.emulator.lock:
-            self.emulator._forced_429.clear()
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
-        self.exact(account)
+        self.converges_once_back(account)
 
     def test_expired_token_is_renewed_without_the_user(self):
         account = self.bridge_account()
