@@ -406,6 +406,16 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertEqual(self.checking(broken).last_run_id.state, "done")
         self.assertTrue(self.lines(self.checking(broken)))
 
+    def test_a_failure_that_needs_the_user_is_not_retried_by_itself(self):
+        account = self.checking(self.make_connection("sca_required"))
+        self.link(account, history_start=day(-5))
+        self.use_test_clock()
+        run = self.sync(account, trigger="cron")
+        self.assertEqual((run.state, run.error_type), ("failed", "ActionRequired"))
+        self.assertFalse(account.sync_requested, "only the user's reconnection can fix it")
+        self.assertFalse(account.sync_not_before)
+        self.assertNotIn("Retried automatically", run.note or "")
+
     def test_a_webhook_request_is_synced_by_the_background_job_and_says_so(self):
         account = self.checking(self.make_connection())
         self.link(account)
