@@ -480,10 +480,29 @@ class BankSyncAccount(models.Model):
 
     @api.model
     def _schedule_retries(self, runs):
-        """After any synchronisation: a 429 resumes later, a passing failure is retried."""
-        resume_at = self._resume_after_rate_limits(runs)
-        retry_at = self._retry_failed_windows(runs)
-        return min(filter(None, (resume_at, retry_at)), default=None)
+        """After any synchronisation: a 429 resumes when the aggregator allows, a passing
+        failure is retried later; the background job is woken for the earliest of them."""
+        times = (self._resume_after_rate_limits(runs), self._retry_failed_windows(runs))
+        first = min(filter(None, times), default=None)
+        if first:
+            self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger(at=first)
+        return first
+
+    @api.model
+    def _error_streak(self, account, error_types, limit):
+        """How many of ``account``'s last runs in a row (at least 1, at most ``limit``) ended
+        on one of ``error_types``; runs skipped because another worker had the account do not
+        break the streak."""
+        streak = 0
+        for run in self.env["bank.sync.run"].search(
+            [("account_id", "=", account.id), ("state", "!=", "skipped")],
+            order="id desc",
+            limit=limit,
+        ):
+            if run.error_type not in error_types:
+                break
+            streak += 1
+        return max(streak, 1)
 
     @api.model
     def _retry_failed_windows(self, runs):
@@ -497,16 +516,8 @@ class BankSyncAccount(models.Model):
         retry_at = None
         for run in runs.filtered(lambda r: r.state == "failed" and r.error_type in RETRYABLE):
             account = run.account_id
-            attempt = 0
-            for previous in self.env["bank.sync.run"].search(
-                [("account_id", "=", account.id), ("state", "!=", "skipped")],
-                order="id desc",
-                limit=len(health.DEFAULT_RETRY_DELAYS) + 1,
-            ):
-                if previous.state != "failed" or previous.error_type not in RETRYABLE:
-                    break
-                attempt += 1
-            plan = health.plan_failure_retry(now, max(attempt, 1))
+            attempt = self._error_streak(account, RETRYABLE, len(health.DEFAULT_RETRY_DELAYS) + 1)
+            plan = health.plan_failure_retry(now, attempt)
             if plan.defer_to_next_run:
                 note = self.env._(
                     "Failed again: the next daily import will try this account again."
@@ -528,8 +539,6 @@ class BankSyncAccount(models.Model):
                 )
                 retry_at = min(retry_at or when, when)
             run.sudo().write({"note": note})
-        if retry_at:
-            self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger(at=retry_at)
         return retry_at
 
     @api.model
@@ -543,17 +552,10 @@ class BankSyncAccount(models.Model):
         resume_at = None
         for run in runs.filtered(lambda r: r.error_type == "RateLimited"):
             account = run.account_id
-            attempt = 0
-            history = self.env["bank.sync.run"].search(
-                [("account_id", "=", account.id)],
-                order="id desc",
-                limit=health.DEFAULT_MAX_RATE_LIMIT_ATTEMPTS,
+            attempt = self._error_streak(
+                account, ("RateLimited",), health.DEFAULT_MAX_RATE_LIMIT_ATTEMPTS
             )
-            for previous in history:
-                if previous.error_type != "RateLimited":
-                    break
-                attempt += 1
-            plan = health.plan_rate_limit_backoff(now, max(attempt, 1))
+            plan = health.plan_rate_limit_backoff(now, attempt)
             when = plan.resume_at.replace(tzinfo=None)
             if plan.defer_to_next_run:
                 note = self.env._(
@@ -570,6 +572,4 @@ class BankSyncAccount(models.Model):
                 resume_at = min(resume_at or when, when)
             # Continuing in the background, not failed: nobody has anything to fix.
             run.sudo().write({"state": "partial", "note": note})
-        if resume_at:
-            self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")._trigger(at=resume_at)
         return resume_at
