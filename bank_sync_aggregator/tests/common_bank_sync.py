@@ -2,10 +2,18 @@
 security and settings fixtures, HTML form parsing, and access to the local emulators."""
 
 from html.parser import HTMLParser
+from unittest.mock import patch
 from urllib.parse import parse_qsl, urlsplit
 
+from odoo import Command
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
+from odoo.tests import new_test_user
 from odoo.tests.common import _super_send
+from odoo.tools import config
+
+from bank_sync_bridge import crypto
+
+MANAGER_GROUPS = "account.group_account_manager,base.group_user"
 
 
 class _FormParser(HTMLParser):
@@ -40,6 +48,32 @@ def parse_form(html):
     parser = _FormParser()
     parser.feed(html)
     return parser.action, parser.fields, parser.selects
+
+
+def load_french(env):
+    """French active, with this addon's terms, as after a user installs the language."""
+    env["res.lang"]._activate_lang("fr_FR")
+    env["ir.module.module"]._load_module_terms(["bank_sync_aggregator"], ["fr_FR"], overwrite=True)
+
+
+def encryption_keys(keys=None):
+    """A patch of Odoo's configuration giving the addon its encryption keys (a new key when
+    ``keys`` is None, ``""`` for none at all); start it, or hand it to ``startClassPatcher``."""
+    if keys is None:
+        keys = crypto.generate_key()
+    return patch.dict(config.options, {"bank_sync_encryption_keys": keys})
+
+
+def company_user(env, login, company, groups=MANAGER_GROUPS, **values):
+    """A user of ``company`` only (an accounting manager unless ``groups`` says otherwise)."""
+    return new_test_user(
+        env,
+        login,
+        groups=groups,
+        company_ids=[Command.set(company.ids)],
+        company_id=company.id,
+        **values,
+    )
 
 
 def query_of(url):

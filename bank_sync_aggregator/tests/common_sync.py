@@ -3,6 +3,8 @@ sandbox aggregator on a frozen clock, a connection and its accounts linked to ba
 
 from datetime import date, datetime, timedelta, timezone
 
+from odoo import Command
+
 from bank_sync_bridge.providers.sandbox import make_connection_id
 from bank_sync_bridge.testing import AdjustableClock
 
@@ -84,6 +86,18 @@ class SyncCase(BankSyncCompanyCase):
         if kwargs.get("provider") is None:
             kwargs["provider"] = self.provider()
         return account._sync_account(trigger, **kwargs)
+
+    def ignore_wizard(self, account, date_from, date_to):
+        """The deletion wizard on ``account``'s lines of that range, "ignore permanently" on."""
+        return self.env["bank.sync.delete.wizard"].create(
+            {
+                "scope": "selected",
+                "account_ids": [Command.set(account.ids)],
+                "date_from": date_from,
+                "date_to": date_to,
+                "ignore_permanently": True,
+            }
+        )
 
     def lines(self, account):
         return self.env["account.bank.statement.line"].search(

@@ -21,24 +21,23 @@ import time
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
-from unittest.mock import patch
 from urllib.parse import urlsplit
 
 import requests
 
-from odoo import fields, tools
+from odoo import fields
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import HttpCase, new_test_user, tagged
 
 import bank_sync_bridge
-from bank_sync_bridge import crypto, signing
+from bank_sync_bridge import signing
 from bank_sync_bridge.errors import NotFound
 from bank_sync_bridge.sync import sync_key
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
-from .common_bank_sync import LocalEmulatorsMixin, parse_form
+from .common_bank_sync import LocalEmulatorsMixin, encryption_keys, parse_form
 
 WEBHOOK_SECRET = "bridge-webhook-secret-of-the-operator"
 WEBHOOK_CRON = "bank_sync_aggregator.ir_cron_process_webhook_events"
@@ -144,9 +143,7 @@ class TestBridgeServiceFlow(
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.startClassPatcher(
-            patch.dict(tools.config.options, {"bank_sync_encryption_keys": crypto.generate_key()})
-        )
+        cls.startClassPatcher(encryption_keys())
         directory = tempfile.mkdtemp(prefix="bank_sync_service_")
         cls.addClassCleanup(shutil.rmtree, directory, ignore_errors=True)
         cls.emulator = BridgeEmulator(seed=5).start()

@@ -1,12 +1,9 @@
-from unittest.mock import patch
-
 from odoo.tests import HttpCase, tagged
-from odoo.tools import config
 
 from bank_sync_bridge.testing.bridge_data import DEMO_BANK_ID
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
-from .common_bank_sync import BankSyncCommon, parse_form
+from .common_bank_sync import BankSyncCommon, encryption_keys, parse_form
 
 KEY = "QYTYC4lG1LHLAaICEs8NxcFS8TByp1uVcKdlm3hu9Ow="
 
@@ -24,7 +21,7 @@ class TestConnectBridge(BankSyncCommon, HttpCase):
 
     def setUp(self):
         super().setUp()
-        keys = patch.dict(config.options, {"bank_sync_encryption_keys": KEY})
+        keys = encryption_keys(KEY)
         keys.start()
         self.addCleanup(keys.stop)
         self.bridge = self.company._bank_sync_set_provider_kind("bridgeapi")

@@ -5,20 +5,19 @@ Time is moved with freezegun, which both Odoo and the sandbox (stateless, clock-
 """
 
 from datetime import datetime, timedelta, timezone
-from unittest.mock import patch
 from urllib.parse import parse_qsl, urlsplit
 
 from freezegun import freeze_time
 
-from odoo import Command, tools
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
 from odoo.tests import Form, new_test_user, tagged
 
-from bank_sync_bridge import crypto
 from bank_sync_bridge.errors import ActionRequired, ProviderUnavailable, RateLimited
 from bank_sync_bridge.model import ActionReason
 from bank_sync_bridge.providers.sandbox import make_connection_id
+
+from .common_bank_sync import company_user, encryption_keys, load_french
 
 #: A Thursday morning, after the sandbox bank's overnight batch.
 START = datetime(2025, 3, 20, 9, 0)
@@ -35,42 +34,24 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.env["res.lang"]._activate_lang("fr_FR")
-        cls.env["ir.module.module"]._load_module_terms(
-            ["bank_sync_aggregator"], ["fr_FR"], overwrite=True
-        )
+        load_french(cls.env)
         cls.company = cls.company_data["company"]
         cls.company.write({"bank_sync_enabled": True, "email": "compta@example.com"})
         cls.bank_provider = cls.env["bank.sync.provider"].create(
             {"kind": "sandbox", "name": "Sandbox", "company_id": cls.company.id}
         )
-        cls.alice = new_test_user(
-            cls.env,
-            "alice.health",
-            groups="account.group_account_manager,base.group_user",
-            email="alice@example.com",
-            company_ids=[Command.set(cls.company.ids)],
-            company_id=cls.company.id,
-        )
-        cls.bernard = new_test_user(
-            cls.env,
-            "bernard.health",
-            groups="account.group_account_manager,base.group_user",
-            email="bernard@example.com",
-            lang="fr_FR",
-            company_ids=[Command.set(cls.company.ids)],
-            company_id=cls.company.id,
+        cls.alice = company_user(cls.env, "alice.health", cls.company, email="alice@example.com")
+        cls.bernard = company_user(
+            cls.env, "bernard.health", cls.company, email="bernard@example.com", lang="fr_FR"
         )
         cls.company.bank_sync_alert_user_ids = cls.alice | cls.bernard
 
     def setUp(self):
         super().setUp()
         # A key so that the sandbox's memory (reconnections) is kept, encrypted, in the database.
-        config = patch.dict(
-            tools.config.options, {"bank_sync_encryption_keys": crypto.generate_key()}
-        )
-        config.start()
-        self.addCleanup(config.stop)
+        keys = encryption_keys()
+        keys.start()
+        self.addCleanup(keys.stop)
         if self._testMethodName not in self.REAL_TIME_TESTS:
             frozen = freeze_time(START)
             self.clock = frozen.start()

@@ -6,10 +6,14 @@ from datetime import datetime
 from odoo.addons.bank_sync_aggregator.models.account_bank_statement_line import (
     UNPOSTED_MOVE_INDEX,
 )
-from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import BUDGET_BATCH
+from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import (
+    BUDGET_BATCH,
+    JOURNAL_BALANCE_SQL,
+)
 from odoo.tests import tagged
 from odoo.tools.misc import formatLang
 
+from .common_bank_sync import company_user, load_french
 from .common_sync import TODAY, SyncCase, day
 
 
@@ -20,10 +24,7 @@ class TestEngineFixes(SyncCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.env["res.lang"]._activate_lang("fr_FR")
-        cls.env["ir.module.module"]._load_module_terms(
-            ["bank_sync_aggregator"], ["fr_FR"], overwrite=True
-        )
+        load_french(cls.env)
 
     def test_run_name_is_in_the_readers_language_and_time_zone(self):
         account = self.checking(self.make_connection())
@@ -116,27 +117,16 @@ class TestEngineFixes(SyncCase):
         account = self.checking(connection)
         self.link(account)
         self.sync(account)
-        manager = self.env["res.users"].create(
-            {
-                "name": "Chef comptable",
-                "login": "engine_fix_manager",
-                "email": "chef@example.com",
-                "lang": "fr_FR",
-                "company_id": self.company.id,
-                "company_ids": [(6, 0, self.company.ids)],
-                "groups_id": [(6, 0, self.env.ref("account.group_account_manager").ids)],
-            }
+        manager = company_user(
+            self.env,
+            "engine_fix_manager",
+            self.company,
+            name="Chef comptable",
+            email="chef@example.com",
+            lang="fr_FR",
         )
         self.company.bank_sync_alert_user_ids = manager
-        wizard = self.env["bank.sync.delete.wizard"].create(
-            {
-                "scope": "selected",
-                "account_ids": [(6, 0, account.ids)],
-                "date_from": day(-30),
-                "date_to": day(-20),
-                "ignore_permanently": True,
-            }
-        )
+        wizard = self.ignore_wizard(account, day(-30), day(-20))
         doomed = wizard.line_ids
         ignored_total = sum(doomed.mapped("amount"))
         self.assertTrue(doomed)
@@ -201,16 +191,37 @@ class TestEngineFixes(SyncCase):
         journal = self.link(account, history_start=day(-365))
         provider = self.provider()
         provider.page_size = 100
+
+        def planner_view():
+            """(moves in the journal, moves the planner expects there)."""
+            self.env.cr.execute(
+                "SELECT count(*) FROM account_move WHERE journal_id = %s", [journal.id]
+            )
+            moves = self.env.cr.fetchone()[0]
+            self.env.cr.execute(
+                "EXPLAIN (FORMAT JSON) SELECT id FROM account_move WHERE journal_id = %s",
+                [journal.id],
+            )
+            return moves, self.env.cr.fetchone()[0][0]["Plan"]["Plan Rows"]
+
+        during = []
+        stream = provider.iter_transactions
+
+        def watched(*args, **kwargs):
+            for page in stream(*args, **kwargs):
+                during.append(planner_view())  # as the engine is about to store this page
+                yield page
+
+        provider.iter_transactions = watched
         run = self.sync(account, provider=provider)
         self.assertEqual(run.state, "done", run.error)
         # A year of a busy current account: enough lines for the planner to be misled.
         self.assertGreaterEqual(run.created_count, 500)
-        self.env.cr.execute("SELECT count(*) FROM account_move WHERE journal_id = %s", [journal.id])
-        moves = self.env.cr.fetchone()[0]
-        self.env.cr.execute(
-            "EXPLAIN (FORMAT JSON) SELECT id FROM account_move WHERE journal_id = %s", [journal.id]
-        )
-        estimated = self.env.cr.fetchone()[0][0]["Plan"]["Plan Rows"]
+        # Already during the import, not only once it is over.
+        moves, estimated = during[-1]
+        self.assertGreaterEqual(moves, 600)
+        self.assertGreater(estimated, moves / 2, f"mid-import: {estimated} of {moves} moves")
+        moves, estimated = planner_view()
         self.assertGreater(estimated, moves / 2, f"planner expects {estimated} of {moves} moves")
 
     def test_the_balance_check_finds_unposted_moves_without_reading_every_move(self):
@@ -219,10 +230,7 @@ class TestEngineFixes(SyncCase):
         journal = self.link(account)
         self.sync(account)
         self.env.cr.execute("SET LOCAL enable_seqscan = off")  # as on a big table
-        self.env.cr.execute(
-            "EXPLAIN SELECT m.id FROM account_move m WHERE m.journal_id = %s"
-            " AND m.state != 'posted'",
-            [journal.id],
-        )
+        # The very query of the check, as it runs after every sync.
+        self.env.cr.execute(f"EXPLAIN {JOURNAL_BALANCE_SQL}", [journal.id, journal.id])
         plan = "\n".join(row[0] for row in self.env.cr.fetchall())
         self.assertIn(UNPOSTED_MOVE_INDEX, plan)

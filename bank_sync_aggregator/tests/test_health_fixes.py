@@ -8,16 +8,13 @@
 from unittest.mock import patch
 from urllib.parse import urlsplit
 
-from odoo import Command
-from odoo.tests import HttpCase, new_test_user, tagged
-from odoo.tools import config
+from odoo.tests import HttpCase, tagged
 
-from bank_sync_bridge import crypto
 from bank_sync_bridge.providers.sandbox import sandbox_message
 from bank_sync_bridge.testing.bridge_data import STATUS_DESCRIPTIONS
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
-from .common_bank_sync import BankSyncCommon, parse_form
+from .common_bank_sync import BankSyncCommon, company_user, encryption_keys, load_french, parse_form
 
 ALERT_TYPE = "bank_sync_aggregator.mail_activity_type_connection_alert"
 
@@ -29,27 +26,18 @@ class HealthFixesCommon(BankSyncCommon, HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.env["res.lang"]._activate_lang("fr_FR")
-        cls.env["ir.module.module"]._load_module_terms(
-            ["bank_sync_aggregator"], ["fr_FR"], overwrite=True
-        )
+        load_french(cls.env)
         cls.company.email = "compta@example.com"
         cls.english = cls.env.user
         cls.english.write({"lang": "en_US", "email": "accountman@example.com"})
-        cls.french = new_test_user(
-            cls.env,
-            "bernard.fixes",
-            groups="account.group_account_manager,base.group_user",
-            email="bernard@example.com",
-            lang="fr_FR",
-            company_ids=[Command.set(cls.company.ids)],
-            company_id=cls.company.id,
+        cls.french = company_user(
+            cls.env, "bernard.fixes", cls.company, email="bernard@example.com", lang="fr_FR"
         )
         cls.company.bank_sync_alert_user_ids = cls.english | cls.french
 
     def setUp(self):
         super().setUp()
-        keys = patch.dict(config.options, {"bank_sync_encryption_keys": crypto.generate_key()})
+        keys = encryption_keys()
         keys.start()
         self.addCleanup(keys.stop)
 

@@ -5,9 +5,9 @@ from psycopg2 import IntegrityError
 from odoo.exceptions import AccessError, UserError, ValidationError
 from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import Form, new_test_user, tagged
-from odoo.tools import config, mute_logger
+from odoo.tools import mute_logger
 
-from .common_bank_sync import BankSyncCommon
+from .common_bank_sync import BankSyncCommon, encryption_keys
 
 #: Two valid Fernet keys (test only): the newest first, as in the configuration file.
 NEW_KEY = "QYTYC4lG1LHLAaICEs8NxcFS8TByp1uVcKdlm3hu9Ow="
@@ -19,7 +19,7 @@ class TestProviderSettings(BankSyncCommon):
     """Choosing the aggregator, its exclusivity per company, and the secrets' protection."""
 
     def _with_keys(self, keys):
-        return patch.dict(config.options, {"bank_sync_encryption_keys": keys})
+        return encryption_keys(keys)
 
     def _bridge(self):
         return self.company._bank_sync_set_provider_kind("bridgeapi")

@@ -3,7 +3,7 @@ from lxml import etree
 from odoo.exceptions import UserError
 from odoo.tests import HttpCase, new_test_user, tagged
 
-from .common_bank_sync import BankSyncCommon
+from .common_bank_sync import BankSyncCommon, load_french
 
 
 @tagged("post_install", "-at_install")
@@ -181,10 +181,7 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
     # -- 9. aggregator named in the user's language --------------------------------------------
 
     def test_aggregator_named_in_the_users_language(self):
-        self.env["res.lang"]._activate_lang("fr_FR")
-        self.env["ir.module.module"]._load_module_terms(
-            ["bank_sync_aggregator"], ["fr_FR"], overwrite=True
-        )
+        load_french(self.env)
         wizard = self.env["bank.sync.connect.wizard"].with_context(lang="fr_FR").create({})
         self.assertEqual(wizard.provider_name, "Bac à sable (démo)")
         with self.assertRaisesRegex(UserError, "Bac à sable"):

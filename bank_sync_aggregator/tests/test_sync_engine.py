@@ -497,15 +497,7 @@ class TestSyncEngine(SyncCase, CronMixinCase):
             lambda line: line.date <= day(-20) and line.bank_sync_status == "booked"
         )[:1]
         self._reconcile_with_an_entry(reconciled)
-        wizard = self.env["bank.sync.delete.wizard"].create(
-            {
-                "scope": "selected",
-                "account_ids": [(6, 0, account.ids)],
-                "date_from": day(-30),
-                "date_to": day(-20),
-                "ignore_permanently": True,
-            }
-        )
+        wizard = self.ignore_wizard(account, day(-30), day(-20))
         doomed = wizard.line_ids
         self.assertTrue(doomed)
         self.assertNotIn(reconciled, doomed, "reconciled lines are not offered for deletion")

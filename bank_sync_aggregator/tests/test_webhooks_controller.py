@@ -4,17 +4,15 @@ the synchronisation to the background job."""
 
 import json
 from datetime import datetime, timedelta, timezone
-from unittest.mock import patch
 
-from odoo import Command, fields, tools
+from odoo import fields
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
-from odoo.tests import HttpCase, new_test_user, tagged
+from odoo.tests import HttpCase, tagged
 
-from bank_sync_bridge import crypto
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
-from .common_bank_sync import LocalEmulatorsMixin
+from .common_bank_sync import LocalEmulatorsMixin, company_user, encryption_keys
 
 WEBHOOK_CRON = "bank_sync_aggregator.ir_cron_process_webhook_events"
 
@@ -25,9 +23,7 @@ class BridgeCase(LocalEmulatorsMixin, AccountTestInvoicingCommon, HttpCase, Cron
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.startClassPatcher(
-            patch.dict(tools.config.options, {"bank_sync_encryption_keys": crypto.generate_key()})
-        )
+        cls.startClassPatcher(encryption_keys())
         cls.emulator = BridgeEmulator().start()
         cls.addClassCleanup(cls.emulator.stop)
         cls.company = cls.company_data["company"]
@@ -330,13 +326,7 @@ class TestReconnectLink(BridgeCase):
     """The alert e-mail's button: log in, then the aggregator's page on the same item."""
 
     def test_managers_are_sent_to_bridge_connect_on_the_same_item(self):
-        manager = new_test_user(
-            self.env,
-            "health.manager",
-            groups="account.group_account_manager,base.group_user",
-            company_ids=[Command.set(self.company.ids)],
-            company_id=self.company.id,
-        )
+        manager = company_user(self.env, "health.manager", self.company)
         self.assertIn(f"/bank_sync/reconnect/{self.connection.id}", self.connection.reconnect_url)
         self.authenticate(manager.login, manager.login)
         response = self.url_open(
@@ -349,12 +339,11 @@ class TestReconnectLink(BridgeCase):
         self.assertEqual(self.emulator.sessions[session_id]["item_id"], self.item_id)
 
     def test_users_who_may_not_reconnect_are_told_so(self):
-        accountant = new_test_user(
+        accountant = company_user(
             self.env,
             "health.accountant",
+            self.company,
             groups="account.group_account_invoice,base.group_user",
-            company_ids=[Command.set(self.company.ids)],
-            company_id=self.company.id,
         )
         self.authenticate(accountant.login, accountant.login)
         response = self.url_open(
