@@ -2,15 +2,20 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test test-package test-addon test-demo lint demo demo-package bench
+.PHONY: test test-package test-addon test-install test-demo lint demo demo-package bench
 
-test: test-package test-addon test-demo
+test: test-package test-addon test-install test-demo
 
 test-package:
 	$(PYTHON) -m pytest -q tests
 
 test-addon:
 	tools/addon_tests.sh
+
+# Install, upgrade and uninstall next to languages (French before or after the addon), on real
+# databases (about a minute).
+test-install:
+	$(or $(ODOO_PYTHON),$(PYTHON)) tools/install_check.py
 
 # The README's demo, end to end on a throwaway database, so that it stays true (about a minute).
 test-demo:

@@ -41,7 +41,11 @@ from datetime import date, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-TEMPLATE = os.environ.get("BSA_TEMPLATE_DB", "bsa_tpl_account_18")
+sys.path.insert(0, str(REPO))
+
+# isort: split
+from tools.odoo_setup import TEMPLATE_DB as TEMPLATE  # noqa: E402  (the repository on the path)
+
 PAGE_SIZE = 500
 
 

@@ -3,7 +3,8 @@
 #
 # Odoo is looked for as an `odoo` package importable by $ODOO_PYTHON (default python3);
 # database options come from ~/.odoorc (or $ODOO_RC) when present. A template database with
-# `account` installed is built once (about a minute) and copied for every run (under a second).
+# `account` and `l10n_fr_account` installed (the modules of tools/odoo_setup.py's template) is
+# built once (about a minute) and copied for every run (under a second).
 #
 # Usage: tools/addon_tests.sh [TEST_TAGS]   e.g. tools/addon_tests.sh /bank_sync_aggregator:TestConnect
 set -euo pipefail
@@ -27,14 +28,14 @@ if [ ! -f "$rc_file" ]; then
 fi
 psql_env=(env PGHOST="${PGHOST:-127.0.0.1}" PGPORT="${PGPORT:-5432}" PGUSER="${PGUSER:-$(id -un)}")
 
-template=${BSA_TEMPLATE_DB:-bsa_tpl_account_18}
+template=${BSA_TEMPLATE_DB:-bsa_tpl_account_fr_18}
 exists() { "${psql_env[@]}" psql -d postgres -Atc "SELECT 1 FROM pg_database WHERE datname='$1'" | grep -q 1; }
 
 if ! exists "$template"; then
-    echo "Preparing template database $template (account, no demo): about a minute, once."
+    echo "Preparing template database $template (account, French chart module, no demo): about a minute, once."
     building="${template}_building_$$"
     "${psql_env[@]}" dropdb --if-exists "$building"
-    "$py" -m odoo "${odoo_args[@]}" "${db_args[@]}" -d "$building" -i account --stop-after-init \
+    "$py" -m odoo "${odoo_args[@]}" "${db_args[@]}" -d "$building" -i account,l10n_fr_account --stop-after-init \
         --http-port=0 >"/tmp/${building}.log" 2>&1 || { tail -30 "/tmp/${building}.log"; exit 1; }
     # Rename only when complete, so an interrupted build never leaves a broken template.
     "${psql_env[@]}" psql -d postgres -qc "ALTER DATABASE \"$building\" RENAME TO \"$template\""

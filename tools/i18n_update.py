@@ -21,7 +21,10 @@ import polib
 
 REPO = Path(__file__).resolve().parent.parent
 I18N = REPO / "bank_sync_aggregator" / "i18n"
-TEMPLATE = os.environ.get("BSA_TEMPLATE_DB", "bsa_tpl_account_18")
+sys.path.insert(0, str(REPO))
+
+# isort: split
+from tools.odoo_setup import TEMPLATE_DB as TEMPLATE  # noqa: E402  (the repository on the path)
 
 
 def odoo_cmd(db: str, *args: str) -> list[str]:

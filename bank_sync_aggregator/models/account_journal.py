@@ -20,7 +20,13 @@ class AccountJournal(models.Model):
     bank_sync_connection_state = fields.Selection(
         related="bank_sync_account_id.connection_id.state", string="Connection state"
     )
-    bank_sync_connection_message = fields.Text(related="bank_sync_account_id.connection_id.message")
+    # Computed, not related: a related field copies ``translate`` from the connection's
+    # message, and Odoo reads every translatable field of a chart-template model (journals
+    # among them) as an SQL column when a language is installed
+    # (account.chart.template._load_translations): a non-stored one breaks that for everyone.
+    bank_sync_connection_message = fields.Text(
+        string="Connection message", compute="_compute_bank_sync_connection_message"
+    )
 
     def __get_bank_statements_available_sources(self):
         sources = super().__get_bank_statements_available_sources()
@@ -32,6 +38,15 @@ class AccountJournal(models.Model):
         for journal in self:
             # At most one, guaranteed by a unique index on bank_sync_account.journal_id.
             journal.bank_sync_account_id = journal.bank_sync_account_ids[:1]
+
+    @api.depends("bank_sync_account_ids.connection_id.message")
+    @api.depends_context("lang")
+    def _compute_bank_sync_connection_message(self):
+        for journal in self:
+            # In the reader's language: the connection keeps the aggregator's words in each.
+            journal.bank_sync_connection_message = (
+                journal.bank_sync_account_id.connection_id.message or False
+            )
 
     def _search_bank_sync_account_id(self, operator, value):
         return [("bank_sync_account_ids", operator, value)]

@@ -9,6 +9,7 @@ from . import (
     test_i18n,
     test_install,
     test_journal_card,
+    test_language_install,
     test_link_journal,
     test_provider_settings,
     test_screens_fixes,
