@@ -42,7 +42,7 @@ DEFAULT_TWIN_WINDOW_DAYS = 3
 KEY_LENGTH = 32
 
 #: Fields of an operation that the aggregator may change after first reporting it, and that
-#: the ledger mirrors while a line is not reconciled yet.
+#: the ledger mirrors while a line carries none of the accountant's work yet.
 MUTABLE_FIELDS: tuple[str, ...] = (
     "label",
     "booking_date",
@@ -178,7 +178,9 @@ class LineSnapshot:
     label: str
     booking_date: date
     amount: Decimal
-    reconciled: bool = False
+    #: The line carries the accountant's work (a reconciliation, even partial, a write-off or
+    #: a counterpart chosen by hand, a note): the sync never rewrites nor deletes it, it asks.
+    protected: bool = False
     value_date: date | None = None
     foreign_amount: Decimal | None = None
     foreign_currency: str | None = None
@@ -206,13 +208,13 @@ class PageDiff:
 
     #: New booked operations: (key, transaction), to create in one batch.
     create: tuple[tuple[str, Transaction], ...] = ()
-    #: Unreconciled lines whose operation changed: write the new values.
+    #: Unprotected lines whose operation changed: write the new values.
     update: tuple[LineChange, ...] = ()
-    #: Reconciled lines whose operation changed: record for review, never rewrite.
+    #: Protected lines whose operation changed: record for review, never rewrite.
     review: tuple[LineChange, ...] = ()
-    #: Unreconciled lines whose operation the bank deleted: (key, line id), to remove.
+    #: Unprotected lines whose operation the bank deleted: (key, line id), to remove.
     delete: tuple[tuple[str, int], ...] = ()
-    #: Reconciled lines whose operation the bank deleted: (key, line id), to flag.
+    #: Protected lines whose operation the bank deleted: (key, line id), to flag.
     flag_deleted: tuple[tuple[str, int], ...] = ()
     #: Pending operations with no line yet: kept out of the books until booked.
     pending: tuple[tuple[str, Transaction], ...] = ()
@@ -236,6 +238,55 @@ class PageDiff:
             + len(self.ignored)
             + len(self.unchanged)
         )
+
+
+def baseline(tx: Transaction) -> dict[str, str | None]:
+    """The operation's mutable fields as plain JSON values: what the bank said when the ledger
+    last took the operation into account (created, updated or flagged its line).
+
+    Kept with the line, it lets the next sighting be compared with the bank's previous words
+    instead of with the line: what a person typed on the line is not mistaken for a change at
+    the bank, and is never overwritten unless the bank really changed the operation.
+    """
+
+    def text(value: Any) -> str | None:
+        if value is None:
+            return None
+        return value.isoformat() if isinstance(value, date) else str(value)
+
+    return {name: text(getattr(tx, name)) for name in MUTABLE_FIELDS}
+
+
+def snapshot_from_baseline(
+    line_id: int,
+    data: Mapping[str, str | None],
+    *,
+    protected: bool = False,
+    deleted_flag: bool = False,
+) -> LineSnapshot:
+    """A :class:`LineSnapshot` from a :func:`baseline` kept with a line."""
+
+    def day(value: str | None) -> date | None:
+        return date.fromisoformat(value) if value else None
+
+    def amount(value: str | None) -> Decimal | None:
+        return Decimal(value) if value is not None else None
+
+    return LineSnapshot(
+        line_id=line_id,
+        label=data.get("label") or "",
+        booking_date=day(data.get("booking_date")),  # type: ignore[arg-type]
+        amount=amount(data.get("amount")) or Decimal(0),
+        protected=protected,
+        value_date=day(data.get("value_date")),
+        foreign_amount=amount(data.get("foreign_amount")),
+        foreign_currency=data.get("foreign_currency"),
+        counterparty_name=data.get("counterparty_name"),
+        counterparty_account=data.get("counterparty_account"),
+        bank_reference=data.get("bank_reference"),
+        operation_type=data.get("operation_type"),
+        deleted_flag=deleted_flag,
+    )
 
 
 def snapshot_changes(snapshot: LineSnapshot, tx: Transaction) -> dict[str, tuple[Any, Any]]:
@@ -273,13 +324,13 @@ def _classify(
     if tx.deleted:
         if line is None or line.deleted_flag:
             return "unchanged", key
-        return ("flag_deleted" if line.reconciled else "delete"), (key, line.line_id)
+        return ("flag_deleted" if line.protected else "delete"), (key, line.line_id)
     if line is None:
         return ("pending" if tx.is_pending else "create"), (key, tx)
     changes = snapshot_changes(line, tx)
     if not changes:
         return "unchanged", key
-    return ("review" if line.reconciled else "update"), LineChange(key, line.line_id, tx, changes)
+    return ("review" if line.protected else "update"), LineChange(key, line.line_id, tx, changes)
 
 
 def diff_page(

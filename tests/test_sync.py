@@ -103,7 +103,7 @@ def test_new_booked_operations_are_created_and_known_ones_left_alone() -> None:
     assert not (diff.update or diff.delete or diff.pending or diff.review)
 
 
-def test_changed_operation_updates_an_unreconciled_line_and_is_reviewed_once_reconciled() -> None:
+def test_changed_operation_updates_a_plain_line_and_is_reviewed_once_protected() -> None:
     original = tx("1")
     changed = replace(original, label="Orange", booking_date=date(2025, 3, 16))
     keys = transaction_keys("bridgeapi", [changed])
@@ -115,8 +115,8 @@ def test_changed_operation_updates_an_unreconciled_line_and_is_reviewed_once_rec
         "label": ("PRLV SEPA ORANGE SA", "Orange"),
         "booking_date": (date(2025, 3, 15), date(2025, 3, 16)),
     }
-    reconciled = snapshot_of(original, line_id=7, reconciled=True)
-    diff = diff_page([changed], keys, {keys[0]: reconciled})
+    protected = snapshot_of(original, line_id=7, protected=True)
+    diff = diff_page([changed], keys, {keys[0]: protected})
     assert not diff.update
     assert diff.review[0].changes["label"] == ("PRLV SEPA ORANGE SA", "Orange")
 
@@ -128,11 +128,11 @@ def test_amount_comparison_is_numeric_and_blank_equals_none() -> None:
     assert diff_page([seen], keys, {keys[0]: snapshot_of(original)}).unchanged == (keys[0],)
 
 
-def test_deleted_operation_removes_unreconciled_line_and_flags_reconciled_one() -> None:
+def test_deleted_operation_removes_a_plain_line_and_flags_a_protected_one() -> None:
     gone = tx("1", deleted=True)
     keys = transaction_keys("bridgeapi", [gone])
     assert diff_page([gone], keys, {keys[0]: snapshot_of(gone, 4)}).delete == ((keys[0], 4),)
-    flagged = diff_page([gone], keys, {keys[0]: snapshot_of(gone, 4, reconciled=True)})
+    flagged = diff_page([gone], keys, {keys[0]: snapshot_of(gone, 4, protected=True)})
     assert flagged.flag_deleted == ((keys[0], 4),)
     # Already flagged, or never imported: nothing left to do.
     done = diff_page([gone], keys, {keys[0]: snapshot_of(gone, 4, deleted_flag=True)})

@@ -36,6 +36,13 @@ class AccountBankStatementLine(models.Model):
         readonly=True,
         copy=False,
     )
+    # What the bank said about the operation when the line last followed it (created, updated,
+    # adopted or flagged; bank_sync_bridge.sync.baseline): the next sighting is compared with
+    # it, not with the line, so what a person typed on the line is neither taken for a change
+    # at the bank nor overwritten while the bank changes nothing.
+    bank_sync_baseline = fields.Json(
+        string="Operation as last seen at the bank", readonly=True, copy=False
+    )
     # Set when the aggregator changed or deleted an operation that is already reconciled, or
     # when a synced operation may be the twin of several existing lines: a person decides.
     bank_sync_to_review = fields.Boolean(string="To review", readonly=True, copy=False)
@@ -103,3 +110,75 @@ class AccountBankStatementLine(models.Model):
                 seen.setdefault(partner.name, []).append(partner.id)
             by_name = {name: ids[0] for name, ids in seen.items() if len(ids) == 1}
         return by_iban, by_name
+
+    @api.model
+    def _bank_sync_user_work(self, line_ids):
+        """What the accountant did on each of these lines, in one query: ``{line id: (work,
+        ...)}`` for the lines that carry some, with work among ``reconciled``,
+        ``partly_reconciled`` (reconciled in part), ``counterpart`` (a journal item on another
+        account than the journal's own and its suspense account, not reconciled: a write-off,
+        an account chosen by hand) and ``note``.
+
+        The synchronisation never rewrites nor deletes such a line, whatever the bank says
+        about its operation, and the deletion wizard leaves it alone.
+        """
+        if not line_ids:
+            return {}
+        for model, names in (
+            ("account.move", ["narration"]),
+            ("account.move.line", ["move_id", "account_id"]),
+            ("account.partial.reconcile", ["debit_move_id", "credit_move_id"]),
+            ("account.bank.statement.line", ["is_reconciled", "move_id", "journal_id"]),
+        ):
+            self.env[model].flush_model(names)
+        self.env.cr.execute(
+            """
+            SELECT l.id, l.is_reconciled,
+                   EXISTS (
+                       SELECT 1 FROM account_move_line aml
+                         JOIN account_partial_reconcile apr ON apr.debit_move_id = aml.id
+                        WHERE aml.move_id = l.move_id
+                   ) OR EXISTS (
+                       SELECT 1 FROM account_move_line aml
+                         JOIN account_partial_reconcile apr ON apr.credit_move_id = aml.id
+                        WHERE aml.move_id = l.move_id
+                   ),
+                   EXISTS (
+                       SELECT 1 FROM account_move_line aml
+                        WHERE aml.move_id = l.move_id
+                          AND aml.account_id NOT IN (
+                              j.default_account_id,
+                              COALESCE(j.suspense_account_id, c.account_journal_suspense_account_id)
+                          )
+                          AND NOT EXISTS (
+                              SELECT 1 FROM account_partial_reconcile apr
+                               WHERE apr.debit_move_id = aml.id OR apr.credit_move_id = aml.id
+                          )
+                   ),
+                   regexp_replace(COALESCE(m.narration, ''), '<[^>]*>|&nbsp;|\\s', '', 'g') <> ''
+              FROM account_bank_statement_line l
+              JOIN account_move m ON m.id = l.move_id
+              JOIN account_journal j ON j.id = l.journal_id
+              JOIN res_company c ON c.id = l.company_id
+             WHERE l.id = ANY(%s)
+            """,
+            [list(line_ids)],
+        )
+        work = {}
+        for line_id, reconciled, matched, counterpart, note in self.env.cr.fetchall():
+            done = ("reconciled",) if reconciled else ("partly_reconciled",) if matched else ()
+            done += ("counterpart",) * bool(counterpart) + ("note",) * bool(note)
+            if done:
+                work[line_id] = done
+        return work
+
+    @api.model
+    def _bank_sync_describe_work(self, work):
+        """``work`` (see :meth:`_bank_sync_user_work`) in the reader's words."""
+        words = {
+            "reconciled": self.env._("reconciled"),
+            "partly_reconciled": self.env._("partly reconciled"),
+            "counterpart": self.env._("written off or given an account by hand"),
+            "note": self.env._("annotated"),
+        }
+        return ", ".join(words[kind] for kind in work)

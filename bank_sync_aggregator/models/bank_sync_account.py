@@ -113,6 +113,20 @@ class BankSyncAccount(models.Model):
     # -------------------------------------------------------------------------
 
     def write(self, vals):
+        if "journal_id" in vals:
+            moved = self.filtered(lambda a: a.journal_id.id != (vals["journal_id"] or False))
+            if moved:
+                # Sync keys live in a journal: another journal starts its own first import,
+                # from its history start date, with its own opening line.
+                super(BankSyncAccount, moved).write(
+                    {
+                        "sync_cursor": False,
+                        "sync_forced_state": False,
+                        "sync_history_complete": False,
+                        "sync_needs_opening": False,
+                        "sync_opening_done": False,
+                    }
+                )
         result = super().write(vals)
         if vals.get("journal_id"):
             # The journal's Bank Feeds say where its operations come from.
@@ -246,6 +260,10 @@ class BankSyncAccount(models.Model):
     # Who asked for it (recorded on the run the background job makes): webhook, manual...
     sync_requested_trigger = fields.Char(readonly=True, copy=False)
     sync_last_attempt = fields.Datetime(readonly=True, copy=False)
+    # The operations since the history start date were read to the end once (the first
+    # import is complete): until then a run without cursor reads from the history start again,
+    # and no opening line is made.
+    sync_history_complete = fields.Boolean(string="History imported", readonly=True, copy=False)
     # First sync of an empty journal: an opening line will make its balance the bank's.
     sync_needs_opening = fields.Boolean(readonly=True, copy=False)
     sync_opening_done = fields.Boolean(readonly=True, copy=False)

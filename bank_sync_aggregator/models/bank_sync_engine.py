@@ -15,9 +15,11 @@ from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
-from odoo import fields
+import psycopg2
+
+from odoo import fields, sql_db
 from odoo.exceptions import UserError, ValidationError
-from odoo.tools.misc import formatLang
+from odoo.tools.misc import format_date, formatLang
 
 _logger = logging.getLogger(__name__)
 
@@ -43,6 +45,34 @@ ANALYZE_AFTER = 500
 #: An account synced (or tried) less than this long ago is not due for the daily job again.
 DAILY_INTERVAL = timedelta(hours=20)
 
+#: First key of the advisory lock that keeps one import per account (the second is the
+#: account's id): "bsnc" in ASCII.
+ACCOUNT_LOCK_NAMESPACE = 0x62736E63
+
+#: Times the opening line waits for the aggregator to stay still between its balance and a
+#: re-read of what changed, within one run; the next run tries again.
+OPENING_ATTEMPTS = 3
+
+#: When the journal starts to differ from the bank, this many days are read again by date
+#: (operations stamped late escape an incremental read) before anyone is alerted.
+RECENT_REREAD_DAYS = 31
+
+
+#: The statement line's fields that follow each field of an operation the bank may change
+#: (bank_sync_bridge.sync.MUTABLE_FIELDS).
+LINE_FIELDS_OF_CHANGE = {
+    "label": ("payment_ref",),
+    "booking_date": ("date", "bank_sync_booking_date"),
+    "amount": ("amount",),
+    "value_date": ("bank_sync_value_date",),
+    "foreign_amount": ("foreign_currency_id", "amount_currency"),
+    "foreign_currency": ("foreign_currency_id", "amount_currency"),
+    "counterparty_name": ("partner_name",),
+    "counterparty_account": ("account_number",),
+    "bank_reference": ("ref",),
+    "operation_type": ("transaction_type",),
+}
+
 
 def in_test_mode():
     """Odoo's test runner forbids commits: it marks its thread with ``testing``."""
@@ -57,10 +87,6 @@ def sanitize_account_number(number):
 def json_safe(raw):
     """The raw payload as plain JSON values (dates and decimals become strings)."""
     return json.loads(json.dumps(dict(raw or {}), default=str))
-
-
-class RunStopped(Exception):
-    """Another worker took the account over between two pages; it continues from the cursor."""
 
 
 class AccountSynchroniser:
@@ -117,21 +143,46 @@ class AccountSynchroniser:
         self.currency_ids = {}
         # Created count at the last refresh of the planner's statistics (see ANALYZE_AFTER).
         self.analyzed_at = 0
+        self.lock_connection = None
+        # A recent date window read again for late operations (a balance difference): it
+        # stores no cursor and no forced state.
+        self.late_reread = False
+        # What the accountant did on each protected line of the current page (_existing).
+        self.user_work = {}
 
     # ------------------------------------------------------------------ run
 
     def lock(self):
-        """Lock the account row for this transaction; False when another worker holds it.
+        """Take the account's import lock; False when another worker holds it.
 
-        ``NO KEY UPDATE`` (the strength Odoo's cron runner uses) excludes a second sync of
-        the account but not the rows that merely reference it: another worker can still
-        record its own "skipped" run instead of waiting for this one to finish.
+        An advisory lock held by a database connection of its own for the whole run, not a
+        row lock of the import's transaction: the background job commits after each page,
+        and a row lock ended with each commit, so a second worker could take the account
+        between a page and the next one (and took the first worker's live run for a dead
+        one). The connection is closed by :meth:`unlock`; if the worker dies, PostgreSQL
+        closes it and the lock goes with it. Nothing waits: the other worker records a
+        "skipped" run.
         """
-        self.cr.execute(
-            "SELECT id FROM bank_sync_account WHERE id = %s FOR NO KEY UPDATE SKIP LOCKED",
-            [self.account.id],
-        )
-        return bool(self.cr.fetchone())
+        _dbname, params = sql_db.connection_info_for(self.cr.dbname)
+        params["application_name"] = f"{params.get('application_name', 'odoo')}-bank-sync"[:63]
+        connection = psycopg2.connect(**params)
+        connection.autocommit = True
+        with connection.cursor() as cr:
+            cr.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", [ACCOUNT_LOCK_NAMESPACE, self.account.id]
+            )
+            locked = cr.fetchone()[0]
+        if not locked:
+            connection.close()
+            return False
+        self.lock_connection = connection
+        return True
+
+    def unlock(self):
+        """Release the account (closing the lock's connection releases its lock)."""
+        if self.lock_connection is not None:
+            self.lock_connection.close()
+            self.lock_connection = None
 
     def execute(self):
         """Run the synchronisation; always returns the ``bank.sync.run`` record."""
@@ -201,28 +252,39 @@ class AccountSynchroniser:
             )
         account.sudo().sync_last_attempt = fields.Datetime.now()
         try:
-            finished = self._import()
-        except RunStopped:
-            self._close("partial", note=self.env._("Another worker continued this import."))
-        # Whatever goes wrong is recorded on the run; the batch goes on with other accounts.
-        except Exception as error:  # pylint: disable=broad-except
-            self._fail(error)
-        else:
-            if finished:
-                account.sudo().write({"sync_requested": False, "sync_requested_trigger": False})
-                self._close(
-                    "done",
-                    note=self.env._("Completed in the background.") if self.resumed else None,
-                )
-            else:
-                self._close(
-                    "partial",
-                    note=self.env._("The rest of the import continues in the background."),
-                )
+            self._run()
+        finally:
+            self.unlock()
         if self.commit:
             # The daily job's own transaction boundary (never in tests, see ``commit``).
             self.cr.commit()  # pylint: disable=invalid-commit
         return self.run
+
+    def _run(self):
+        notes = []
+        try:
+            finished = self._import()
+            if finished and self._needs_opening():
+                note, finished = self._settle_opening()
+                notes.append(note)
+        # Whatever goes wrong is recorded on the run; the batch goes on with other accounts.
+        except Exception as error:  # pylint: disable=broad-except
+            self._fail(error)
+            return
+        if finished:
+            # A forced range that is still to finish keeps its request (its retry).
+            waiting = bool(self.account.sync_forced_state)
+            self.account.sudo().write(
+                {"sync_requested": waiting, "sync_requested_trigger": waiting and "forced"}
+            )
+            if self.resumed:
+                notes.insert(0, self.env._("Completed in the background."))
+            self._close("done", note="\n".join(filter(None, notes)) or None)
+        else:
+            self._close(
+                "partial",
+                note=self.env._("The rest of the import continues in the background."),
+            )
 
     def _close(self, state, note=None):
         if self.counts["created_count"] - self.analyzed_at >= ANALYZE_AFTER:
@@ -256,21 +318,25 @@ class AccountSynchroniser:
 
     def _plan(self):
         account = self.account
+        today = fields.Date.context_today(account)
+        if self.late_reread:
+            return self.sync.plan_window(
+                today=today, forced_from=self.date_from, forced_to=self.date_to, forced=True
+            )
         forced_state = json.loads(account.sync_forced_state) if account.sync_forced_state else {}
         cursor = None
         if self.date_from:
             date_from, date_to = self.date_from, self.date_to
-        elif forced_state:
-            # A forced run that continues in the background: same window, its own cursor.
+        elif forced_state and self.trigger == "forced":
+            # A forced run that continues in the background (or is retried): same window, its
+            # own cursor. Any other run (Sync now, the daily import) does its own job and
+            # leaves it waiting.
             date_from = fields.Date.to_date(forced_state["date_from"])
             date_to = fields.Date.to_date(forced_state["date_to"])
             cursor = self.sync.Cursor.loads(forced_state.get("cursor"))
-            self.trigger = "forced"
-            self.run.trigger = "forced"
         else:
             # (a forced run without dates fails below with a clear message)
             date_from, date_to = None, self.date_to
-        today = fields.Date.context_today(account)
         if date_from or date_to or self.trigger == "forced":
             window = self.sync.plan_window(
                 today=today, forced_from=date_from, forced_to=date_to, forced=True
@@ -286,7 +352,10 @@ class AccountSynchroniser:
         else:
             stored = self.sync.Cursor.loads(account.sync_cursor)
             last_booked = None
-            if stored is None:
+            # Until the history has been read to its end once, a run without a cursor (a first
+            # import stopped inside its first page) starts again from the history start: the
+            # lines already there say nothing about what is still missing below them.
+            if stored is None and account.sync_history_complete:
                 # Only without a cursor: on a big account this reads every line's date.
                 self.cr.execute(
                     "SELECT MAX(bank_sync_booking_date) FROM account_bank_statement_line "
@@ -323,15 +392,20 @@ class AccountSynchroniser:
             )
         window = self._plan()
         if (
-            not account.sync_cursor
+            window.basis == "history"
             and not account.sync_opening_done
             and not account.sync_needs_opening
-            and not window.forced
         ):
-            # First sync: the opening line is only for a journal that had nothing in it.
+            # First import: the opening line is only for a journal that had nothing in it but
+            # what this account brought (a forced range may have come first).
             self.cr.execute(
-                "SELECT 1 FROM account_bank_statement_line WHERE journal_id = %s LIMIT 1",
-                [self.journal.id],
+                """
+                SELECT 1 FROM account_bank_statement_line
+                 WHERE journal_id = %s
+                   AND (bank_sync_account_id IS NULL OR bank_sync_account_id != %s)
+                 LIMIT 1
+                """,
+                [self.journal.id, account.id],
             )
             account.sudo().sync_needs_opening = not self.cr.fetchone()
         self.ignored_keys = set(
@@ -340,7 +414,9 @@ class AccountSynchroniser:
             .search([("account_id", "=", account.id)])
             .mapped("key")
         )
-        provider = self.provider or account.connection_id.provider_id._get_provider()
+        provider = self.provider = (
+            self.provider or account.connection_id.provider_id._get_provider()
+        )
         pages = provider.iter_transactions(
             account.remote_id,
             cursor=window.cursor,
@@ -378,16 +454,14 @@ class AccountSynchroniser:
 
     def _page_done(self):
         if self.commit:
-            # Lines and cursor of the page become durable together (never in tests).
+            # Lines and cursor of the page become durable together (never in tests); the
+            # account's lock outlives the commit (see ``lock``).
             self.cr.commit()  # pylint: disable=invalid-commit
             if self._statistics_stale():
                 self._analyze()
                 # At once: ANALYZE's lock would otherwise keep another worker's ANALYZE
                 # waiting for our whole next page.
                 self.cr.commit()  # pylint: disable=invalid-commit
-            # Committing released the lock: take it again or let the other worker go on.
-            if not self.lock():
-                raise RunStopped
         elif self._statistics_stale():
             self._analyze()
         # Keep memory flat over tens of thousands of lines: nothing of a stored page is
@@ -395,7 +469,7 @@ class AccountSynchroniser:
         self.env.invalidate_all()
 
     def _store_cursor(self, page, window):
-        if page.cursor is None:
+        if page.cursor is None or self.late_reread:
             return
         account = self.account.sudo()
         if window.forced:
@@ -406,10 +480,16 @@ class AccountSynchroniser:
             account.sync_cursor = page.cursor.dumps()
 
     def _finish_stream(self, window):
-        # The opening line of a first sync waits for the bank's fresh balance (see
-        # _check_balances); ``sync_needs_opening`` keeps the promise across a crash.
+        if self.late_reread:
+            return
         if window.forced:
             self.account.sudo().sync_forced_state = False
+        else:
+            # Every operation since the history start has been read once (from the history
+            # start, then from the cursors of the same stream): from now on a lost cursor
+            # may start from the last imported date. The opening line of a first import
+            # waits for this (``_settle_opening``).
+            self.account.sudo().sync_history_complete = True
 
     # ------------------------------------------------------------------ one page
 
@@ -432,8 +512,10 @@ class AccountSynchroniser:
         self.counts["fetched_count"] += diff.fetched
         history_start = self.account.history_start_date
         to_create = []
+        # Before the history start only what a forced run asks for (a late re-read does not).
+        keep_before_start = window.forced and not self.late_reread
         for key, tx in diff.create:
-            if history_start and tx.booking_date < history_start and not window.forced:
+            if history_start and tx.booking_date < history_start and not keep_before_start:
                 self.counts["skipped_count"] += 1
             else:
                 to_create.append((key, tx))
@@ -443,7 +525,16 @@ class AccountSynchroniser:
         for change in diff.update:
             self._update_line(change)
         for change in diff.review:
-            self._flag(change.line_id, self._describe_change(change))
+            self._flag(
+                change.line_id,
+                self.env._(
+                    "The bank changed this operation, but the line is %(work)s: it was not "
+                    "rewritten. Check it against the bank. %(changes)s",
+                    work=self._work_description(change.line_id),
+                    changes=self._describe_changes(change),
+                ),
+                baseline=change.transaction,
+            )
         if diff.delete:
             lines = self.env["account.bank.statement.line"].browse(
                 [line_id for _key, line_id in diff.delete]
@@ -453,7 +544,11 @@ class AccountSynchroniser:
         for _key, line_id in diff.flag_deleted:
             self._flag(
                 line_id,
-                self.env._("The bank deleted this operation after it was reconciled."),
+                self.env._(
+                    "The bank deleted this operation, but the line is %(work)s: it was kept. "
+                    "Check it, and delete it yourself if it must go.",
+                    work=self._work_description(line_id),
+                ),
                 status="deleted",
             )
         # Last, so that only creations can be left for later: batches under a time budget.
@@ -478,8 +573,6 @@ class AccountSynchroniser:
         )
         for name in ("fetched_count", "skipped_count", "pending_count", "ignored_count"):
             self.counts[name] = before[name]
-        # Changes to reconciled lines are flagged again when the page is read again.
-        self.counts["review_count"] -= len(diff.review)
         self.counts["reread_count"] = before["reread_count"] + done + len(diff.flag_deleted)
 
     def _statistics_stale(self):
@@ -514,15 +607,22 @@ class AccountSynchroniser:
         return self.currency_ids[code]
 
     def _existing(self, keys):
-        """The page's keys already in the journal, with what the diff compares: one query."""
+        """The page's keys already in the journal, with what the diff compares, and what the
+        accountant did on those lines (``self.user_work``): two queries.
+
+        A line that carries the accountant's work (a reconciliation, even partial, a
+        write-off, an account chosen by hand, a note) is protected: the sync never rewrites
+        nor deletes it, it asks.
+        """
+        self.user_work = {}
         if not keys:
             return {}
         self.cr.execute(
             """
             SELECT l.bank_sync_key, l.id, l.payment_ref, l.bank_sync_booking_date, l.amount,
-                   l.is_reconciled, l.bank_sync_value_date, l.amount_currency, cur.name,
-                   l.partner_name, l.account_number, m.ref, l.transaction_type,
-                   l.bank_sync_status
+                   l.bank_sync_value_date, l.amount_currency, cur.name, l.partner_name,
+                   l.account_number, m.ref, l.transaction_type, l.bank_sync_status,
+                   l.bank_sync_baseline
               FROM account_bank_statement_line l
               JOIN account_move m ON m.id = l.move_id
          LEFT JOIN res_currency cur ON cur.id = l.foreign_currency_id
@@ -530,25 +630,43 @@ class AccountSynchroniser:
             """,
             [self.journal.id, list(set(keys))],
         )
-        snapshot = self.sync.LineSnapshot
-        return {
-            row[0]: snapshot(
-                line_id=row[1],
-                label=row[2] or "",
-                booking_date=row[3],
-                amount=self._decimal(row[4]),
-                reconciled=bool(row[5]),
-                value_date=row[6],
-                foreign_amount=self._decimal(row[7]) if row[8] else None,
-                foreign_currency=row[8],
-                counterparty_name=row[9],
-                counterparty_account=row[10],
-                bank_reference=row[11],
-                operation_type=row[12],
-                deleted_flag=row[13] == "deleted",
+        rows = self.cr.fetchall()
+        self.user_work = self.env["account.bank.statement.line"]._bank_sync_user_work(
+            [row[1] for row in rows]
+        )
+        existing = {}
+        for key, line_id, *values, status, baseline in rows:
+            protected = line_id in self.user_work
+            deleted = status == "deleted"
+            if baseline:
+                existing[key] = self.sync.snapshot_from_baseline(
+                    line_id, baseline, protected=protected, deleted_flag=deleted
+                )
+                continue
+            # A line synced before baselines were kept: its own fields stand for the bank's.
+            label, booking, amount, value_date, foreign, currency, name, number, ref, kind = values
+            existing[key] = self.sync.LineSnapshot(
+                line_id=line_id,
+                label=label or "",
+                booking_date=booking,
+                amount=self._decimal(amount),
+                protected=protected,
+                value_date=value_date,
+                foreign_amount=self._decimal(foreign) if currency else None,
+                foreign_currency=currency,
+                counterparty_name=name,
+                counterparty_account=number,
+                bank_reference=ref,
+                operation_type=kind,
+                deleted_flag=deleted,
             )
-            for row in self.cr.fetchall()
-        }
+        return existing
+
+    def _work_description(self, line_id):
+        """What the accountant did to a protected line, in the reader's words."""
+        return self.env["account.bank.statement.line"]._bank_sync_describe_work(
+            self.user_work.get(line_id, ("reconciled",))
+        )
 
     def _decimal(self, value):
         """A stored amount (a float column) as the Decimal the bank sent."""
@@ -605,6 +723,7 @@ class AccountSynchroniser:
                     "bank_sync_status": "booked",
                     "bank_sync_booking_date": tx.booking_date,
                     "bank_sync_value_date": tx.value_date,
+                    "bank_sync_baseline": self.sync.baseline(tx),
                     "transaction_details": json_safe(tx.raw),
                 }
             )
@@ -656,12 +775,20 @@ class AccountSynchroniser:
             "bank_sync_status": "booked",
             "bank_sync_booking_date": tx.booking_date,
             "bank_sync_value_date": tx.value_date or False,
+            "bank_sync_baseline": self.sync.baseline(tx),
             "transaction_details": json_safe(tx.raw),
         }
         if tx.foreign_currency:
             vals["foreign_currency_id"] = self._currency_id(tx.foreign_currency)
             vals["amount_currency"] = float(tx.foreign_amount)
+        else:
+            vals.update(foreign_currency_id=False, amount_currency=0.0)
         return vals
+
+    def _statement_for(self, day):
+        """The statement of ``day``'s period (made when missing), or None without grouping."""
+        period = self.sync.statement_period(day, self.account.statement_grouping)
+        return self._statements({day}).get(period) if period else None
 
     def _statements(self, dates):
         """Statement id per period of the page (created when missing), for the grouping."""
@@ -691,60 +818,260 @@ class AccountSynchroniser:
         return result
 
     def _update_line(self, change):
+        """Mirror the bank's change on a line that carries none of the accountant's work: the
+        fields the bank changed, nothing else (what a person typed on the line stays).
+
+        A new date in another period of the journal's numbering (31 December to 1 January)
+        cannot be written on a posted entry: the line is created again in its new period
+        instead. A locked period is never touched: the line is flagged, once.
+        """
         tx = change.transaction
-        vals = {
-            "payment_ref": tx.label or "/",
-            "date": tx.booking_date,
-            "amount": float(tx.amount),
-            "ref": tx.bank_reference or False,
-            "partner_name": tx.counterparty_name or False,
-            "account_number": tx.counterparty_account or False,
-            "transaction_type": tx.operation_type or False,
-            "bank_sync_booking_date": tx.booking_date,
-            "bank_sync_value_date": tx.value_date or False,
-            "transaction_details": json_safe(tx.raw),
-        }
-        if tx.foreign_currency:
-            vals["foreign_currency_id"] = self._currency_id(tx.foreign_currency)
-            vals["amount_currency"] = float(tx.foreign_amount)
-        else:
-            vals.update(foreign_currency_id=False, amount_currency=0.0)
-        line = self.env["account.bank.statement.line"].with_context(**LINE_CONTEXT)
+        StLine = self.env["account.bank.statement.line"].with_context(**LINE_CONTEXT)
+        line = StLine.browse(change.line_id)
+        full = self._line_values(change.key, tx)
+        names = {"bank_sync_baseline", "transaction_details"}
+        for field_name in change.changes:
+            names.update(LINE_FIELDS_OF_CHANGE[field_name])
+        vals = {name: full[name] for name in names}
+        old_statement = line.statement_id
+        if "booking_date" in change.changes:
+            vals["statement_id"] = self._statement_for(tx.booking_date) or False
         try:
             with self.cr.savepoint():
-                line.browse(change.line_id).write(vals)
+                line.write(vals)
         except (UserError, ValidationError) as error:
-            # A lock date protects the period: the accountant decides.
-            self._flag(
-                change.line_id,
-                self._describe_change(change) + "\n" + str(error.args[0] if error.args else ""),
-            )
-        else:
-            self.counts["updated_count"] += 1
+            if "booking_date" not in change.changes or self._period_locked(tx.booking_date):
+                self._flag(change.line_id, self._describe_failed_change(change, error), baseline=tx)
+                return
+            try:
+                with self.cr.savepoint():
+                    kept = {
+                        name: line[name]
+                        for name in ("payment_ref", "ref", "partner_name", "account_number")
+                        if name not in vals
+                    }
+                    partner = line.partner_id
+                    line.unlink()
+                    StLine.create({**full, **kept, **vals, "partner_id": partner.id})
+            except (UserError, ValidationError) as second_error:
+                self._flag(
+                    change.line_id, self._describe_failed_change(change, second_error), baseline=tx
+                )
+                return
+        if old_statement != line.exists().statement_id:
+            self._drop_if_empty(old_statement)
+        self.counts["updated_count"] += 1
 
-    def _describe_change(self, change):
-        parts = [f"{name}: {old} -> {new}" for name, (old, new) in change.changes.items()]
+    def _period_locked(self, day):
+        return bool(self.company._get_violated_lock_dates(day, False, self.journal))
+
+    def _drop_if_empty(self, statement):
+        """A statement this synchronisation made for a period that no longer has any line."""
+        prefix = f"bank_sync:{self.account.id}:"
+        if statement and (statement.reference or "").startswith(prefix) and not statement.line_ids:
+            statement.unlink()
+
+    def _describe_failed_change(self, change, error):
         return self.env._(
-            "The bank changed this reconciled operation: %(changes)s", changes="; ".join(parts)
+            "The bank changed this operation, but the change could not be applied: %(error)s "
+            "%(changes)s",
+            error=str(error.args[0] if error.args else error),
+            changes=self._describe_changes(change),
         )
 
-    def _flag(self, line_id, note, status=None):
+    def _describe_changes(self, change):
+        """The bank's changes in the reader's words: "Label: old → new"."""
+        names = {
+            "label": self.env._("Label"),
+            "booking_date": self.env._("Date"),
+            "amount": self.env._("Amount"),
+            "value_date": self.env._("Value date"),
+            "foreign_amount": self.env._("Amount in foreign currency"),
+            "foreign_currency": self.env._("Foreign currency"),
+            "counterparty_name": self.env._("Counterparty"),
+            "counterparty_account": self.env._("Counterparty account"),
+            "bank_reference": self.env._("Reference"),
+            "operation_type": self.env._("Operation type"),
+        }
+        parts = []
+        for name, (old, new) in change.changes.items():
+            before, after = self._readable(old), self._readable(new)
+            parts.append(f"{names.get(name, name)}: {before} → {after}")
+        return "; ".join(parts) + "."
+
+    def _readable(self, value):
+        if value is None or value == "":
+            return "-"
+        if isinstance(value, Decimal):
+            return formatLang(self.env, float(value), currency_obj=self.currency)
+        if hasattr(value, "isoformat"):
+            return format_date(self.env, value)
+        return str(value)
+
+    def _flag(self, line_id, note, status=None, baseline=None):
+        """Ask a person to look at a line, once: with ``baseline`` (the bank's operation as
+        the question describes it), a later sighting of the same operation is not news."""
+        line = self.env["account.bank.statement.line"].with_context(**LINE_CONTEXT).browse(line_id)
         vals = {"bank_sync_to_review": True, "bank_sync_review_note": note}
         if status:
             vals["bank_sync_status"] = status
-        self.env["account.bank.statement.line"].with_context(**LINE_CONTEXT).browse(line_id).write(
-            vals
-        )
+        if all(line[name] == value for name, value in vals.items()):
+            return
+        if baseline is not None:
+            vals["bank_sync_baseline"] = self.sync.baseline(baseline)
+        line.write(vals)
         self.counts["review_count"] += 1
 
-    # ------------------------------------------------------------------ balances
+    # ------------------------------------------------------------------ reading again
+
+    def _import_again(self):
+        """Read the aggregator again into the same run; returns ``(finished, changes)``, the
+        number of lines it created, adopted, updated, deleted or flagged.
+
+        What it merely saw again is not counted a second time (fetched, skipped), and the
+        run keeps the window it was started for.
+        """
+        before = dict(self.counts)
+        window = {name: self.run[name] for name in ("window_basis", "date_from", "date_to")}
+        finished = self._import()
+        self.run.write(window)
+        actions = ("created_count", "adopted_count", "updated_count", "deleted_count")
+        changed = {name: self.counts[name] - before[name] for name in actions}
+        flagged = self.counts["review_count"] - before["review_count"]
+        for name in ("pages", "skipped_count", "pending_count", "ignored_count", "reread_count"):
+            self.counts[name] = before[name]
+        self.counts["fetched_count"] = before["fetched_count"] + sum(changed.values())
+        self.run.write(self.counts)
+        return finished, sum(changed.values()) + flagged
+
+    def _reread(self, date_from):
+        """Read every operation booked since ``date_from`` again, by date, into the run;
+        returns ``(finished, changes)`` (see :meth:`_import_again`).
+
+        An incremental read (by update time) cannot see operations the aggregator stamped
+        late, nor those a paginated read had passed when they appeared: a read by date does.
+        It stores no cursor and leaves the run's window alone.
+        """
+        self.date_from = date_from
+        self.date_to = fields.Date.context_today(self.account)
+        self.late_reread = True
+        try:
+            return self._import_again()
+        finally:
+            self.late_reread = False
+            self.date_from = self.date_to = None
+
+    def reread_recent(self, run):
+        """Read the last ``RECENT_REREAD_DAYS`` days again by date, into ``run`` (the journal
+        differs from the bank: late operations are the usual cause); returns how many lines
+        it created, updated, deleted or flagged."""
+        account = self.account
+        if not self.lock():
+            return 0
+        try:
+            today = fields.Date.context_today(account)
+            start = today - timedelta(days=RECENT_REREAD_DAYS)
+            self.run = run
+            self.counts = {name: run[name] for name in self.counts}
+            with self.cr.savepoint():
+                _finished, changes = self._reread(max(start, account.history_start_date or start))
+            return changes
+        # The balance check goes on without it; the alert says what differs.
+        except Exception as error:  # pylint: disable=broad-except
+            _logger.info("Re-reading account %s for late operations failed: %s", account.id, error)
+            return 0
+        finally:
+            self.unlock()
+
+    # ------------------------------------------------------------------ opening line
+
+    def _history_start(self):
+        """The account's history start date, else the first operation imported."""
+        if self.account.history_start_date:
+            return self.account.history_start_date
+        self.cr.execute(
+            "SELECT MIN(bank_sync_booking_date) FROM account_bank_statement_line "
+            "WHERE bank_sync_account_id = %s AND journal_id = %s",
+            [self.account.id, self.journal.id],
+        )
+        return self.cr.fetchone()[0] or fields.Date.context_today(self.account)
+
+    def _needs_opening(self):
+        account = self.account
+        return (
+            account.sync_needs_opening
+            and account.sync_history_complete
+            and self.trigger != "forced"
+            and not self.late_reread
+        )
+
+    def _settle_opening(self):
+        """Make the journal start at the bank's balance, after a first import read to its end.
+
+        The opening line is the bank's balance now, minus the operations in the journal and
+        those ignored for good. That holds only if the balance counts exactly the operations
+        the journal holds, whatever path the import took (pages that moved while it read
+        them, operations stamped late): after reading the balance, the whole history is read
+        again by date; when that brings nothing new, the balance is known to count exactly
+        what the journal holds, otherwise the balance is read again (``OPENING_ATTEMPTS``
+        times, then the next run tries). Returns ``(note for the run or None, whether the
+        history was read to its end)``: a time budget may stop the re-read, the background
+        job then continues.
+        """
+        account = self.account
+        connection = account.connection_id
+        for _attempt in range(OPENING_ATTEMPTS):
+            try:
+                banks = self.provider.list_accounts(connection.remote_id)
+            # The import itself succeeded: the opening simply waits for the next run.
+            except Exception as error:  # pylint: disable=broad-except
+                note = self.env._(
+                    "The bank's balance could not be read, so the opening balance waits for "
+                    "the next synchronisation: %(error)s",
+                    error=getattr(error, "message", None) or str(error),
+                )
+                return note, True
+            bank = next((b for b in banks if b.remote_id == account.remote_id), None)
+            if bank is None or bank.balance is None:
+                note = self.env._(
+                    "The aggregator gave no balance for this account: the opening balance "
+                    "waits for the next synchronisation."
+                )
+                return note, True
+            finished, changes = self._reread(self._history_start())
+            if not finished:
+                return None, False
+            if not changes:
+                if create_opening_line(account, bank.balance):
+                    self.counts["created_count"] += 1
+                return None, True
+        note = self.env._(
+            "The bank's operations kept changing while its balance was read: the opening "
+            "balance will be set by the next synchronisation."
+        )
+        return note, True
+
+
+def ignored_total(account, currency):
+    """``(sum, count)`` of the operations of ``account`` ignored for good: they are still in
+    the bank's balance, never in the journal."""
+    ignored = account.env["bank.sync.ignored"].sudo().search([("account_id", "=", account.id)])
+    return (
+        sum(
+            (
+                Decimal(str(round(amount, currency.decimal_places)))
+                for amount in ignored.mapped("amount")
+            ),
+            Decimal(0),
+        ),
+        len(ignored),
+    )
 
 
 def create_opening_line(account, bank_balance):
-    """First sync of an empty journal: one line makes the journal's balance the bank's.
-
-    Dated the day before the first imported operation. Returns the line (or nothing when the
-    imported operations already give the bank's balance).
+    """The first import of an empty journal is complete: one line, dated the day before the
+    history start, makes the journal's balance the bank's (see ``_settle_opening`` for when
+    ``bank_balance`` may be used). Returns the line (empty when no line is needed).
     """
     from bank_sync_bridge import sync  # noqa: PLC0415
 
@@ -757,31 +1084,39 @@ def create_opening_line(account, bank_balance):
         aggregator_balance=bank_balance,
         imported_total=journal_balance(env, journal),
         account_type=account.account_type or "checking",
+        pending_total=ignored_total(account, currency)[0],
         digits=currency.decimal_places,
     )
+    StLine = env["account.bank.statement.line"].with_context(**LINE_CONTEXT)
+    key = f"opening:{account.id}"
+    previous = StLine.search([("journal_id", "=", journal.id), ("bank_sync_key", "=", key)])
+    if previous:
+        # The account came back to this journal: its opening line takes the difference.
+        if amount:
+            previous.amount += float(amount)
+        return previous
     if not amount:
-        return env["account.bank.statement.line"]
-    env.cr.execute(
-        "SELECT MIN(bank_sync_booking_date) FROM account_bank_statement_line "
-        "WHERE bank_sync_account_id = %s",
-        [account.id],
-    )
-    day = (env.cr.fetchone()[0] or fields.Date.context_today(account)) - timedelta(days=1)
-    return (
-        env["account.bank.statement.line"]
-        .with_context(**LINE_CONTEXT)
-        .create(
-            {
-                "journal_id": journal.id,
-                "date": day,
-                "payment_ref": env._("Opening balance"),
-                "amount": float(amount),
-                "bank_sync_key": f"opening:{account.id}",
-                "bank_sync_account_id": account.id,
-                "bank_sync_status": "opening",
-                "bank_sync_booking_date": day,
-            }
+        return StLine
+    start = account.history_start_date
+    if not start:
+        env.cr.execute(
+            "SELECT MIN(bank_sync_booking_date) FROM account_bank_statement_line "
+            "WHERE bank_sync_account_id = %s",
+            [account.id],
         )
+        start = env.cr.fetchone()[0] or fields.Date.context_today(account)
+    day = start - timedelta(days=1)
+    return StLine.create(
+        {
+            "journal_id": journal.id,
+            "date": day,
+            "payment_ref": env._("Opening balance"),
+            "amount": float(amount),
+            "bank_sync_key": key,
+            "bank_sync_account_id": account.id,
+            "bank_sync_status": "opening",
+            "bank_sync_booking_date": day,
+        }
     )
 
 
@@ -871,10 +1206,26 @@ def _failed_run(account, trigger, error):
     )
 
 
-def _check_balances(connection, runs, provider, commit=None):
-    """Read the connection's balances once and compare each synced journal with its bank."""
+def compare_with_bank(account, bank_balance):
+    """The journal of ``account`` against the bank's balance: ``(check, ignored amount,
+    ignored count)``. Operations deleted with "ignore permanently" are still in the bank's
+    balance but never in the journal: the journal is expected to differ by exactly them."""
     from bank_sync_bridge import sync  # noqa: PLC0415
 
+    currency = account.journal_id.currency_id or account.company_id.currency_id
+    amount, count = ignored_total(account, currency)
+    check = sync.check_balance(
+        aggregator_balance=bank_balance,
+        journal_balance=journal_balance(account.env, account.journal_id),
+        account_type=account.account_type or "checking",
+        pending_total=amount,
+        digits=currency.decimal_places,
+    )
+    return check, amount, count
+
+
+def _check_balances(connection, runs, provider, commit=None):
+    """Read the connection's balances once and compare each synced journal with its bank."""
     env = connection.env
     try:
         remote = {a.remote_id: a for a in provider.list_accounts(connection.remote_id)}
@@ -894,30 +1245,36 @@ def _check_balances(connection, runs, provider, commit=None):
         bank = remote.get(account.remote_id)
         if bank is None or bank.balance is None:
             continue
-        if (
-            account.sync_needs_opening
-            and run.state == "done"
-            and create_opening_line(account, bank.balance)
-        ):
-            run.created_count += 1
         currency = account.journal_id.currency_id or account.company_id.currency_id
-        # Operations deleted with "ignore permanently" are still in the bank's balance but
-        # will never be in the journal: the journal is expected to differ by exactly them.
-        ignored = env["bank.sync.ignored"].sudo().search([("account_id", "=", account.id)])
-        ignored_total = sum(
-            (
-                Decimal(str(round(amount, currency.decimal_places)))
-                for amount in ignored.mapped("amount")
-            ),
-            Decimal(0),
-        )
-        check = sync.check_balance(
-            aggregator_balance=bank.balance,
-            journal_balance=journal_balance(env, account.journal_id),
-            account_type=account.account_type or "checking",
-            pending_total=ignored_total,
-            digits=currency.decimal_places,
-        )
+        notes = [run.note] if run.note else []
+        if account.sync_needs_opening:
+            # The first import is not complete: the journal has no opening balance yet.
+            account.write({"balance": float(bank.balance), "balance_date": fields.Datetime.now()})
+            notes.append(
+                env._(
+                    "The journal is compared with the bank's balance once the first import "
+                    "is complete and its opening balance is set."
+                )
+            )
+            run.write({"note": "\n".join(notes)})
+            continue
+        check, ignored_amount, ignored_count = compare_with_bank(account, bank.balance)
+        if not check.ok:
+            # Operations stamped late by the aggregator escape incremental reads: read the
+            # recent weeks again by date before telling anyone.
+            found = AccountSynchroniser(
+                account, trigger=run.trigger, provider=provider
+            ).reread_recent(run)
+            if found:
+                notes.append(
+                    env._(
+                        "The journal differed from the bank: the last %(days)s days were read "
+                        "again and %(count)s late change(s) were imported.",
+                        days=RECENT_REREAD_DAYS,
+                        count=found,
+                    )
+                )
+                check, ignored_amount, ignored_count = compare_with_bank(account, bank.balance)
         account.write(
             {
                 "balance": float(bank.balance),
@@ -932,19 +1289,18 @@ def _check_balances(connection, runs, provider, commit=None):
             "balance_journal": float(check.journal),
             "balance_difference": float(check.difference),
         }
-        notes = [run.note] if run.note else []
 
         def money(amount, currency=currency):
             return formatLang(env, float(amount), currency_obj=currency)
 
-        if ignored:
+        if ignored_count:
             notes.append(
                 env._(
                     "The bank's balance (%(bank)s) still counts %(count)s operation(s) you "
                     "ignored permanently (%(ignored)s): the journal should show %(expected)s.",
-                    bank=money(check.expected + ignored_total),
-                    count=len(ignored),
-                    ignored=money(ignored_total),
+                    bank=money(check.expected + ignored_amount),
+                    count=ignored_count,
+                    ignored=money(ignored_amount),
                     expected=money(check.expected),
                 )
             )

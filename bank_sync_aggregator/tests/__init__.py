@@ -15,7 +15,9 @@ from . import (
     test_screens_fixes,
     test_security,
     test_sync_concurrency,
+    test_sync_convergence,
     test_sync_engine,
     test_sync_faults,
+    test_sync_integrity,
     test_webhooks_controller,
 )

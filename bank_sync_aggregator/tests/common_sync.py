@@ -3,10 +3,13 @@ sandbox aggregator on a frozen clock, a connection and its accounts linked to ba
 
 from datetime import date, datetime, timedelta, timezone
 
-from odoo import Command
+from odoo import Command, fields
 
+from bank_sync_bridge.providers import MemoryTokenStore, ProviderConfig
+from bank_sync_bridge.providers.bridgeapi import BridgeProvider
 from bank_sync_bridge.providers.sandbox import make_connection_id
 from bank_sync_bridge.testing import AdjustableClock
+from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
 from .common_bank_sync import BankSyncCompanyCase
 
@@ -100,9 +103,11 @@ class SyncCase(BankSyncCompanyCase):
         )
 
     def lines(self, account):
-        return self.env["account.bank.statement.line"].search(
-            [("bank_sync_account_id", "=", account.id)]
-        )
+        """The account's lines in the journal it is linked to."""
+        domain = [("bank_sync_account_id", "=", account.id)]
+        if account.journal_id:
+            domain.append(("journal_id", "=", account.journal_id.id))
+        return self.env["account.bank.statement.line"].search(domain)
 
     def remote_booked(self, account, date_from=None, provider=None):
         """The aggregator's booked, not deleted operations of ``account`` from ``date_from``."""
@@ -123,7 +128,14 @@ class SyncCase(BankSyncCompanyCase):
         lines = self.lines(account).filtered(lambda line: line.bank_sync_status == "booked")
         expected = {sync_key(kind, account.remote_id, rid): tx for rid, tx in remote.items()}
         self.assertEqual(len(lines), len(set(lines.mapped("bank_sync_key"))), "duplicate lines")
-        self.assertEqual(set(lines.mapped("bank_sync_key")), set(expected))
+        extra = lines.filtered(lambda line: line.bank_sync_key not in expected)
+        missing = set(expected) - set(lines.mapped("bank_sync_key"))
+        self.assertFalse(
+            extra or missing,
+            "the journal differs from the aggregator: lines the aggregator does not have "
+            f"{[(line.date, line.amount, line.transaction_details) for line in extra]}; "
+            f"operations missing {[vars(expected[key]) for key in missing]}",
+        )
         for line in lines:
             tx = expected[line.bank_sync_key]
             self.assertEqual(line.payment_ref, tx.label)
@@ -133,9 +145,87 @@ class SyncCase(BankSyncCompanyCase):
         return lines
 
 
+class Sleeps(list):
+    """An injectable ``sleep`` that records the delays instead of waiting."""
+
+    def __bool__(self):
+        # Callers write ``sleep or time.sleep``: an empty record must still be used.
+        return True
+
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+class BridgeSyncCase(SyncCase):
+    """The company's aggregator is Bridge, reached over HTTP on the local Bridge emulator
+    (``cls.emulator``), through the package's real client."""
+
+    #: How many days of history the linked accounts import (the Demo Bank's operations
+    #: span the last 60 days).
+    history_days = 90
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.bank_provider.write({"name": "Bridge", "kind": "bridgeapi"})
+        cls.emulator = BridgeEmulator().start()
+        cls.addClassCleanup(cls.emulator.stop)
+
+    def setUp(self):
+        super().setUp()
+        # Scripted faults and forced 429s of a failed test must not leak into the next one.
+        self.emulator.reset_rate_limits()
+        with self.emulator.lock:
+            self.emulator._faults.clear()
+            self.emulator._forced_429.clear()
+        self.sleeps = Sleeps()
+        self.user_ref = f"company-{self.company.id}-{self._testMethodName}"[:60]
+        # Tokens are kept between runs, as Odoo keeps them (bank.sync.token).
+        self.token_store = MemoryTokenStore()
+
+    def client(self, page_size=10, timeout=0.4, **options):
+        return BridgeProvider(
+            ProviderConfig(
+                self.user_ref,
+                base_url=self.emulator.base_url,
+                credentials=self.emulator.credentials,
+                options={"page_size": page_size, "max_retries": 1, **options},
+                timeout=timeout,
+            ),
+            clock=self.emulator.clock,
+            sleep=self.sleeps,
+            token_store=self.token_store,
+        )
+
+    def bridge_account(self, **link_values):
+        """A Demo Bank item's current account, linked to a new journal."""
+        item = self.emulator.connect_item(self.user_ref, login="success")
+        client = self.client()
+        connection = self.bank_provider._upsert_connection(client.get_connection(str(item.id)))
+        connection._upsert_accounts(client.list_accounts(str(item.id)))
+        account = connection.account_ids.filtered(lambda a: a.account_type == "checking")[:1]
+        self.link(account, history_start=self.history_start, **link_values)
+        return account
+
+    @property
+    def history_start(self):
+        return fields.Date.context_today(self.env.user) - timedelta(days=self.history_days)
+
+    def exact(self, account):
+        return self.assert_exactly_remote(account, self.history_start, self.client(page_size=500))
+
+    def converges_once_back(self, account):
+        """The aggregator answers again: the next run gives exactly its operations."""
+        with self.emulator.lock:
+            self.emulator._faults.clear()
+            self.emulator._forced_429.clear()
+        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        return self.exact(account)
+
+
 def day(offset):
     """``TODAY`` shifted by ``offset`` days."""
     return TODAY + timedelta(days=offset)
 
 
-__all__ = ["NOW", "TODAY", "SyncCase", "date", "day"]
+__all__ = ["NOW", "TODAY", "BridgeSyncCase", "Sleeps", "SyncCase", "date", "day"]

@@ -14,7 +14,7 @@ from odoo.tests import tagged
 from odoo.tools.misc import formatLang
 
 from .common_bank_sync import company_user, load_french
-from .common_sync import TODAY, SyncCase, day
+from .common_sync import SyncCase, day
 
 
 @tagged("post_install", "-at_install")
@@ -141,13 +141,21 @@ class TestEngineFixes(SyncCase):
             [("res_model", "=", "bank.sync.connection"), ("res_id", "=", connection.id)]
         )
         self.assertFalse(activities.filtered(lambda a: "balance" in (a.summary or "")))
-        # A real gap (a line deleted without "ignore"): an alert, in French with the currency.
+        # A real difference (an operation typed by hand a second time): an alert, in French
+        # with the currency.
         line = self.lines(account).filtered(lambda line: line.bank_sync_status == "booked")[:1]
         amount = line.amount
-        line.unlink()
+        typed_twice = self.env["account.bank.statement.line"].create(
+            {
+                "journal_id": account.journal_id.id,
+                "date": line.date,
+                "payment_ref": line.payment_ref,
+                "amount": amount,
+            }
+        )
         self.env.user.lang = "fr_FR"
         run = self.sync(account.with_context(lang="fr_FR"))
-        self.assertAlmostEqual(run.balance_difference, -amount, places=2)
+        self.assertAlmostEqual(run.balance_difference, amount, places=2)
         self.assertIn("diffère du solde attendu", run.note)
         # Amounts in the reader's language, with the currency: "1 045,98 €".
         expected = formatLang(
@@ -178,8 +186,9 @@ class TestEngineFixes(SyncCase):
             ),
             1,
         )
-        # Fixed (the operation imported again by a forced sync): the alert is closed.
-        run = self.sync(account, trigger="forced", date_from=day(-30), date_to=TODAY)
+        # Fixed (the line typed twice deleted): the alert is closed.
+        typed_twice.unlink()
+        run = self.sync(account)
         self.assertEqual(run.balance_difference, 0.0, run.note)
         self.assertFalse(alert.exists())
 

@@ -14,10 +14,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 from odoo import SUPERUSER_ID, api
+from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import ACCOUNT_LOCK_NAMESPACE
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import config
 
@@ -43,6 +46,22 @@ with registry.cursor() as cr:
     run = account._sync_account("cron", provider=provider, commit=True)
     print("RUN", run.state, run.created_count, run.error or "")
 """.replace("PAGE_SIZE", str(PAGE_SIZE))
+
+
+# Inserted in WORKER: the first commit (the first page stored) is followed by a pause.
+PAUSE_AFTER_COMMIT = """
+    import pathlib, time
+    commit = cr.commit
+    def commit_then_pause():
+        commit()
+        committed, go_on = pathlib.Path("{0}"), pathlib.Path("{1}")
+        if not committed.exists():
+            committed.touch()
+            deadline = time.monotonic() + 120
+            while not go_on.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+    cr.commit = commit_then_pause
+"""
 
 
 @tagged("post_install", "-at_install")
@@ -147,13 +166,22 @@ class TestSyncConcurrency(TransactionCase):
                     keys.add(sync_key("sandbox", account.remote_id, tx.remote_id))
         return keys
 
-    def _worker(self):
+    def _worker(self, pause_after_commit=None):
+        """A process doing the daily job's import of the account; with ``pause_after_commit``
+        (two paths), it creates the first file right after its first page is committed and
+        waits for the second before going on."""
         args = [f"--addons-path={config['addons_path']}"]
         for option in ("db_host", "db_port", "db_user", "db_password"):
             if config.get(option):
                 args.append(f"--{option}={config[option]}")
+        script = WORKER
+        if pause_after_commit:
+            script = WORKER.replace(
+                "    run = account._sync_account(",
+                PAUSE_AFTER_COMMIT.format(*pause_after_commit) + "    run = account._sync_account(",
+            )
         return subprocess.Popen(
-            [sys.executable, "-c", WORKER, self.env.cr.dbname, str(self.fixture["account"]), *args],
+            [sys.executable, "-c", script, self.env.cr.dbname, str(self.fixture["account"]), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -169,10 +197,9 @@ class TestSyncConcurrency(TransactionCase):
     def test_a_second_worker_skips_the_account_being_synced(self):
         account_id = self.fixture["account"]
         with self.registry.cursor() as first_worker:
-            # The first worker is in the middle of the account's import: it holds the row.
+            # The first worker is in the middle of the account's import: it holds its lock.
             first_worker.execute(
-                "SELECT id FROM bank_sync_account WHERE id = %s FOR NO KEY UPDATE",
-                [account_id],
+                "SELECT pg_advisory_lock(%s, %s)", [ACCOUNT_LOCK_NAMESPACE, account_id]
             )
             started = time.monotonic()
             second = self._read(
@@ -186,6 +213,10 @@ class TestSyncConcurrency(TransactionCase):
             self.assertLess(time.monotonic() - started, 10, "the second worker did not wait")
             self.assertEqual(second, "skipped")
             self.assertFalse(self._read(self._line_keys), "and imported nothing")
+            # (this cursor's connection goes back to Odoo's pool: its lock must not stay)
+            first_worker.execute(
+                "SELECT pg_advisory_unlock(%s, %s)", [ACCOUNT_LOCK_NAMESPACE, account_id]
+            )
         # Once the first worker is gone, the account syncs normally.
         done = self._read(
             lambda env: (
@@ -196,6 +227,43 @@ class TestSyncConcurrency(TransactionCase):
             )
         )
         self.assertEqual(done, "done")
+        self._assert_exactly_remote()
+
+    def test_a_second_worker_between_two_pages_leaves_the_live_import_alone(self):
+        """The daily job commits after each page: a second worker arriving right after such a
+        commit must find the account taken, not take the live run for a dead one."""
+        account_id = self.fixture["account"]
+        with tempfile.TemporaryDirectory() as folder:
+            committed, go_on = Path(folder) / "committed", Path(folder) / "go_on"
+            worker = self._worker(pause_after_commit=(committed, go_on))
+            try:
+                deadline = time.monotonic() + 180
+                while not committed.exists() and worker.poll() is None:
+                    self.assertLess(time.monotonic(), deadline, "the first page was committed")
+                    time.sleep(0.1)
+                self.assertIsNone(worker.poll(), "the first worker is between two pages")
+                second = self._read(
+                    lambda env: (
+                        env["bank.sync.account"]
+                        .browse(account_id)
+                        ._sync_account("cron", commit=False)
+                        .state
+                    )
+                )
+            finally:
+                go_on.touch()
+            output = worker.communicate(timeout=300)[0]
+        self.assertEqual(worker.returncode, 0, output[-2000:])
+        self.assertEqual(second, "skipped")
+        self.assertIn("RUN done", output)
+        runs = self._read(
+            lambda env: (
+                env["bank.sync.run"]
+                .search([("account_id", "=", account_id)])
+                .mapped(lambda run: (run.state, run.error or ""))
+            )
+        )
+        self.assertEqual(sorted(state for state, _error in runs), ["done", "skipped"], runs)
         self._assert_exactly_remote()
 
     def test_two_processes_on_one_account_import_each_operation_once(self):

@@ -301,14 +301,24 @@ class TestSyncEngine(SyncCase, CronMixinCase):
             self.assertTrue(run.balance_checked, kind)
             self.assertEqual(run.balance_difference, 0.0, kind)
             self.assertLessEqual(run.balance_aggregator, 0.0 if kind != "savings" else 1e12)
-        # A difference is reported, not hidden: remove a line and check again.
+        # A difference is reported, not hidden: an operation typed by hand a second time.
         account = connection.account_ids.filtered(lambda a: a.account_type == "card")
         line = self.lines(account).filtered(lambda line: line.bank_sync_status == "booked")[:1]
-        amount = line.amount
+        typed = self.env["account.bank.statement.line"].create(
+            {"journal_id": account.journal_id.id, "date": line.date, "amount": line.amount}
+        )
+        run = self.sync(account)
+        self.assertAlmostEqual(run.balance_difference, line.amount, places=2)
+        self.assertIn("differs", run.note)
+        # A line the journal lost is found again by reading the recent weeks again.
+        typed.unlink()
+        key = line.bank_sync_key
         line.unlink()
         run = self.sync(account)
-        self.assertAlmostEqual(run.balance_difference, -amount, places=2)
-        self.assertIn("differs", run.note)
+        self.assertIn("were read again", run.note)
+        self.assertEqual(run.balance_difference, 0.0, run.note)
+        restored = self.lines(account).filtered(lambda restored: restored.bank_sync_key == key)
+        self.assertEqual(len(restored), 1)
 
     def test_history_start_is_respected_and_a_future_one_fails_clearly(self):
         account = self.checking(self.make_connection())

@@ -10,14 +10,12 @@ from odoo import fields
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
 from odoo.tests import tagged
 
-from bank_sync_bridge.providers import MemoryTokenStore, ProviderConfig
-from bank_sync_bridge.providers.bridgeapi import BridgeProvider
+from bank_sync_bridge.providers import MemoryTokenStore
 from bank_sync_bridge.providers.linxo import LinxoProvider
 from bank_sync_bridge.testing import AdjustableClock
-from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 from bank_sync_bridge.testing.linxo_emulator import LinxoEmulator
 
-from .common_sync import SyncCase
+from .common_sync import BridgeSyncCase, Sleeps, SyncCase
 
 TRANSACTIONS = "/v3/aggregation/transactions"
 
@@ -41,77 +39,9 @@ class FaultAfterPages:
                 self.script()
 
 
-class Sleeps(list):
-    """An injectable ``sleep`` that records the delays instead of waiting."""
-
-    def __bool__(self):
-        # Callers write ``sleep or time.sleep``: an empty record must still be used.
-        return True
-
-    def __call__(self, seconds):
-        self.append(seconds)
-
-
 @tagged("post_install", "-at_install")
-class TestSyncFaultsBridge(SyncCase, CronMixinCase):
+class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
     """Bridge: HTTP faults, token expiry and the operations the bank changes."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.bridge_provider = cls.bank_provider
-        cls.bridge_provider.write({"name": "Bridge", "kind": "bridgeapi"})
-        cls.emulator = BridgeEmulator().start()
-        cls.addClassCleanup(cls.emulator.stop)
-
-    def setUp(self):
-        super().setUp()
-        # Scripted faults and forced 429s of a failed test must not leak into the next one.
-        self.emulator.reset_rate_limits()
-        with self.emulator.lock:
-            self.emulator._faults.clear()
-            self.emulator._forced_429.clear()
-        self.sleeps = Sleeps()
-        self.user_ref = f"company-{self.company.id}-{self._testMethodName}"[:60]
-
-    def client(self, page_size=10, timeout=0.4):
-        return BridgeProvider(
-            ProviderConfig(
-                self.user_ref,
-                base_url=self.emulator.base_url,
-                credentials=self.emulator.credentials,
-                options={"page_size": page_size, "max_retries": 1},
-                timeout=timeout,
-            ),
-            clock=self.emulator.clock,
-            sleep=self.sleeps,
-            token_store=MemoryTokenStore(),
-        )
-
-    def bridge_account(self):
-        """A Demo Bank item's current account, linked to a new journal, history 90 days."""
-        item = self.emulator.connect_item(self.user_ref, login="success")
-        client = self.client()
-        connection = self.bank_provider._upsert_connection(client.get_connection(str(item.id)))
-        connection._upsert_accounts(client.list_accounts(str(item.id)))
-        account = connection.account_ids.filtered(lambda a: a.account_type == "checking")[:1]
-        self.link(account, history_start=self.history_start)
-        return account
-
-    @property
-    def history_start(self):
-        return fields.Date.context_today(self.env.user) - timedelta(days=90)
-
-    def exact(self, account):
-        return self.assert_exactly_remote(account, self.history_start, self.client(page_size=500))
-
-    def converges_once_back(self, account):
-        """The aggregator answers again: the next run gives exactly its operations."""
-        with self.emulator.lock:
-            self.emulator._faults.clear()
-            self.emulator._forced_429.clear()
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
-        return self.exact(account)
 
     def run_with_fault_on_second_page(self, kind, count=2, **script_kwargs):
         # count=2: the first attempt and the client's one retry both meet the fault.

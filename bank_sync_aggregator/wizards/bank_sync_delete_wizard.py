@@ -23,7 +23,8 @@ class BankSyncDeleteWizard(models.TransientModel):
             wizard.line_count = len(lines or [])
 
     def _find_lines(self):
-        """Imported lines of the range that nothing is reconciled with, not even partly."""
+        """Imported lines of the range that carry none of the accountant's work: not
+        reconciled, not even partly, no write-off or account chosen by hand, no note."""
         domain = [
             ("bank_sync_account_id", "!=", False),
             ("bank_sync_status", "=", "booked"),
@@ -33,15 +34,10 @@ class BankSyncDeleteWizard(models.TransientModel):
         ]
         if self.scope == "selected":
             domain.append(("bank_sync_account_id", "in", self.account_ids.ids))
-        lines = self.env["account.bank.statement.line"].search(domain)
-        return lines.filtered(
-            lambda line: (
-                not (
-                    line.move_id.line_ids.matched_debit_ids
-                    or line.move_id.line_ids.matched_credit_ids
-                )
-            )
-        )
+        StLine = self.env["account.bank.statement.line"]
+        lines = StLine.search(domain)
+        worked = StLine._bank_sync_user_work(lines.ids)
+        return lines.filtered(lambda line: line.id not in worked)
 
     def action_delete(self):
         self.ensure_one()

@@ -22,14 +22,17 @@ relative ``pagination.next_uri`` until it is null. Cursors (kind ``bridge_update
 - mid-stream: ``{"next_uri": ..., "since": <max updated_at so far>, ...}``; resuming reads the
   stored ``next_uri`` again, so a crash after storing page *n* continues at page *n + 1*;
 - final: ``{"since": <largest updated_at seen>}``: Bridge's own advice is to keep the largest
-  ``updated_at`` received, not our clock. Each incremental read starts a little before it
-  (``options["since_overlap_seconds"]``, one minute by default), so an operation stamped in
-  the very millisecond of our last read, or committed late at Bridge, is not missed; what is
-  read twice is recognised by its sync key and skipped.
+  ``updated_at`` received, not our clock. Each incremental read starts a day before it
+  (``options["since_overlap_seconds"]``, :data:`DEFAULT_SINCE_OVERLAP_SECONDS`). Bridge
+  documents what ``since`` returns, not when an operation becomes visible: a refresh writes
+  operations for minutes and may publish them when it ends, with ``updated_at`` stamps older
+  than operations already read. A day covers the longest refreshes and the nightly batch;
+  what is read twice is recognised by its sync key and skipped (a day of updates is one page
+  for a business account). Later still, the balance check reads recent weeks again by date.
 
 Options (all optional): ``page_size`` (≤ 500, default 500), ``max_pages`` (safety cap per
 stream, default 5000), ``country`` (Connect's preselected country, default ``FR``),
-``since_overlap_seconds`` (default 60), ``max_retries`` (default 3), ``token_margin_seconds``
+``since_overlap_seconds`` (default 86400), ``max_retries`` (default 3), ``token_margin_seconds``
 (renew a token this long before it expires, default 300).
 """
 
@@ -80,8 +83,9 @@ BRIDGE_VERSION = "2025-01-15"
 MAX_PAGE_SIZE = 500
 CURSOR_KIND = "bridge_updated_at"
 TRANSACTIONS_PATH = "/v3/aggregation/transactions"
-#: Incremental reads start this long before the largest ``updated_at`` seen (see above).
-DEFAULT_SINCE_OVERLAP_SECONDS = 60
+#: Incremental reads start this long before the largest ``updated_at`` seen (see above: one
+#: day, as operations can become visible with stamps older than those already read).
+DEFAULT_SINCE_OVERLAP_SECONDS = 24 * 3600
 
 #: Item ``status`` → (state, reason), reference §1.4 ✅. ``430`` is from older docs only.
 ITEM_STATUSES: dict[int, tuple[ConnectionState, ActionReason | None]] = {

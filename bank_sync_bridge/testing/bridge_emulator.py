@@ -407,8 +407,13 @@ class BridgeEmulator(EmulatorServer):
         future: bool = False,
         raw_label: str | None = None,
         value_date: date | None = None,
+        stamped_ago: timedelta | None = None,
     ) -> EmuTransaction:
-        """A new operation (``on`` far in the past gives a late, back-dated operation)."""
+        """A new operation (``on`` far in the past gives a late, back-dated operation).
+
+        ``stamped_ago`` makes it visible now with an ``updated_at`` that far in the past, as
+        an operation written at the start of a long refresh and published at its end.
+        """
         with self.lock:
             account = self.state.accounts[account_id]
             booked = on or self.state.now().date()
@@ -424,7 +429,7 @@ class BridgeEmulator(EmulatorServer):
                 value_date=value_date,
                 currency_code=account.currency_code,
                 future=future,
-                updated_at=self.state.now(),
+                updated_at=self.state.now() - (stamped_ago or timedelta(0)),
             )
             self.state.transactions[account.user_uuid].add(tx)
             if not future:
@@ -473,8 +478,15 @@ class BridgeEmulator(EmulatorServer):
             return booked
 
     def delete_transaction(self, tx_id: int) -> EmuTransaction:
-        """The bank withdraws an operation: it comes back flagged ``deleted`` on ``since``."""
-        return self._mutate(tx_id, lambda tx: setattr(tx, "deleted", True), deleted=1)
+        """The bank withdraws an operation: it comes back flagged ``deleted`` on ``since``,
+        and the account's balance no longer counts it."""
+
+        def delete(tx: EmuTransaction) -> None:
+            if not tx.deleted and not tx.future:
+                self.state.accounts[tx.account_id].balance -= tx.amount
+            tx.deleted = True
+
+        return self._mutate(tx_id, delete, deleted=1)
 
     def shift_date(self, tx_id: int, days: int) -> EmuTransaction:
         """The bank moves an operation's dates by ``days``."""
