@@ -3,6 +3,8 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 #: How long the user has to complete the aggregator's hosted page.
 SESSION_LIFETIME = timedelta(minutes=30)
 #: Scope of the HMAC key, so that our states can never pass for another signed value.
@@ -43,6 +45,7 @@ class BankSyncConnectSession(models.Model):
     def _open(self, provider, institution_id=None, connection=None):
         """Start a hosted page session at the aggregator; return its URL."""
         provider.ensure_one()
+        check_rights(provider, ACCOUNTING_MANAGER)
         if not provider.active or not provider.company_id.bank_sync_enabled:
             raise UserError(
                 self.env._(

@@ -7,6 +7,8 @@ import os
 from odoo import api, fields, models, tools
 from odoo.exceptions import UserError, ValidationError
 
+from ..rights import ADMINISTRATOR, check_rights
+
 _logger = logging.getLogger(__name__)
 
 #: Name of the option in Odoo's configuration file (and of the environment variable, upper
@@ -284,7 +286,8 @@ class BankSyncProvider(models.Model):
     # -------------------------------------------------------------------------
 
     def action_clear_secrets(self):
-        """Forget every stored secret of these providers."""
+        """Forget every stored secret of these providers (administrators of their company)."""
+        check_rights(self, ADMINISTRATOR)
         self.sudo().write({vals[0]: False for vals in SECRET_FIELDS.values()})
         self.env["bank.sync.token"].sudo().search([("provider_id", "in", self.ids)]).unlink()
 

@@ -15,6 +15,8 @@ import threading
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..rights import ACCOUNTING_MANAGER, ADMINISTRATOR, check_rights
+
 _logger = logging.getLogger(__name__)
 
 #: Where the service posts this tenant's events when a callback is registered.
@@ -94,6 +96,7 @@ class BankSyncProvider(models.Model):
     def action_bridge_service_test(self):
         """Check the service answers (``/health``) and accepts our signature (a signed call)."""
         self.ensure_one()
+        check_rights(self, ACCOUNTING_MANAGER)
         from bank_sync_bridge.errors import (  # noqa: PLC0415
             AuthenticationError,
             BankSyncError,
@@ -158,6 +161,7 @@ class BankSyncProvider(models.Model):
         """Ask the service to post this tenant's events to this Odoo at once (signed), on top
         of the periodic poll."""
         self.ensure_one()
+        check_rights(self, ADMINISTRATOR)
         self._bridge_service_call(
             lambda client: client.set_callback_url(self._get_bridge_service_callback_url())
         )
@@ -166,6 +170,7 @@ class BankSyncProvider(models.Model):
     def action_bridge_service_remove_callback(self):
         """Stop the service's calls to this Odoo (polling still brings the events)."""
         self.ensure_one()
+        check_rights(self, ADMINISTRATOR)
         self._bridge_service_call(lambda client: client.set_callback_url(None))
         return True
 
