@@ -1,11 +1,13 @@
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
+from urllib.parse import urlsplit
 
 from odoo import api, fields, models, tools
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
 
 from ..rights import ADMINISTRATOR, check_rights
 
@@ -35,6 +37,18 @@ SECRET_FIELDS = {
     "webhook_secrets": ("webhook_secrets_encrypted", "webhook_secrets"),
     "service_secret": ("service_secret_encrypted", "service_secret"),
 }
+
+
+def is_local_host(hostname):
+    """Whether ``hostname`` is this machine (an emulator or a service next to Odoo)."""
+    if not hostname:
+        return False
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def _configured_keys():
@@ -103,10 +117,12 @@ class BankSyncProvider(models.Model):
         default="sandbox",
         help="Which of the aggregator's environments the credentials belong to.",
     )
+    # The client sends the aggregator's secrets and tokens to this address: only the
+    # administrators, who alone may see the secrets, may change it (see write()).
     base_url = fields.Char(
         string="API URL",
         help="Leave empty to use the aggregator's own address. Set it to reach a bridge service "
-        "or a local emulator.",
+        "or a local emulator. Only administrators can change it.",
     )
     client_id = fields.Char(string="Client ID", groups="account.group_account_manager", copy=False)
     terms_url = fields.Char(
@@ -249,6 +265,8 @@ class BankSyncProvider(models.Model):
 
     @api.model_create_multi
     def create(self, vals_list):
+        if any(vals.get("base_url") for vals in vals_list):
+            self._check_may_change_endpoint()
         # Say it clearly before the unique index refuses it with a database error.
         Company = self.env["res.company"]
         for vals in vals_list:
@@ -267,18 +285,64 @@ class BankSyncProvider(models.Model):
         return super().create(vals_list)
 
     def write(self, vals):
+        if "base_url" in vals and any(
+            (provider.base_url or False) != (vals["base_url"] or False) for provider in self
+        ):
+            self._check_may_change_endpoint()
+        if "kind" in vals:
+            self._check_may_change_kind(vals["kind"])
         if vals.get("active"):
             for provider in self.filtered(lambda p: not p.active):
                 if provider.company_id._get_bank_sync_provider():
                     raise ValidationError(self._one_active_message(provider.company_id))
         return super().write(vals)
 
+    def _check_may_change_endpoint(self):
+        """Only administrators choose where the client sends the secrets they alone see."""
+        if self.env.su or self.env.user.has_group(ADMINISTRATOR):
+            return
+        raise AccessError(
+            self.env._(
+                "Only administrators can change the API URL of an aggregator: its secrets and "
+                "access tokens are sent there."
+            )
+        )
+
+    def _check_may_change_kind(self, kind):
+        """A provider's secrets and connections belong to its aggregator: switching goes
+        through the settings, which archive it and make (or find) one for the other."""
+        self.check_access("write")
+        for provider in self.filtered(lambda p: p.kind != kind):
+            stored = provider.sudo()
+            if (
+                any(stored[encrypted] for encrypted, _key in SECRET_FIELDS.values())
+                or stored.with_context(active_test=False).connection_ids
+            ):
+                raise UserError(
+                    self.env._(
+                        "The aggregator of %(name)s cannot be changed: it has secrets or bank "
+                        "connections. Choose another aggregator in the Accounting settings "
+                        "instead.",
+                        name=provider.display_name,
+                    )
+                )
+
     @api.constrains("base_url")
     def _check_base_url(self):
         for provider in self.filtered("base_url"):
-            if not provider.base_url.startswith(("https://", "http://")):
+            parts = urlsplit(provider.base_url.strip())
+            local = is_local_host(parts.hostname)
+            if (
+                not parts.hostname
+                or parts.username
+                or parts.password
+                or not (parts.scheme == "https" or (parts.scheme == "http" and local))
+            ):
                 raise ValidationError(
-                    self.env._("The API URL must start with https:// (or http:// for a test).")
+                    self.env._(
+                        "The API URL must start with https:// and name a host (http:// only "
+                        "for an emulator on this machine: 127.0.0.1 or localhost)."
+                    )
                 )
 
     # -------------------------------------------------------------------------
