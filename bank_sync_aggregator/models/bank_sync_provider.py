@@ -4,6 +4,7 @@ import ipaddress
 import json
 import logging
 import os
+import secrets
 from urllib.parse import urlsplit
 
 from odoo import api, fields, models, tools
@@ -31,12 +32,21 @@ PROVIDER_KINDS = [
     ("bridge_service", "Bridge service"),
 ]
 
+#: Aggregators that sign nothing (Linxo documents no signature, only TLS and IP filtering): the
+#: webhook address registered with them carries the provider's random ``webhook_token``.
+URL_TOKEN_KINDS = frozenset({"linxo"})
+
 #: secret field -> (stored encrypted field, key in ProviderConfig.credentials)
 SECRET_FIELDS = {
     "client_secret": ("client_secret_encrypted", "client_secret"),
     "webhook_secrets": ("webhook_secrets_encrypted", "webhook_secrets"),
     "service_secret": ("service_secret_encrypted", "service_secret"),
 }
+
+
+def new_webhook_token():
+    """A random token for a webhook address (URL-safe, 43 characters)."""
+    return secrets.token_urlsafe(32)
 
 
 def is_local_host(hostname):
@@ -162,8 +172,13 @@ class BankSyncProvider(models.Model):
     has_client_secret = fields.Boolean(compute="_compute_has_secrets")
     has_webhook_secrets = fields.Boolean(compute="_compute_has_secrets")
     has_service_secret = fields.Boolean(compute="_compute_has_secrets")
+    # The random token of the webhook address of aggregators that sign nothing (Linxo): it
+    # signs nothing itself, so an address seen in an access log reveals no credential.
+    webhook_token = fields.Char(groups="base.group_system", readonly=True, copy=False)
     # Where to register this company's webhooks at the aggregator (controllers/webhook.py).
-    webhook_url = fields.Char(string="Webhook URL", compute="_compute_webhook_url")
+    webhook_url = fields.Char(
+        string="Webhook URL", compute="_compute_webhook_url", groups="base.group_system"
+    )
 
     connection_ids = fields.One2many("bank.sync.connection", "provider_id")
     connection_count = fields.Integer(compute="_compute_connection_count")
@@ -177,6 +192,27 @@ class BankSyncProvider(models.Model):
                 ON bank_sync_provider (company_id) WHERE active
             """
         )
+        self._fill_webhook_tokens()
+
+    def _fill_webhook_tokens(self):
+        """Give a webhook token of its own to every provider that has none (on install and
+        upgrade: providers made before the token existed)."""
+        self.env.cr.execute(
+            "SELECT id, kind, active FROM bank_sync_provider WHERE webhook_token IS NULL"
+        )
+        for provider_id, kind, active in self.env.cr.fetchall():
+            self.env.cr.execute(
+                "UPDATE bank_sync_provider SET webhook_token = %s WHERE id = %s",
+                (new_webhook_token(), provider_id),
+            )
+            if kind in URL_TOKEN_KINDS and active:
+                _logger.warning(
+                    "Aggregator settings %s: the webhook address has a new token; an "
+                    "administrator must register the address shown on the aggregator form "
+                    "at the aggregator again.",
+                    provider_id,
+                )
+        self.invalidate_model(["webhook_token"])
 
     # -------------------------------------------------------------------------
     # Computes
@@ -194,13 +230,13 @@ class BankSyncProvider(models.Model):
             provider.webhook_secrets = False
             provider.service_secret = False
 
-    @api.depends("kind")
+    @api.depends("kind", "webhook_token")
     def _compute_webhook_url(self):
         for provider in self:
             url = f"{provider._get_base_url()}/bank_sync/webhook/{provider.id}"
-            if provider.kind == "linxo":
-                # Linxo signs nothing: the address it calls carries a webhook secret.
-                url += "?token=<webhook secret>"
+            if provider.kind in URL_TOKEN_KINDS:
+                # Linxo signs nothing: the address it calls carries the provider's token.
+                url += f"?token={provider.sudo().webhook_token or ''}"
             provider.webhook_url = url if provider.id and provider.kind != "sandbox" else False
 
     def _compute_has_secrets(self):
@@ -282,7 +318,10 @@ class BankSyncProvider(models.Model):
                     > 1
                 ):
                     raise ValidationError(self._one_active_message(company))
-        return super().create(vals_list)
+        providers = super().create(vals_list)
+        for provider in providers.sudo():
+            provider.webhook_token = new_webhook_token()
+        return providers
 
     def write(self, vals):
         if "base_url" in vals and any(
@@ -354,6 +393,14 @@ class BankSyncProvider(models.Model):
         check_rights(self, ADMINISTRATOR)
         self.sudo().write({vals[0]: False for vals in SECRET_FIELDS.values()})
         self.env["bank.sync.token"].sudo().search([("provider_id", "in", self.ids)]).unlink()
+
+    def action_new_webhook_token(self):
+        """Give the webhook address a new token (administrators), e.g. after it leaked; the
+        old address stops working at once, so register the new one at the aggregator."""
+        check_rights(self, ADMINISTRATOR)
+        for provider in self.sudo():
+            provider.webhook_token = new_webhook_token()
+        return True
 
     def action_view_connections(self):
         self.ensure_one()
