@@ -136,8 +136,9 @@ class BankSyncWebhookController(http.Controller):
 
         The signature is checked on the raw body as received, before anything is parsed.
         Answers: 200 (recorded, or already recorded), 401 (bad signature, token or replay),
-        400 (unreadable), 404 (no such aggregator), 413 (body too large), 503 (this Odoo's
-        encryption keys cannot read the secrets: the details are in the server log only).
+        400 (unreadable), 404 (no such aggregator), 411 and 413 (body without a length, or too
+        large), 503 (this Odoo's encryption keys cannot read the secrets: the details are in
+        the server log only).
         """
         env = request.env(su=True)
         try:
