@@ -4,6 +4,7 @@ from odoo import http
 from odoo.http import request
 
 from ..models.bank_sync_provider_bridge_service import EVENTS_CALLBACK_ROUTE
+from .webhook import MAX_BODY_BYTES, Refused, answer, read_public_body
 
 _logger = logging.getLogger(__name__)
 
@@ -16,52 +17,38 @@ class BankSyncBridgeServiceController(http.Controller):
         methods=["POST"],
         csrf=False,
         save_session=False,
+        max_content_length=MAX_BODY_BYTES,
     )
     def bank_sync_bridge_service_events(self, provider_id, **_params):
         """The bridge service pushing this tenant's events, signed with the tenant secret.
 
-        The signature must cover this very request (method, path, raw body) and be recent;
-        anything else is refused with 401 before the body is read. Each event is recorded
-        once for the company it names and handled in the background, like a webhook.
+        The signature must cover this very request (method, path, raw body), be recent and
+        carry a nonce not seen before; anything else is refused with 401 before the body is
+        parsed (a body over the size limit with 413, before it is read). Each event is
+        recorded once, for the company it names only, and handled in the background, like a
+        webhook.
         """
-        from bank_sync_bridge import signing  # noqa: PLC0415
         from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
         from bank_sync_bridge.providers.bridge_service import (  # noqa: PLC0415
             parse_events_document,
         )
 
         env = request.env(su=True)
-        provider = env["bank.sync.provider"].browse(provider_id).exists()
-        if not provider or not provider.active or provider.kind != "bridge_service":
-            return self._answer({"error": "unknown"}, 404)
         try:
-            secret = provider._get_credentials().get("client_secret")
-        except Exception:  # a key removed from the configuration: no secret to check with
-            _logger.warning(
-                "No usable bridge service secret for aggregator settings %s", provider.id
-            )
-            secret = None
-        if not secret:
-            return self._answer({"error": "not configured"}, 404)
-        body = request.httprequest.get_data()
-        # The path as this Odoo received it, never the sender's word for it: a delivery
-        # signed for another URL (another database or company) does not verify here.
-        path = signing.canonical_path(request.httprequest.full_path)
-        try:
-            signing.verify_request(
-                [secret], "POST", path, body, dict(request.httprequest.headers.items())
-            )
-        except BankSyncError as error:
-            _logger.warning(
-                "Refused a bridge service delivery for aggregator settings %s: %s",
-                provider.id,
-                error.message,
-            )
-            return self._answer({"error": "invalid signature"}, 401)
-        try:
-            events = parse_events_document(body)
-        except BankSyncError:
-            return self._answer({"error": "unreadable"}, 400)
+            body = read_public_body("bridge service delivery")
+            provider = env["bank.sync.provider"].browse(provider_id).exists()
+            if not provider or not provider.active or provider.kind != "bridge_service":
+                raise Refused(404, "unknown")
+            self._verify_signature(provider, body)
+            try:
+                events = parse_events_document(body)
+            except (BankSyncError, ValueError, KeyError, TypeError, AttributeError) as error:
+                raise Refused(400, "unreadable") from error
+        except Refused as refused:
+            return refused.answer()
+        # The service posts the events of every company of this database on its tenant to one
+        # address: each of them records the events that name it (see
+        # _bridge_service_events_for_me for those that name none).
         providers = env["bank.sync.provider"].search(
             [
                 ("kind", "=", "bridge_service"),
@@ -74,7 +61,50 @@ class BankSyncBridgeServiceController(http.Controller):
             new |= target._bridge_service_record(events)
         if new:
             env.ref("bank_sync_aggregator.ir_cron_process_webhook_events")._trigger()
-        return self._answer({"received": len(events), "new": len(new)}, 200)
+        return answer({"received": len(events), "new": len(new)}, 200)
 
-    def _answer(self, payload, status):
-        return request.make_json_response(payload, status=status)
+    def _verify_signature(self, provider, body):
+        """Refuse a delivery not signed for this request with the tenant secret, or replayed
+        (its nonce was accepted before, within the signature's tolerance)."""
+        from bank_sync_bridge import signing  # noqa: PLC0415
+        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
+
+        try:
+            secret = provider._get_credentials().get("client_secret")
+        except Exception as error:  # a key removed from the configuration: nothing to check with
+            _logger.warning(
+                "No usable bridge service secret for aggregator settings %s", provider.id
+            )
+            raise Refused(404, "not configured") from error
+        if not secret:
+            raise Refused(404, "not configured")
+        # The path as this Odoo received it, never the sender's word for it: a delivery
+        # signed for another URL (another database or company) does not verify here.
+        path = signing.canonical_path(request.httprequest.full_path)
+        try:
+            verified = signing.verify_request(
+                [secret], "POST", path, body, dict(request.httprequest.headers.items())
+            )
+        except BankSyncError as error:
+            _logger.warning(
+                "Refused a bridge service delivery for aggregator settings %s: %s",
+                provider.id,
+                error.message,
+            )
+            raise Refused(401, "invalid signature") from error
+        if (
+            not request.env["bank.sync.request.nonce"]
+            .sudo()
+            ._use(
+                f"bridge_service:{provider.client_id}",
+                verified.nonce,
+                verified.timestamp,
+                signing.DEFAULT_TOLERANCE,
+            )
+        ):
+            _logger.warning(
+                "Refused a bridge service delivery for aggregator settings %s: its nonce was "
+                "already used (replayed?)",
+                provider.id,
+            )
+            raise Refused(401, "replayed")

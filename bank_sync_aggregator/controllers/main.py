@@ -1,4 +1,5 @@
 import logging
+from urllib.parse import urlsplit
 
 from werkzeug.exceptions import NotFound
 
@@ -7,11 +8,17 @@ from odoo.exceptions import AccessError, UserError
 from odoo.http import request
 
 from ..models.bank_sync_provider import CALLBACK_ROUTE, SANDBOX_HOSTED_ROUTE
+from ..rights import ACCOUNTING_MANAGER
 from ..wizards.bank_sync_connect_wizard import aggregator_label
 
 _logger = logging.getLogger(__name__)
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action"
+#: Where each aggregator puts our signed state in its return: Bridge calls it ``context``, the
+#: others ``state``. Read before anything is asked of the aggregator.
+STATE_PARAMETERS = ("state", "context")
+#: The sandbox's login form is a few hundred bytes.
+SANDBOX_FORM_MAX_BYTES = 16 * 1024
 
 
 class BankSyncController(http.Controller):
@@ -23,9 +30,10 @@ class BankSyncController(http.Controller):
     def bank_sync_callback(self, provider_id, **params):
         """Where every aggregator sends the user back, with our signed state.
 
-        The state is checked (signature, expiry, database, company, user, aggregator) and its
-        session closed before anything else happens; the connection is then read from the
-        aggregator, the callback's own parameters being only a hint.
+        The state is checked (signature, expiry, database, company, user and their right,
+        aggregator) and its session closed before anything else happens, the aggregator
+        included; the connection is then read from the aggregator, the callback's own
+        parameters being only a hint.
         """
         env = request.env
         try:
@@ -54,12 +62,22 @@ class BankSyncController(http.Controller):
         return request.redirect(f"{CONNECTIONS_URL}/{connection.id}", local=True)
 
     def _verify_callback(self, provider_id, params):
-        """The closed session and the aggregator's parsed return, or a UserError."""
+        """The closed session and the aggregator's parsed return, or a UserError.
+
+        The state is read from the query, checked and its session closed (single use) before
+        the aggregator is asked anything: a forged, replayed or foreign return never reaches
+        it, nor makes this Odoo use another company's credentials.
+        """
         env = request.env
         invalid = env._("This bank connection link is not valid: start again from Odoo.")
-        provider = env["bank.sync.provider"].sudo().browse(provider_id).exists()
-        if not provider:
+        state = next((params[name] for name in STATE_PARAMETERS if params.get(name)), "")
+        session = env["bank.sync.connect.session"]._consume(state)
+        if session.provider_id.id != provider_id:
             raise UserError(invalid)
+        # From here on, act as the user (not sudo) in the company that started the flow.
+        session_env = env(context=dict(env.context, allowed_company_ids=[session.company_id.id]))
+        session = session.with_env(session_env)
+        provider = session.provider_id
         try:
             result = provider._get_provider().complete_connect(params)
         except Exception as error:
@@ -68,12 +86,10 @@ class BankSyncController(http.Controller):
             raise UserError(
                 env._("The aggregator's answer could not be read: start again from Odoo.")
             ) from error
-        session = env["bank.sync.connect.session"]._consume(result.state)
-        if session.provider_id.id != provider.id:
+        if result.state != state:
+            # The aggregator's own reading of its return disagrees with the state checked.
             raise UserError(invalid)
-        # From here on, act as the user (not sudo) in the company that started the flow.
-        session_env = env(context=dict(env.context, allowed_company_ids=[session.company_id.id]))
-        return session.with_env(session_env), result
+        return session, result
 
     def _failure_message(self, session, result):
         env = session.env
@@ -109,7 +125,14 @@ class BankSyncController(http.Controller):
     # The sandbox's hosted page, served by this Odoo (no network, no contract)
     # ------------------------------------------------------------------------------------------
 
-    def _sandbox_client(self, params):
+    def _sandbox_provider(self, params):
+        """The company's sandbox the hosted-page link was made for, or NotFound.
+
+        The page only serves the accounting managers who start a connection; its link must
+        send them back to this Odoo's own callback, never elsewhere.
+        """
+        if not request.env.user.has_group(ACCOUNTING_MANAGER):
+            raise NotFound()
         # The link names the aggregator user (database + company) it was made for: serve it
         # with that company's sandbox, whichever company the user has selected meanwhile.
         providers = (
@@ -126,26 +149,57 @@ class BankSyncController(http.Controller):
         provider = providers.filtered(lambda p: p._get_user_ref() == params.get("user"))[:1]
         if not provider:
             raise NotFound()
-        return provider._get_provider()
+        return provider
+
+    def _is_own_callback(self, provider, url):
+        """Whether ``url`` is this Odoo's callback for ``provider`` (same origin and path)."""
+        own = urlsplit(provider._get_callback_url())
+        target = urlsplit(url or "")
+        return (target.scheme, target.netloc, target.path) == (own.scheme, own.netloc, own.path)
+
+    def _foreign_callback_page(self, provider):
+        _logger.warning(
+            "Refused a sandbox page for aggregator settings %s: its link leads elsewhere",
+            provider.id,
+        )
+        return self._result_page(
+            request.env._("This bank connection link does not lead back to this Odoo."),
+            status=400,
+        )
 
     @http.route(SANDBOX_HOSTED_ROUTE, type="http", auth="user", methods=["GET"])
     def bank_sync_sandbox_page(self, **query):
         from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
 
+        provider = self._sandbox_provider(query)
         try:
-            html = self._sandbox_client(query).render_hosted_page(query)
+            html = provider._get_provider().render_hosted_page(query)
         except BankSyncError as error:
             return self._result_page(error.message, status=400)
+        if not self._is_own_callback(provider, query.get("callback_url")):
+            return self._foreign_callback_page(provider)
         return request.make_response(html, headers=[("Content-Type", "text/html; charset=utf-8")])
 
     # The demo bank's login form carries no Odoo CSRF token: its fields are signed by the
     # sandbox, and what protects the flow is the signed, single-use state of the callback.
-    @http.route(SANDBOX_HOSTED_ROUTE, type="http", auth="user", methods=["POST"], csrf=False)
+    @http.route(
+        SANDBOX_HOSTED_ROUTE,
+        type="http",
+        auth="user",
+        methods=["POST"],
+        csrf=False,
+        max_content_length=SANDBOX_FORM_MAX_BYTES,
+    )
     def bank_sync_sandbox_submit(self, **form):
         from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
 
+        provider = self._sandbox_provider(form)
+        if not self._is_own_callback(provider, form.get("callback_url")):
+            return self._foreign_callback_page(provider)
         try:
-            redirect_url = self._sandbox_client(form).submit_hosted_page(form)
+            redirect_url = provider._get_provider().submit_hosted_page(form)
         except BankSyncError as error:
             return self._result_page(error.message, status=400)
+        if not self._is_own_callback(provider, redirect_url):
+            return self._foreign_callback_page(provider)
         return request.redirect(redirect_url, local=False)

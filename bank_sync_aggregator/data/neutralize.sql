@@ -11,6 +11,7 @@ UPDATE bank_sync_provider
        client_secret_encrypted = NULL,
        webhook_secrets_encrypted = NULL,
        service_secret_encrypted = NULL,
+       webhook_token = NULL,
        base_url = NULL,
        name = 'Sandbox (demo)',
        kind = 'sandbox',

@@ -1,5 +1,7 @@
 from odoo import api, fields, models, tools
 
+from ..rights import check_rights
+
 # One key per journal, whoever writes it: the engine, a concurrent worker, a retried page.
 # PostgreSQL, not the ORM, refuses the second line; lines typed by hand (NULL key) are free.
 SYNC_KEY_INDEX = "account_bank_statement_line_bank_sync_key_uniq"
@@ -72,7 +74,9 @@ class AccountBankStatementLine(models.Model):
     # -------------------------------------------------------------------------
 
     def action_bank_sync_mark_reviewed(self):
-        """The accountant has looked at the bank's change: clear the flag."""
+        """The accountant has looked at the bank's change: clear the flag (whoever may edit
+        the company's statement lines)."""
+        check_rights(self, None)
         self.write({"bank_sync_to_review": False})
         return True
 

@@ -1,6 +1,8 @@
 from odoo import api, fields, models
 from odoo.tools.misc import format_date, format_datetime
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 
 class AccountJournal(models.Model):
     # The class name must stay AccountJournal: the Bank Feeds selection is extended through a
@@ -85,6 +87,7 @@ class AccountJournal(models.Model):
     def action_bank_sync_reconnect(self):
         """The dashboard card's "Reconnect": the aggregator's page on the same connection."""
         self.ensure_one()
+        check_rights(self, ACCOUNTING_MANAGER)
         return self.bank_sync_connection_id.action_reconnect()
 
     def action_open_bank_sync_connection(self):
@@ -140,4 +143,5 @@ class AccountJournal(models.Model):
 
     def action_bank_sync_now(self):
         """The dashboard card's "Sync now"."""
+        check_rights(self, ACCOUNTING_MANAGER)
         return self.bank_sync_account_ids.action_sync_now()

@@ -3,6 +3,8 @@ from datetime import timedelta, timezone
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 #: The package's errors (``error_type`` of a run) that pass by themselves: the aggregator or
 #: the network was down, or an answer came broken (``BankSyncError.retryable``). A 429
 #: (``RateLimited``) has its own backoff.
@@ -152,6 +154,7 @@ class BankSyncAccount(models.Model):
 
     def action_unlink_journal(self):
         """Stop synchronising these accounts; imported operations stay in their journals."""
+        check_rights(self, ACCOUNTING_MANAGER)
         self.write({"journal_id": False})
         return True
 
@@ -320,6 +323,7 @@ class BankSyncAccount(models.Model):
         """Sync now: a short first part while the user waits, the rest in the background."""
         from .bank_sync_engine import SYNC_NOW_BUDGET  # noqa: PLC0415
 
+        check_rights(self, ACCOUNTING_MANAGER)
         accounts = self.filtered_domain(self._domain_syncable())
         if not accounts:
             raise UserError(self._explain_not_syncable())

@@ -3,6 +3,8 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 #: How long the user has to complete the aggregator's hosted page.
 SESSION_LIFETIME = timedelta(minutes=30)
 #: Scope of the HMAC key, so that our states can never pass for another signed value.
@@ -43,6 +45,7 @@ class BankSyncConnectSession(models.Model):
     def _open(self, provider, institution_id=None, connection=None):
         """Start a hosted page session at the aggregator; return its URL."""
         provider.ensure_one()
+        check_rights(provider, ACCOUNTING_MANAGER)
         if not provider.active or not provider.company_id.bank_sync_enabled:
             raise UserError(
                 self.env._(
@@ -129,7 +132,9 @@ class BankSyncConnectSession(models.Model):
         """The session a returned ``state`` belongs to, closed so it cannot be used again.
 
         Raises :class:`UserError` with a message for the user when the state is forged,
-        expired, for another database, company, user or aggregator, or already used.
+        expired, for another database, company, user or aggregator, or already used, and
+        :class:`AccessError` when the user is no longer an accounting manager of its company.
+        Nothing is asked of the aggregator before: the session is closed first.
         """
         from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
 
@@ -173,6 +178,10 @@ class BankSyncConnectSession(models.Model):
         session_id, expired = row
         session = self.sudo().browse(session_id)
         session.invalidate_recordset(["used_at"])
+        # Only an accounting manager of the state's company completes it (whichever company
+        # the user has selected since); the session is closed anyway.
+        in_company = self.with_context(allowed_company_ids=[payload["c"]])
+        check_rights(in_company, ACCOUNTING_MANAGER, in_company.env.companies, operation=None)
         if expired:
             raise UserError(
                 self.env._("This bank connection link has expired. Start again from Odoo.")

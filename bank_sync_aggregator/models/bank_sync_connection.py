@@ -5,6 +5,8 @@ from datetime import timezone
 from odoo import Command, api, fields, models
 from odoo.exceptions import UserError
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 _logger = logging.getLogger(__name__)
 
 CONNECTION_STATES = [
@@ -136,6 +138,7 @@ class BankSyncConnection(models.Model):
         Imported operations and the connection's history stay; the journals are unlinked so
         they can be linked to a new connection.
         """
+        check_rights(self, ACCOUNTING_MANAGER)
         self._revoke_at_aggregator()
         self._mark_disconnected(
             self.env._("Connection deleted by %(user)s.", user=self.env.user.name)
@@ -147,6 +150,7 @@ class BankSyncConnection(models.Model):
         """Open the aggregator's page on this same connection (renew consent, new password);
         its accounts and their journals stay linked."""
         self.ensure_one()
+        check_rights(self, ACCOUNTING_MANAGER)
         url = self.env["bank.sync.connect.session"]._open(self.provider_id, connection=self)
         return {"type": "ir.actions.act_url", "url": url, "target": "self"}
 
@@ -161,6 +165,7 @@ class BankSyncConnection(models.Model):
 
     def action_refresh_from_aggregator(self):
         """Read the connection and its accounts again from the aggregator."""
+        check_rights(self, ACCOUNTING_MANAGER)
         for connection in self:
             provider = connection.provider_id._get_provider()
             try:

@@ -1,11 +1,16 @@
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import os
+import secrets
+from urllib.parse import urlsplit
 
 from odoo import api, fields, models, tools
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import AccessError, UserError, ValidationError
+
+from ..rights import ADMINISTRATOR, check_rights
 
 _logger = logging.getLogger(__name__)
 
@@ -27,12 +32,33 @@ PROVIDER_KINDS = [
     ("bridge_service", "Bridge service"),
 ]
 
+#: Aggregators that sign nothing (Linxo documents no signature, only TLS and IP filtering): the
+#: webhook address registered with them carries the provider's random ``webhook_token``.
+URL_TOKEN_KINDS = frozenset({"linxo"})
+
 #: secret field -> (stored encrypted field, key in ProviderConfig.credentials)
 SECRET_FIELDS = {
     "client_secret": ("client_secret_encrypted", "client_secret"),
     "webhook_secrets": ("webhook_secrets_encrypted", "webhook_secrets"),
     "service_secret": ("service_secret_encrypted", "service_secret"),
 }
+
+
+def new_webhook_token():
+    """A random token for a webhook address (URL-safe, 43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+def is_local_host(hostname):
+    """Whether ``hostname`` is this machine (an emulator or a service next to Odoo)."""
+    if not hostname:
+        return False
+    if hostname.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def _configured_keys():
@@ -101,10 +127,12 @@ class BankSyncProvider(models.Model):
         default="sandbox",
         help="Which of the aggregator's environments the credentials belong to.",
     )
+    # The client sends the aggregator's secrets and tokens to this address: only the
+    # administrators, who alone may see the secrets, may change it (see write()).
     base_url = fields.Char(
         string="API URL",
         help="Leave empty to use the aggregator's own address. Set it to reach a bridge service "
-        "or a local emulator.",
+        "or a local emulator. Only administrators can change it.",
     )
     client_id = fields.Char(string="Client ID", groups="account.group_account_manager", copy=False)
     terms_url = fields.Char(
@@ -144,8 +172,13 @@ class BankSyncProvider(models.Model):
     has_client_secret = fields.Boolean(compute="_compute_has_secrets")
     has_webhook_secrets = fields.Boolean(compute="_compute_has_secrets")
     has_service_secret = fields.Boolean(compute="_compute_has_secrets")
+    # The random token of the webhook address of aggregators that sign nothing (Linxo): it
+    # signs nothing itself, so an address seen in an access log reveals no credential.
+    webhook_token = fields.Char(groups="base.group_system", readonly=True, copy=False)
     # Where to register this company's webhooks at the aggregator (controllers/webhook.py).
-    webhook_url = fields.Char(string="Webhook URL", compute="_compute_webhook_url")
+    webhook_url = fields.Char(
+        string="Webhook URL", compute="_compute_webhook_url", groups="base.group_system"
+    )
 
     connection_ids = fields.One2many("bank.sync.connection", "provider_id")
     connection_count = fields.Integer(compute="_compute_connection_count")
@@ -159,6 +192,27 @@ class BankSyncProvider(models.Model):
                 ON bank_sync_provider (company_id) WHERE active
             """
         )
+        self._fill_webhook_tokens()
+
+    def _fill_webhook_tokens(self):
+        """Give a webhook token of its own to every provider that has none (on install and
+        upgrade: providers made before the token existed)."""
+        self.env.cr.execute(
+            "SELECT id, kind, active FROM bank_sync_provider WHERE webhook_token IS NULL"
+        )
+        for provider_id, kind, active in self.env.cr.fetchall():
+            self.env.cr.execute(
+                "UPDATE bank_sync_provider SET webhook_token = %s WHERE id = %s",
+                (new_webhook_token(), provider_id),
+            )
+            if kind in URL_TOKEN_KINDS and active:
+                _logger.warning(
+                    "Aggregator settings %s: the webhook address has a new token; an "
+                    "administrator must register the address shown on the aggregator form "
+                    "at the aggregator again.",
+                    provider_id,
+                )
+        self.invalidate_model(["webhook_token"])
 
     # -------------------------------------------------------------------------
     # Computes
@@ -176,13 +230,13 @@ class BankSyncProvider(models.Model):
             provider.webhook_secrets = False
             provider.service_secret = False
 
-    @api.depends("kind")
+    @api.depends("kind", "webhook_token")
     def _compute_webhook_url(self):
         for provider in self:
             url = f"{provider._get_base_url()}/bank_sync/webhook/{provider.id}"
-            if provider.kind == "linxo":
-                # Linxo signs nothing: the address it calls carries a webhook secret.
-                url += "?token=<webhook secret>"
+            if provider.kind in URL_TOKEN_KINDS:
+                # Linxo signs nothing: the address it calls carries the provider's token.
+                url += f"?token={provider.sudo().webhook_token or ''}"
             provider.webhook_url = url if provider.id and provider.kind != "sandbox" else False
 
     def _compute_has_secrets(self):
@@ -247,6 +301,8 @@ class BankSyncProvider(models.Model):
 
     @api.model_create_multi
     def create(self, vals_list):
+        if any(vals.get("base_url") for vals in vals_list):
+            self._check_may_change_endpoint()
         # Say it clearly before the unique index refuses it with a database error.
         Company = self.env["res.company"]
         for vals in vals_list:
@@ -262,21 +318,70 @@ class BankSyncProvider(models.Model):
                     > 1
                 ):
                     raise ValidationError(self._one_active_message(company))
-        return super().create(vals_list)
+        providers = super().create(vals_list)
+        for provider in providers.sudo():
+            provider.webhook_token = new_webhook_token()
+        return providers
 
     def write(self, vals):
+        if "base_url" in vals and any(
+            (provider.base_url or False) != (vals["base_url"] or False) for provider in self
+        ):
+            self._check_may_change_endpoint()
+        if "kind" in vals:
+            self._check_may_change_kind(vals["kind"])
         if vals.get("active"):
             for provider in self.filtered(lambda p: not p.active):
                 if provider.company_id._get_bank_sync_provider():
                     raise ValidationError(self._one_active_message(provider.company_id))
         return super().write(vals)
 
+    def _check_may_change_endpoint(self):
+        """Only administrators choose where the client sends the secrets they alone see."""
+        if self.env.su or self.env.user.has_group(ADMINISTRATOR):
+            return
+        raise AccessError(
+            self.env._(
+                "Only administrators can change the API URL of an aggregator: its secrets and "
+                "access tokens are sent there."
+            )
+        )
+
+    def _check_may_change_kind(self, kind):
+        """A provider's secrets and connections belong to its aggregator: switching goes
+        through the settings, which archive it and make (or find) one for the other."""
+        self.check_access("write")
+        for provider in self.filtered(lambda p: p.kind != kind):
+            stored = provider.sudo()
+            if (
+                any(stored[encrypted] for encrypted, _key in SECRET_FIELDS.values())
+                or stored.with_context(active_test=False).connection_ids
+            ):
+                raise UserError(
+                    self.env._(
+                        "The aggregator of %(name)s cannot be changed: it has secrets or bank "
+                        "connections. Choose another aggregator in the Accounting settings "
+                        "instead.",
+                        name=provider.display_name,
+                    )
+                )
+
     @api.constrains("base_url")
     def _check_base_url(self):
         for provider in self.filtered("base_url"):
-            if not provider.base_url.startswith(("https://", "http://")):
+            parts = urlsplit(provider.base_url.strip())
+            local = is_local_host(parts.hostname)
+            if (
+                not parts.hostname
+                or parts.username
+                or parts.password
+                or not (parts.scheme == "https" or (parts.scheme == "http" and local))
+            ):
                 raise ValidationError(
-                    self.env._("The API URL must start with https:// (or http:// for a test).")
+                    self.env._(
+                        "The API URL must start with https:// and name a host (http:// only "
+                        "for an emulator on this machine: 127.0.0.1 or localhost)."
+                    )
                 )
 
     # -------------------------------------------------------------------------
@@ -284,9 +389,18 @@ class BankSyncProvider(models.Model):
     # -------------------------------------------------------------------------
 
     def action_clear_secrets(self):
-        """Forget every stored secret of these providers."""
+        """Forget every stored secret of these providers (administrators of their company)."""
+        check_rights(self, ADMINISTRATOR)
         self.sudo().write({vals[0]: False for vals in SECRET_FIELDS.values()})
         self.env["bank.sync.token"].sudo().search([("provider_id", "in", self.ids)]).unlink()
+
+    def action_new_webhook_token(self):
+        """Give the webhook address a new token (administrators), e.g. after it leaked; the
+        old address stops working at once, so register the new one at the aggregator."""
+        check_rights(self, ADMINISTRATOR)
+        for provider in self.sudo():
+            provider.webhook_token = new_webhook_token()
+        return True
 
     def action_view_connections(self):
         self.ensure_one()

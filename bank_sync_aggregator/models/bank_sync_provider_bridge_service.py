@@ -15,6 +15,8 @@ import threading
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..rights import ACCOUNTING_MANAGER, ADMINISTRATOR, check_rights
+
 _logger = logging.getLogger(__name__)
 
 #: Where the service posts this tenant's events when a callback is registered.
@@ -94,6 +96,7 @@ class BankSyncProvider(models.Model):
     def action_bridge_service_test(self):
         """Check the service answers (``/health``) and accepts our signature (a signed call)."""
         self.ensure_one()
+        check_rights(self, ACCOUNTING_MANAGER)
         from bank_sync_bridge.errors import (  # noqa: PLC0415
             AuthenticationError,
             BankSyncError,
@@ -158,6 +161,7 @@ class BankSyncProvider(models.Model):
         """Ask the service to post this tenant's events to this Odoo at once (signed), on top
         of the periodic poll."""
         self.ensure_one()
+        check_rights(self, ADMINISTRATOR)
         self._bridge_service_call(
             lambda client: client.set_callback_url(self._get_bridge_service_callback_url())
         )
@@ -166,6 +170,7 @@ class BankSyncProvider(models.Model):
     def action_bridge_service_remove_callback(self):
         """Stop the service's calls to this Odoo (polling still brings the events)."""
         self.ensure_one()
+        check_rights(self, ADMINISTRATOR)
         self._bridge_service_call(lambda client: client.set_callback_url(None))
         return True
 
@@ -183,11 +188,37 @@ class BankSyncProvider(models.Model):
     # -------------------------------------------------------------------------
 
     def _bridge_service_events_for_me(self, events):
-        """The events about this company (the service's events are per tenant, and a
-        database's companies are all companies of one tenant)."""
+        """The events about this company.
+
+        The service's events are per tenant, and several companies of this database may share
+        one tenant (its client id): each event names its company, and only that company
+        records it. An event that names no company goes to the only company on the tenant,
+        or, when several share it, to none of them (logged): nobody's accounts are
+        synchronised on a guess.
+        """
         self.ensure_one()
         user_ref = self._get_user_ref()
-        return [event for event in events if event.raw.get("company") in (None, user_ref)]
+        unnamed = [event for event in events if event.raw.get("company") is None]
+        mine = [event for event in events if event.raw.get("company") == user_ref]
+        if unnamed:
+            sharing = self.sudo().search_count(
+                [
+                    ("kind", "=", "bridge_service"),
+                    ("active", "=", True),
+                    ("client_id", "=", self.sudo().client_id),
+                ]
+            )
+            if sharing == 1 and self.active:
+                mine = [event for event in events if event.raw.get("company") in (None, user_ref)]
+            else:
+                _logger.info(
+                    "%s bridge service event(s) naming no company left unrecorded: %s "
+                    "companies share the tenant of aggregator settings %s",
+                    len(unnamed),
+                    sharing,
+                    self.id,
+                )
+        return mine
 
     def _bridge_service_record(self, events):
         """Record the events of this company once; returns the new ``bank.sync.webhook.event``."""

@@ -1,6 +1,8 @@
 from odoo import api, fields, models
 from odoo.tools import format_datetime
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 RUN_TRIGGERS = [
     ("cron", "Daily import"),
     ("manual", "Sync now"),
@@ -155,6 +157,7 @@ class BankSyncConnection(models.Model):
 
     def action_sync_now(self):
         """Sync every linked account of these connections (first part now, rest in background)."""
+        check_rights(self, ACCOUNTING_MANAGER)
         accounts = self.account_ids.filtered_domain(
             self.env["bank.sync.account"]._domain_syncable()
         )

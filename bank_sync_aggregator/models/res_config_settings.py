@@ -1,5 +1,6 @@
 from odoo import api, fields, models
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
 from .bank_sync_provider import PROVIDER_KINDS
 
 
@@ -55,6 +56,10 @@ class ResConfigSettings(models.TransientModel):
                 settings.bank_sync_switch_warning = False
 
     def set_values(self):
+        for settings in self:
+            if settings._bank_sync_switches_provider():
+                # Switching aggregators disconnects the company's banks (as the superuser).
+                check_rights(settings, ACCOUNTING_MANAGER, settings.company_id)
         result = super().set_values()
         for settings in self:
             company = settings.company_id
@@ -62,8 +67,19 @@ class ResConfigSettings(models.TransientModel):
                 company._bank_sync_set_provider_kind(settings.bank_sync_provider_kind)
         return result
 
+    def _bank_sync_switches_provider(self):
+        """Whether saving makes another aggregator the company's (disconnecting its banks)."""
+        self.ensure_one()
+        current = self.company_id.sudo()._get_bank_sync_provider()
+        return bool(
+            self.bank_sync_enabled
+            and self.bank_sync_provider_kind
+            and current.kind != self.bank_sync_provider_kind
+        )
+
     def action_bank_sync_open_provider(self):
         self.ensure_one()
+        check_rights(self, ACCOUNTING_MANAGER, self.company_id)
         self.execute()
         provider = self.company_id._get_bank_sync_provider()
         return {

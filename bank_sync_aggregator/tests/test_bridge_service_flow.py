@@ -21,23 +21,26 @@ import time
 from contextlib import closing
 from datetime import timedelta
 from pathlib import Path
+from unittest.mock import patch
 from urllib.parse import urlsplit
 
 import requests
 
-from odoo import fields
+from odoo import Command, fields
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
 from odoo.exceptions import AccessError, UserError
-from odoo.tests import HttpCase, new_test_user, tagged
+from odoo.tests import HttpCase, freeze_time, new_test_user, tagged
 
 import bank_sync_bridge
 from bank_sync_bridge import signing
 from bank_sync_bridge.errors import NotFound
+from bank_sync_bridge.model import WebhookEvent
+from bank_sync_bridge.providers.bridge_service import to_wire
 from bank_sync_bridge.sync import sync_key
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
-from .common_bank_sync import LocalEmulatorsMixin, encryption_keys, parse_form
+from .common_bank_sync import LocalEmulatorsMixin, company_user, encryption_keys, parse_form
 
 WEBHOOK_SECRET = "bridge-webhook-secret-of-the-operator"
 WEBHOOK_CRON = "bank_sync_aggregator.ir_cron_process_webhook_events"
@@ -570,3 +573,148 @@ class socket_closed_port:
 
     def __exit__(self, *exc_info):
         return False
+
+
+@tagged("post_install", "-at_install")
+class TestBridgeServicePushes(LocalEmulatorsMixin, AccountTestInvoicingCommon, HttpCase):
+    """What this Odoo accepts from a bridge service, without running one: two companies of
+    the database on one tenant, deliveries signed here as the service signs them. The
+    service's address is the Bridge emulator, whose request log shows whether anything was
+    asked of it."""
+
+    TENANT_SECRET = "tenant-secret-of-this-database"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.startClassPatcher(encryption_keys())
+        cls.emulator = BridgeEmulator().start()
+        cls.addClassCleanup(cls.emulator.stop)
+        cls.company = cls.company_data["company"]
+        cls.other_company = cls.setup_other_company()["company"]
+        cls.providers = cls.env["bank.sync.provider"]
+        for company in cls.company | cls.other_company:
+            company.bank_sync_enabled = True
+            cls.providers |= cls.env["bank.sync.provider"].create(
+                {
+                    "kind": "bridge_service",
+                    "company_id": company.id,
+                    "base_url": cls.emulator.base_url,
+                    "client_id": "tenant-1",
+                    "service_secret": cls.TENANT_SECRET,
+                }
+            )
+        cls.bank_provider, cls.other_provider = cls.providers
+
+    def push(self, body, headers=None, provider=None):
+        """Post ``body`` to the events address, signed as the service signs it."""
+        url = (provider or self.bank_provider)._get_bridge_service_callback_url()
+        signed = signing.sign_request(self.TENANT_SECRET, "POST", urlsplit(url).path, body)
+        headers = {"Content-Type": "application/json", **signed, **(headers or {})}
+        return self.url_open(url, data=body, headers=headers), headers
+
+    def document(self, *companies):
+        """A delivery of one new event per company reference (None: the event names none)."""
+        events = []
+        for company in companies:
+            self.event_number = getattr(self, "event_number", 0) + 1
+            event = WebhookEvent(event_id=f"evt-{self.event_number}", type="item.refreshed")
+            events.append(dict(to_wire(event), id=self.event_number, company=company))
+        return json.dumps({"events": events}).encode()
+
+    def recorded(self, provider):
+        return self.env["bank.sync.webhook.event"].search([("provider_id", "=", provider.id)])
+
+    def test_a_replayed_delivery_is_refused(self):
+        body = self.document(self.bank_provider._get_user_ref())
+        first, headers = self.push(body)
+        self.assertEqual(first.status_code, 200, first.text)
+        url = self.bank_provider._get_bridge_service_callback_url()
+        # The same signed request again, within the signature's five minutes.
+        replay = self.url_open(url, data=body, headers=headers)
+        self.assertEqual(replay.status_code, 401)
+        self.assertEqual(replay.json(), {"error": "replayed"})
+        self.assertEqual(len(self.recorded(self.bank_provider)), 1)
+        # A new delivery (new nonce) of the same document is accepted; its event is known.
+        again, _headers = self.push(body)
+        self.assertEqual(again.json(), {"received": 1, "new": 0})
+        # Nonces are forgotten once their signature could no longer pass.
+        Nonce = self.env["bank.sync.request.nonce"]
+        self.assertEqual(Nonce.search_count([]), 2)
+        with freeze_time(fields.Datetime.now() + timedelta(minutes=6)):
+            Nonce._gc_expired()
+        self.assertFalse(Nonce.search_count([]))
+
+    def test_events_go_only_to_the_company_they_name(self):
+        mine, theirs = (p._get_user_ref() for p in self.providers)
+        answer, _headers = self.push(self.document(mine, theirs, None))
+        self.assertEqual(answer.status_code, 200, answer.text)
+        self.assertEqual(self.recorded(self.bank_provider).mapped("event_id"), ["evt-1"])
+        self.assertEqual(self.recorded(self.other_provider).mapped("event_id"), ["evt-2"])
+        # With one company left on the tenant, an event naming none is that company's.
+        self.other_provider.active = False
+        answer, _headers = self.push(self.document(None))
+        self.assertEqual(answer.json(), {"received": 1, "new": 1})
+        self.assertEqual(len(self.recorded(self.bank_provider)), 2)
+        self.assertEqual(len(self.recorded(self.other_provider)), 1)
+
+    def test_a_body_too_large_is_refused_before_it_is_verified(self):
+        verified = []
+        original = signing.verify_request
+
+        def counting_verify(*args, **kwargs):
+            verified.append(args)
+            return original(*args, **kwargs)
+
+        big = json.dumps({"events": [], "padding": "x" * 300_000}).encode()
+        with patch.object(signing, "verify_request", counting_verify):
+            response, headers = self.push(big)
+            self.assertEqual(response.status_code, 413)
+            url = self.bank_provider._get_bridge_service_callback_url()
+            chunked = self.url_open(url, data=iter([big[:10], big[10:]]), headers=headers)
+            self.assertEqual(chunked.status_code, 411)
+            self.assertFalse(verified)
+            ordinary, _headers = self.push(self.document())
+        self.assertEqual(ordinary.status_code, 200)
+        self.assertEqual(len(verified), 1)
+
+    def test_deeply_nested_json_is_a_clear_refusal(self):
+        body = b'{"events": [' + b"[" * 1000 + b"]" * 1000 + b"]}"
+        response, _headers = self.push(body)
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response.json(), {"error": "unreadable"})
+
+    def test_the_callback_checks_the_state_before_asking_the_aggregator(self):
+        manager = company_user(
+            self.env, "service.manager", self.company, password="service.manager"
+        )
+        self.authenticate(manager.login, manager.login)
+        callback = self.bank_provider._get_callback_url()
+        requests_before = len(self.emulator.requests)
+        forged = self.url_open(f"{callback}?state=forged&item_id=1", allow_redirects=False)
+        self.assertEqual(forged.status_code, 400)
+        self.assertIn("not valid", forged.text)
+        # A genuine state of a user who is no longer an accounting manager: refused as well.
+        Session = self.env["bank.sync.connect.session"].with_user(manager)
+        state = Session._make_state(self.bank_provider.with_user(manager))
+        self.env["bank.sync.connect.session"].sudo().create(
+            {
+                "nonce": Session._read_state(state)["nonce"],
+                "provider_id": self.bank_provider.id,
+                "company_id": self.company.id,
+                "user_id": manager.id,
+                "expires_at": fields.Datetime.now() + timedelta(minutes=30),
+            }
+        )
+        manager.groups_id = [Command.unlink(self.env.ref("account.group_account_manager").id)]
+        self.env.flush_all()
+        demoted = self.url_open(f"{callback}?state={state}&item_id=1", allow_redirects=False)
+        self.assertEqual(demoted.status_code, 400)
+        self.assertIn("not allowed", demoted.text)
+        self.assertEqual(len(self.emulator.requests), requests_before, "nothing reached it")
+        self.env.invalidate_all()
+        session = (
+            self.env["bank.sync.connect.session"].sudo().search([("user_id", "=", manager.id)])
+        )
+        self.assertTrue(session.used_at, "a state is used once, even when refused")
+        self.assertFalse(self.env["bank.sync.connection"].search([]))

@@ -6,7 +6,7 @@ from odoo import fields
 from odoo.exceptions import UserError
 from odoo.tests import HttpCase, new_test_user, tagged
 
-from .common_bank_sync import BankSyncCommon, parse_form
+from .common_bank_sync import BankSyncCommon, parse_form, query_of
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action/"
 
@@ -182,6 +182,39 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         self.assertEqual(self.env["bank.sync.connection"].search([]), connection)
         self.assertEqual(checking.journal_id, journal)
         self.assertIn("renewed", " ".join(connection.message_ids.mapped("body")))
+
+    def test_the_sandbox_page_only_leads_back_to_this_odoo(self):
+        # A link signed with this database's key (as only this Odoo can make) but sending the
+        # user elsewhere: the page refuses it rather than redirecting to another site.
+        client = self.provider._get_provider()
+        state = self.env["bank.sync.connect.session"]._make_state(self.provider)
+        for callback_url in (
+            "https://attacker.example/bank_sync/callback/1",
+            self.provider._get_callback_url() + "/../../web/login",
+        ):
+            session = client.start_connect(
+                callback_url=callback_url, state=state, institution_id="BNPAFRPP"
+            )
+            page = self.url_open(session.url)
+            self.assertEqual(page.status_code, 400)
+            self.assertIn("does not lead back to this Odoo", page.text)
+            form = dict(query_of(session.url), login="success", action="connect")
+            submitted = self.url_open(urlsplit(session.url).path, data=form, allow_redirects=False)
+            self.assertEqual(submitted.status_code, 400)
+            self.assertNotIn("Location", submitted.headers)
+
+    def test_only_accounting_managers_open_the_sandbox_page(self):
+        url = self._hosted_url()
+        new_test_user(
+            self.env,
+            login="bookkeeper",
+            password="bookkeeper",
+            groups="base.group_user,account.group_account_invoice",
+            company_id=self.company.id,
+            company_ids=self.company.ids,
+        )
+        self.authenticate("bookkeeper", "bookkeeper")
+        self.assertEqual(self.url_open(url).status_code, 404)
 
     def test_sandbox_page_needs_the_sandbox(self):
         url = self._hosted_url()

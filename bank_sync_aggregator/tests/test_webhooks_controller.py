@@ -3,13 +3,18 @@ controller, which verifies the raw body, records each event once, answers at onc
 the synchronisation to the background job."""
 
 import json
+import logging
 from datetime import datetime, timedelta, timezone
+from unittest.mock import patch
 
 from odoo import fields
 from odoo.addons.account.tests.common import AccountTestInvoicingCommon
 from odoo.addons.base.tests.test_ir_cron import CronMixinCase
+from odoo.exceptions import AccessError
 from odoo.tests import HttpCase, tagged
 
+from bank_sync_bridge import crypto
+from bank_sync_bridge.providers import bridgeapi
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
 from .common_bank_sync import LocalEmulatorsMixin, company_user, encryption_keys
@@ -280,25 +285,20 @@ class TestWebhooksController(BridgeCase):
         )
         self.assertEqual(response.status_code, 401)
 
-    def test_linxo_deliveries_must_know_the_url_token(self):
-        # Linxo signs nothing: the URL registered at Linxo carries a webhook secret.
+    def linxo_provider(self):
         other_company = self.setup_other_company()["company"]
-        linxo = self.env["bank.sync.provider"].create(
+        return self.env["bank.sync.provider"].create(
             {
                 "name": "Linxo",
                 "kind": "linxo",
                 "company_id": other_company.id,
                 "client_id": "linxo-client",
                 "client_secret": "linxo-secret",
-                "webhook_secrets": "linxo-url-token",
             }
         )
-        self.env.flush_all()
-        self.assertTrue(
-            linxo.webhook_url.endswith(f"/bank_sync/webhook/{linxo.id}?token=<webhook secret>")
-        )
-        url = f"{self.base_url()}/bank_sync/webhook/{linxo.id}"
-        body = json.dumps(
+
+    def linxo_event(self):
+        return json.dumps(
             {
                 "id": "evt-42",
                 "event_type": "UPDATED",
@@ -308,17 +308,137 @@ class TestWebhooksController(BridgeCase):
                 "creation_date": int(datetime.now(timezone.utc).timestamp()),
             }
         ).encode()
+
+    def test_linxo_deliveries_must_know_the_url_token(self):
+        # Linxo signs nothing: the address registered at Linxo carries a random token of the
+        # provider's own, which signs nothing either.
+        linxo = self.linxo_provider()
+        self.env.flush_all()
+        token = linxo.webhook_token
+        self.assertGreaterEqual(len(token), 32)
+        self.assertTrue(linxo.webhook_url.endswith(f"/bank_sync/webhook/{linxo.id}?token={token}"))
+        url = f"{self.base_url()}/bank_sync/webhook/{linxo.id}"
+        body = self.linxo_event()
         headers = {"Content-Type": "application/json"}
         self.assertEqual(self.url_open(url, data=body, headers=headers).status_code, 401)
-        wrong = self.url_open(f"{url}?token=guess", data=body, headers=headers)
-        self.assertEqual(wrong.status_code, 401)
-        right = self.url_open(f"{url}?token=linxo-url-token", data=body, headers=headers)
+        for guess in ("guess", "linxo-secret", token[:-1]):
+            wrong = self.url_open(f"{url}?token={guess}", data=body, headers=headers)
+            self.assertEqual(wrong.status_code, 401, guess)
+        right = self.url_open(f"{url}?token={token}", data=body, headers=headers)
         self.assertEqual(right.status_code, 200)
         event = self.env["bank.sync.webhook.event"].search([("provider_id", "=", linxo.id)])
         self.assertEqual(
             (event.event_id, event.event_type, event.connection_remote_id),
             ("evt-42", "connection.new_transactions", "c-1"),
         )
+        # A new token (after a leak) replaces the old one at once.
+        linxo.action_new_webhook_token()
+        self.env.flush_all()
+        self.assertNotEqual(linxo.webhook_token, token)
+        again = self.url_open(f"{url}?token={token}", data=body, headers=headers)
+        self.assertEqual(again.status_code, 401)
+
+    def test_a_non_ascii_linxo_token_is_a_clear_refusal(self):
+        linxo = self.linxo_provider()
+        self.env.flush_all()
+        url = f"{self.base_url()}/bank_sync/webhook/{linxo.id}?token=caf%C3%A9-%E2%82%AC"
+        response = self.url_open(url, data=self.linxo_event())
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response.json(), {"error": "invalid token"})
+
+    def test_the_linxo_token_stays_out_of_the_access_log(self):
+        linxo = self.linxo_provider()
+        self.env.flush_all()
+        token = linxo.webhook_token
+        access_log = []
+        handler = logging.Handler()
+        handler.emit = lambda record: access_log.append(record.getMessage())
+        werkzeug_logger = logging.getLogger("werkzeug")
+        werkzeug_logger.addHandler(handler)
+        try:
+            response = self.url_open(
+                f"{self.base_url()}/bank_sync/webhook/{linxo.id}?token={token}",
+                data=self.linxo_event(),
+            )
+        finally:
+            werkzeug_logger.removeHandler(handler)
+        self.assertEqual(response.status_code, 200)
+        logged = "\n".join(access_log)
+        self.assertIn(f"/bank_sync/webhook/{linxo.id}?token=<hidden>", logged)
+        self.assertNotIn(token, logged)
+
+    def test_the_webhook_address_is_for_administrators_only(self):
+        linxo = self.linxo_provider()
+        manager = company_user(self.env, "webhook.manager", linxo.company_id)
+        as_manager = linxo.with_user(manager)
+        for field in ("webhook_url", "webhook_token"):
+            with self.assertRaises(AccessError):
+                as_manager.read([field])
+        arch = as_manager.get_views([(False, "form")])["views"]["form"]["arch"]
+        self.assertNotIn('name="webhook_url"', arch)
+
+    def test_providers_made_before_the_token_get_one_of_their_own(self):
+        linxo = self.linxo_provider()
+        providers = linxo | self.bank_provider
+        self.env.flush_all()
+        self.env.cr.execute(
+            "UPDATE bank_sync_provider SET webhook_token = NULL WHERE id IN %s",
+            [tuple(providers.ids)],
+        )
+        self.env.invalidate_all()
+        # What upgrading the module runs.
+        self.env["bank.sync.provider"].init()
+        tokens = providers.mapped("webhook_token")
+        self.assertTrue(all(tokens))
+        self.assertEqual(len(set(tokens)), 2)
+
+    # ------------------------------------------------------------------ hostile bodies
+
+    def test_a_body_too_large_is_refused_before_it_is_read(self):
+        verified = []
+        original = bridgeapi.verify_signature
+
+        def counting_verify(*args, **kwargs):
+            verified.append(args)
+            return original(*args, **kwargs)
+
+        big = json.dumps({"type": "item.refreshed", "padding": "x" * 300_000}).encode()
+        signature = self.emulator.sign(big)
+        with patch.object(bridgeapi, "verify_signature", counting_verify):
+            response = self.post_raw(big, signature)
+            self.assertEqual(response.status_code, 413)
+            # Without a length (chunked), the size cannot be known before reading: refused too.
+            chunked = self.url_open(
+                self.url,
+                data=iter([big[:1000], big[1000:]]),
+                headers={"BridgeApi-Signature": signature},
+            )
+            self.assertEqual(chunked.status_code, 411)
+            self.assertFalse(verified, "the body was hashed before being refused")
+            # An ordinary delivery still goes through.
+            (delivery,) = self.emulator.send_webhook(self.account_updated())
+        self.assertEqual(delivery.status, 200)
+        self.assertEqual(len(verified), 1)
+        self.assertEqual(len(self.events()), 1)
+
+    def test_deeply_nested_json_is_a_clear_refusal(self):
+        nested = b"[" * 1000 + b"]" * 1000
+        body = b'{"type": "item.account.updated", "content": ' + nested + b"}"
+        response = self.post_raw(body, self.emulator.sign(body))
+        self.assertEqual(response.status_code, 400)
+        self.assertEqual(response.json(), {"error": "unreadable"})
+        self.assertFalse(self.events())
+
+    def test_an_unreadable_encryption_key_answers_a_generic_error(self):
+        body = json.dumps(self.account_updated()).encode()
+        signature = self.emulator.sign(body)
+        for keys in ("", crypto.generate_key()):  # removed, or rotated away
+            with self.subTest(keys=bool(keys)), encryption_keys(keys):
+                response = self.post_raw(body, signature)
+                self.assertEqual(response.status_code, 503)
+                self.assertEqual(response.json(), {"error": "unavailable"})
+                self.assertNotIn("bank_sync_encryption_keys", response.text)
+        self.assertFalse(self.events())
 
 
 @tagged("post_install", "-at_install")

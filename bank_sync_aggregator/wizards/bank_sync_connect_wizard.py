@@ -3,6 +3,8 @@ import unicodedata
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 #: How many banks the picker shows at once (the search box narrows the rest).
 INSTITUTION_LIMIT = 50
 #: How many of the most requested banks are highlighted.
@@ -114,6 +116,7 @@ class BankSyncConnectWizard(models.TransientModel):
     def action_next(self):
         """Check the consent, then show the banks."""
         self.ensure_one()
+        self._check_rights()
         if not (self.accept_terms and self.allow_transfer):
             raise UserError(
                 self.env._(
@@ -128,17 +131,24 @@ class BankSyncConnectWizard(models.TransientModel):
 
     def action_search(self):
         self.ensure_one()
+        self._check_rights()
         self._load_institutions()
         return self._reopen()
 
     def action_skip_bank(self):
         """Let the user pick the bank on the aggregator's own page."""
         self.ensure_one()
+        self._check_rights()
         return self._start(institution_id=None)
 
     # -------------------------------------------------------------------------
     # Business
     # -------------------------------------------------------------------------
+
+    def _check_rights(self):
+        """Accounting managers of the aggregator's company connect its banks."""
+        wizard = self.sudo()
+        check_rights(self, ACCOUNTING_MANAGER, wizard.company_id | wizard.provider_id.company_id)
 
     def _start(self, institution_id):
         self.ensure_one()
@@ -233,4 +243,5 @@ class BankSyncConnectWizardLine(models.TransientModel):
 
     def action_choose(self):
         self.ensure_one()
+        self.wizard_id._check_rights()
         return self.wizard_id._start(institution_id=self.remote_id)

@@ -1,6 +1,8 @@
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 
 class BankSyncDeleteWizard(models.TransientModel):
     """Delete imported operations still waiting to be reconciled, optionally for good."""
@@ -41,6 +43,7 @@ class BankSyncDeleteWizard(models.TransientModel):
 
     def action_delete(self):
         self.ensure_one()
+        check_rights(self, ACCOUNTING_MANAGER, self.sudo().account_ids.company_id)
         self._check_range()
         if self.scope == "selected" and not self.account_ids:
             raise UserError(self.env._("Choose at least one account."))

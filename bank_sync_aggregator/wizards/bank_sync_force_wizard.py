@@ -1,6 +1,8 @@
 from odoo import fields, models
 from odoo.exceptions import UserError
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 
 class BankSyncForceWizard(models.TransientModel):
     """Re-read one account or all accounts over a date range (to recover a gap)."""
@@ -37,6 +39,7 @@ class BankSyncForceWizard(models.TransientModel):
 
     def action_force(self):
         self.ensure_one()
+        check_rights(self, ACCOUNTING_MANAGER, self.sudo().account_ids.company_id)
         self._check_range()
         accounts = self._get_accounts()
         if not accounts:

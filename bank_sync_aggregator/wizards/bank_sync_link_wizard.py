@@ -1,6 +1,8 @@
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from ..rights import ACCOUNTING_MANAGER, check_rights
+
 
 class BankSyncLinkWizard(models.TransientModel):
     """Link a synchronised account to an existing bank journal, or to a new one."""
@@ -55,6 +57,10 @@ class BankSyncLinkWizard(models.TransientModel):
 
     def action_link(self):
         self.ensure_one()
+        wizard = self.sudo()
+        check_rights(
+            self, ACCOUNTING_MANAGER, wizard.account_id.company_id | wizard.journal_id.company_id
+        )
         account = self.account_id
         if account.state != "active":
             raise UserError(

@@ -20,13 +20,15 @@ Hosted page and scenarios
 :meth:`SandboxProvider.start_connect` returns the URL of a hosted page (``options["hosted_url"]``,
 served by the application with :meth:`~SandboxProvider.render_hosted_page` and
 :meth:`~SandboxProvider.submit_hosted_page`). Its query is signed with an HMAC keyed by
-``credentials["session_key"]`` (the default key is public and for demos only), so nobody can turn
-it into a redirect to a forged callback. The page posts back to itself (or to ``form_action``)
-the signed fields as hidden inputs plus ``login``, ``password``, ``action`` (``connect`` or
-``cancel``) and ``bank`` (only when the link named no bank). The callback carries ``state``,
-``success``, ``connection_id`` or ``step``/``error``/``message``, and its own signature
-``sandbox_sig`` that :meth:`~SandboxProvider.complete_connect` checks; the application's own
-query parameters on the callback URL are kept.
+``credentials["session_key"]``, so nobody can turn it into a redirect to a forged callback.
+Give every installation its own key (the Odoo addon derives one from its database secret):
+without one, each process draws a random key of its own, with a warning, so that links work
+only in the process that made them and no key is ever public. The page posts back to itself
+(or to ``form_action``) the signed fields as hidden inputs plus ``login``, ``password``,
+``action`` (``connect`` or ``cancel``) and ``bank`` (only when the link named no bank). The
+callback carries ``state``, ``success``, ``connection_id`` or ``step``/``error``/``message``,
+and its own signature ``sandbox_sig`` that :meth:`~SandboxProvider.complete_connect` checks;
+the application's own query parameters on the callback URL are kept.
 
 The LOGIN typed on the page picks the scenario (the password is not checked; an unknown login
 behaves like ``success``):
@@ -87,10 +89,13 @@ when that run stopped at an end date before today, everything booked after that 
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import hmac
 import html
+import logging
 import re
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta, timezone
@@ -132,11 +137,15 @@ from .sandbox_data import (
     visible_operations,
 )
 
+_logger = logging.getLogger(__name__)
+
 #: Where the application serves the hosted page unless ``options["hosted_url"]`` says otherwise.
 DEFAULT_HOSTED_URL = "http://127.0.0.1/bank_sync/sandbox/connect"
-#: Signing key of hosted-page links when ``credentials["session_key"]`` is not set. It is public:
-#: fine for a demo on one machine, never for a server reachable by others.
-DEMO_SESSION_KEY = "bank-sync-sandbox-demo-key-not-secret"
+#: Derives a connection's nonce from the page it was made on, so that the same page submitted
+#: twice gives the same connection, whatever the signing key. It signs nothing and is not a
+#: secret: the nonce only tells a user's connections apart (the id's owner check binds it).
+#: Its value keeps the connection ids that earlier versions derived.
+_NONCE_DERIVATION_KEY = b"bank-sync-sandbox-demo-key-not-secret"
 #: How long a hosted-page link stays valid.
 SESSION_TTL = timedelta(minutes=30)
 CONSENT_DAYS = 180
@@ -295,6 +304,26 @@ class SandboxConnectionId:
         return IncidentSpec(**{self.scenario: True}) if self.scenario in names else IncidentSpec()
 
 
+@functools.cache
+def _process_session_key() -> bytes:
+    """A random signing key for this process's hosted-page links, drawn once.
+
+    Only for callers that give no ``credentials["session_key"]``: their links cannot be
+    opened by another process (another worker, a restarted server).
+    """
+    _logger.warning(
+        "No sandbox session key configured: hosted-page links are signed with a random key "
+        "of this process only. Give each installation its own credentials['session_key']."
+    )
+    return secrets.token_bytes(32)
+
+
+def _hmac_of(key: bytes, params: Mapping[str, str], fields: tuple[str, ...]) -> str:
+    """HMAC-SHA256 (hex) of ``fields`` of ``params``, in a canonical order."""
+    canonical = urlencode(sorted((k, str(params[k])) for k in fields if k in params))
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
 def _owner_check(user_ref: str, bank: str, scenario: str, at: str, nonce: str) -> str:
     return hashlib.sha256(f"{user_ref}|{bank}|{scenario}|{at}|{nonce}".encode()).hexdigest()[:6]
 
@@ -337,7 +366,8 @@ class SandboxProvider:
         if self.page_size < 1:
             raise InvalidRequest("The sandbox page size must be at least 1")
         self.hosted_url = str(config.options.get("hosted_url") or DEFAULT_HOSTED_URL)
-        self._session_key = (config.credentials.get("session_key") or DEMO_SESSION_KEY).encode()
+        configured = config.credentials.get("session_key")
+        self._session_key = configured.encode() if configured else _process_session_key()
         # Generation takes tens of milliseconds; remember the last few results per instance.
         self._cache: dict[tuple[str, date], dict[str, SandboxAccountData]] = {}
 
@@ -751,8 +781,7 @@ class SandboxProvider:
     # -- hosted page ---------------------------------------------------------------------------
 
     def _sign(self, params: Mapping[str, str], fields: tuple[str, ...]) -> str:
-        canonical = urlencode(sorted((k, str(params[k])) for k in fields if k in params))
-        return hmac.new(self._session_key, canonical.encode(), hashlib.sha256).hexdigest()
+        return _hmac_of(self._session_key, params, fields)
 
     def _session(self, params: dict[str, str]) -> ConnectSession:
         expires = self.now() + SESSION_TTL
@@ -873,7 +902,8 @@ class SandboxProvider:
         if bank_by_id(bank_id) is None:
             raise InvalidRequest(sandbox_message("choose_bank", locale), code="unknown_bank")
         # The same page submitted twice gives the same connection (idempotent callbacks).
-        nonce = hashlib.sha256(f"{params['exp']}|{form.get('sig')}".encode()).hexdigest()[:6]
+        page = _hmac_of(_NONCE_DERIVATION_KEY, params, _SIGNED_PAGE_FIELDS)
+        nonce = hashlib.sha256(f"{params['exp']}|{page}".encode()).hexdigest()[:6]
         connected_at = self.now().replace(second=0, microsecond=0)
         connection_id = make_connection_id(user_ref, bank_id, scenario, connected_at, nonce)
         ids = self._known_ids(user_ref)
@@ -1033,7 +1063,6 @@ autocomplete="current-password"></label>
 __all__ = [
     "DEFAULT_HOSTED_URL",
     "DEMO_LOGINS",
-    "DEMO_SESSION_KEY",
     "SandboxConnectionId",
     "SandboxProvider",
     "is_known_scenario",
