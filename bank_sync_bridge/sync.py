@@ -30,7 +30,7 @@ from typing import Any
 from .model import AccountType, Cursor, Transaction
 
 #: How many days before the last booked date an incremental run re-reads, to catch operations
-#: the bank books late or back-dates (aggregators.md §6.11 advises 7 to 14 days).
+#: the bank books late or back-dates (docs/aggregators.md §4: 7 to 14 days).
 DEFAULT_OVERLAP_DAYS = 10
 
 #: How far, in days, a hand-entered line's date may be from the bank's booking date and still

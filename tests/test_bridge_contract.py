@@ -36,8 +36,8 @@ START = datetime(2025, 3, 3, 6, 0, tzinfo=timezone.utc)
 TOKEN_PATH = "/v3/aggregation/authorization/token"
 ITEMS_PATH = "/v3/aggregation/items"
 
-#: Item status → what the user must see (reference §1.4), written here independently of the
-#: client's own table.
+#: Item status → what the user must see (docs/aggregators.md §1.4), written here independently
+#: of the client's own table.
 EXPECTED_STATES: dict[int, tuple[ConnectionState, ActionReason | None]] = {
     0: (ConnectionState.OK, None),
     -2: (ConnectionState.SYNCING, None),

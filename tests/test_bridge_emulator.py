@@ -1,7 +1,7 @@
 """Conformance of the Bridge emulator with what Bridge publishes.
 
 The expected field names, shapes, statuses and error codes below are copied by hand from
-``shared/reference/aggregators.md`` section 1 (Bridge API 2025-01-15), not from the emulator, so
+``docs/aggregators.md`` §1 (Bridge API 2025-01-15), not from the emulator, so
 that the emulator cannot drift into agreeing with a wrong client. These tests talk raw HTTP
 (``requests``), never through our client.
 """
@@ -29,7 +29,7 @@ from bank_sync_bridge.testing import AdjustableClock, BridgeEmulator
 
 START = datetime(2025, 3, 3, 6, 0, tzinfo=timezone.utc)
 
-# -- shapes from reference/aggregators.md ------------------------------------------------------
+# -- shapes from docs/aggregators.md §1 ------------------------------------------------------
 # 1.2: token answer and user resource
 TOKEN_KEYS = {"access_token", "expires_at", "user"}
 USER_KEYS = {"uuid", "external_user_id"}

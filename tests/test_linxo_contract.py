@@ -1,7 +1,7 @@
 """Contract tests: the Linxo client against the Linxo emulator, over real HTTP on 127.0.0.1.
 
 Every endpoint the client uses and every connection status it maps is exercised here; the
-emulator's own shapes are pinned separately against the reference in
+emulator's own shapes are pinned separately against docs/aggregators.md in
 ``test_linxo_conformance.py``.
 """
 

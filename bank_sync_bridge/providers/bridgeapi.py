@@ -1,6 +1,6 @@
 """Bridge (Bridge by Bankin', bridgeapi.io), API version 2025-01-15, behind :class:`Provider`.
 
-Facts come from ``shared/reference/aggregators.md`` section 1; the confidence noted there
+Facts come from ``docs/aggregators.md`` §1; the confidence noted there
 (✅ vendor docs, 🟡 third-party code, ❓ guess) is repeated next to the code that relies on it.
 
 Identity. One Bridge *user* per Odoo company: ``config.user_ref`` is its ``external_user_id``.
@@ -83,7 +83,7 @@ TRANSACTIONS_PATH = "/v3/aggregation/transactions"
 #: Incremental reads start this long before the largest ``updated_at`` seen (see above).
 DEFAULT_SINCE_OVERLAP_SECONDS = 60
 
-#: Item ``status`` → (state, reason), reference §1.4 ✅. ``430`` is from older docs only.
+#: Item ``status`` → (state, reason), docs/aggregators.md §1.4 ✅. ``430`` is from older docs only.
 ITEM_STATUSES: dict[int, tuple[ConnectionState, ActionReason | None]] = {
     0: (ConnectionState.OK, None),
     -2: (ConnectionState.SYNCING, None),

@@ -3,7 +3,7 @@
 Kept apart from the HTTP layer (:mod:`bank_sync_bridge.testing.bridge_emulator`) so that the
 scenario control used by tests, the demo and the benchmarks works on plain objects, and so the
 JSON shapes live in one place (the ``to_json`` methods), written from the field lists of
-``shared/reference/aggregators.md`` section 1 (Bridge API version 2025-01-15, ``/v3`` paths).
+``docs/aggregators.md`` §1 (Bridge API version 2025-01-15, ``/v3`` paths).
 
 Bridge v3 leaves null fields out of its answers: every ``to_json`` below drops ``None`` values.
 Amounts are held as :class:`~decimal.Decimal` and written as JSON numbers, like Bridge does.

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-#: Linxo publishes provider logos under this path (seen in a v2.1 fixture, reference §2.4).
+#: Linxo publishes provider logos under this path (seen in a v2.1 fixture,
+#: docs/aggregators.md §2.4).
 LOGO_URL = "https://static.oxlin.io/common/pictures/providers_logos/{id}.png"
 
 

@@ -1,7 +1,7 @@
 """A local Linxo Connect: a real HTTP server on 127.0.0.1 that behaves like the vendor.
 
-One server plays Linxo's three services under distinct path prefixes (reference
-``aggregators.md`` §2.1, §2.11):
+One server plays Linxo's three services under distinct path prefixes
+(``docs/aggregators.md`` §2.1):
 
 =============  ===================================  =========================================
 service        emulator base                        what it serves
@@ -14,8 +14,8 @@ widget         ``{base_url}/embed``                 ``POST /widget_session``, th
                                                     ``/widget/edit_credentials``
 =============  ===================================  =========================================
 
-What is faithful to the reference and what is guessed (❓ marks a guess, kept as close as
-possible to the reference's best guess):
+What is faithful to ``docs/aggregators.md`` §2 and what is guessed (❓ marks a guess, kept as
+close as possible to that page's best guess):
 
 - OAuth2 ``client_credentials`` with scope ``users_create`` for user management, ``password``
   grant for the user's own token; ``{access_token, token_type, expires_in}``; errors
@@ -90,19 +90,19 @@ from .linxo_data import (
 
 _logger = logging.getLogger(__name__)
 
-#: Linxo's servers stamp date-only values at midnight in this zone (reference §2.6).
+#: Linxo's servers stamp date-only values at midnight in this zone (docs/aggregators.md §2.6).
 PARIS = ZoneInfo("Europe/Paris")
 
-#: Largest ``limit`` Linxo accepts on list endpoints (reference §2.6, 🟡).
+#: Largest ``limit`` Linxo accepts on list endpoints (docs/aggregators.md §2.6, 🟡).
 MAX_LIMIT = 500
 
-#: The user token's scopes asked by integrations (reference §2.2, 🟡).
+#: The user token's scopes asked by integrations (docs/aggregators.md §2.2, 🟡).
 USER_SCOPES = (
     "profile profile_edit accounts_manage connections_manage connections_sync transactions_read"
 )
 
 #: Widget test logins in the style of Bridge's Demo Bank. Any other login succeeds, as on
-#: the "Linxo Test Bank" where any login/password works (reference §2.8).
+#: the "Linxo Test Bank" where any login/password works (docs/aggregators.md §2.8).
 #: login -> (final connection status, REDIRECT channel status)
 TEST_LOGINS: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
@@ -116,7 +116,7 @@ TEST_LOGINS: Mapping[str, tuple[str, str]] = MappingProxyType(
     }
 )
 
-#: Connection ``status`` values (reference §2.4, 🟡).
+#: Connection ``status`` values (docs/aggregators.md §2.4, 🟡).
 CONNECTION_STATUSES = ("RUNNING", "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "CLOSED", "NONE")
 #: What :meth:`LinxoEmulator.fail_next` can script.
 FAULT_KINDS = ("error", "slow", "malformed", "truncated")
@@ -259,7 +259,8 @@ class _Request:
         return values[0] if values else None
 
     def form(self) -> dict[str, str]:
-        """JSON or form-encoded body as a flat dict (Linxo's docs use both, reference §2.3)."""
+        """JSON or form-encoded body as a flat dict (Linxo's docs use both,
+        docs/aggregators.md §2.2)."""
         if not self.body:
             return {}
         content_type = self.headers.get("Content-Type", "")
@@ -320,7 +321,7 @@ class LinxoEmulator(EmulatorServer):
         self.sync_delay = sync_delay
         self.transactions_per_account = transactions_per_account
         #: ``(max_requests, per_seconds)`` per access token on the API, or None (Linxo
-        #: publishes no limit, reference §0).
+        #: publishes no limit, docs/aggregators.md §2.10).
         self.rate_limit = rate_limit
         #: The last calls received: ``(method, path, query)``; tests count calls with it.
         #: Bounded, so a long demo or benchmark run does not grow without end.
@@ -490,7 +491,8 @@ class LinxoEmulator(EmulatorServer):
         self.add_transactions(
             checking, count, start=today - timedelta(days=60), end=today - timedelta(days=1)
         )
-        # One pending card payment and one forecast line, as real feeds have (reference §2.6).
+        # One pending card payment and one forecast line, as real feeds have
+        # (docs/aggregators.md §2.6).
         self.add_transaction(checking, Decimal("-42.90"), "CB BOULANGERIE", today, "PENDING")
         self.add_transaction(
             checking,
@@ -819,7 +821,7 @@ class LinxoEmulator(EmulatorServer):
     def send_webhook(self, body: bytes, url: str | None = None) -> int:
         """POST ``body`` to ``url`` (default :attr:`webhook_url`, loopback only); returns the
         HTTP status. Duplicates and out-of-order deliveries are the caller sending twice or
-        in another order. Linxo signs nothing (reference §2.7), so no signature header."""
+        in another order. Linxo signs nothing (docs/aggregators.md §2.7), so no signature header."""
         target = url or self.webhook_url
         if not target:
             raise ValueError("no webhook URL")
