@@ -30,6 +30,7 @@ from bank_sync_bridge.model import (
 )
 from bank_sync_bridge.providers import MemoryTokenStore, Provider, ProviderConfig, get_provider
 from bank_sync_bridge.providers.bridgeapi import CURSOR_KIND, BridgeProvider
+from bank_sync_bridge.sync import LineSnapshot, diff_page, transaction_keys
 from bank_sync_bridge.testing import AdjustableClock, BridgeEmulator
 
 START = datetime(2025, 3, 3, 6, 0, tzinfo=timezone.utc)
@@ -445,6 +446,64 @@ def test_incremental_sync_sees_every_kind_of_change(
     assert seen[str(late.id)].booking_date == date(2024, 12, 1)
     assert new_cursor is not None
     assert new_cursor.value["since"] > cursor.value["since"]  # type: ignore[union-attr]
+
+
+def make_fresh(emu: BridgeEmulator, clock: AdjustableClock, user_ref: str) -> BridgeProvider:
+    """A client with an empty token store, as a new worker would start."""
+    config = ProviderConfig(user_ref=user_ref, base_url=emu.base_url, credentials=emu.credentials)
+    return BridgeProvider(config, clock=clock, token_store=MemoryTokenStore())
+
+
+def booked_ids(ledger: dict[str, LineSnapshot], transactions: list[Transaction]) -> set[str]:
+    """Apply one read to ``ledger`` as the engine would; the ids of the lines it created."""
+    keys = transaction_keys("bridgeapi", transactions)
+    diff = diff_page(transactions, keys, ledger)
+    for key, _line_id in diff.delete:
+        del ledger[key]
+    for key, tx in diff.create:
+        ledger[key] = LineSnapshot(len(ledger) + 1, tx.label, tx.booking_date, tx.amount)
+    return {tx.remote_id for _key, tx in diff.create}
+
+
+@pytest.mark.parametrize("flags", ["v3", "published"])
+def test_deleted_future_and_repeated_card_lines_are_never_booked_whatever_the_spelling(
+    clock: AdjustableClock, flags: str
+) -> None:
+    # Bridge's published resource says is_deleted/is_future/show_client_side; v3 typings say
+    # deleted/future. Whichever Bridge sends, the client must not book what it should not.
+    with BridgeEmulator(clock=clock, seed=3, transaction_flags=flags) as emu:
+        item = emu.connect_item("company-1")
+        card = next(a for a in emu.accounts(item.id) if a.type == "card")
+        kept = emu.add_transaction(card.id, "-12.00", "Kept")
+        announced = emu.add_transaction(card.id, "-30.00", "Announced", future=True)
+        withdrawn = emu.add_transaction(card.id, "-8.00", "Withdrawn")
+        repeated = emu.add_transaction(card.id, "-55.00", "Repeated by the monthly total")
+        provider = make_fresh(emu, clock, "company-1")
+        first, cursor, _ = read_all(provider, str(card.id))
+        spelt = next(tx.raw for tx in first if tx.remote_id == str(kept.id))
+        assert ("is_deleted" in spelt, "deleted" in spelt) == (flags == "published", flags == "v3")
+        ledger: dict[str, LineSnapshot] = {}
+        created = booked_ids(ledger, first)
+        assert {str(kept.id), str(withdrawn.id), str(repeated.id)} <= created
+        assert str(announced.id) not in created  # future: not booked yet
+
+        clock.advance(minutes=5)
+        emu.delete_transaction(withdrawn.id)
+        emu.mark_card_duplicate(repeated.id)
+        changes, _, _ = read_all(provider, str(card.id), cursor=cursor)
+        seen = {tx.remote_id: tx for tx in changes}
+        assert seen[str(withdrawn.id)].deleted
+        assert seen[str(repeated.id)].deleted
+        assert booked_ids(ledger, changes) == set()
+        left = {line.label for line in ledger.values()}
+        assert "Kept" in left
+        assert not {"Withdrawn", "Repeated by the monthly total"} & left  # removed again
+
+        # A company connecting now reads them flagged from the start: never booked at all.
+        everything, _, _ = read_all(make_fresh(emu, clock, "company-1"), str(card.id))
+        fresh = booked_ids({}, everything)
+        assert str(kept.id) in fresh
+        assert not {str(withdrawn.id), str(repeated.id), str(announced.id)} & fresh
 
 
 def test_overlap_catches_a_change_stamped_in_the_same_millisecond(

@@ -26,6 +26,10 @@ from decimal import Decimal
 from typing import Any
 
 BRIDGE_VERSION = "2025-01-15"
+#: How an operation's flags are spelt (docs/aggregators.md §1.6): ``v3``, the names of the
+#: third-party v3 typings (``deleted``, ``future``), or ``published``, the names of Bridge's own
+#: published transaction resource (``is_deleted``, ``is_future``, ``show_client_side``).
+TRANSACTION_FLAGS = ("v3", "published")
 DEMO_BANK_ID = 574
 #: PSD2 strong authentication stays valid this long after a successful login.
 SCA_VALIDITY = timedelta(days=180)
@@ -279,9 +283,24 @@ class EmuTransaction:
     operation_type: str | None = None
     deleted: bool = False
     future: bool = False
+    #: False on a deferred-card line that the monthly total on the current account repeats.
+    show_client_side: bool = True
 
-    def to_json(self) -> dict[str, Any]:
-        """The v3 transaction resource."""
+    def to_json(self, flags: str = "v3") -> dict[str, Any]:
+        """The v3 transaction resource, its flags spelt as ``flags`` says (see
+        :data:`TRANSACTION_FLAGS`)."""
+        if flags == "v3":
+            named = {"deleted": self.deleted, "future": self.future}
+            # Not in the v3 typings: sent only on the lines it hides, so that a client reading
+            # v3 names still meets it.
+            if not self.show_client_side:
+                named["show_client_side"] = False
+        else:
+            named = {
+                "is_deleted": self.deleted,
+                "is_future": self.future,
+                "show_client_side": self.show_client_side,
+            }
         return compact(
             {
                 "id": self.id,
@@ -299,8 +318,7 @@ class EmuTransaction:
                 "account_id": self.account_id,
                 "category_id": self.category_id,
                 "operation_type": self.operation_type,
-                "deleted": self.deleted,
-                "future": self.future,
+                **named,
             }
         )
 

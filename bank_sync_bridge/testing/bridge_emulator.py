@@ -52,6 +52,7 @@ from .bridge_data import (
     BRIDGE_VERSION,
     CALLBACK_STEPS,
     DEMO_BANK_ID,
+    TRANSACTION_FLAGS,
     BridgeState,
     CursorError,
     DemoLogin,
@@ -194,6 +195,9 @@ class BridgeEmulator(EmulatorServer):
     ``since_inclusive`` decides whether ``since`` keeps operations updated exactly
     at that instant (Bridge does not say; strict is the harder case for clients).
     ``empty_last_page`` makes a full page always point to a next page, which may be empty.
+    ``transaction_flags`` spells the operations' flags the ``v3`` way (``deleted``,
+    ``future``) or the ``published`` way (``is_deleted``, ``is_future``, ``show_client_side``):
+    Bridge has not confirmed which one v3 sends, so clients are tested against both.
     """
 
     thread_name = "bridge-emulator"
@@ -213,7 +217,10 @@ class BridgeEmulator(EmulatorServer):
         token_limit: int = 10,
         since_inclusive: bool = False,
         empty_last_page: bool = False,
+        transaction_flags: str = "v3",
     ) -> None:
+        if transaction_flags not in TRANSACTION_FLAGS:
+            raise ValueError(f"transaction_flags must be one of {TRANSACTION_FLAGS}")
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -222,6 +229,7 @@ class BridgeEmulator(EmulatorServer):
         self.rate_limits = rate_limits
         self.since_inclusive = since_inclusive
         self.empty_last_page = empty_last_page
+        self.transaction_flags = transaction_flags
         self.lock = threading.RLock()
         self.state = BridgeState(self.clock, cursor_key=secrets.token_bytes(32), seed=seed)
         self.sessions: dict[str, dict[str, Any]] = {}
@@ -471,6 +479,11 @@ class BridgeEmulator(EmulatorServer):
             account.balance += tx.amount
             self._queue_account_updated(account, new=1, deleted=1)
             return booked
+
+    def mark_card_duplicate(self, tx_id: int) -> EmuTransaction:
+        """The monthly total of a deferred-debit card landed on the current account: this card
+        line now repeats it and comes back with ``show_client_side`` false."""
+        return self._mutate(tx_id, lambda tx: setattr(tx, "show_client_side", False), updated=1)
 
     def delete_transaction(self, tx_id: int) -> EmuTransaction:
         """The bank withdraws an operation: it comes back flagged ``deleted`` on ``since``."""
@@ -1136,7 +1149,7 @@ class BridgeEmulator(EmulatorServer):
         tx = self.state.transactions[request.user.uuid].by_id.get(int(id))
         if tx is None:
             raise BridgeApiError(404, "not_found", "Transaction not found.")
-        return EmuResponse(200, tx.to_json())
+        return EmuResponse(200, tx.to_json(self.transaction_flags))
 
     def _h_list_transactions(self, request: EmuRequest) -> EmuResponse:
         assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
@@ -1192,7 +1205,7 @@ class BridgeEmulator(EmulatorServer):
         return EmuResponse(
             200,
             {
-                "resources": [tx.to_json() for tx in page],
+                "resources": [tx.to_json(self.transaction_flags) for tx in page],
                 "generated_at": ms_iso(self.state.now()),
                 "pagination": {"next_uri": next_uri},
             },
@@ -1468,6 +1481,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--frozen-clock", metavar="ISO", help="freeze the clock at this instant (reproducible data)"
     )
+    parser.add_argument(
+        "--transaction-flags",
+        choices=TRANSACTION_FLAGS,
+        default="v3",
+        help="spell operations' flags as v3 typings (deleted) or Bridge's published resource "
+        "(is_deleted, show_client_side)",
+    )
     args = parser.parse_args(argv)
     clock = (
         AdjustableClock(datetime.fromisoformat(args.frozen_clock), frozen=True)
@@ -1482,6 +1502,7 @@ def main(argv: list[str] | None = None) -> int:
         clock=clock,
         seed=args.seed,
         rate_limits=not args.no_rate_limits,
+        transaction_flags=args.transaction_flags,
     )
     for external in args.user:
         emulator.connect_item(external, login=args.login)
