@@ -25,6 +25,8 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from ..iban import french_iban
+
 BRIDGE_VERSION = "2025-01-15"
 #: How an operation's flags are spelt (docs/aggregators.md §1.6): ``v3``, the names of the
 #: third-party v3 typings (``deleted``, ``future``), or ``published``, the names of Bridge's own
@@ -146,15 +148,6 @@ def json_number(value: Decimal) -> float:
 def compact(data: dict[str, Any]) -> dict[str, Any]:
     """Bridge v3 leaves null fields out of its answers."""
     return {key: value for key, value in data.items() if value is not None}
-
-
-def french_iban(bank: str, branch: str, number: str) -> str:
-    """A French IBAN with valid RIB key and ISO 13616 check digits (for realistic data)."""
-    number = number.rjust(11, "0")[:11]
-    rib_key = 97 - (89 * int(bank) + 15 * int(branch) + 3 * int(number)) % 97
-    bban = f"{bank}{branch}{number}{rib_key:02d}"
-    check = 98 - int(bban + "152700") % 97  # "FR00" with F=15, R=27
-    return f"FR{check:02d}{bban}"
 
 
 @dataclass
