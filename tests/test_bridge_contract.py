@@ -414,8 +414,8 @@ def test_incremental_sync_sees_every_kind_of_change(
 ) -> None:
     item = emu.connect_item("company-1")
     account = emu.accounts(item.id)[0]
-    pending_same = emu.add_transaction(account.id, "-42.50", "Carte Total", future=True)
-    pending_new = emu.add_transaction(account.id, "-19.90", "Carte Sncf", future=True)
+    pending_same = emu.add_transaction(account.id, "-42.50", "Carte Total", pending=True)
+    pending_new = emu.add_transaction(account.id, "-19.90", "Carte Sncf", pending=True)
     # Without the overlap, exactly the changes since the high-water mark are read.
     provider = make(since_overlap_seconds=0)
     _, cursor, _ = read_all(provider, str(account.id))
@@ -427,8 +427,8 @@ def test_incremental_sync_sees_every_kind_of_change(
     booked_new = emu.book_pending(pending_new.id, new_id=True)
     originals = emu.transactions(account.id)
     deleted = emu.delete_transaction(originals[0].id)
-    shifted = emu.shift_date(originals[1].id, 2)
-    relabelled = emu.relabel(originals[2].id, "Urssaf Idf")
+    shifted = emu.change_transaction(originals[1].id, shift_days=2)
+    relabelled = emu.change_transaction(originals[2].id, label="Urssaf Idf")
     late = emu.add_transaction(account.id, "1200.00", "Vir Client Late", on=date(2024, 12, 1))
 
     changes, new_cursor, _ = read_all(provider, str(account.id), cursor=cursor)
@@ -475,7 +475,7 @@ def test_deleted_future_and_repeated_card_lines_are_never_booked_whatever_the_sp
         item = emu.connect_item("company-1")
         card = next(a for a in emu.accounts(item.id) if a.type == "card")
         kept = emu.add_transaction(card.id, "-12.00", "Kept")
-        announced = emu.add_transaction(card.id, "-30.00", "Announced", future=True)
+        announced = emu.add_transaction(card.id, "-30.00", "Announced", pending=True)
         withdrawn = emu.add_transaction(card.id, "-8.00", "Withdrawn")
         repeated = emu.add_transaction(card.id, "-55.00", "Repeated by the monthly total")
         provider = make_fresh(emu, clock, "company-1")
@@ -581,7 +581,7 @@ def test_repeated_cursor_and_page_cap_stop_the_stream(
     account = emu.add_account_with_transactions(50, seed=1, user_ref="company-1")
     stream = make(page_size=10).iter_transactions(str(account.id))
     next(stream)
-    emu.script_faults("repeat_cursor", path_prefix="/v3/aggregation/transactions")
+    emu.script_faults("repeat_page", path="/v3/aggregation/transactions")
     with pytest.raises(ProviderUnavailable, match="already given"):
         list(stream)
 
@@ -621,7 +621,7 @@ def test_server_error_then_success_is_retried(
     emu.connect_item("company-1")
     provider = make()
     provider.list_connections()
-    emu.script_faults("500", 1, path_prefix=ITEMS_PATH)
+    emu.script_faults("500", 1, path=ITEMS_PATH)
     assert len(provider.list_connections()) == 1
     assert len(sleeps) == 1
     assert [c["status"] for c in emu.calls(ITEMS_PATH)][-2:] == [500, 200]
@@ -672,7 +672,7 @@ def test_unreadable_answers_are_provider_unavailable(
     emu.connect_item("company-1")
     provider = make(max_retries=0)
     provider.list_connections()
-    emu.script_faults(fault, 1, path_prefix=ITEMS_PATH)
+    emu.script_faults(fault, 1, path=ITEMS_PATH)
     with pytest.raises(ProviderUnavailable):
         provider.list_connections()
     assert len(provider.list_connections()) == 1
@@ -684,10 +684,10 @@ def test_dropped_connection_is_retried_then_reported(
     emu.connect_item("company-1")
     provider = make()
     provider.list_connections()
-    emu.script_faults("reset", 1, path_prefix=ITEMS_PATH)
+    emu.script_faults("reset", 1, path=ITEMS_PATH)
     assert len(provider.list_connections()) == 1
     assert len(sleeps) == 1
-    emu.script_faults("reset", 1, path_prefix=ITEMS_PATH)
+    emu.script_faults("reset", 1, path=ITEMS_PATH)
     with pytest.raises(ConnectionFailed):
         make(max_retries=0).list_connections()
 
@@ -695,7 +695,7 @@ def test_dropped_connection_is_retried_then_reported(
 def test_timeout_is_connection_failed(emu: BridgeEmulator, make: MakeProvider) -> None:
     provider = make(timeout=0.3, max_retries=0)
     provider.list_connections()
-    emu.script_faults("timeout", 1, path_prefix=ITEMS_PATH, delay=0.8)
+    emu.script_faults("timeout", 1, path=ITEMS_PATH, delay=0.8)
     with pytest.raises(ConnectionFailed):
         provider.list_connections()
 

@@ -440,7 +440,7 @@ def test_transaction_filters_and_since(
     high_water = max(tx["updated_at"] for tx in mine)
     assert all_transactions(api, path + f"&since={high_water}") == []
     clock.advance(seconds=5)
-    changed = emu.relabel(mine[0]["id"], "Edf Pro")
+    changed = emu.change_transaction(mine[0]["id"], label="Edf Pro")
     gone = emu.delete_transaction(mine[1]["id"])
     fresh = all_transactions(api, path + f"&since={high_water}")
     assert {tx["id"] for tx in fresh} == {changed.id, gone.id}

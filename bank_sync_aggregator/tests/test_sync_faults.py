@@ -68,9 +68,7 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
         super().setUp()
         # Scripted faults and forced 429s of a failed test must not leak into the next one.
         self.emulator.reset_rate_limits()
-        with self.emulator.lock:
-            self.emulator._faults.clear()
-            self.emulator._forced_429.clear()
+        self.emulator.clear_faults()
         self.sleeps = Sleeps()
         self.user_ref = f"company-{self.company.id}-{self._testMethodName}"[:60]
 
@@ -107,9 +105,7 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
 
     def converges_once_back(self, account):
         """The aggregator answers again: the next run gives exactly its operations."""
-        with self.emulator.lock:
-            self.emulator._faults.clear()
-            self.emulator._forced_429.clear()
+        self.emulator.clear_faults()
         self.assertEqual(self.sync(account, provider=self.client()).state, "done")
         return self.exact(account)
 
@@ -118,9 +114,7 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
         account = self.bridge_account()
         provider = FaultAfterPages(
             self.client(),
-            lambda: self.emulator.script_faults(
-                kind, count, path_prefix=TRANSACTIONS, **script_kwargs
-            ),
+            lambda: self.emulator.script_faults(kind, count, path=TRANSACTIONS, **script_kwargs),
         )
         run = self.sync(account, trigger="cron", provider=provider)
         return account, run
@@ -174,7 +168,7 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
 
     def test_an_outage_is_retried_three_times_then_left_to_the_next_day(self):
         account = self.bridge_account()
-        self.emulator.script_faults("503", 100, path_prefix=TRANSACTIONS)
+        self.emulator.script_faults("503", 100, path=TRANSACTIONS)
         cron = self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")
         waits = []
         with self.capture_triggers(cron.id) as triggers:
@@ -201,7 +195,7 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
             self.history_start + timedelta(days=10),
             self.history_start + timedelta(days=40),
         )
-        self.emulator.script_faults("503", 2, path_prefix=TRANSACTIONS)
+        self.emulator.script_faults("503", 2, path=TRANSACTIONS)
         run = self.sync(
             account, trigger="forced", provider=self.client(), date_from=date_from, date_to=date_to
         )
@@ -241,7 +235,7 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
         """Pending booked under a new id, deletion, label change, date shift."""
         account = self.bridge_account()
         remote_id = int(account.remote_id)
-        pending = self.emulator.add_transaction(remote_id, "-19.99", "CB CINEMA", future=True)
+        pending = self.emulator.add_transaction(remote_id, "-19.99", "CB CINEMA", pending=True)
         first = self.sync(account, provider=self.client())
         self.assertEqual(first.state, "done", first.error)
         self.assertEqual(first.pending_count, 1)
@@ -250,8 +244,8 @@ class TestSyncFaultsBridge(SyncCase, CronMixinCase):
         deleted, renamed, shifted = booked[-1], booked[-2], booked[-3]
         self.emulator.book_pending(pending.id, new_id=True)
         self.emulator.delete_transaction(deleted.id)
-        self.emulator.relabel(renamed.id, "Loyer bureau mars")
-        self.emulator.shift_date(shifted.id, -2)
+        self.emulator.change_transaction(renamed.id, label="Loyer bureau mars")
+        self.emulator.change_transaction(shifted.id, shift_days=-2)
 
         run = self.sync(account, provider=self.client())
         self.assertEqual(run.state, "done", run.error)
@@ -318,14 +312,14 @@ class TestSyncLinxo(SyncCase):
             ),
             key=lambda tx_id: self.emulator.transaction(tx_id).booking_date,
         )
-        self.emulator.relabel(ids[-1], "Abonnement logiciel")
+        self.emulator.change_transaction(ids[-1], label="Abonnement logiciel")
         self.emulator.cancel_transaction(ids[-2])
         today = fields.Date.context_today(self.env.user)
-        self.emulator.add_transaction(account.remote_id, "-15.00", "Frais de tenue", today)
-        self.emulator.fail_next(10, "error", path_contains="/transactions")
+        self.emulator.add_transaction(account.remote_id, "-15.00", "Frais de tenue", on=today)
+        self.emulator.script_faults("500", 10, path="/transactions")
         failed = self.sync(account, provider=self.client)
         self.assertEqual((failed.state, failed.error_type), ("failed", "ProviderUnavailable"))
-        self.emulator._faults.clear()
+        self.emulator.clear_faults()
         again = self.sync(account, provider=self.client)
         self.assertEqual(again.state, "done", again.error)
         self.assertEqual((again.updated_count, again.deleted_count), (1, 1), again.note)
