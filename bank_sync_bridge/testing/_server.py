@@ -158,13 +158,15 @@ class WebhookDelivery:
     error: str | None = None
 
 
-def post_to_loopback(url: str, body: bytes, headers: Mapping[str, str]) -> WebhookDelivery:
-    """POST ``body`` to ``url`` on this machine; the answer's status, or the network error."""
+def post_to_loopback(
+    url: str, body: bytes, headers: Mapping[str, str], *, signature: str | None = None
+) -> WebhookDelivery:
+    """POST ``body`` to ``url`` on this machine; the answer's status, or the network error.
+    ``signature`` is only recorded (the vendor puts it in ``headers`` under its own name)."""
     parts = urlsplit(url)
     if parts.hostname not in LOOPBACK_HOSTS:
         raise ValueError("An emulator only delivers webhooks to the loopback interface")
     connection = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=10)
-    signature = next((v for k, v in headers.items() if k.lower().endswith("signature")), None)
     try:
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         connection.request("POST", path, body=body, headers=dict(headers))

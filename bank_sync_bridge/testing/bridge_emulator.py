@@ -580,7 +580,7 @@ class BridgeEmulator(EmulatorServer):
         headers = {"Content-Type": "application/json"}
         if signature is not None:
             headers["BridgeApi-Signature"] = signature
-        delivery = post_to_loopback(url, body, headers)
+        delivery = post_to_loopback(url, body, headers, signature=signature)
         self.deliveries.append(delivery)
         return delivery
 
