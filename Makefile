@@ -2,15 +2,20 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test test-package test-addon test-install test-demo lint demo demo-package bench
+.PHONY: test test-package test-addon test-addon-pytest test-install test-demo lint demo demo-package bench
 
-test: test-package test-addon test-install test-demo
+test: test-package test-addon test-addon-pytest test-install test-demo
 
 test-package:
 	$(PYTHON) -m pytest -q tests
 
 test-addon:
 	tools/addon_tests.sh
+
+# The addon's tests through pytest-odoo (the fast loop of DEVELOPERS.md), on two classes so that
+# the path keeps working; TESTS="..." runs others (pytest arguments).
+test-addon-pytest:
+	tools/addon_pytest.sh $(TESTS)
 
 # Install, upgrade and uninstall next to languages (French before or after the addon), on real
 # databases (about a minute).

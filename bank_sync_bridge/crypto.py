@@ -35,7 +35,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from .errors import BankSyncError
+from .errors import SecretKeyError
 
 #: Prefix (and format version) of every encrypted value.
 FORMAT_PREFIX = "bsb1"
@@ -43,11 +43,7 @@ FORMAT_PREFIX = "bsb1"
 _KEY_SEPARATORS = re.compile(r"[\s,;]+")
 
 
-class SecretKeyError(BankSyncError):
-    """A secret cannot be encrypted or decrypted: no key, wrong key, corrupted value."""
-
-
-#: Name the Odoo addon catches; the same class.
+#: Name the Odoo addon catches; the same class (defined with the rest of the tree in ``errors``).
 CryptoError = SecretKeyError
 
 
@@ -66,7 +62,8 @@ def key_from_secret(secret: str | bytes, *, context: str = "bank_sync_bridge sec
     raw = secret.encode("utf-8") if isinstance(secret, str) else secret
     if len(raw) < 16:
         raise SecretKeyError(
-            "The secret to derive an encryption key from is too short (16 characters at least)"
+            "The secret to derive an encryption key from is too short (16 characters at least)",
+            code="short_secret",
         )
     derived = HKDF(
         algorithm=hashes.SHA256(),
@@ -96,7 +93,8 @@ def _decode_key(key: str, *, position: int) -> bytes:
         raise SecretKeyError(
             f"Encryption key number {position} of the keyring is not a valid key "
             "(expected 44 URL-safe base64 characters, as made by "
-            "'python3 -m bank_sync_bridge.crypto')"
+            "'python3 -m bank_sync_bridge.crypto')",
+            code="invalid_key",
         )
     return raw
 
@@ -120,7 +118,8 @@ class SecretBox:
         keys = split_keys(keys)
         if not keys:
             raise SecretKeyError(
-                "No encryption key is configured, so secrets can be neither stored nor read"
+                "No encryption key is configured, so secrets can be neither stored nor read",
+                code="no_key",
             )
         self._fernets: dict[str, Fernet] = {}
         for position, key in enumerate(keys, start=1):
@@ -162,14 +161,16 @@ class SecretBox:
             raise SecretKeyError(
                 f"This secret was encrypted with key {kid}, which is not in the configured "
                 f"keyring ({', '.join(self._fernets)}): put that key back in the keyring, or "
-                "enter the secret again"
+                "enter the secret again",
+                code="unknown_key",
             )
         try:
             return fernet.decrypt(fernet_token.encode("ascii")).decode("utf-8")
         except (InvalidToken, UnicodeError):
             raise SecretKeyError(
                 f"This secret (key {kid}) is corrupted or was altered: it cannot be "
-                "decrypted; enter the secret again"
+                "decrypted; enter the secret again",
+                code="corrupted",
             ) from None
 
     def key_id_of(self, token: str) -> str:
@@ -191,13 +192,16 @@ class SecretBox:
     @staticmethod
     def _split(token: str) -> tuple[str, str]:
         if not isinstance(token, str) or not token:
-            raise SecretKeyError("There is no encrypted secret to read (the value is empty)")
+            raise SecretKeyError(
+                "There is no encrypted secret to read (the value is empty)", code="empty"
+            )
         prefix, _, rest = token.partition(":")
         kid, _, fernet_token = rest.partition(":")
         if prefix != FORMAT_PREFIX or not re.fullmatch(r"[0-9a-f]{8}", kid) or not fernet_token:
             raise SecretKeyError(
                 "This value is not an encrypted secret (it may have been stored in clear text "
-                "or cut short); enter the secret again"
+                "or cut short); enter the secret again",
+                code="not_encrypted",
             )
         return kid, fernet_token
 

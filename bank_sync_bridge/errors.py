@@ -1,20 +1,28 @@
-"""One exception tree for everything that can go wrong talking to an aggregator.
+"""One exception tree for everything that can go wrong in the package.
 
 ::
 
-    BankSyncError                    base: status, vendor code, request id, body
-    ├── ConnectionFailed             network error or timeout (no HTTP answer)
+    BankSyncError                    base: message, code, status, request id, body
+    ├── ConnectionFailed             no HTTP answer: network error or timeout
     ├── AuthenticationError          401: our application or user credentials are refused
     ├── AccessDenied                 403
     ├── NotFound                     404
-    ├── InvalidRequest               400, 409, 415, 422: a bug or bad input, never retried
+    ├── InvalidRequest               400, 409, 415, 422: a bug or bad input
     ├── RateLimited                  429: ``retry_after`` seconds when the vendor says
     ├── ProviderUnavailable          5xx, maintenance, malformed or truncated answers
     ├── ActionRequired               the bank login needs the user: ``reason`` says why
-    └── SignatureVerificationError   webhook or signed request that cannot be trusted
+    ├── SignatureVerificationError   webhook or signed request that cannot be trusted
+    ├── SecretKeyError               a secret cannot be encrypted or decrypted (crypto)
+    └── SyncPlanError                a window that cannot be honoured (sync); a ValueError
+
+Every error says with ``retryable`` whether trying again later may succeed without anyone doing
+anything: true for ``ConnectionFailed``, ``RateLimited`` and ``ProviderUnavailable`` only.
+Callers decide on it, not on class names. ``code`` is the vendor's error code, or
+our own stable name of the problem for the errors raised here.
 
 :func:`error_from_response` is the only place where HTTP status and vendor codes become one of
-these; every client goes through it.
+these; every client goes through it. :class:`SecretKeyError` and :class:`SyncPlanError` are
+also importable from :mod:`bank_sync_bridge.crypto` and :mod:`bank_sync_bridge.sync`.
 """
 
 from __future__ import annotations
@@ -24,13 +32,16 @@ import math
 import time
 from collections.abc import Mapping
 from datetime import timezone
-from typing import Any
+from typing import Any, ClassVar
 
 from .model import ActionReason
 
 
 class BankSyncError(Exception):
     """Base error: carries what support needs, never a secret."""
+
+    #: Whether trying again later may succeed without anyone doing anything.
+    retryable: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -58,11 +69,6 @@ class BankSyncError(Exception):
             parts.append(f"request_id={self.request_id}")
         return " ".join(parts) if len(parts) > 1 else self.message
 
-    @property
-    def retryable(self) -> bool:
-        """Whether trying again later may succeed without anyone doing anything."""
-        return False
-
 
 class ConnectionFailed(BankSyncError):
     """No HTTP answer: DNS, refused connection, reset, or timeout.
@@ -71,13 +77,11 @@ class ConnectionFailed(BankSyncError):
     timeout): replaying it is then safe even for a call that is not idempotent.
     """
 
+    retryable = True
+
     def __init__(self, message: str, *, sent: bool = True, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.sent = sent
-
-    @property
-    def retryable(self) -> bool:
-        return True
 
 
 class AuthenticationError(BankSyncError):
@@ -99,21 +103,17 @@ class InvalidRequest(BankSyncError):
 class RateLimited(BankSyncError):
     """Too many requests (429); ``retry_after`` is in seconds when known."""
 
+    retryable = True
+
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
         self.retry_after = retry_after
-
-    @property
-    def retryable(self) -> bool:
-        return True
 
 
 class ProviderUnavailable(BankSyncError):
     """The aggregator or the bank behind it failed (5xx, maintenance, malformed data)."""
 
-    @property
-    def retryable(self) -> bool:
-        return True
+    retryable = True
 
 
 class ActionRequired(BankSyncError):
@@ -126,6 +126,36 @@ class ActionRequired(BankSyncError):
 
 class SignatureVerificationError(BankSyncError):
     """A webhook, callback state or signed request failed verification."""
+
+
+class SecretKeyError(BankSyncError):
+    """A secret cannot be encrypted or decrypted: no key, wrong key, corrupted value.
+
+    The message is written for the administrator who holds the keys and never contains a key
+    or a plaintext; ``code`` names the problem (``no_key``, ``unknown_key``, ``corrupted``...).
+    """
+
+    def __init__(self, message: str, *, code: str = "secret_key", **kwargs: Any) -> None:
+        super().__init__(message, code=code, **kwargs)
+
+    def __str__(self) -> str:
+        # Nothing came from an aggregator: the sentence is the whole story.
+        return self.message
+
+
+class SyncPlanError(BankSyncError, ValueError):
+    """A synchronisation window that cannot be honoured (inverted, in the future...).
+
+    ``message`` is an English sentence meant for the user; the addon translates it. ``code``
+    is the stable name of the problem (``inverted``, ``future``...), for callers that render
+    their own translated message. Also a :class:`ValueError`, as it was before joining the tree.
+    """
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 _STATUS_CLASSES: dict[int, type[BankSyncError]] = {
@@ -183,6 +213,40 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
+#: Where each vendor puts its sentence, most specific first (docs/aggregators.md §1.10, §2.10,
+#: §3).
+_MESSAGE_KEYS = ("message", "error_description", "description", "detail", "summary")
+
+
+def _text(value: Any) -> str | None:
+    """A vendor's sentence: a non-blank string, or strings in a list (one per problem)."""
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, list) and value and all(isinstance(item, str) for item in value):
+        return " ".join(item.strip() for item in value if item.strip()) or None
+    return None
+
+
+def _vendor_message(body: Mapping[str, Any]) -> str | None:
+    """The vendor's own explanation in an error body, or None when it gives none."""
+    for key in _MESSAGE_KEYS:
+        text = _text(body.get(key))
+        if text:
+            return text
+    # GoCardless names each refused parameter with its own summary and detail:
+    # {"date_from": {"summary": ..., "detail": ...}, "status_code": 400}.
+    problems = []
+    for name, value in body.items():
+        if isinstance(value, Mapping):
+            words = [_text(value.get("summary")), _text(value.get("detail"))]
+            said = [w for i, w in enumerate(words) if w and w not in words[:i]]
+            if said:
+                problems.append(f"{name}: {' - '.join(said)}")
+        elif name not in _MESSAGE_KEYS and _text(value) and isinstance(value, list):
+            problems.append(f"{name}: {_text(value)}")
+    return "; ".join(problems) or None
+
+
 def error_from_response(
     status: int,
     body: Any = None,
@@ -194,7 +258,8 @@ def error_from_response(
 
     Understands Bridge ``{code, property, message}``, Linxo/OAuth ``{error, error_description}``,
     Powens ``{code, description, message, request_id}`` and GoCardless
-    ``{summary, detail, status_code}`` bodies.
+    ``{summary, detail, status_code}`` bodies, including GoCardless's refusals that give each
+    parameter its own ``{summary, detail}`` (docs/aggregators.md §3): the vendor's words are kept.
     """
     headers = headers or {}
     code: str | None = None
@@ -202,13 +267,7 @@ def error_from_response(
     if isinstance(body, Mapping):
         raw_code = body.get("code") or body.get("error") or body.get("type")
         code = str(raw_code) if raw_code is not None else None
-        message = (
-            body.get("message")
-            or body.get("error_description")
-            or body.get("description")
-            or body.get("detail")
-            or body.get("summary")
-        )
+        message = _vendor_message(body)
         request_id = request_id or body.get("request_id")
     if not message:
         message = f"The aggregator answered HTTP {status}"

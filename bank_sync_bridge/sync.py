@@ -27,10 +27,11 @@ from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
+from .errors import SyncPlanError
 from .model import AccountType, Cursor, Transaction
 
 #: How many days before the last booked date an incremental run re-reads, to catch operations
-#: the bank books late or back-dates (aggregators.md §6.11 advises 7 to 14 days).
+#: the bank books late or back-dates (docs/aggregators.md §4: 7 to 14 days).
 DEFAULT_OVERLAP_DAYS = 10
 
 #: How far, in days, a hand-entered line's date may be from the bank's booking date and still
@@ -91,20 +92,6 @@ _GENERIC_WORDS = frozenset(
         "SARL",
     }
 )
-
-
-class SyncPlanError(ValueError):
-    """A synchronisation window that cannot be honoured (inverted, in the future...).
-
-    ``message`` is an English sentence meant for the user; the addon translates it.
-    """
-
-    def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message)
-        self.message = message
-        #: Stable machine name of the problem (``inverted``, ``future``...), for callers
-        #: that render their own translated message.
-        self.code = code
 
 
 # --------------------------------------------------------------------------- keys

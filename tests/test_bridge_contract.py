@@ -30,14 +30,15 @@ from bank_sync_bridge.model import (
 )
 from bank_sync_bridge.providers import MemoryTokenStore, Provider, ProviderConfig, get_provider
 from bank_sync_bridge.providers.bridgeapi import CURSOR_KIND, BridgeProvider
+from bank_sync_bridge.sync import LineSnapshot, diff_page, transaction_keys
 from bank_sync_bridge.testing import AdjustableClock, BridgeEmulator
 
 START = datetime(2025, 3, 3, 6, 0, tzinfo=timezone.utc)
 TOKEN_PATH = "/v3/aggregation/authorization/token"
 ITEMS_PATH = "/v3/aggregation/items"
 
-#: Item status → what the user must see (reference §1.4), written here independently of the
-#: client's own table.
+#: Item status → what the user must see (docs/aggregators.md §1.4), written here independently
+#: of the client's own table.
 EXPECTED_STATES: dict[int, tuple[ConnectionState, ActionReason | None]] = {
     0: (ConnectionState.OK, None),
     -2: (ConnectionState.SYNCING, None),
@@ -413,8 +414,8 @@ def test_incremental_sync_sees_every_kind_of_change(
 ) -> None:
     item = emu.connect_item("company-1")
     account = emu.accounts(item.id)[0]
-    pending_same = emu.add_transaction(account.id, "-42.50", "Carte Total", future=True)
-    pending_new = emu.add_transaction(account.id, "-19.90", "Carte Sncf", future=True)
+    pending_same = emu.add_transaction(account.id, "-42.50", "Carte Total", pending=True)
+    pending_new = emu.add_transaction(account.id, "-19.90", "Carte Sncf", pending=True)
     # Without the overlap, exactly the changes since the high-water mark are read.
     provider = make(since_overlap_seconds=0)
     _, cursor, _ = read_all(provider, str(account.id))
@@ -426,8 +427,8 @@ def test_incremental_sync_sees_every_kind_of_change(
     booked_new = emu.book_pending(pending_new.id, new_id=True)
     originals = emu.transactions(account.id)
     deleted = emu.delete_transaction(originals[0].id)
-    shifted = emu.shift_date(originals[1].id, 2)
-    relabelled = emu.relabel(originals[2].id, "Urssaf Idf")
+    shifted = emu.change_transaction(originals[1].id, shift_days=2)
+    relabelled = emu.change_transaction(originals[2].id, label="Urssaf Idf")
     late = emu.add_transaction(account.id, "1200.00", "Vir Client Late", on=date(2024, 12, 1))
 
     changes, new_cursor, _ = read_all(provider, str(account.id), cursor=cursor)
@@ -445,6 +446,64 @@ def test_incremental_sync_sees_every_kind_of_change(
     assert seen[str(late.id)].booking_date == date(2024, 12, 1)
     assert new_cursor is not None
     assert new_cursor.value["since"] > cursor.value["since"]  # type: ignore[union-attr]
+
+
+def make_fresh(emu: BridgeEmulator, clock: AdjustableClock, user_ref: str) -> BridgeProvider:
+    """A client with an empty token store, as a new worker would start."""
+    config = ProviderConfig(user_ref=user_ref, base_url=emu.base_url, credentials=emu.credentials)
+    return BridgeProvider(config, clock=clock, token_store=MemoryTokenStore())
+
+
+def booked_ids(ledger: dict[str, LineSnapshot], transactions: list[Transaction]) -> set[str]:
+    """Apply one read to ``ledger`` as the engine would; the ids of the lines it created."""
+    keys = transaction_keys("bridgeapi", transactions)
+    diff = diff_page(transactions, keys, ledger)
+    for key, _line_id in diff.delete:
+        del ledger[key]
+    for key, tx in diff.create:
+        ledger[key] = LineSnapshot(len(ledger) + 1, tx.label, tx.booking_date, tx.amount)
+    return {tx.remote_id for _key, tx in diff.create}
+
+
+@pytest.mark.parametrize("flags", ["v3", "published"])
+def test_deleted_future_and_repeated_card_lines_are_never_booked_whatever_the_spelling(
+    clock: AdjustableClock, flags: str
+) -> None:
+    # Bridge's published resource says is_deleted/is_future/show_client_side; v3 typings say
+    # deleted/future. Whichever Bridge sends, the client must not book what it should not.
+    with BridgeEmulator(clock=clock, seed=3, transaction_flags=flags) as emu:
+        item = emu.connect_item("company-1")
+        card = next(a for a in emu.accounts(item.id) if a.type == "card")
+        kept = emu.add_transaction(card.id, "-12.00", "Kept")
+        announced = emu.add_transaction(card.id, "-30.00", "Announced", pending=True)
+        withdrawn = emu.add_transaction(card.id, "-8.00", "Withdrawn")
+        repeated = emu.add_transaction(card.id, "-55.00", "Repeated by the monthly total")
+        provider = make_fresh(emu, clock, "company-1")
+        first, cursor, _ = read_all(provider, str(card.id))
+        spelt = next(tx.raw for tx in first if tx.remote_id == str(kept.id))
+        assert ("is_deleted" in spelt, "deleted" in spelt) == (flags == "published", flags == "v3")
+        ledger: dict[str, LineSnapshot] = {}
+        created = booked_ids(ledger, first)
+        assert {str(kept.id), str(withdrawn.id), str(repeated.id)} <= created
+        assert str(announced.id) not in created  # future: not booked yet
+
+        clock.advance(minutes=5)
+        emu.delete_transaction(withdrawn.id)
+        emu.mark_card_duplicate(repeated.id)
+        changes, _, _ = read_all(provider, str(card.id), cursor=cursor)
+        seen = {tx.remote_id: tx for tx in changes}
+        assert seen[str(withdrawn.id)].deleted
+        assert seen[str(repeated.id)].deleted
+        assert booked_ids(ledger, changes) == set()
+        left = {line.label for line in ledger.values()}
+        assert "Kept" in left
+        assert not {"Withdrawn", "Repeated by the monthly total"} & left  # removed again
+
+        # A company connecting now reads them flagged from the start: never booked at all.
+        everything, _, _ = read_all(make_fresh(emu, clock, "company-1"), str(card.id))
+        fresh = booked_ids({}, everything)
+        assert str(kept.id) in fresh
+        assert not {str(withdrawn.id), str(repeated.id), str(announced.id)} & fresh
 
 
 def test_overlap_catches_a_change_stamped_in_the_same_millisecond(
@@ -522,7 +581,7 @@ def test_repeated_cursor_and_page_cap_stop_the_stream(
     account = emu.add_account_with_transactions(50, seed=1, user_ref="company-1")
     stream = make(page_size=10).iter_transactions(str(account.id))
     next(stream)
-    emu.script_faults("repeat_cursor", path_prefix="/v3/aggregation/transactions")
+    emu.script_faults("repeat_page", path="/v3/aggregation/transactions")
     with pytest.raises(ProviderUnavailable, match="already given"):
         list(stream)
 
@@ -562,7 +621,7 @@ def test_server_error_then_success_is_retried(
     emu.connect_item("company-1")
     provider = make()
     provider.list_connections()
-    emu.script_faults("500", 1, path_prefix=ITEMS_PATH)
+    emu.script_faults("500", 1, path=ITEMS_PATH)
     assert len(provider.list_connections()) == 1
     assert len(sleeps) == 1
     assert [c["status"] for c in emu.calls(ITEMS_PATH)][-2:] == [500, 200]
@@ -613,7 +672,7 @@ def test_unreadable_answers_are_provider_unavailable(
     emu.connect_item("company-1")
     provider = make(max_retries=0)
     provider.list_connections()
-    emu.script_faults(fault, 1, path_prefix=ITEMS_PATH)
+    emu.script_faults(fault, 1, path=ITEMS_PATH)
     with pytest.raises(ProviderUnavailable):
         provider.list_connections()
     assert len(provider.list_connections()) == 1
@@ -625,10 +684,10 @@ def test_dropped_connection_is_retried_then_reported(
     emu.connect_item("company-1")
     provider = make()
     provider.list_connections()
-    emu.script_faults("reset", 1, path_prefix=ITEMS_PATH)
+    emu.script_faults("reset", 1, path=ITEMS_PATH)
     assert len(provider.list_connections()) == 1
     assert len(sleeps) == 1
-    emu.script_faults("reset", 1, path_prefix=ITEMS_PATH)
+    emu.script_faults("reset", 1, path=ITEMS_PATH)
     with pytest.raises(ConnectionFailed):
         make(max_retries=0).list_connections()
 
@@ -636,7 +695,7 @@ def test_dropped_connection_is_retried_then_reported(
 def test_timeout_is_connection_failed(emu: BridgeEmulator, make: MakeProvider) -> None:
     provider = make(timeout=0.3, max_retries=0)
     provider.list_connections()
-    emu.script_faults("timeout", 1, path_prefix=ITEMS_PATH, delay=0.8)
+    emu.script_faults("timeout", 1, path=ITEMS_PATH, delay=0.8)
     with pytest.raises(ConnectionFailed):
         provider.list_connections()
 

@@ -1,7 +1,7 @@
 """Conformance of the Bridge emulator with what Bridge publishes.
 
 The expected field names, shapes, statuses and error codes below are copied by hand from
-``shared/reference/aggregators.md`` section 1 (Bridge API 2025-01-15), not from the emulator, so
+``docs/aggregators.md`` §1 (Bridge API 2025-01-15), not from the emulator, so
 that the emulator cannot drift into agreeing with a wrong client. These tests talk raw HTTP
 (``requests``), never through our client.
 """
@@ -29,7 +29,7 @@ from bank_sync_bridge.testing import AdjustableClock, BridgeEmulator
 
 START = datetime(2025, 3, 3, 6, 0, tzinfo=timezone.utc)
 
-# -- shapes from reference/aggregators.md ------------------------------------------------------
+# -- shapes from docs/aggregators.md §1 ------------------------------------------------------
 # 1.2: token answer and user resource
 TOKEN_KEYS = {"access_token", "expires_at", "user"}
 USER_KEYS = {"uuid", "external_user_id"}
@@ -440,7 +440,7 @@ def test_transaction_filters_and_since(
     high_water = max(tx["updated_at"] for tx in mine)
     assert all_transactions(api, path + f"&since={high_water}") == []
     clock.advance(seconds=5)
-    changed = emu.relabel(mine[0]["id"], "Edf Pro")
+    changed = emu.change_transaction(mine[0]["id"], label="Edf Pro")
     gone = emu.delete_transaction(mine[1]["id"])
     fresh = all_transactions(api, path + f"&since={high_water}")
     assert {tx["id"] for tx in fresh} == {changed.id, gone.id}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from requests.structures import CaseInsensitiveDict
 
+from bank_sync_bridge import crypto, errors, sync
 from bank_sync_bridge.errors import (
     AccessDenied,
     ActionRequired,
@@ -15,6 +18,9 @@ from bank_sync_bridge.errors import (
     NotFound,
     ProviderUnavailable,
     RateLimited,
+    SecretKeyError,
+    SignatureVerificationError,
+    SyncPlanError,
     error_from_response,
     parse_retry_after,
 )
@@ -151,3 +157,74 @@ def test_connection_failed_is_retryable_and_plain_message_prints_alone() -> None
     error = ConnectionFailed("Could not connect")
     assert error.retryable
     assert str(error) == "Could not connect"
+
+
+def test_gocardless_refusal_per_parameter_keeps_the_vendors_words() -> None:
+    error = error_from_response(
+        400,
+        {
+            "date_from": {
+                "summary": "Date can't be in future",
+                "detail": "'2031-01-01' can't be greater than 2025-03-17",
+            },
+            "date_to": {"summary": "Incorrect date_to", "detail": "Incorrect date_to"},
+            "status_code": 400,
+        },
+    )
+    assert type(error) is InvalidRequest
+    assert error.message == (
+        "date_from: Date can't be in future - '2031-01-01' can't be greater than 2025-03-17; "
+        "date_to: Incorrect date_to"
+    )
+    assert "The aggregator answered" not in str(error)
+    listed = error_from_response(400, {"reference": ["This field is required."]})
+    assert listed.message == "reference: This field is required."
+
+
+#: Whether each class of the tree may succeed later without anyone doing anything.
+RETRYABLE = {
+    BankSyncError: False,
+    ConnectionFailed: True,
+    AuthenticationError: False,
+    AccessDenied: False,
+    NotFound: False,
+    InvalidRequest: False,
+    RateLimited: True,
+    ProviderUnavailable: True,
+    ActionRequired: False,
+    SignatureVerificationError: False,
+    SecretKeyError: False,
+    SyncPlanError: False,
+}
+
+
+def test_every_error_of_the_tree_says_whether_it_is_retryable() -> None:
+    tree = {cls for cls in vars(errors).values() if isinstance(cls, type)}
+    tree = {cls for cls in tree if issubclass(cls, BankSyncError)}
+    assert tree == set(RETRYABLE)
+    for cls, retryable in RETRYABLE.items():
+        assert cls.retryable is retryable, cls.__name__
+    made = {
+        ConnectionFailed: ConnectionFailed("down"),
+        RateLimited: RateLimited("slow down", retry_after=3),
+        ActionRequired: ActionRequired("act", reason=ActionReason.SCA),
+        SecretKeyError: SecretKeyError("no key", code="no_key"),
+        SyncPlanError: SyncPlanError("inverted", code="inverted"),
+    }
+    for cls, error in made.items():
+        assert error.retryable is RETRYABLE[cls], cls.__name__
+
+
+def test_secret_and_plan_errors_belong_to_the_tree_where_they_always_were() -> None:
+    assert crypto.SecretKeyError is SecretKeyError
+    assert sync.SyncPlanError is SyncPlanError
+    with pytest.raises(BankSyncError) as secret:
+        crypto.SecretBox.from_config("")
+    assert secret.value.code == "no_key"
+    assert str(secret.value) == secret.value.message  # an administrator's sentence, as before
+    with pytest.raises(BankSyncError) as plan:
+        sync.plan_window(today=date(2025, 3, 1), forced_from=date(2025, 3, 9), forced=True)
+    assert plan.value.code == "future"
+    assert isinstance(plan.value, ValueError)
+    assert str(plan.value) == plan.value.message
+    assert not plan.value.retryable

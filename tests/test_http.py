@@ -129,11 +129,18 @@ def test_post_is_not_retried_unless_declared_idempotent(scripted_server: Scripte
     assert len(scripted_server.received) == 1
     assert sleeps == []
 
-    # The next answer in the script is the 200: a POST the API documents as safe is retried.
+
+def test_post_declared_idempotent_is_retried(scripted_server: ScriptedServer) -> None:
+    sleeps = Sleeps()
+    client = make_client(scripted_server.url, sleeps)
+    # The first try meets the 503: only a retry can reach the 200.
     scripted_server.add(ScriptedResponse(503), ScriptedResponse(200, {"id": 2}))
     response = client.post("/aggregation/items/1/refresh", idempotent=True)
-    assert response.body == {"id": 1}
-    assert len(scripted_server.received) == 2
+    assert response.body == {"id": 2}
+    assert [(r.method, r.path) for r in scripted_server.received] == [
+        ("POST", "/aggregation/items/1/refresh")
+    ] * 2
+    assert sleeps == [0.5]
 
 
 def test_get_marked_not_idempotent_is_not_retried(scripted_server: ScriptedServer) -> None:

@@ -1,8 +1,8 @@
-"""Conformance: the Linxo emulator's raw HTTP answers against reference/aggregators.md §2.
+"""Conformance: the Linxo emulator's raw HTTP answers against docs/aggregators.md §2.
 
 These tests do not use our client: they speak plain HTTP with ``requests`` and compare the
-JSON with field names and shapes copied from the reference (section numbers beside each set),
-so the emulator cannot drift into agreeing with a wrong client. A field the reference lists
+JSON with field names and shapes copied from docs/aggregators.md (section numbers beside each set),
+so the emulator cannot drift into agreeing with a wrong client. A field that page lists
 must be there with the documented type; extra fields are allowed (the vendor has more).
 """
 
@@ -23,13 +23,14 @@ from bank_sync_bridge.testing.linxo_emulator import submit_widget
 
 PARIS = ZoneInfo("Europe/Paris")
 
-# §2.2: token answer.
+# docs/aggregators.md §2.2: token answer.
 TOKEN_KEYS = {"access_token", "token_type", "expires_in"}
-# §2.2 and §6.25: Linxo (OAuth) error body.
+# docs/aggregators.md §2.2 and §2.10: Linxo (OAuth) error body.
 ERROR_KEYS = {"error", "error_description"}
-# §2.4 "Current user" (v2.1 fixture fields).
+# docs/aggregators.md §2.2: the current user (v2.1 fixture fields).
 USER_KEYS = {"id", "email", "first_name", "last_name", "creation_date", "email_verified"}
-# §2.4 Connection (v2.1 fixture) — v3 renames logo_url to provider_logo_url (§2.10).
+# docs/aggregators.md §2.4 connection (v2.1 fixture); v3 renames logo_url to
+# provider_logo_url (§2.9).
 CONNECTION_KEYS = {
     "id",
     "provider_id",
@@ -43,7 +44,7 @@ CONNECTION_KEYS = {
     "channels",
 }
 CONNECTION_STATUSES = {"RUNNING", "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "CLOSED", "NONE"}
-# §2.4 channels[]; ``expires`` on the REDIRECT channel (consent end, §5).
+# docs/aggregators.md §2.4 channels[]; ``expires`` on the REDIRECT channel (consent end, §2.5).
 CHANNEL_KEYS = {
     "channel_definition_id",
     "mode",
@@ -52,7 +53,7 @@ CHANNEL_KEYS = {
     "account_types",
     "channel_definition_unavailable",
 }
-# §2.4 Account.
+# docs/aggregators.md §2.4 account.
 ACCOUNT_KEYS = {
     "id",
     "connection_id",
@@ -78,7 +79,7 @@ ACCOUNT_STATUSES = {
     "SUSPENDED",
     "PENDING_CONSENT",
 }
-# §2.9 v3 list example (keys of each transaction).
+# docs/aggregators.md §2.6: v3 transaction fields.
 TRANSACTION_KEYS_V3 = {
     "id",
     "account_id",
@@ -89,7 +90,7 @@ TRANSACTION_KEYS_V3 = {
     "notes",
     "enrichments",
 }
-# §2.9 v2.1 transaction example.
+# docs/aggregators.md §2.6: v2.1 transaction fields.
 TRANSACTION_KEYS_V21 = {
     "id",
     "account_id",
@@ -108,7 +109,7 @@ TRANSACTION_KEYS_V21 = {
     "import_date",
     "source",
 }
-# §2.6 enums.
+# docs/aggregators.md §2.6 enumerations.
 TRANSACTION_TYPES = {
     "CREDIT",
     "DEBIT",
@@ -139,7 +140,7 @@ TRANSACTION_STATUSES = {
     "CANCELLED",
     "REFUNDED",
 }
-# §2.7 / §2.9 webhook body.
+# docs/aggregators.md §2.7 webhook body.
 WEBHOOK_KEYS = {
     "id",
     "event_type",
@@ -153,7 +154,7 @@ DECIMAL_STRING = re.compile(r"^-?\d+\.\d{2}$")
 
 
 class Session:
-    """A plain-HTTP Linxo integration, written from the reference only."""
+    """A plain-HTTP Linxo integration, written from docs/aggregators.md only."""
 
     def __init__(self, emu: LinxoEmulator) -> None:
         self.emu = emu
@@ -208,7 +209,7 @@ def world(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
 
 
 def _list(world: dict[str, Any], body: Any, key: str) -> list[dict[str, Any]]:
-    """§2.4/§2.10: v3 wraps lists in an object, v2.1 sends bare arrays."""
+    """docs/aggregators.md §2.4, §2.9: v3 wraps lists in an object, v2.1 sends bare arrays."""
     if world["version"] == "v3":
         assert set(body) == {key}
         body = body[key]
@@ -239,7 +240,7 @@ def test_token_answers_and_errors(world: dict[str, Any]) -> None:
         assert missing_secret.status_code == 401
     bad_password = http.token(grant_type="password", username="asso@example.org", password="no")
     assert bad_password.status_code == 400 and bad_password.json()["error"] == "invalid_grant"
-    # Form-encoded bodies work too (the docs' examples post forms, §2.3).
+    # Form-encoded bodies work too (the docs' examples post forms, docs/aggregators.md §2.2).
     form = requests.post(
         f"{world['emu'].auth_url}/token",
         data={
@@ -255,7 +256,8 @@ def test_token_answers_and_errors(world: dict[str, Any]) -> None:
 def test_users(world: dict[str, Any]) -> None:
     created = world["created"]
     assert created.status_code == 201
-    assert re.search(r"/users/\d+$", created.headers["Location"])  # §2.2: id in Location
+    # docs/aggregators.md §2.2: the id is in Location.
+    assert re.search(r"/users/\d+$", created.headers["Location"])
     me = world["http"].get("/users/me", world["token"])
     assert set(me.json()) >= USER_KEYS and me.json()["email"] == "asso@example.org"
     # A user token cannot create users; a client token cannot read data.
@@ -288,7 +290,7 @@ def test_connections(world: dict[str, Any]) -> None:
     assert isinstance(redirect["expires"], int)
     single = http.get(f"/connections/{connection['id']}", world["token"]).json()
     assert single == connection
-    if world["version"] == "v3":  # §2.4: v3 needs ?user_id=
+    if world["version"] == "v3":  # docs/aggregators.md §2.4: v3 needs ?user_id=
         missing = http.get("/connections", world["token"])
         assert missing.status_code == 400 and set(missing.json()) == ERROR_KEYS
 
@@ -303,7 +305,7 @@ def test_accounts(world: dict[str, Any]) -> None:
         assert account["type"] in ACCOUNT_TYPES and account["status"] in ACCOUNT_STATUSES
         assert isinstance(account["balance_date"], int)
         if world["version"] == "v3":
-            # §2.4: v3 {"amount": {"amount": "2441.46", "currency": "EUR"}}
+            # docs/aggregators.md §2.4: v3 {"amount": {"amount": "2441.46", "currency": "EUR"}}
             assert set(account["balance"]) == {"amount"}
             assert set(account["balance"]["amount"]) == {"amount", "currency"}
             assert DECIMAL_STRING.match(account["balance"]["amount"]["amount"])
@@ -318,7 +320,7 @@ def test_transactions_shapes_dates_and_paging(world: dict[str, Any]) -> None:
     emu: LinxoEmulator = world["emu"]
     account_id = emu.account_ids(world["connection_id"])[0]
     if world["version"] == "v3":
-        # §2.6: account_ids, ISO-8601 window with offset, user_id required.
+        # docs/aggregators.md §2.6: account_ids, ISO-8601 window with offset, user_id required.
         window = {
             "user_id": world["user_id"],
             "account_ids": account_id,
@@ -326,7 +328,7 @@ def test_transactions_shapes_dates_and_paging(world: dict[str, Any]) -> None:
             "end_date": "2026-03-16T00:00:00+01:00",
         }
     else:
-        # §2.6: account_id, unix seconds.
+        # docs/aggregators.md §2.6: account_id, unix seconds.
         window = {
             "account_id": account_id,
             "start_date": int(datetime(2026, 1, 1, tzinfo=PARIS).timestamp()),
@@ -341,21 +343,22 @@ def test_transactions_shapes_dates_and_paging(world: dict[str, Any]) -> None:
         if world["version"] == "v3":
             assert set(row) >= TRANSACTION_KEYS_V3
             assert set(row["amount"]) == {"amount", "currency"}
-            assert DECIMAL_STRING.match(row["amount"]["amount"])  # a string, §2.9
+            assert DECIMAL_STRING.match(row["amount"]["amount"])  # text, docs/aggregators.md §2.6
             assert {"display_label", "date"} <= set(row["enrichments"])
             day = datetime.fromisoformat(row["enrichments"]["date"])
             assert day.utcoffset() is not None and (day.hour, day.minute) == (0, 0)
         else:
             assert set(row) >= TRANSACTION_KEYS_V21
-            assert isinstance(row["amount"], float | int)  # a JSON number, §2.9
+            assert isinstance(row["amount"], float | int)  # a JSON number, docs/aggregators.md §2.6
             assert isinstance(row["remittance_information"], list)
-        # §2.6: unix seconds of midnight Paris (not UTC).
+        # docs/aggregators.md §2.6: unix seconds of midnight Paris (not UTC).
         stamp = datetime.fromtimestamp(row["booking_date"], PARIS)
         assert (stamp.hour, stamp.minute) == (0, 0)
     assert sorted(r["status"] for r in rows).count("PENDING") == 1
     assert date(2026, 1, 1) <= datetime.fromtimestamp(rows[0]["date"], PARIS).date()
 
-    # Paging: page/limit, a page past the end is empty, bad values are 400 (§2.6).
+    # Paging: page/limit, a page past the end is empty, bad values are 400
+    # (docs/aggregators.md §2.6).
     def page(number: int) -> list[dict[str, Any]]:
         answer = http.get("/transactions", world["token"], page=number, limit=20, **window)
         return _list(world, answer.json(), "transactions")
@@ -376,7 +379,8 @@ def test_providers(world: dict[str, Any]) -> None:
     assert len(providers) > 10
     for provider in providers:
         assert {"id", "name", "logo_url"} <= set(provider)
-        # §2.4: logos at static.oxlin.io/common/pictures/providers_logos/<id>.png
+        # docs/aggregators.md §2.4: logos at
+        # static.oxlin.io/common/pictures/providers_logos/<id>.png
         assert provider["logo_url"].endswith(f"/providers_logos/{provider['id']}.png")
 
 
@@ -391,7 +395,7 @@ def test_widget_session_page_and_redirect(world: dict[str, Any]) -> None:
         },
         timeout=5,
     )
-    assert answer.status_code == 200 and "session_id" in answer.json()  # §2.3
+    assert answer.status_code == 200 and "session_id" in answer.json()  # docs/aggregators.md §2.3
     page_url = (
         f"{emu.widget_url}/widget/add_connection?session_id={answer.json()['session_id']}"
         "&redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fback%3Fmine%3D1"

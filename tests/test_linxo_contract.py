@@ -1,7 +1,7 @@
 """Contract tests: the Linxo client against the Linxo emulator, over real HTTP on 127.0.0.1.
 
 Every endpoint the client uses and every connection status it maps is exercised here; the
-emulator's own shapes are pinned separately against the reference in
+emulator's own shapes are pinned separately against docs/aggregators.md in
 ``test_linxo_conformance.py``.
 """
 
@@ -98,7 +98,7 @@ def test_one_linxo_user_per_company_with_a_stored_secret_password(
 
     record = store.get(f"linxo:{emulator.client_id}:user:acme")
     assert record is not None and len(record["password"]) >= 24
-    token_calls = [r for r in emulator.requests_log if r[0] == "POST" and r[1] == "/auth/token"]
+    token_calls = emulator.calls("/auth/token", "POST")
     # acme: one client token (user creation) + one user token shared by both runs; beta:
     # one client token to create its user (no data read yet, so no user token).
     assert len(token_calls) == 3
@@ -177,7 +177,7 @@ def test_add_connection_through_the_widget(
     accounts = provider.list_accounts(result.connection_id)
     assert [a.type for a in accounts] == [AccountType.CHECKING, AccountType.SAVINGS]
     checking = accounts[0]
-    stored = emulator._accounts[checking.remote_id]
+    stored = emulator.account(checking.remote_id)
     assert checking.iban == stored.iban and checking.iban.startswith("FR")
     assert checking.balance == stored.balance and isinstance(checking.balance, Decimal)
     assert checking.currency == "EUR" and checking.active
@@ -435,15 +435,17 @@ def test_operations_exact_amounts_paris_dates_pending_forecast_cancelled(
         connection_id = provider.complete_connect(connect(provider)).connection_id
         account_id = emu.account_ids(connection_id)[0]
         day = date(2026, 3, 10)
-        booked = emu.add_transaction(account_id, "-0.10", "Frais", day, value_date=date(2026, 3, 9))
-        big = emu.add_transaction(account_id, "123456789.99", "Vente", day)
-        cancelled = emu.add_transaction(account_id, "-15.00", "Annulé", day)
+        booked = emu.add_transaction(
+            account_id, "-0.10", "Frais", on=day, value_date=date(2026, 3, 9)
+        ).id
+        big = emu.add_transaction(account_id, "123456789.99", "Vente", on=day).id
+        cancelled = emu.add_transaction(account_id, "-15.00", "Annulé", on=day).id
         emu.cancel_transaction(cancelled)
 
         # Accounts and connections read the same in both versions (v3 balance object and
         # provider_logo_url, v2.1 number and logo_url).
         account = provider.list_accounts(connection_id)[0]
-        assert account.balance == emu._accounts[account_id].balance
+        assert account.balance == emu.account(account_id).balance
         assert provider.get_connection(connection_id).logo_url.endswith("/9999.png")
         assert [c.remote_id for c in provider.list_connections()] == [connection_id]
         assert [i.name for i in provider.list_institutions(search="qonto")] == ["Qonto"]
@@ -470,9 +472,9 @@ def test_forecast_lines_are_skipped_even_inside_the_window(
 ) -> None:
     connection_id = provider.complete_connect(connect(provider)).connection_id
     account_id = emulator.account_ids(connection_id)[0]
-    forecast = emulator.add_transaction(
-        account_id, "-99.00", "Loyer", date(2026, 3, 12), origin="RECURRING"
-    )
+    forecast = emulator.add_forecast(
+        account_id, "-99.00", "Loyer", on=date(2026, 3, 12), origin="RECURRING"
+    ).id
     ids = {t.remote_id for t in _all(list(provider.iter_transactions(account_id)))}
     assert forecast not in ids
     assert len(ids) == 41  # 40 generated + the pending one
@@ -487,12 +489,14 @@ def test_paging_exactly_one_full_page_then_an_empty_one(
     account_id = emulator.account_ids(connection_id)[0]
     emulator.add_transactions(account_id, 4, start=date(2026, 3, 1), end=date(2026, 3, 10))
     # 4 + the pending one = exactly one page of 5.
-    emulator.requests_log.clear()
+    emulator.requests.clear()
     pages = list(provider.iter_transactions(account_id, date_from=date(2026, 3, 1)))
     assert [len(p.transactions) for p in pages] == [5, 0]
     assert [p.last for p in pages] == [False, True]
-    pages_asked = [r[2]["page"] for r in emulator.requests_log if r[1].endswith("/transactions")]
-    assert pages_asked == [["1"], ["2"]]
+    pages_asked = [
+        r["query"]["page"] for r in emulator.requests if r["path"].endswith("/transactions")
+    ]
+    assert pages_asked == ["1", "2"]
 
 
 def test_page_cursors_resume_and_the_final_cursor_rereads_the_overlap(
@@ -532,11 +536,11 @@ def test_page_cursors_resume_and_the_final_cursor_rereads_the_overlap(
     clock.advance(days=1)
     pending_id = next(t.remote_id for t in _all(resumed) if t.is_pending)
     emulator.book_pending(pending_id)
-    late = emulator.add_transaction(account_id, "-7.50", "Late card line", date(2026, 3, 12))
-    relabelled = emulator.add_transaction(account_id, "-3.20", "CB SNCF", date(2026, 3, 9))
-    too_old = emulator.add_transaction(account_id, "-1.00", "Very late", date(2026, 2, 20))
+    late = emulator.add_transaction(account_id, "-7.50", "Late card line", on=date(2026, 3, 12)).id
+    relabelled = emulator.add_transaction(account_id, "-3.20", "CB SNCF", on=date(2026, 3, 9)).id
+    too_old = emulator.add_transaction(account_id, "-1.00", "Very late", on=date(2026, 2, 20)).id
     next_run = _all(list(provider.iter_transactions(account_id, cursor=final.cursor)))
-    emulator.relabel(relabelled, "SNCF Voyageurs")
+    emulator.change_transaction(relabelled, label="SNCF Voyageurs")
     after_relabel = _all(list(provider.iter_transactions(account_id, cursor=final.cursor)))
     by_id = {t.remote_id: t for t in next_run}
     assert by_id[late].amount == Decimal("-7.50")
@@ -554,13 +558,13 @@ def test_pending_booked_under_a_new_id_and_a_date_shift(
     account_id = emulator.account_ids(connection_id)[0]
     before = {t.remote_id: t for t in _all(list(provider.iter_transactions(account_id)))}
     pending_id = next(i for i, t in before.items() if t.is_pending)
-    booked_id = emulator.book_pending(pending_id, new_id=True, booking_date=date(2026, 3, 15))
+    booked_id = emulator.book_pending(pending_id, new_id=True, on=date(2026, 3, 15)).id
     shifted = next(
         i
         for i, t in before.items()
         if t.booking_date == max(x.booking_date for x in before.values() if not x.is_pending)
     )
-    emulator.shift_date(shifted, -2)
+    emulator.change_transaction(shifted, shift_days=-2)
     after = {t.remote_id: t for t in _all(list(provider.iter_transactions(account_id)))}
     assert pending_id not in after
     assert after[booked_id].status is TransactionStatus.BOOKED

@@ -71,14 +71,14 @@ def linked(
 
 
 def calls(emu: LinxoEmulator, suffix: str) -> int:
-    return sum(1 for _method, path, _query in emu.requests_log if path.endswith(suffix))
+    return sum(1 for call in emu.requests if call["path"].endswith(suffix))
 
 
 def test_server_errors_are_retried_and_nothing_is_lost(
     emulator: LinxoEmulator, linked: tuple[LinxoProvider, str], sleeps: Sleeps
 ) -> None:
     provider, account_id = linked
-    emulator.fail_next(2, "error", path_contains="/transactions")
+    emulator.script_faults("500", 2, path="/transactions")
     transactions = [t for p in provider.iter_transactions(account_id) for t in p.transactions]
     assert len(transactions) == 13  # 12 generated + the pending card payment
     assert len(sleeps) == 2
@@ -123,11 +123,11 @@ def test_malformed_json_is_provider_unavailable_after_retries(
     emulator: LinxoEmulator, linked: tuple[LinxoProvider, str], sleeps: Sleeps
 ) -> None:
     provider, _account_id = linked
-    emulator.fail_next(4, "malformed", path_contains="/connections")
+    emulator.script_faults("malformed_json", 4, path="/connections")
     with pytest.raises(ProviderUnavailable, match="not valid JSON"):
         provider.list_connections()
     assert len(sleeps) == 3
-    emulator.fail_next(1, "malformed", path_contains="/connections")
+    emulator.script_faults("malformed_json", 1, path="/connections")
     assert len(provider.list_connections()) == 1  # one bad answer is absorbed by a retry
 
 
@@ -135,7 +135,7 @@ def test_truncated_body_is_provider_unavailable(
     emulator: LinxoEmulator, linked: tuple[LinxoProvider, str]
 ) -> None:
     provider, account_id = linked
-    emulator.fail_next(4, "truncated", path_contains="/transactions")
+    emulator.script_faults("truncated", 4, path="/transactions")
     with pytest.raises(ProviderUnavailable, match="cut off"):
         list(provider.iter_transactions(account_id))
 
@@ -153,7 +153,7 @@ def test_slow_answer_times_out_as_connection_failed(
     )
     provider = LinxoProvider(config, clock=clock, sleep=sleeps)
     provider.list_connections()
-    emulator.fail_next(1, "slow", delay=0.8, path_contains="/connections")
+    emulator.script_faults("timeout", 1, path="/connections", delay=0.8)
     with pytest.raises(ConnectionFailed, match=r"did not answer within 0\.3 s"):
         provider.list_connections()
 
@@ -181,11 +181,11 @@ def test_a_token_refused_twice_is_not_retried_forever(clock: AdjustableClock) ->
         provider.list_connections()  # user created, token cached
         emu.token_lifetime = 0  # from now on every token is born expired
         emu.expire_tokens()
-        emu.requests_log.clear()
+        emu.requests.clear()
         with pytest.raises(AuthenticationError):
             provider.list_connections()
         # cached token refused, one renewal, refused again: then the error surfaces
-        assert [p for _m, p, _q in emu.requests_log] == [
+        assert [call["path"] for call in emu.requests] == [
             "/api/v3/connections",
             "/auth/token",
             "/api/v3/connections",
@@ -270,7 +270,7 @@ def test_a_server_repeating_the_same_page_is_detected(
     emulator: LinxoEmulator, linked: tuple[LinxoProvider, str]
 ) -> None:
     provider, account_id = linked
-    emulator.serve_first_page_only = True
+    emulator.script_faults("repeat_page", 2, path="/transactions")
     with pytest.raises(ProviderUnavailable, match="same page of operations twice"):
         list(provider.iter_transactions(account_id))
     assert calls(emulator, "/transactions") == 2

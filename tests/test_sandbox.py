@@ -21,6 +21,7 @@ from bank_sync_bridge.errors import (
     ProviderUnavailable,
     SignatureVerificationError,
 )
+from bank_sync_bridge.iban import french_iban, is_valid_iban
 from bank_sync_bridge.model import (
     AccountType,
     ActionReason,
@@ -31,7 +32,6 @@ from bank_sync_bridge.model import (
 )
 from bank_sync_bridge.providers import MemoryTokenStore, Provider, ProviderConfig, get_provider
 from bank_sync_bridge.providers.sandbox import SandboxProvider
-from bank_sync_bridge.providers.sandbox_data import french_iban, is_valid_iban
 from bank_sync_bridge.testing.clock import AdjustableClock
 
 # A Monday afternoon, so that "today" has ordinary operations.

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 import threading
@@ -55,6 +56,9 @@ CALLBACK = "http://127.0.0.1:9/odoo/bank_sync/callback"
 
 # ----------------------------------------------------------------------------- fixtures
 def _postgres_url() -> Iterator[str]:
+    pytest.importorskip("psycopg2", reason="no PostgreSQL driver: pip install -e '.[test]'")
+    if shutil.which("createdb") is None:
+        pytest.skip("PostgreSQL's client tools (createdb) are not installed")
     name = f"bsb_service_test_{secrets.token_hex(4)}"
     created = subprocess.run(
         ["createdb", "-h", "127.0.0.1", "-p", "5432", name],

@@ -175,9 +175,7 @@ class BridgeSyncCase(SyncCase):
         super().setUp()
         # Scripted faults and forced 429s of a failed test must not leak into the next one.
         self.emulator.reset_rate_limits()
-        with self.emulator.lock:
-            self.emulator._faults.clear()
-            self.emulator._forced_429.clear()
+        self.emulator.clear_faults()
         self.sleeps = Sleeps()
         self.user_ref = f"company-{self.company.id}-{self._testMethodName}"[:60]
         # Tokens are kept between runs, as Odoo keeps them (bank.sync.token).
@@ -216,9 +214,7 @@ class BridgeSyncCase(SyncCase):
 
     def converges_once_back(self, account):
         """The aggregator answers again: the next run gives exactly its operations."""
-        with self.emulator.lock:
-            self.emulator._faults.clear()
-            self.emulator._forced_429.clear()
+        self.emulator.clear_faults()
         self.assertEqual(self.sync(account, provider=self.client()).state, "done")
         return self.exact(account)
 

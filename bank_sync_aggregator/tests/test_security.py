@@ -1,4 +1,4 @@
-from odoo import Command
+from odoo import Command, fields
 from odoo.exceptions import AccessError
 from odoo.tests import new_test_user, tagged
 
@@ -51,12 +51,42 @@ class TestSecurity(BankSyncCommon):
         self.assertEqual(connection.state, "ok")
         account = env["bank.sync.account"].browse(self.account.id)
         account.history_start_date = "2025-01-01"
+        savings = self.connection.account_ids.filtered("iban")[1:2]
         wizard = env["bank.sync.link.wizard"].create(
-            {"account_id": self.connection.account_ids.filtered("iban")[1:2].id}
+            {
+                "account_id": savings.id,
+                "mode": "new",
+                "new_journal_name": "Livret de l'association",
+                "history_start_date": "2025-02-01",
+            }
         )
         self.assertTrue(wizard.exists())
-        env["bank.sync.provider"].browse(self.provider.id).sandbox_seed = 7
-        self.assertTrue(env["bank.sync.connect.wizard"].create({}).provider_id)
+        provider = env["bank.sync.provider"].browse(self.provider.id)
+        provider.write({"sandbox_seed": 7, "client_id": "manager-client"})
+        connect = env["bank.sync.connect.wizard"].create({})
+        self.assertTrue(connect.provider_id)
+
+        # What the manager wrote is stored, and the manager reads it back.
+        env.invalidate_all()
+        self.assertEqual(account.history_start_date, fields.Date.to_date("2025-01-01"))
+        self.assertEqual(
+            (wizard.account_id, wizard.mode, wizard.new_journal_name, wizard.history_start_date),
+            (savings, "new", "Livret de l'association", fields.Date.to_date("2025-02-01")),
+        )
+        self.assertEqual((provider.sandbox_seed, provider.client_id), (7, "manager-client"))
+        self.assertEqual(connect.provider_id, provider)
+
+        # What only an administrator, or another company, may write is refused and left as it was.
+        for field in ("client_secret", "client_secret_encrypted"):
+            with self.assertRaises(AccessError, msg=field):
+                provider.write({field: "sk-typed-by-a-manager"})
+        with self.assertRaises(AccessError):
+            env["bank.sync.connection"].browse(self.other_connection.id).write(
+                {"institution_name": "Not mine"}
+            )
+        self.env.invalidate_all()
+        self.assertFalse(self.provider.sudo().client_secret_encrypted)
+        self.assertNotEqual(self.other_connection.institution_name, "Not mine")
 
     def test_accounting_users_see_states_not_configure(self):
         for user in (self.billing, self.auditor):

@@ -83,9 +83,7 @@ class TestSyncConvergence(IntegrityCase):
     def converge(self):
         """The aggregator answers again and the background job runs until nothing is left;
         then the books are exactly the bank's."""
-        with self.emulator.lock:
-            self.emulator._faults.clear()
-            self.emulator._forced_429.clear()
+        self.emulator.clear_faults()
         for _attempt in range(6):
             self.emulator.reset_rate_limits()
             run = self.sync(self.account, trigger="cron", provider=self.client(page_size=20))
@@ -166,7 +164,7 @@ class TestSyncConvergence(IntegrityCase):
 
     def aggregator_fails(self):
         kind = self.rng.choice(("500", "503", "malformed_json"))
-        self.emulator.script_faults(kind, self.rng.randrange(1, 4), path_prefix=TRANSACTIONS)
+        self.emulator.script_faults(kind, self.rng.randrange(1, 4), path=TRANSACTIONS)
 
     # ------------------------------------------------------------------ what the bank does
 
@@ -199,7 +197,7 @@ class TestSyncConvergence(IntegrityCase):
                     stamped_ago=stamped,
                 )
             else:
-                self.emulator.add_transaction(self.remote, amount, label, future=True)
+                self.emulator.add_transaction(self.remote, amount, label, pending=True)
 
     def booked(self):
         return [
@@ -214,11 +212,11 @@ class TestSyncConvergence(IntegrityCase):
             return
         tx = self.rng.choice(booked)
         if self.rng.random() < 0.5:
-            self.emulator.relabel(tx.id, f"{tx.clean_description} (corrigé)")
+            self.emulator.change_transaction(tx.id, label=f"{tx.clean_description} (corrigé)")
         else:
             shift = self.rng.choice((-2, -1, 1, 2))
             if tx.date + timedelta(days=shift) <= self.today():
-                self.emulator.shift_date(tx.id, shift)
+                self.emulator.change_transaction(tx.id, shift_days=shift)
 
     def bank_deletes(self):
         booked = self.booked()

@@ -48,9 +48,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
         account = self.bridge_account()
         provider = FaultAfterPages(
             self.client(),
-            lambda: self.emulator.script_faults(
-                kind, count, path_prefix=TRANSACTIONS, **script_kwargs
-            ),
+            lambda: self.emulator.script_faults(kind, count, path=TRANSACTIONS, **script_kwargs),
         )
         run = self.sync(account, trigger="cron", provider=provider)
         return account, run
@@ -104,7 +102,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
 
     def test_an_outage_is_retried_three_times_then_left_to_the_next_day(self):
         account = self.bridge_account()
-        self.emulator.script_faults("503", 100, path_prefix=TRANSACTIONS)
+        self.emulator.script_faults("503", 100, path=TRANSACTIONS)
         cron = self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")
         waits = []
         with self.capture_triggers(cron.id) as triggers:
@@ -131,7 +129,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
             self.history_start + timedelta(days=10),
             self.history_start + timedelta(days=40),
         )
-        self.emulator.script_faults("503", 2, path_prefix=TRANSACTIONS)
+        self.emulator.script_faults("503", 2, path=TRANSACTIONS)
         run = self.sync(
             account, trigger="forced", provider=self.client(), date_from=date_from, date_to=date_to
         )
@@ -171,7 +169,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
         """Pending booked under a new id, deletion, label change, date shift."""
         account = self.bridge_account()
         remote_id = int(account.remote_id)
-        pending = self.emulator.add_transaction(remote_id, "-19.99", "CB CINEMA", future=True)
+        pending = self.emulator.add_transaction(remote_id, "-19.99", "CB CINEMA", pending=True)
         first = self.sync(account, provider=self.client())
         self.assertEqual(first.state, "done", first.error)
         self.assertEqual(first.pending_count, 1)
@@ -180,8 +178,8 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
         deleted, renamed, shifted = booked[-1], booked[-2], booked[-3]
         self.emulator.book_pending(pending.id, new_id=True)
         self.emulator.delete_transaction(deleted.id)
-        self.emulator.relabel(renamed.id, "Loyer bureau mars")
-        self.emulator.shift_date(shifted.id, -2)
+        self.emulator.change_transaction(renamed.id, label="Loyer bureau mars")
+        self.emulator.change_transaction(shifted.id, shift_days=-2)
 
         run = self.sync(account, provider=self.client())
         self.assertEqual(run.state, "done", run.error)
@@ -248,14 +246,14 @@ class TestSyncLinxo(SyncCase):
             ),
             key=lambda tx_id: self.emulator.transaction(tx_id).booking_date,
         )
-        self.emulator.relabel(ids[-1], "Abonnement logiciel")
+        self.emulator.change_transaction(ids[-1], label="Abonnement logiciel")
         self.emulator.cancel_transaction(ids[-2])
         today = fields.Date.context_today(self.env.user)
-        self.emulator.add_transaction(account.remote_id, "-15.00", "Frais de tenue", today)
-        self.emulator.fail_next(10, "error", path_contains="/transactions")
+        self.emulator.add_transaction(account.remote_id, "-15.00", "Frais de tenue", on=today)
+        self.emulator.script_faults("500", 10, path="/transactions")
         failed = self.sync(account, provider=self.client)
         self.assertEqual((failed.state, failed.error_type), ("failed", "ProviderUnavailable"))
-        self.emulator._faults.clear()
+        self.emulator.clear_faults()
         again = self.sync(account, provider=self.client)
         self.assertEqual(again.state, "done", again.error)
         self.assertEqual((again.updated_count, again.deleted_count), (1, 1), again.note)

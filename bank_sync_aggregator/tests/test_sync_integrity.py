@@ -247,7 +247,7 @@ class TestProtectedLines(IntegrityCase):
         line, tx_id = self.line_of(account)
         line.move_id.narration = "<p>Vu avec le fournisseur : facture 2026-118</p>"
         label = line.payment_ref
-        self.emulator.relabel(tx_id, "Libellé corrigé par la banque")
+        self.emulator.change_transaction(tx_id, label="Libellé corrigé par la banque")
 
         self.assert_kept_and_flagged_once(account, line, "annotated")
         self.assertEqual(line.payment_ref, label)
@@ -276,7 +276,7 @@ class TestProtectedLines(IntegrityCase):
         self.assertEqual(self.sync(account, provider=self.client()).state, "done")
         line = self.line_for(account, tx.id)
         self.assertIn("/2025/", line.move_id.name)
-        self.emulator.shift_date(tx.id, 1)
+        self.emulator.change_transaction(tx.id, shift_days=1)
 
         run = self.sync(account, provider=self.client())
         self.assertEqual(run.state, "done", run.error)
@@ -300,7 +300,7 @@ class TestProtectedLines(IntegrityCase):
             [line.date - timedelta(days=1), self.company.id],
         )
         self.company.invalidate_recordset(["fiscalyear_lock_date"])
-        self.emulator.shift_date(tx_id, -3)
+        self.emulator.change_transaction(tx_id, shift_days=-3)
 
         run = self.sync(account, provider=self.client())
         self.assertEqual(run.state, "done", run.error)
@@ -322,7 +322,7 @@ class TestProtectedLines(IntegrityCase):
         line = self.line_for(account, tx.id)
         old_statement = line.statement_id
         self.assertEqual(old_statement.reference[-7:], end_of_last_month.strftime("%Y-%m"))
-        self.emulator.shift_date(tx.id, 1)
+        self.emulator.change_transaction(tx.id, shift_days=1)
 
         run = self.sync(account, provider=self.client())
         self.assertEqual(run.state, "done", run.error)

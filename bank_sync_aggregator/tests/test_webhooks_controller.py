@@ -500,7 +500,7 @@ class TestRateLimitedDailyImport(BridgeCase):
 
     def test_a_429_backs_off_and_resumes_instead_of_failing(self):
         self.emulator.force_rate_limit(count=20, retry_after=0)
-        self.addCleanup(self.emulator._forced_429.clear)
+        self.addCleanup(self.emulator.clear_faults)
         cron = self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")
         with self.capture_triggers(cron.id) as triggers:
             self.env["bank.sync.account"]._cron_sync()
@@ -520,7 +520,7 @@ class TestRateLimitedDailyImport(BridgeCase):
         self.assertEqual(len(self.account.run_ids), 1)
 
         # Once the aggregator lets us in again, the import resumes and completes.
-        self.emulator._forced_429.clear()
+        self.emulator.clear_faults()
         self.account.sync_not_before = fields.Datetime.now() - timedelta(seconds=1)
         self.env["bank.sync.account"]._cron_sync()
         self.assertEqual(self.account.run_ids[:1].state, "done", self.account.run_ids[:1].error)
@@ -528,7 +528,7 @@ class TestRateLimitedDailyImport(BridgeCase):
 
     def test_sync_now_met_by_a_429_continues_later_instead_of_failing(self):
         self.emulator.force_rate_limit(count=20, retry_after=0)
-        self.addCleanup(self.emulator._forced_429.clear)
+        self.addCleanup(self.emulator.clear_faults)
         cron = self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")
         with self.capture_triggers(cron.id) as triggers:
             action = self.account.action_sync_now()
@@ -544,7 +544,7 @@ class TestRateLimitedDailyImport(BridgeCase):
         self.assertEqual(self.connection.state, "ok")
 
         # When the aggregator lets us in again, the background job finishes the import.
-        self.emulator._forced_429.clear()
+        self.emulator.clear_faults()
         self.account.sync_not_before = fields.Datetime.now() - timedelta(seconds=1)
         self.env["bank.sync.account"]._cron_sync()
         self.assertEqual(self.account.run_ids[:1].state, "done", self.account.run_ids[:1].error)
@@ -556,7 +556,7 @@ class TestRateLimitedDailyImport(BridgeCase):
 
     def test_a_429_that_persists_waits_for_the_next_day_quietly(self):
         self.emulator.force_rate_limit(count=200, retry_after=0)
-        self.addCleanup(self.emulator._forced_429.clear)
+        self.addCleanup(self.emulator.clear_faults)
         for _attempt in range(6):
             self.account.sync_not_before = False
             self.account.sync_requested = True

@@ -1,6 +1,6 @@
 """Bridge (Bridge by Bankin', bridgeapi.io), API version 2025-01-15, behind :class:`Provider`.
 
-Facts come from ``shared/reference/aggregators.md`` section 1; the confidence noted there
+Facts come from ``docs/aggregators.md`` §1; the confidence noted there
 (✅ vendor docs, 🟡 third-party code, ❓ guess) is repeated next to the code that relies on it.
 
 Identity. One Bridge *user* per Odoo company: ``config.user_ref`` is its ``external_user_id``.
@@ -29,6 +29,13 @@ relative ``pagination.next_uri`` until it is null. Cursors (kind ``bridge_update
   than operations already read. A day covers the longest refreshes and the nightly batch;
   what is read twice is recognised by its sync key and skipped (a day of updates is one page
   for a business account). Later still, the balance check reads recent weeks again by date.
+
+Money safety: the v3 names of an operation's flags, ``deleted`` and ``future``, come from
+third-party typings only (🟡); Bridge's own published transaction resource calls them
+``is_deleted`` and ``is_future`` and adds ``show_client_side`` (✅, docs/aggregators.md §1.6).
+Both spellings are read, so that a field name never books a deleted or future operation, and a
+deferred-card line with ``show_client_side`` false (it repeats the monthly total booked on the
+current account) is reported as deleted: never booked, and removed if it was.
 
 Options (all optional): ``page_size`` (≤ 500, default 500), ``max_pages`` (safety cap per
 stream, default 5000), ``country`` (Connect's preselected country, default ``FR``),
@@ -87,7 +94,7 @@ TRANSACTIONS_PATH = "/v3/aggregation/transactions"
 #: day, as operations can become visible with stamps older than those already read).
 DEFAULT_SINCE_OVERLAP_SECONDS = 24 * 3600
 
-#: Item ``status`` → (state, reason), reference §1.4 ✅. ``430`` is from older docs only.
+#: Item ``status`` → (state, reason), docs/aggregators.md §1.4 ✅. ``430`` is from older docs only.
 ITEM_STATUSES: dict[int, tuple[ConnectionState, ActionReason | None]] = {
     0: (ConnectionState.OK, None),
     -2: (ConnectionState.SYNCING, None),
@@ -207,6 +214,36 @@ def _decimal(value: Any) -> Decimal:
         raise ProviderUnavailable(
             f"Bridge sent an amount that is not a number: {value!r}"
         ) from None
+
+
+def _is_true(value: Any) -> bool:
+    """A JSON flag that is set (``true``; ``1`` or ``"true"`` read the same way)."""
+    return value is not None and (value == 1 or str(value).lower() == "true")
+
+
+def _is_false(value: Any) -> bool:
+    """A JSON flag that is explicitly cleared (``false``, ``0`` or ``"false"``); absent is not."""
+    return value is not None and (value == 0 or str(value).lower() == "false")
+
+
+#: The two spellings of an operation's flags (docs/aggregators.md §1.6): the third-party v3
+#: typings' and Bridge's own published transaction resource's. Either one set is enough.
+DELETED_FLAGS = ("deleted", "is_deleted")
+FUTURE_FLAGS = ("future", "is_future")
+
+
+def transaction_flags(raw: Mapping[str, Any]) -> tuple[bool, bool]:
+    """``(never to book, not booked yet)`` for one operation, whichever spelling Bridge uses.
+
+    Never to book: deleted by the bank, or a deferred-card line that only repeats the monthly
+    total booked on the current account (``show_client_side`` false). Not booked yet: a future
+    operation. A name this client does not read must never book a deleted operation, so both
+    spellings are read and any of them wins.
+    """
+    deleted = any(_is_true(raw.get(name)) for name in DELETED_FLAGS)
+    duplicate = _is_false(raw.get("show_client_side"))
+    future = any(_is_true(raw.get(name)) for name in FUTURE_FLAGS)
+    return deleted or duplicate, future
 
 
 def _language(locale: str | None) -> str:
@@ -688,6 +725,7 @@ class BridgeProvider(HttpProvider):
             raise ProviderUnavailable(f"Bridge sent transaction {raw.get('id')} without a date.")
         currency = raw.get("currency_code") or self._currency_of(account_id)
         label = raw.get("clean_description") or raw.get("provider_description") or ""
+        never_book, future = transaction_flags(raw)
         return Transaction(
             remote_id=str(raw["id"]),
             account_id=str(raw.get("account_id") or account_id),
@@ -698,8 +736,8 @@ class BridgeProvider(HttpProvider):
             value_date=_date(raw.get("value_date")),
             transaction_date=_date(raw.get("transaction_date")),
             operation_type=raw.get("operation_type"),
-            status=TransactionStatus.PENDING if raw.get("future") else TransactionStatus.BOOKED,
-            deleted=bool(raw.get("deleted", False)),
+            status=TransactionStatus.PENDING if future else TransactionStatus.BOOKED,
+            deleted=never_book,
             updated_at=parse_timestamp(raw.get("updated_at")),
             raw=dict(raw),
         )
@@ -758,8 +796,10 @@ class BridgeProvider(HttpProvider):
 
         Without a cursor, reads the ``date_from``/``date_to`` window (``min_date``/``max_date``
         on the operation's ``date``); with one, resumes there. Deleted and future (pending)
-        operations come flagged. Page cursors are safe to store with their page; the last
-        page's cursor is ``{"since": <largest updated_at seen>}``.
+        operations come flagged, in either spelling (:func:`transaction_flags`); a card line
+        that repeats the monthly total (``show_client_side`` false) comes as deleted. Page
+        cursors are safe to store with their page; the last page's cursor is
+        ``{"since": <largest updated_at seen>}``.
         """
         account_id = str(int(account_id))
         start = TRANSACTIONS_PATH
@@ -857,4 +897,5 @@ __all__ = [
     "format_timestamp",
     "mask_iban",
     "parse_timestamp",
+    "transaction_flags",
 ]

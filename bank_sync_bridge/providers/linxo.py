@@ -1,6 +1,6 @@
 """Linxo Connect ("Linxo Connect Accounts" API) behind the :class:`Provider` protocol.
 
-Linxo has three services, each with its own base URL (reference ``aggregators.md`` §2.1):
+Linxo has three services, each with its own base URL (``docs/aggregators.md`` §2.1):
 
 - **auth** (``options["auth_url"]``): OAuth2 ``POST /token``;
 - **API** (``config.base_url``, e.g. ``https://api.linxo.com/v3``): users, connections,
@@ -18,7 +18,8 @@ expires and renewed once on a 401.
 Versions. Linxo has published v2 (2018), v2.1 (Oxlin) and v3 (current since late 2025) with
 breaking changes. This client targets **v3** and reads v2.1 answers too
 (``options["api_version"] = "v2.1"``). Where a field comes from is said next to the code that
-reads it; ❓ marks what the public material does not confirm (see reference §2, §8).
+reads it; ❓ marks what the public material does not confirm (see ``docs/aggregators.md`` §2
+and §5).
 
 Options (all optional): ``api_version`` (``v3``), ``environment`` (``production`` or
 ``sandbox``: default hosts), ``auth_url``, ``widget_url``, ``page_size`` (≤ 500, default 500),
@@ -68,10 +69,11 @@ from .base import ProviderConfig
 
 _logger = logging.getLogger(__name__)
 
-#: Linxo's servers work in Paris time: a date-only value is midnight Europe/Paris (§2.6).
+#: Linxo's servers work in Paris time: a date-only value is midnight Europe/Paris
+#: (docs/aggregators.md §2.6).
 PARIS = ZoneInfo("Europe/Paris")
 
-#: Default hosts per environment (reference §2.1; the v3 auth host is ❓, Oxlin's is used).
+#: Default hosts per environment (docs/aggregators.md §2.1; the v3 auth host is ❓: Oxlin's).
 DEFAULT_HOSTS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     {
         "production": MappingProxyType(
@@ -91,12 +93,12 @@ DEFAULT_HOSTS: Mapping[str, Mapping[str, str]] = MappingProxyType(
     }
 )
 
-#: Scopes of the user token (reference §2.2, 🟡 from the algoan connector).
+#: Scopes of the user token (docs/aggregators.md §2.2, 🟡 from the algoan connector).
 USER_SCOPES = (
     "profile profile_edit accounts_manage connections_manage connections_sync transactions_read"
 )
 
-#: Largest page Linxo serves (§2.6, 🟡).
+#: Largest page Linxo serves (docs/aggregators.md §2.6, 🟡).
 MAX_PAGE_SIZE = 500
 
 #: Cursor scheme of this provider: a Paris date window plus the next page to read.
@@ -116,10 +118,12 @@ ACCOUNT_TYPES: Mapping[str, AccountType] = MappingProxyType(
 #: ``ERROR`` is a failed last import and ``SUSPENDED`` a check by Linxo, both temporary.
 ACTIVE_ACCOUNT_STATUSES = frozenset({"ACTIVE", "ERROR", "SUSPENDED"})
 
-#: Transaction ``origin`` values that are forecasts, not bank operations (§2.6, 🟡).
+#: Transaction ``origin`` values that are forecasts, not bank operations
+#: (docs/aggregators.md §2.6, 🟡).
 FORECAST_ORIGINS = frozenset({"UPCOMING", "RECURRING", "SCHEDULED"})
 
-#: Transaction ``status`` values meaning the operation will never be booked (§2.6, 🟡).
+#: Transaction ``status`` values meaning the operation will never be booked
+#: (docs/aggregators.md §2.6, 🟡).
 DELETED_STATUSES = frozenset({"CANCELLED", "REJECTED", "EXPIRED"})
 
 #: Channel statuses meaning "fine" (v2.1 fixture: ``SUCCESS``, ``EMPTY``) or "in progress".
@@ -201,7 +205,7 @@ def _message(code: str, locale: str) -> str:
 
 def paris_date(timestamp: Any) -> date | None:
     """Date of a Linxo unix timestamp, read in Europe/Paris (not UTC: midnight Paris is the
-    previous day in UTC, reference §2.10)."""
+    previous day in UTC, docs/aggregators.md §2.6)."""
     if timestamp is None or timestamp == "":
         return None
     try:
@@ -336,7 +340,8 @@ class LinxoProvider(HttpProvider):
         return token
 
     def _client_token(self, *, renew: bool = False) -> str:
-        """The application token (client credentials, scope ``users_create``, §2.2 ✅)."""
+        """The application token: client credentials, scope ``users_create``
+        (docs/aggregators.md §2.2 ✅)."""
         token = None if renew else self._cached_token(self._client_token_key)
         if token is None:
             data = self._request_token(
@@ -347,7 +352,8 @@ class LinxoProvider(HttpProvider):
         return token
 
     def _user_token(self, *, renew: bool = False) -> str:
-        """The Linxo user's token (password grant, §2.2 🟡), creating the user if needed."""
+        """The Linxo user's token (password grant, docs/aggregators.md §2.2 🟡), creating the user
+        if needed."""
         token = None if renew else self._cached_token(self._user_token_key)
         if token is None:
             user = self._ensure_user()
@@ -699,7 +705,7 @@ class LinxoProvider(HttpProvider):
             vendor_status=vendor_status,
             consent_expires_at=consent_end,
             last_refreshed_at=last_success,
-            # v3 ``provider_logo_url``; v2.1 ``logo_url`` (reference §2.10).
+            # v3 ``provider_logo_url``; v2.1 ``logo_url`` (docs/aggregators.md §2.9).
             logo_url=raw.get("provider_logo_url") or raw.get("logo_url"),
         )
 
@@ -715,7 +721,7 @@ class LinxoProvider(HttpProvider):
 
     def refresh_connection(self, connection_id: str) -> Connection:
         """Linxo syncs connections by itself (``auto_sync``) and publishes no endpoint to
-        trigger one (reference §2.4 ❓), so this reads the connection's current state."""
+        trigger one (docs/aggregators.md §2.4 ❓), so this reads the connection's current state."""
         return self.get_connection(connection_id)
 
     def delete_connection(self, connection_id: str) -> None:
@@ -793,7 +799,8 @@ class LinxoProvider(HttpProvider):
         return self.clock().astimezone(PARIS).date()
 
     def _window_params(self, start: date, end: date) -> dict[str, Any]:
-        """Date filters: v3 ISO-8601 with the Paris offset, v2.1 unix seconds (🟡, §2.6).
+        """Date filters: v3 ISO-8601 with the Paris offset, v2.1 unix seconds
+        (docs/aggregators.md §2.6 🟡).
         Both bounds are midnight Paris, and Linxo's bound is inclusive (a line dated
         ``end`` is stamped exactly at that midnight), as assoconnect's v3 client relies on."""
         start_at = datetime.combine(start, datetime.min.time(), tzinfo=PARIS)
@@ -805,8 +812,8 @@ class LinxoProvider(HttpProvider):
     def _transactions_page(
         self, account_id: str, start: date, end: date, page: int
     ) -> list[Mapping[str, Any]]:
-        # v3 ``account_ids`` (one value; PHP-style arrays are not understood, §2.6), v2.1
-        # ``account_id``.
+        # v3 ``account_ids`` (one value; PHP-style arrays are not understood,
+        # docs/aggregators.md §2.6), v2.1 ``account_id``.
         account_param = "account_ids" if self.api_version == "v3" else "account_id"
         params = self._user_params(
             **{account_param: account_id},
@@ -823,7 +830,7 @@ class LinxoProvider(HttpProvider):
 
     def _to_transaction(self, raw: Mapping[str, Any], account_id: str) -> Transaction | None:
         """One operation, or None for a forecast line (``origin`` UPCOMING/RECURRING/SCHEDULED,
-        §2.6 🟡) that is not a bank operation."""
+        docs/aggregators.md §2.6 🟡) that is not a bank operation."""
         if str(raw.get("origin") or "") in FORECAST_ORIGINS:
             return None
         amount_raw = raw.get("amount")
@@ -898,14 +905,15 @@ class LinxoProvider(HttpProvider):
         date_from: date | None = None,
         date_to: date | None = None,
     ) -> Iterator[TransactionPage]:
-        """Operations of a Paris date window, ``page``/``limit`` paging (§2.6 🟡).
+        """Operations of a Paris date window, ``page``/``limit`` paging
+        (docs/aggregators.md §2.6 🟡).
 
         Pages are read until one is empty or shorter than ``limit``. Each page's cursor is
         the same window and the next page number, so a crash resumes where it stopped (one
         page earlier, in case lines vanished from the pages already read). The
         final cursor is open-ended and starts ``overlap_days`` before the window's end: Linxo
         has no change feed, so the next run re-reads those days to catch late-booked lines,
-        date shifts and status changes (reference §6.11). Forecast lines are skipped;
+        date shifts and status changes (docs/aggregators.md §4). Forecast lines are skipped;
         CANCELLED/REJECTED/EXPIRED come back flagged ``deleted``.
         """
         today = self._today()
@@ -966,7 +974,7 @@ class LinxoProvider(HttpProvider):
     ) -> list[WebhookEvent]:
         """Parse a Linxo webhook delivery (one event object, or a list of them).
 
-        Linxo documents no signature (reference §2.7 ❓): deliveries are trusted through
+        Linxo documents no signature (docs/aggregators.md §2.7 ❓): deliveries are trusted through
         HTTPS, optional mutual TLS and IP filtering set up outside this code, so ``headers``
         and ``secrets`` are not used, and callers must re-read the connection from the API
         instead of trusting the body. Known events: ``event_type`` ``UPDATED`` on

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
+from ..iban import french_iban, iban_check_digits
 from ..model import AccountType, Institution, Transaction, TransactionStatus
 from ._common import fold as fold_accents
 
@@ -116,39 +117,6 @@ def fold(text: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # IBANs
-
-
-def _iban_numeric(text: str) -> str:
-    """Letters as numbers (A=10 ... Z=35), as ISO 13616 wants for the mod-97 check."""
-    return "".join(str(int(c, 36)) for c in text)
-
-
-def iban_check_digits(country: str, bban: str) -> str:
-    """The two ISO 13616 check digits for ``bban`` in ``country``."""
-    remainder = int(_iban_numeric(bban + country.upper() + "00")) % 97
-    return f"{98 - remainder:02d}"
-
-
-def is_valid_iban(iban: str) -> bool:
-    """Whether ``iban`` (spaces allowed) passes the ISO 13616 mod-97 check."""
-    compact = iban.replace(" ", "").upper()
-    if len(compact) < 15 or not compact.isalnum() or not compact[:2].isalpha():
-        return False
-    return int(_iban_numeric(compact[4:] + compact[:4])) % 97 == 1
-
-
-def rib_key(bank_code: str, branch_code: str, account_number: str) -> str:
-    """The French RIB key (clé RIB) of a digits-only account number."""
-    total = 89 * int(bank_code) + 15 * int(branch_code) + 3 * int(account_number)
-    return f"{97 - total % 97:02d}"
-
-
-def french_iban(bank_code: str, branch_code: str, account_number: str) -> str:
-    """A French IBAN with valid RIB key and IBAN check digits."""
-    bban = (
-        bank_code + branch_code + account_number + rib_key(bank_code, branch_code, account_number)
-    )
-    return "FR" + iban_check_digits("FR", bban) + bban
 
 
 def _digits(key: str, count: int) -> str:

@@ -3,7 +3,7 @@
 Kept apart from the HTTP layer (:mod:`bank_sync_bridge.testing.bridge_emulator`) so that the
 scenario control used by tests, the demo and the benchmarks works on plain objects, and so the
 JSON shapes live in one place (the ``to_json`` methods), written from the field lists of
-``shared/reference/aggregators.md`` section 1 (Bridge API version 2025-01-15, ``/v3`` paths).
+``docs/aggregators.md`` §1 (Bridge API version 2025-01-15, ``/v3`` paths).
 
 Bridge v3 leaves null fields out of its answers: every ``to_json`` below drops ``None`` values.
 Amounts are held as :class:`~decimal.Decimal` and written as JSON numbers, like Bridge does.
@@ -25,7 +25,13 @@ from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
+from ..iban import french_iban
+
 BRIDGE_VERSION = "2025-01-15"
+#: How an operation's flags are spelt (docs/aggregators.md §1.6): ``v3``, the names of the
+#: third-party v3 typings (``deleted``, ``future``), or ``published``, the names of Bridge's own
+#: published transaction resource (``is_deleted``, ``is_future``, ``show_client_side``).
+TRANSACTION_FLAGS = ("v3", "published")
 DEMO_BANK_ID = 574
 #: PSD2 strong authentication stays valid this long after a successful login.
 SCA_VALIDITY = timedelta(days=180)
@@ -142,15 +148,6 @@ def json_number(value: Decimal) -> float:
 def compact(data: dict[str, Any]) -> dict[str, Any]:
     """Bridge v3 leaves null fields out of its answers."""
     return {key: value for key, value in data.items() if value is not None}
-
-
-def french_iban(bank: str, branch: str, number: str) -> str:
-    """A French IBAN with valid RIB key and ISO 13616 check digits (for realistic data)."""
-    number = number.rjust(11, "0")[:11]
-    rib_key = 97 - (89 * int(bank) + 15 * int(branch) + 3 * int(number)) % 97
-    bban = f"{bank}{branch}{number}{rib_key:02d}"
-    check = 98 - int(bban + "152700") % 97  # "FR00" with F=15, R=27
-    return f"FR{check:02d}{bban}"
 
 
 @dataclass
@@ -279,9 +276,24 @@ class EmuTransaction:
     operation_type: str | None = None
     deleted: bool = False
     future: bool = False
+    #: False on a deferred-card line that the monthly total on the current account repeats.
+    show_client_side: bool = True
 
-    def to_json(self) -> dict[str, Any]:
-        """The v3 transaction resource."""
+    def to_json(self, flags: str = "v3") -> dict[str, Any]:
+        """The v3 transaction resource, its flags spelt as ``flags`` says (see
+        :data:`TRANSACTION_FLAGS`)."""
+        if flags == "v3":
+            named = {"deleted": self.deleted, "future": self.future}
+            # Not in the v3 typings: sent only on the lines it hides, so that a client reading
+            # v3 names still meets it.
+            if not self.show_client_side:
+                named["show_client_side"] = False
+        else:
+            named = {
+                "is_deleted": self.deleted,
+                "is_future": self.future,
+                "show_client_side": self.show_client_side,
+            }
         return compact(
             {
                 "id": self.id,
@@ -299,8 +311,7 @@ class EmuTransaction:
                 "account_id": self.account_id,
                 "category_id": self.category_id,
                 "operation_type": self.operation_type,
-                "deleted": self.deleted,
-                "future": self.future,
+                **named,
             }
         )
 

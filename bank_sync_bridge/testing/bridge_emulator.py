@@ -1,5 +1,27 @@
 """A local Bridge API (version 2025-01-15, ``/v3``) served over real HTTP on 127.0.0.1.
 
+What it emulates (``docs/aggregators.md`` §1): Bridge's aggregation API, version 2025-01-15,
+under Bridge's own paths:
+
+- ``POST/GET /v3/aggregation/users``, ``GET/DELETE /v3/aggregation/users/{uuid}``,
+  ``POST /v3/aggregation/authorization/token`` (user tokens, two hours);
+- ``POST /v3/aggregation/connect-sessions`` and the hosted Connect page
+  (``/connect/session/{id}``) with Demo Bank logins, redirecting to ``callback_url``;
+- ``GET /v3/aggregation/items``, ``GET/DELETE /v3/aggregation/items/{id}``,
+  ``POST /v3/aggregation/items/{id}/refresh``;
+- ``GET /v3/aggregation/accounts`` (and ``/{id}``), ``GET /v3/aggregation/transactions``
+  (and ``/{id}``) with ``since``, ``min_date``/``max_date``, ``account_id``, ``limit`` and
+  ``after`` cursors in a relative ``next_uri``;
+- ``GET /v3/providers`` (and ``/{id}``);
+- signed webhooks (``BridgeApi-Signature``), sent when a test asks.
+
+It checks what Bridge checks (``Bridge-Version``, application credentials, user tokens and their
+two-hour life, JSON content type, pagination cursors, the three published rate limits) and
+answers with Bridge's status codes, error bodies and v3 JSON shapes (null fields left out).
+Operations' flags are spelt the v3 typings' way or Bridge's published way
+(``transaction_flags``). Everything time-related runs on an
+:class:`~bank_sync_bridge.testing.clock.AdjustableClock`.
+
 Start it from a test::
 
     with BridgeEmulator() as emu:
@@ -12,46 +34,48 @@ or from a shell, for the demo and the benchmarks::
 
     python3 -m bank_sync_bridge.testing.bridge_emulator --port 8765 --user demo --transactions 50000
 
-It checks what Bridge checks (``Bridge-Version``, application credentials, user tokens and their
-two-hour life, JSON content type, pagination cursors, the three published rate limits), answers
-with Bridge's paths, status codes, error bodies and v3 JSON shapes (null fields left out), hosts
-the Connect page with Demo Bank logins, and sends signed webhooks. Everything time-related runs
-on an :class:`~bank_sync_bridge.testing.clock.AdjustableClock`.
-
-Scenario control is a Python API on :class:`BridgeEmulator` (and a few ``/__emulator__/``
-endpoints for a separate process): clock, token and consent expiry, forced rate limits, scripted
-faults on the next calls, operations that change, pagination boundaries, large data sets.
+Scenario control is the Python API shared with the Linxo emulator
+(:class:`~bank_sync_bridge.testing._server.EmulatorServer`: clock, faults, rate limits, token and
+consent expiry, operations that change) plus Bridge's own (users, items and their statuses,
+webhooks, large data sets), and the ``/__emulator__/`` endpoints for a separate process.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import hmac
 import html
-import http.client
 import json
 import random
 import re
 import secrets
 import sys
-import threading
-import time
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from ..providers._common import fold
-from ._server import EmulatorHandler, EmulatorServer
+from ._server import (
+    LOOPBACK_HOSTS,
+    EmulatorError,
+    EmulatorReply,
+    EmulatorRequest,
+    EmulatorServer,
+    WebhookDelivery,
+    clock_from,
+    command_line,
+    post_to_loopback,
+    serve_until_interrupted,
+)
 from .bridge_data import (
     BRIDGE_VERSION,
     CALLBACK_STEPS,
     DEMO_BANK_ID,
+    TRANSACTION_FLAGS,
     BridgeState,
     CursorError,
     DemoLogin,
@@ -65,10 +89,6 @@ from .bridge_data import (
 )
 from .clock import AdjustableClock
 
-#: Fault kinds understood by :meth:`BridgeEmulator.script_faults`.
-FAULT_KINDS = frozenset(
-    {"500", "502", "503", "timeout", "malformed_json", "truncated", "reset", "repeat_cursor"}
-)
 WEBHOOK_EVENT_TYPES = (
     "item.created",
     "item.refreshed",
@@ -82,52 +102,20 @@ WEBHOOK_EVENT_TYPES = (
 _CONTEXT_RE = re.compile(r"^[A-Za-z0-9-]{1,100}$")
 _MAX_LIMIT = 500
 _DEFAULT_LIMIT = 50
-
-
-class BridgeApiError(Exception):
-    """An error answer in Bridge's shape ``{code, property?, message}``."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        *,
-        prop: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.prop = prop
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict[str, Any]:
-        """The JSON error body."""
-        data = {"code": self.code, "property": self.prop, "message": self.message}
-        return {key: value for key, value in data.items() if value is not None}
+_CONNECT_PREFIX = "/connect/session/"
 
 
 @dataclass
-class EmuRequest:
-    """A parsed HTTP request as the emulator's handlers see it."""
+class BridgeRequest(EmulatorRequest):
+    """A request as Bridge's handlers see it: the user of its token, once checked."""
 
-    method: str
-    path: str
-    query: dict[str, str]
-    headers: Mapping[str, str]
-    body: bytes
     user: EmuUser | None = None
 
     @property
     def language(self) -> str:
         """``fr`` when the caller asks for French first, else ``en``."""
-        return (
-            "fr"
-            if self.headers.get("Accept-Language", "").strip().lower().startswith("fr")
-            else "en"
-        )
+        wanted = self.headers.get("Accept-Language", "").strip().lower()
+        return "fr" if wanted.startswith("fr") else "en"
 
     def json(self) -> dict[str, Any]:
         """The JSON body (an object); a 422 in Bridge's shape otherwise."""
@@ -136,50 +124,19 @@ class EmuRequest:
         try:
             data = json.loads(self.body)
         except ValueError:
-            raise BridgeApiError(
+            raise EmulatorError(
                 422, "invalid_body", "The request body is not valid JSON."
             ) from None
         if not isinstance(data, dict):
-            raise BridgeApiError(422, "invalid_body", "The request body must be a JSON object.")
+            raise EmulatorError(422, "invalid_body", "The request body must be a JSON object.")
         return data
-
-
-@dataclass
-class EmuResponse:
-    """What a handler answers; the HTTP layer writes it (and applies scripted faults)."""
-
-    status: int
-    body: Any = None
-    headers: dict[str, str] = field(default_factory=dict)
-    html: str | None = None
-
-
-@dataclass
-class ScriptedFault:
-    """A failure to serve instead of (or around) the real answer of the next matching calls."""
-
-    kind: str
-    remaining: int
-    path_prefix: str
-    delay: float
-
-
-@dataclass
-class WebhookDelivery:
-    """One webhook POST the emulator made, for tests to inspect."""
-
-    url: str
-    body: bytes
-    signature: str | None
-    status: int | None
-    error: str | None = None
 
 
 @dataclass
 class _Route:
     method: str
     pattern: re.Pattern[str]
-    handler: Callable[..., EmuResponse]
+    handler: Callable[..., EmulatorReply]
     scope: str  # "app" (client credentials), "user" (+ bearer token)
 
 
@@ -194,9 +151,14 @@ class BridgeEmulator(EmulatorServer):
     ``since_inclusive`` decides whether ``since`` keeps operations updated exactly
     at that instant (Bridge does not say; strict is the harder case for clients).
     ``empty_last_page`` makes a full page always point to a next page, which may be empty.
+    ``transaction_flags`` spells the operations' flags the ``v3`` way (``deleted``,
+    ``future``) or the ``published`` way (``is_deleted``, ``is_future``, ``show_client_side``):
+    Bridge has not confirmed which one v3 sends, so clients are tested against both.
     """
 
+    request_class = BridgeRequest
     thread_name = "bridge-emulator"
+    server_version = "BridgeEmulator/1.0"
 
     def __init__(
         self,
@@ -213,38 +175,39 @@ class BridgeEmulator(EmulatorServer):
         token_limit: int = 10,
         since_inclusive: bool = False,
         empty_last_page: bool = False,
+        transaction_flags: str = "v3",
     ) -> None:
-        self.host = host
-        self.port = port
+        if transaction_flags not in TRANSACTION_FLAGS:
+            raise ValueError(f"transaction_flags must be one of {TRANSACTION_FLAGS}")
+        super().__init__(host=host, port=port, clock=clock)
         self.client_id = client_id
         self.client_secret = client_secret
-        self.clock = clock or AdjustableClock()
         self.rate_limits = rate_limits
         self.since_inclusive = since_inclusive
         self.empty_last_page = empty_last_page
-        self.lock = threading.RLock()
+        self.transaction_flags = transaction_flags
         self.state = BridgeState(self.clock, cursor_key=secrets.token_bytes(32), seed=seed)
         self.sessions: dict[str, dict[str, Any]] = {}
-        #: Every API call served: method, path, query, status, and the headers tests check.
-        self.requests: deque[dict[str, Any]] = deque(maxlen=20_000)
         self.deliveries: list[WebhookDelivery] = []
         self.webhook_url: str | None = None
         self.webhook_secrets: list[str] = []
         #: Events waiting for :meth:`deliver_webhooks` (the emulator never calls back by
         #: itself inside a request: a single-threaded receiver would deadlock).
         self.outbox: list[dict[str, Any]] = []
-        self._faults: list[ScriptedFault] = []
-        self._forced_429: list[tuple[float | None, int]] = []
         self._app_limiter = SlidingWindowLimiter(app_limit, timedelta(minutes=5))
         self._user_limiter = SlidingWindowLimiter(user_limit, timedelta(seconds=60))
         self._token_limiter = SlidingWindowLimiter(token_limit, timedelta(seconds=60))
-        self._init_server()
         self._routes = self._build_routes()
 
     @property
     def credentials(self) -> dict[str, str]:
         """The application credentials in the shape ``ProviderConfig.credentials`` expects."""
         return {"client_id": self.client_id, "client_secret": self.client_secret}
+
+    @property
+    def admin_secret(self) -> str:
+        """The ``/__emulator__/`` endpoints want the application secret."""
+        return self.client_secret
 
     # -- scenario control: users, items, data -------------------------------------------
 
@@ -350,44 +313,19 @@ class BridgeEmulator(EmulatorServer):
             )
             return account
 
-    # -- scenario control: time, tokens, consent, limits, faults -----------------------
-
-    def advance(self, delta: timedelta | float = 0.0, /, **kwargs: float) -> datetime:
-        """Move the emulator's clock forward (``advance(hours=2)``)."""
-        return self.clock.advance(delta, **kwargs)
+    # -- scenario control: tokens, consent, limits (the clock and faults: EmulatorServer) --
 
     def expire_tokens(self) -> None:
         """Every user token issued so far is now expired (next use: 401)."""
         with self.lock:
             self.state.expire_tokens()
 
-    def expire_consent(self, item_id: int) -> EmuItem:
+    def expire_consent(self, connection_id: int) -> EmuItem:
         """The item's 180-day SCA window ends now; its next refresh ends in 1010."""
         with self.lock:
-            item = self.state.items[item_id]
+            item = self.state.items[connection_id]
             item.authentication_expires_at = self.state.now() - timedelta(seconds=1)
             return item
-
-    def force_rate_limit(self, count: int = 1, *, retry_after: float | None = 1.0) -> None:
-        """Answer the next ``count`` API calls with 429; ``retry_after=None`` sends no header."""
-        with self.lock:
-            self._forced_429.append((retry_after, count))
-
-    def script_faults(
-        self, kind: str, count: int = 1, *, path_prefix: str = "/v3/", delay: float = 1.0
-    ) -> None:
-        """Serve ``kind`` on the next ``count`` API calls whose path starts with ``path_prefix``.
-
-        Kinds: ``500``/``502``/``503`` (error body), ``timeout`` (answer only after ``delay``
-        seconds of wall time, to trip the client's timeout), ``malformed_json`` (200 with broken
-        JSON), ``truncated`` (the body stops before its Content-Length), ``reset`` (the
-        connection is closed without an answer), ``repeat_cursor`` (a list page whose
-        ``next_uri`` points back at the page just served).
-        """
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"Unknown fault kind {kind!r}; use one of {sorted(FAULT_KINDS)}")
-        with self.lock:
-            self._faults.append(ScriptedFault(kind, count, path_prefix, delay))
 
     def reset_rate_limits(self) -> None:
         """Forget request counts (after a test that deliberately exhausted them)."""
@@ -404,16 +342,15 @@ class BridgeEmulator(EmulatorServer):
         label: str,
         *,
         on: date | None = None,
-        future: bool = False,
-        raw_label: str | None = None,
+        pending: bool = False,
         value_date: date | None = None,
+        raw_label: str | None = None,
         stamped_ago: timedelta | None = None,
     ) -> EmuTransaction:
-        """A new operation (``on`` far in the past gives a late, back-dated operation).
-
-        ``stamped_ago`` makes it visible now with an ``updated_at`` that far in the past, as
-        an operation written at the start of a long refresh and published at its end.
-        """
+        """A new operation (``on`` far in the past gives a late, back-dated operation); a
+        ``pending`` one comes flagged future, without booking date. ``stamped_ago`` makes it
+        visible now with an ``updated_at`` that far in the past, as an operation written at
+        the start of a long refresh and published at its end."""
         with self.lock:
             account = self.state.accounts[account_id]
             booked = on or self.state.now().date()
@@ -425,14 +362,14 @@ class BridgeEmulator(EmulatorServer):
                 clean_description=label,
                 provider_description=raw_label or label.upper(),
                 date=booked,
-                booking_date=None if future else booked,
+                booking_date=None if pending else booked,
                 value_date=value_date,
                 currency_code=account.currency_code,
-                future=future,
+                future=pending,
                 updated_at=self.state.now() - (stamped_ago or timedelta(0)),
             )
             self.state.transactions[account.user_uuid].add(tx)
-            if not future:
+            if not pending:
                 account.balance += tx.amount
             self._queue_account_updated(account, new=1)
             return tx
@@ -477,6 +414,11 @@ class BridgeEmulator(EmulatorServer):
             self._queue_account_updated(account, new=1, deleted=1)
             return booked
 
+    def mark_card_duplicate(self, tx_id: int) -> EmuTransaction:
+        """The monthly total of a deferred-debit card landed on the current account: this card
+        line now repeats it and comes back with ``show_client_side`` false."""
+        return self._mutate(tx_id, lambda tx: setattr(tx, "show_client_side", False), updated=1)
+
     def delete_transaction(self, tx_id: int) -> EmuTransaction:
         """The bank withdraws an operation: it comes back flagged ``deleted`` on ``since``,
         and the account's balance no longer counts it."""
@@ -488,35 +430,36 @@ class BridgeEmulator(EmulatorServer):
 
         return self._mutate(tx_id, delete, deleted=1)
 
-    def shift_date(self, tx_id: int, days: int) -> EmuTransaction:
-        """The bank moves an operation's dates by ``days``."""
-
-        def shift(tx: EmuTransaction) -> None:
-            step = timedelta(days=days)
-            tx.date += step
-            tx.booking_date = tx.booking_date + step if tx.booking_date else None
-            tx.value_date = tx.value_date + step if tx.value_date else None
-
-        return self._mutate(tx_id, shift, updated=1)
-
-    def relabel(
-        self, tx_id: int, clean_description: str, provider_description: str | None = None
+    def change_transaction(
+        self,
+        tx_id: int,
+        *,
+        label: str | None = None,
+        raw_label: str | None = None,
+        shift_days: int = 0,
     ) -> EmuTransaction:
-        """The bank (or Bridge's cleaning) changes an operation's label."""
+        """The bank (or Bridge's cleaning) changes an operation: its ``clean_description``
+        (``label``), its ``provider_description`` (``raw_label``), or its dates."""
 
-        def relabel(tx: EmuTransaction) -> None:
-            tx.clean_description = clean_description
-            if provider_description is not None:
-                tx.provider_description = provider_description
+        def change(tx: EmuTransaction) -> None:
+            if label is not None:
+                tx.clean_description = label
+            if raw_label is not None:
+                tx.provider_description = raw_label
+            if shift_days:
+                step = timedelta(days=shift_days)
+                tx.date += step
+                tx.booking_date = tx.booking_date + step if tx.booking_date else None
+                tx.value_date = tx.value_date + step if tx.value_date else None
 
-        return self._mutate(tx_id, relabel, updated=1)
+        return self._mutate(tx_id, change, updated=1)
 
     # -- webhooks -------------------------------------------------------------------------
 
     def register_webhook(self, url: str, secrets_: Iterable[str]) -> None:
         """Where events go and the secrets that sign them (two during a rotation)."""
         host = urlsplit(url).hostname
-        if host not in {"127.0.0.1", "localhost", "::1"}:
+        if host not in LOOPBACK_HOSTS:
             # The emulator never sends anything off this machine.
             raise ValueError("The emulator only delivers webhooks to 127.0.0.1")
         keys = list(secrets_)
@@ -644,25 +587,10 @@ class BridgeEmulator(EmulatorServer):
         )
 
     def _post_webhook(self, url: str, body: bytes, signature: str | None) -> WebhookDelivery:
-        parts = urlsplit(url)
         headers = {"Content-Type": "application/json"}
         if signature is not None:
             headers["BridgeApi-Signature"] = signature
-        connection = http.client.HTTPConnection(
-            parts.hostname or "127.0.0.1", parts.port or 80, timeout=10
-        )
-        try:
-            path = parts.path or "/"
-            if parts.query:
-                path += "?" + parts.query
-            connection.request("POST", path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read()
-            delivery = WebhookDelivery(url, body, signature, response.status)
-        except OSError as exc:
-            delivery = WebhookDelivery(url, body, signature, None, error=str(exc))
-        finally:
-            connection.close()
+        delivery = post_to_loopback(url, body, headers, signature=signature)
         self.deliveries.append(delivery)
         return delivery
 
@@ -679,7 +607,7 @@ class BridgeEmulator(EmulatorServer):
     # -- HTTP dispatch ------------------------------------------------------------------
 
     def _build_routes(self) -> list[_Route]:
-        spec: list[tuple[str, str, Callable[..., EmuResponse], str]] = [
+        spec: list[tuple[str, str, Callable[..., EmulatorReply], str]] = [
             ("POST", r"/v3/aggregation/users", self._h_create_user, "app"),
             ("GET", r"/v3/aggregation/users", self._h_list_users, "app"),
             ("GET", r"/v3/aggregation/users/(?P<uuid>[0-9a-f-]+)", self._h_get_user, "app"),
@@ -699,109 +627,76 @@ class BridgeEmulator(EmulatorServer):
         ]
         return [_Route(m, re.compile(p + r"/?"), h, s) for m, p, h, s in spec]
 
-    def next_fault(self, path: str) -> ScriptedFault | None:
-        """Consume one scripted fault for an API call on ``path``, if any is due."""
+    def scripted(self, path: str) -> bool:
+        """Faults and the request log are for the API; the hosted Connect page is a browser's."""
+        return not path.startswith(_CONNECT_PREFIX.rstrip("/"))
+
+    def error_body(self, error: EmulatorError) -> dict[str, Any]:
+        """Bridge's error shape ``{code, property?, message}``."""
+        body = {"code": error.code, "property": error.parameter, "message": error.message}
+        return {key: value for key, value in body.items() if value is not None}
+
+    def log_fields(self, request: EmulatorRequest) -> dict[str, Any]:
+        """The headers Bridge's tests check on every call."""
+        return {
+            "bridge_version": request.headers.get("Bridge-Version"),
+            "accept_language": request.headers.get("Accept-Language"),
+            "bearer": request.headers.get("Authorization", "").startswith("Bearer "),
+        }
+
+    def answer(self, request: EmulatorRequest) -> EmulatorReply:
+        """The hosted Connect page, or one ``/v3`` call: the checks Bridge makes, in its order,
+        then the handler."""
+        assert isinstance(request, BridgeRequest)  # noqa: S101 - request_class guarantees it
+        if request.path.startswith(_CONNECT_PREFIX.rstrip("/")):
+            return self.handle_connect_page(request)
+        route, params = self._match(request)
         with self.lock:
-            for fault in self._faults:
-                if path.startswith(fault.path_prefix) and fault.remaining > 0:
-                    fault.remaining -= 1
-                    if fault.remaining == 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
+            self._check_application(request)
+            forced = self.take_forced_rate_limit()
+            if forced is not None:
+                raise forced
+            self._limit(self._app_limiter, "app:" + self.client_id)
+            if route.scope == "user":
+                request.user = self._check_bearer(request)
+                self._limit(self._user_limiter, "user:" + request.user.uuid)
+            if request.method == "POST":
+                content_type = request.headers.get("Content-Type", "")
+                if content_type.split(";")[0].strip().lower() != "application/json":
+                    raise EmulatorError(
+                        415, "unsupported_media_type", "Content-Type must be application/json."
+                    )
+            reply = route.handler(request, **params)
+        pagination = reply.body.get("pagination") if isinstance(reply.body, dict) else None
+        if request.fault == "repeat_page" and pagination is not None:
+            # A vendor bug worth surviving: the page points back at itself.
+            pagination["next_uri"] = request.target
+        return reply
 
-    def handle_api(self, request: EmuRequest) -> EmuResponse:
-        """Answer one ``/v3`` call: the checks Bridge makes, in its order, then the handler."""
-        try:
-            route, params = self._match(request)
-            with self.lock:
-                self._check_application(request)
-                if self._forced_429:
-                    retry_after, count = self._forced_429[0]
-                    if count <= 1:
-                        self._forced_429.pop(0)
-                    else:
-                        self._forced_429[0] = (retry_after, count - 1)
-                    raise self._too_many("Too many requests (scripted).", retry_after)
-                self._limit(self._app_limiter, "app:" + self.client_id)
-                if route.scope == "user":
-                    request.user = self._check_bearer(request)
-                    self._limit(self._user_limiter, "user:" + request.user.uuid)
-                if request.method == "POST":
-                    content_type = request.headers.get("Content-Type", "")
-                    if content_type.split(";")[0].strip().lower() != "application/json":
-                        raise BridgeApiError(
-                            415, "unsupported_media_type", "Content-Type must be application/json."
-                        )
-                return route.handler(request, **params)
-        except BridgeApiError as exc:
-            return EmuResponse(exc.status, exc.body(), exc.headers)
-
-    def handle_admin(self, request: EmuRequest) -> EmuResponse:
-        """``/__emulator__/<action>``: scenario control from another process (demo, bench).
-
-        Guarded by the application secret so a demo emulator cannot be steered by anyone else.
-        """
-        if not hmac.compare_digest(request.headers.get("Client-Secret", ""), self.client_secret):
-            return EmuResponse(
-                401, {"code": "invalid_client_credentials", "message": "Admin needs Client-Secret."}
-            )
-        action = request.path.removeprefix("/__emulator__/").strip("/")
-        try:
-            body = request.json()
-        except BridgeApiError as exc:
-            return EmuResponse(exc.status, exc.body())
-        actions: dict[tuple[str, str], Callable[[dict[str, Any]], EmuResponse]] = {
-            ("POST", "clock/advance"): self._admin_advance,
-            ("POST", "tokens/expire"): self._admin_expire_tokens,
-            ("POST", "faults"): self._admin_faults,
-            ("POST", "rate-limit"): self._admin_rate_limit,
+    def admin_actions(self) -> dict[tuple[str, str], Callable[[dict[str, Any]], EmulatorReply]]:
+        """Bridge's own ``/__emulator__/`` actions: refresh an item, deliver webhooks, state."""
+        return {
             ("POST", "items/refresh"): self._admin_refresh,
             ("POST", "webhooks/deliver"): self._admin_deliver,
             ("GET", "state"): self._admin_state,
         }
-        action_handler = actions.get((request.method, action))
-        if action_handler is not None:
-            return action_handler(body)
-        return EmuResponse(404, {"code": "not_found", "message": f"No admin action {action!r}."})
 
-    def _admin_advance(self, body: dict[str, Any]) -> EmuResponse:
-        return EmuResponse(200, {"now": ms_iso(self.advance(float(body.get("seconds", 0))))})
-
-    def _admin_expire_tokens(self, body: dict[str, Any]) -> EmuResponse:
-        self.expire_tokens()
-        return EmuResponse(204)
-
-    def _admin_faults(self, body: dict[str, Any]) -> EmuResponse:
-        try:
-            self.script_faults(
-                str(body.get("kind")), int(body.get("count", 1)), delay=float(body.get("delay", 1))
-            )
-        except ValueError as exc:
-            error = {"code": "invalid_parameter", "property": "kind", "message": str(exc)}
-            return EmuResponse(400, error)
-        return EmuResponse(204)
-
-    def _admin_rate_limit(self, body: dict[str, Any]) -> EmuResponse:
-        self.force_rate_limit(int(body.get("count", 1)), retry_after=body.get("retry_after", 1.0))
-        return EmuResponse(204)
-
-    def _admin_refresh(self, body: dict[str, Any]) -> EmuResponse:
+    def _admin_refresh(self, body: dict[str, Any]) -> EmulatorReply:
         try:
             item = self.refresh_item(int(body["item_id"]))
         except (KeyError, ValueError, TypeError):
-            return EmuResponse(404, {"code": "not_found", "message": "No such item."})
-        return EmuResponse(200, item.to_json())
+            raise EmulatorError(404, "not_found", "No such item.") from None
+        return EmulatorReply(200, item.to_json())
 
-    def _admin_deliver(self, body: dict[str, Any]) -> EmuResponse:
+    def _admin_deliver(self, body: dict[str, Any]) -> EmulatorReply:
         sent = self.deliver_webhooks(
             reverse=bool(body.get("reverse")), duplicate=bool(body.get("duplicate"))
         )
-        return EmuResponse(200, {"delivered": [d.status for d in sent]})
+        return EmulatorReply(200, {"delivered": [d.status for d in sent]})
 
-    def _admin_state(self, body: dict[str, Any]) -> EmuResponse:
+    def _admin_state(self, body: dict[str, Any]) -> EmulatorReply:
         with self.lock:
-            return EmuResponse(
+            return EmulatorReply(
                 200,
                 {
                     "now": ms_iso(self.clock()),
@@ -811,7 +706,7 @@ class BridgeEmulator(EmulatorServer):
                 },
             )
 
-    def _match(self, request: EmuRequest) -> tuple[_Route, dict[str, str]]:
+    def _match(self, request: BridgeRequest) -> tuple[_Route, dict[str, str]]:
         path_known = False
         for route in self._routes:
             found = route.pattern.fullmatch(request.path)
@@ -821,26 +716,24 @@ class BridgeEmulator(EmulatorServer):
             if route.method == request.method:
                 return route, found.groupdict()
         if path_known:
-            raise BridgeApiError(
-                405, "method_not_allowed", f"{request.method} is not allowed here."
-            )
-        raise BridgeApiError(404, "not_found", "The requested resource does not exist.")
+            raise EmulatorError(405, "method_not_allowed", f"{request.method} is not allowed here.")
+        raise EmulatorError(404, "not_found", "The requested resource does not exist.")
 
-    def _check_application(self, request: EmuRequest) -> None:
+    def _check_application(self, request: BridgeRequest) -> None:
         version = request.headers.get("Bridge-Version")
         if not version:
-            raise BridgeApiError(
+            raise EmulatorError(
                 400,
                 "missing_version",
                 "The Bridge-Version header is required.",
-                prop="Bridge-Version",
+                parameter="Bridge-Version",
             )
         if version != BRIDGE_VERSION:
-            raise BridgeApiError(
+            raise EmulatorError(
                 400,
                 "invalid_version",
                 f"Unsupported Bridge-Version {version!r}.",
-                prop="Bridge-Version",
+                parameter="Bridge-Version",
             )
         client_id = request.headers.get("Client-Id", "")
         client_secret = request.headers.get("Client-Secret", "")
@@ -848,20 +741,20 @@ class BridgeEmulator(EmulatorServer):
             hmac.compare_digest(client_id, self.client_id)
             and hmac.compare_digest(client_secret, self.client_secret)
         ):
-            raise BridgeApiError(
+            raise EmulatorError(
                 401, "invalid_client_credentials", "client_id and client_secret are invalid."
             )
 
-    def _check_bearer(self, request: EmuRequest) -> EmuUser:
+    def _check_bearer(self, request: BridgeRequest) -> EmuUser:
         authorization = request.headers.get("Authorization", "")
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise BridgeApiError(
+            raise EmulatorError(
                 401, "missing_access_token", "An Authorization: Bearer user token is required."
             )
         user = self.state.user_for_token(token.strip())
         if user is None:
-            raise BridgeApiError(
+            raise EmulatorError(
                 401, "invalid_access_token", "The access token is invalid or expired."
             )
         return user
@@ -871,112 +764,104 @@ class BridgeEmulator(EmulatorServer):
             return
         wait = limiter.hit(key, self.clock.timestamp())
         if wait is not None:
-            raise self._too_many("Too many requests.", wait)
-
-    @staticmethod
-    def _too_many(message: str, retry_after: float | None) -> BridgeApiError:
-        # Bridge documents no rate-limit response header. The emulator sends Retry-After as a
-        # scripting convenience (tests can see what a well-behaved client waits); clients must
-        # also work when it is absent (force_rate_limit(retry_after=None)).
-        headers = {} if retry_after is None else {"Retry-After": str(max(1, round(retry_after)))}
-        return BridgeApiError(429, "too_many_requests", message, headers=headers)
+            raise self.too_many_requests("Too many requests.", wait)
 
     # -- handlers: users and tokens -----------------------------------------------------
 
-    def _h_create_user(self, request: EmuRequest) -> EmuResponse:
+    def _h_create_user(self, request: BridgeRequest) -> EmulatorReply:
         body = request.json()
         external = body.get("external_user_id")
         if external is not None and (
             not isinstance(external, str) or not external or len(external) > 256
         ):
-            raise BridgeApiError(
+            raise EmulatorError(
                 400,
                 "invalid_parameter",
                 "external_user_id must be a short string.",
-                prop="external_user_id",
+                parameter="external_user_id",
             )
         if external and self.state.find_user(external_user_id=external):
-            raise BridgeApiError(
+            raise EmulatorError(
                 409,
                 "conflict",
                 "A user with this external_user_id already exists.",
-                prop="external_user_id",
+                parameter="external_user_id",
             )
-        return EmuResponse(201, self.state.create_user(external).to_json())
+        return EmulatorReply(201, self.state.create_user(external).to_json())
 
-    def _h_list_users(self, request: EmuRequest) -> EmuResponse:
+    def _h_list_users(self, request: BridgeRequest) -> EmulatorReply:
         users = sorted(self.state.users.values(), key=lambda u: (u.created_at, u.uuid))
         external = request.query.get("external_user_id")
         if external is not None:
             users = [u for u in users if u.external_user_id == external]
         return self._list_page(request, [u.to_json() for u in users], key="uuid")
 
-    def _h_get_user(self, request: EmuRequest, uuid: str) -> EmuResponse:
+    def _h_get_user(self, request: BridgeRequest, uuid: str) -> EmulatorReply:
         user = self.state.users.get(uuid)
         if user is None:
-            raise BridgeApiError(404, "not_found", "User not found.")
-        return EmuResponse(200, user.to_json())
+            raise EmulatorError(404, "not_found", "User not found.")
+        return EmulatorReply(200, user.to_json())
 
-    def _h_delete_user(self, request: EmuRequest, uuid: str) -> EmuResponse:
+    def _h_delete_user(self, request: BridgeRequest, uuid: str) -> EmulatorReply:
         if uuid not in self.state.users:
-            raise BridgeApiError(404, "not_found", "User not found.")
+            raise EmulatorError(404, "not_found", "User not found.")
         self.state.delete_user(uuid)
         self._queue("user.deleted", {"user_uuid": uuid})
-        return EmuResponse(204)
+        return EmulatorReply(204)
 
-    def _h_token(self, request: EmuRequest) -> EmuResponse:
+    def _h_token(self, request: BridgeRequest) -> EmulatorReply:
         body = request.json()
         user_uuid, external = body.get("user_uuid"), body.get("external_user_id")
         if not user_uuid and not external:
-            raise BridgeApiError(
+            raise EmulatorError(
                 400,
                 "invalid_parameter",
                 "user_uuid or external_user_id is required.",
-                prop="user_uuid",
+                parameter="user_uuid",
             )
         user = self.state.find_user(user_uuid=user_uuid, external_user_id=external)
         if user is None:
-            raise BridgeApiError(404, "not_found", "User not found.")
+            raise EmulatorError(404, "not_found", "User not found.")
         self._limit(self._token_limiter, "token:" + user.uuid)
         token = secrets.token_urlsafe(32)
         expires_at = self.state.issue_token(user, token)
-        return EmuResponse(
+        return EmulatorReply(
             200,
             {"access_token": token, "expires_at": ms_iso(expires_at), "user": user.to_json()},
         )
 
     # -- handlers: connect sessions ------------------------------------------------------
 
-    def _h_connect_session(self, request: EmuRequest) -> EmuResponse:
+    def _h_connect_session(self, request: BridgeRequest) -> EmulatorReply:
         assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
         body = request.json()
         callback_url = body.get("callback_url")
         if callback_url is not None:
             parts = urlsplit(str(callback_url))
             if parts.scheme not in {"http", "https"} or not parts.netloc:
-                raise BridgeApiError(
+                raise EmulatorError(
                     400,
                     "invalid_parameter",
                     "callback_url must be an absolute URL.",
-                    prop="callback_url",
+                    parameter="callback_url",
                 )
         context = body.get("context")
         if context is not None and not _CONTEXT_RE.match(str(context)):
-            raise BridgeApiError(
+            raise EmulatorError(
                 400,
                 "invalid_parameter",
                 "context: at most 100 letters, digits or hyphens.",
-                prop="context",
+                parameter="context",
             )
         item_id = body.get("item_id")
         if item_id is not None:
             item = self.state.items.get(int(item_id)) if str(item_id).isdigit() else None
             if item is None or item.user_uuid != request.user.uuid:
-                raise BridgeApiError(404, "not_found", "Item not found.", prop="item_id")
+                raise EmulatorError(404, "not_found", "Item not found.", parameter="item_id")
         provider_id = body.get("provider_id")
         if provider_id is not None and int(provider_id) not in self.state.providers:
-            raise BridgeApiError(
-                400, "invalid_parameter", "Unknown provider_id.", prop="provider_id"
+            raise EmulatorError(
+                400, "invalid_parameter", "Unknown provider_id.", parameter="provider_id"
             )
         session_id = str(uuid.uuid4())
         self.sessions[session_id] = {
@@ -989,11 +874,11 @@ class BridgeEmulator(EmulatorServer):
             "user_email": body.get("user_email"),
             "used": False,
         }
-        return EmuResponse(
+        return EmulatorReply(
             201, {"id": session_id, "url": f"{self.base_url}/connect/session/{session_id}"}
         )
 
-    def handle_connect_page(self, request: EmuRequest) -> EmuResponse:
+    def handle_connect_page(self, request: BridgeRequest) -> EmulatorReply:
         """The hosted Connect page: a bank picker and a Demo Bank login form.
 
         POSTing the form runs the login's scenario and redirects to ``callback_url`` with
@@ -1004,14 +889,14 @@ class BridgeEmulator(EmulatorServer):
         with self.lock:
             session = self.sessions.get(session_id)
             if session is None or session["used"]:
-                return EmuResponse(
+                return EmulatorReply(
                     404,
                     html=_page(
                         "Session expired", "<p>This Bridge Connect session is no longer valid.</p>"
                     ),
                 )
             if request.method == "GET":
-                return EmuResponse(200, html=self._connect_form(session))
+                return EmulatorReply(200, html=self._connect_form(session))
             form = {k: v[-1] for k, v in parse_qs(request.body.decode("utf-8", "replace")).items()}
             reconnect = session["item_id"] is not None
             if form.get("action") == "cancel":
@@ -1021,7 +906,7 @@ class BridgeEmulator(EmulatorServer):
             try:
                 login = DemoLogin.parse(form.get("login", ""))
             except ValueError as exc:
-                return EmuResponse(200, html=self._connect_form(session, error=str(exc)))
+                return EmulatorReply(200, html=self._connect_form(session, error=str(exc)))
             session["used"] = True
             if reconnect:
                 item = self.state.items[session["item_id"]]
@@ -1041,7 +926,7 @@ class BridgeEmulator(EmulatorServer):
 
     def _redirect(
         self, session: dict[str, Any], *, success: bool, step: str | None, item_id: int | None
-    ) -> EmuResponse:
+    ) -> EmulatorReply:
         params = {
             "user_uuid": session["user_uuid"],
             "item_id": item_id,
@@ -1052,14 +937,14 @@ class BridgeEmulator(EmulatorServer):
         }
         query = urlencode({k: v for k, v in params.items() if v is not None})
         if not session["callback_url"]:
-            return EmuResponse(
+            return EmulatorReply(
                 200,
                 html=_page(
                     "Done", f"<p>You can close this window.</p><pre>{html.escape(query)}</pre>"
                 ),
             )
         joiner = "&" if urlsplit(session["callback_url"]).query else "?"
-        return EmuResponse(
+        return EmulatorReply(
             303, headers={"Location": f"{session['callback_url']}{joiner}{query}"}, html=""
         )
 
@@ -1093,38 +978,38 @@ class BridgeEmulator(EmulatorServer):
 
     # -- handlers: items, accounts, transactions, providers -------------------------------
 
-    def _own_item(self, request: EmuRequest, item_id: str) -> EmuItem:
+    def _own_item(self, request: BridgeRequest, item_id: str) -> EmuItem:
         item = self.state.items.get(int(item_id))
         if item is None or request.user is None or item.user_uuid != request.user.uuid:
-            raise BridgeApiError(404, "not_found", "Item not found.")
+            raise EmulatorError(404, "not_found", "Item not found.")
         return item
 
-    def _h_list_items(self, request: EmuRequest) -> EmuResponse:
+    def _h_list_items(self, request: BridgeRequest) -> EmulatorReply:
         assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
         items = [i.to_json(request.language) for i in self.state.items_of(request.user.uuid)]
         return self._list_page(request, items, key="id")
 
-    def _h_get_item(self, request: EmuRequest, id: str) -> EmuResponse:
-        return EmuResponse(200, self._own_item(request, id).to_json(request.language))
+    def _h_get_item(self, request: BridgeRequest, id: str) -> EmulatorReply:
+        return EmulatorReply(200, self._own_item(request, id).to_json(request.language))
 
-    def _h_delete_item(self, request: EmuRequest, id: str) -> EmuResponse:
+    def _h_delete_item(self, request: BridgeRequest, id: str) -> EmulatorReply:
         item = self._own_item(request, id)
         self.state.delete_item(item.id)
         self._queue("item.deleted", {"item_id": item.id, "user_uuid": item.user_uuid})
-        return EmuResponse(204)
+        return EmulatorReply(204)
 
-    def _h_refresh_item(self, request: EmuRequest, id: str) -> EmuResponse:
+    def _h_refresh_item(self, request: BridgeRequest, id: str) -> EmulatorReply:
         item = self._own_item(request, id)
         self.state.refresh_item(item)
         self._queue_refresh_events(item, "api")
-        return EmuResponse(202)
+        return EmulatorReply(202)
 
-    def _h_list_accounts(self, request: EmuRequest) -> EmuResponse:
+    def _h_list_accounts(self, request: BridgeRequest) -> EmulatorReply:
         assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
         item_filter = request.query.get("item_id")
         if item_filter is not None and not item_filter.isdigit():
-            raise BridgeApiError(
-                400, "invalid_parameter", "item_id must be an integer.", prop="item_id"
+            raise EmulatorError(
+                400, "invalid_parameter", "item_id must be an integer.", parameter="item_id"
             )
         accounts = sorted(
             (
@@ -1137,20 +1022,20 @@ class BridgeEmulator(EmulatorServer):
         )
         return self._list_page(request, [a.to_json() for a in accounts], key="id")
 
-    def _h_get_account(self, request: EmuRequest, id: str) -> EmuResponse:
+    def _h_get_account(self, request: BridgeRequest, id: str) -> EmulatorReply:
         account = self.state.accounts.get(int(id))
         if account is None or request.user is None or account.user_uuid != request.user.uuid:
-            raise BridgeApiError(404, "not_found", "Account not found.")
-        return EmuResponse(200, account.to_json())
+            raise EmulatorError(404, "not_found", "Account not found.")
+        return EmulatorReply(200, account.to_json())
 
-    def _h_get_transaction(self, request: EmuRequest, id: str) -> EmuResponse:
+    def _h_get_transaction(self, request: BridgeRequest, id: str) -> EmulatorReply:
         assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
         tx = self.state.transactions[request.user.uuid].by_id.get(int(id))
         if tx is None:
-            raise BridgeApiError(404, "not_found", "Transaction not found.")
-        return EmuResponse(200, tx.to_json())
+            raise EmulatorError(404, "not_found", "Transaction not found.")
+        return EmulatorReply(200, tx.to_json(self.transaction_flags))
 
-    def _h_list_transactions(self, request: EmuRequest) -> EmuResponse:
+    def _h_list_transactions(self, request: BridgeRequest) -> EmulatorReply:
         assert request.user is not None  # noqa: S101 - guaranteed by the "user" scope
         query = request.query
         limit = _limit_param(query)
@@ -1160,8 +1045,11 @@ class BridgeEmulator(EmulatorServer):
         account_id: int | None = None
         if "account_id" in query:
             if not query["account_id"].isdigit():
-                raise BridgeApiError(
-                    400, "invalid_parameter", "account_id must be an integer.", prop="account_id"
+                raise EmulatorError(
+                    400,
+                    "invalid_parameter",
+                    "account_id must be an integer.",
+                    parameter="account_id",
                 )
             account_id = int(query["account_id"])
         filters = {
@@ -1174,8 +1062,8 @@ class BridgeEmulator(EmulatorServer):
                 position = self.state.cursor_signer.read(query["after"], fingerprint)
                 after = (int(position[0]), int(position[1]))
             except (CursorError, IndexError, ValueError, TypeError):
-                raise BridgeApiError(
-                    400, "invalid_parameter", "The after cursor is invalid.", prop="after"
+                raise EmulatorError(
+                    400, "invalid_parameter", "The after cursor is invalid.", parameter="after"
                 ) from None
         index = self.state.transactions[request.user.uuid]
         since_ms = int(since.timestamp() * 1000) if since else None
@@ -1201,16 +1089,16 @@ class BridgeEmulator(EmulatorServer):
             next_uri = "/v3/aggregation/transactions?" + urlencode(
                 {"after": cursor, "limit": limit, **filters}
             )
-        return EmuResponse(
+        return EmulatorReply(
             200,
             {
-                "resources": [tx.to_json() for tx in page],
+                "resources": [tx.to_json(self.transaction_flags) for tx in page],
                 "generated_at": ms_iso(self.state.now()),
                 "pagination": {"next_uri": next_uri},
             },
         )
 
-    def _h_list_providers(self, request: EmuRequest) -> EmuResponse:
+    def _h_list_providers(self, request: BridgeRequest) -> EmulatorReply:
         name = fold(request.query.get("name", "").strip())
         country = request.query.get("country_code", "").strip().upper()
         found = [
@@ -1225,20 +1113,20 @@ class BridgeEmulator(EmulatorServer):
         ]
         return self._list_page(request, found, key="id", keep_order=True)
 
-    def _h_get_provider(self, request: EmuRequest, id: str) -> EmuResponse:
+    def _h_get_provider(self, request: BridgeRequest, id: str) -> EmulatorReply:
         provider = self.state.providers.get(int(id))
         if provider is None:
-            raise BridgeApiError(404, "not_found", "Provider not found.")
-        return EmuResponse(200, provider.to_json())
+            raise EmulatorError(404, "not_found", "Provider not found.")
+        return EmulatorReply(200, provider.to_json())
 
     def _list_page(
         self,
-        request: EmuRequest,
+        request: BridgeRequest,
         resources: list[dict[str, Any]],
         *,
         key: str,
         keep_order: bool = False,
-    ) -> EmuResponse:
+    ) -> EmulatorReply:
         """Cursor pagination of a short list (users, items, accounts, providers): position is
         the index in the list, signed with the query's filters."""
         limit = _limit_param(request.query)
@@ -1251,39 +1139,15 @@ class BridgeEmulator(EmulatorServer):
             try:
                 start = int(self.state.cursor_signer.read(request.query["after"], fingerprint)[0])
             except (CursorError, IndexError, ValueError, TypeError):
-                raise BridgeApiError(
-                    400, "invalid_parameter", "The after cursor is invalid.", prop="after"
+                raise EmulatorError(
+                    400, "invalid_parameter", "The after cursor is invalid.", parameter="after"
                 ) from None
         page = resources[start : start + limit]
         next_uri = None
         if start + limit < len(resources):
             cursor = self.state.cursor_signer.issue([start + limit], fingerprint)
             next_uri = f"{request.path}?" + urlencode({"after": cursor, "limit": limit, **filters})
-        return EmuResponse(200, {"resources": page, "pagination": {"next_uri": next_uri}})
-
-    # -- request log ----------------------------------------------------------------------
-
-    def log_request(self, request: EmuRequest, status: int) -> None:
-        """Remember a served API call (tests count calls and check the headers sent)."""
-        self.requests.append(
-            {
-                "method": request.method,
-                "path": request.path,
-                "query": dict(request.query),
-                "status": status,
-                "bridge_version": request.headers.get("Bridge-Version"),
-                "accept_language": request.headers.get("Accept-Language"),
-                "bearer": request.headers.get("Authorization", "").startswith("Bearer "),
-            }
-        )
-
-    def calls(self, path: str, method: str | None = None) -> list[dict[str, Any]]:
-        """Logged calls on exactly ``path`` (and ``method``)."""
-        return [
-            r
-            for r in list(self.requests)
-            if r["path"] == path and (method is None or r["method"] == method)
-        ]
+        return EmulatorReply(200, {"resources": page, "pagination": {"next_uri": next_uri}})
 
 
 def _limit_param(query: Mapping[str, str]) -> int:
@@ -1291,8 +1155,11 @@ def _limit_param(query: Mapping[str, str]) -> int:
     if raw is None:
         return _DEFAULT_LIMIT
     if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIMIT:
-        raise BridgeApiError(
-            400, "invalid_parameter", f"limit must be between 1 and {_MAX_LIMIT}.", prop="limit"
+        raise EmulatorError(
+            400,
+            "invalid_parameter",
+            f"limit must be between 1 and {_MAX_LIMIT}.",
+            parameter="limit",
         )
     return int(raw)
 
@@ -1304,8 +1171,8 @@ def _date_param(query: Mapping[str, str], name: str) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise BridgeApiError(
-            400, "invalid_parameter", f"{name} must be a YYYY-MM-DD date.", prop=name
+        raise EmulatorError(
+            400, "invalid_parameter", f"{name} must be a YYYY-MM-DD date.", parameter=name
         ) from None
 
 
@@ -1316,8 +1183,8 @@ def _datetime_param(query: Mapping[str, str], name: str) -> datetime | None:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise BridgeApiError(
-            400, "invalid_parameter", f"{name} must be an ISO 8601 timestamp.", prop=name
+        raise EmulatorError(
+            400, "invalid_parameter", f"{name} must be an ISO 8601 timestamp.", parameter=name
         ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=timezone.utc)
@@ -1339,125 +1206,9 @@ def _page(title: str, body: str) -> str:
     )
 
 
-class _BridgeHandler(EmulatorHandler):
-    """HTTP framing only: parse, hand to the emulator, write (or sabotage) the answer."""
-
-    emulator: BridgeEmulator
-    server_version = "BridgeEmulator/1.0"
-
-    def do_PUT(self) -> None:
-        """Serve a PUT (Bridge updates some resources with it)."""
-        self._serve()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the emulator keeps its own request log (``emulator.requests``)."""
-
-    def _serve(self) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        request = EmuRequest(
-            method=self.command,
-            path=parts.path,
-            query={k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()},
-            headers=self.headers,
-            body=body,
-        )
-        emulator = self.emulator
-        if parts.path.startswith("/connect/session/"):
-            self._write(emulator.handle_connect_page(request))
-            return
-        if parts.path.startswith("/__emulator__/"):
-            self._write(emulator.handle_admin(request))
-            return
-        fault = emulator.next_fault(parts.path)
-        if fault is not None and self._sabotage(fault, request):
-            return
-        response = emulator.handle_api(request)
-        emulator.log_request(request, response.status)
-        if fault is not None and fault.kind in {"malformed_json", "truncated"}:
-            self._write_broken(fault.kind, response)
-            return
-        if fault is not None and fault.kind == "repeat_cursor":
-            pagination = (
-                response.body.get("pagination") if isinstance(response.body, dict) else None
-            )
-            if pagination is not None:
-                # A vendor bug worth surviving: the page points back at itself.
-                pagination["next_uri"] = self.path
-        self._write(response)
-
-    def _sabotage(self, fault: ScriptedFault, request: EmuRequest) -> bool:
-        """Serve a fault that replaces the answer; False when the answer must still be made."""
-        if fault.kind in {"500", "502", "503"}:
-            status = int(fault.kind)
-            self.emulator.log_request(request, status)
-            self._write(
-                EmuResponse(
-                    status,
-                    {
-                        "code": "internal_server_error",
-                        "message": "Something went wrong on our side.",
-                    },
-                )
-            )
-            return True
-        if fault.kind == "reset":
-            self.emulator.log_request(request, 0)
-            self.close_connection = True
-            return True
-        if fault.kind == "timeout":
-            # Wall-clock wait (the client's socket timeout is real time), cut short on stop().
-            self.emulator._stopping.wait(fault.delay)
-        return False
-
-    def _write(self, response: EmuResponse) -> None:
-        headers = dict(response.headers)
-        if response.html is not None:
-            payload = response.html.encode()
-            headers.setdefault("Content-Type", "text/html; charset=utf-8")
-        elif response.body is not None:
-            payload = json.dumps(response.body, ensure_ascii=False, separators=(",", ":")).encode()
-            headers.setdefault("Content-Type", "application/json; charset=utf-8")
-        else:
-            payload = b""
-        self.send_response(response.status)
-        # Not a documented Bridge header: a request id helps support in our logs.
-        self.send_header("X-Request-Id", uuid.uuid4().hex)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if payload and self.command != "HEAD":
-            self.wfile.write(payload)
-
-    def _write_broken(self, kind: str, response: EmuResponse) -> None:
-        payload = json.dumps(response.body or {"resources": []}, separators=(",", ":")).encode()
-        self.send_response(200 if kind == "malformed_json" else response.status)
-        self.send_header("Content-Type", "application/json; charset=utf-8")
-        if kind == "malformed_json":
-            broken = payload[: max(1, len(payload) // 2)] + b"<html>502 Bad Gateway</html>"
-            self.send_header("Content-Length", str(len(broken)))
-            self.end_headers()
-            self.wfile.write(broken)
-            return
-        # Truncated: announce the full length, send half, hang up.
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload[: len(payload) // 2])
-        self.wfile.flush()
-        self.close_connection = True
-
-
-# Bound here, the handler being defined after the emulator it serves.
-BridgeEmulator.handler_class = _BridgeHandler
-
-
 def main(argv: list[str] | None = None) -> int:
     """Command line: serve an emulator until interrupted (demo, benchmarks)."""
-    parser = argparse.ArgumentParser(description="Local Bridge API (2025-01-15) emulator")
-    parser.add_argument("--host", default="127.0.0.1", help="only loopback addresses make sense")
-    parser.add_argument("--port", type=int, default=8765)
+    parser = command_line("Local Bridge API (2025-01-15) emulator", port=8765)
     parser.add_argument("--client-id", default="emulator_client_id")
     parser.add_argument("--client-secret", default="emulator_client_secret")
     parser.add_argument("--seed", type=int, default=0)
@@ -1478,22 +1229,22 @@ def main(argv: list[str] | None = None) -> int:
         "--no-rate-limits", action="store_true", help="lift the published limits (benchmarks)"
     )
     parser.add_argument(
-        "--frozen-clock", metavar="ISO", help="freeze the clock at this instant (reproducible data)"
+        "--transaction-flags",
+        choices=TRANSACTION_FLAGS,
+        default="v3",
+        help="spell operations' flags as v3 typings (deleted) or Bridge's published resource "
+        "(is_deleted, show_client_side)",
     )
     args = parser.parse_args(argv)
-    clock = (
-        AdjustableClock(datetime.fromisoformat(args.frozen_clock), frozen=True)
-        if args.frozen_clock
-        else None
-    )
     emulator = BridgeEmulator(
         host=args.host,
         port=args.port,
         client_id=args.client_id,
         client_secret=args.client_secret,
-        clock=clock,
+        clock=clock_from(args),
         seed=args.seed,
         rate_limits=not args.no_rate_limits,
+        transaction_flags=args.transaction_flags,
     )
     for external in args.user:
         emulator.connect_item(external, login=args.login)
@@ -1501,17 +1252,9 @@ def main(argv: list[str] | None = None) -> int:
         emulator.add_account_with_transactions(
             args.transactions, seed=args.seed, user_ref=args.user[0]
         )
-    emulator.start()
-    sys.stdout.write(f"Bridge emulator on {emulator.base_url} (client id {emulator.client_id})\n")
-    sys.stdout.flush()
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        emulator.stop()
-    return 0
+    return serve_until_interrupted(
+        emulator, lambda emu: [f"Bridge emulator on {emu.base_url} (client id {args.client_id})"]
+    )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-#: Linxo publishes provider logos under this path (seen in a v2.1 fixture, reference §2.4).
+from ..iban import iban
+
+#: Linxo publishes provider logos under this path (seen in a v2.1 fixture,
+#: docs/aggregators.md §2.4).
 LOGO_URL = "https://static.oxlin.io/common/pictures/providers_logos/{id}.png"
 
 
@@ -118,11 +121,7 @@ def generate_operations(
 def generate_iban(seed: int | str) -> str:
     """A French-looking IBAN with a valid ISO 13616 check (so IBAN validators accept it)."""
     rng = random.Random(f"linxo-iban:{seed}")
-    bban = "".join(str(rng.randint(0, 9)) for _ in range(23))
-    # The check digits make the whole number ≡ 1 (mod 97) once "FR00" moves to the end.
-    numeric = bban + "152700"  # "F"=15, "R"=27, "00"
-    check = 98 - int(numeric) % 97
-    return f"FR{check:02d}{bban}"
+    return iban("FR", "".join(str(rng.randint(0, 9)) for _ in range(23)))
 
 
 __all__ = [

@@ -1,7 +1,8 @@
 """A local Linxo Connect: a real HTTP server on 127.0.0.1 that behaves like the vendor.
 
-One server plays Linxo's three services under distinct path prefixes (reference
-``aggregators.md`` §2.1, §2.11):
+What it emulates (``docs/aggregators.md`` §2): the "Linxo Connect Accounts" API in its current
+version, **v3** (or **v2.1** with ``api_version="v2.1"``), its OAuth2 server and its widget. One
+server plays the three services under distinct path prefixes (§2.1):
 
 =============  ===================================  =========================================
 service        emulator base                        what it serves
@@ -14,42 +15,36 @@ widget         ``{base_url}/embed``                 ``POST /widget_session``, th
                                                     ``/widget/edit_credentials``
 =============  ===================================  =========================================
 
-What is faithful to the reference and what is guessed (❓ marks a guess, kept as close as
-possible to the reference's best guess):
+Endpoints, by service:
 
-- OAuth2 ``client_credentials`` with scope ``users_create`` for user management, ``password``
-  grant for the user's own token; ``{access_token, token_type, expires_in}``; errors
-  ``{error, error_description}``; a wrong client is ``401 invalid_client``; a wrong user
-  password is ``400 invalid_grant`` (RFC 6749 ❓: Linxo's exact status is not published).
-- ``POST /users`` → ``201`` + ``Location``; ``GET /users/me``; ``DELETE /users/{id}``.
-- v3 list wrappers (``{"connections": [...]}``), required ``user_id``, ``account_ids``,
-  ISO-8601 ``start_date``/``end_date``, amounts as ``{"amount": "-12.30", "currency": "EUR"}``
-  strings, ``enrichments{display_label, date}``; with ``api_version="v2.1"``: bare arrays,
-  numbers, unix-second date filters, ``account_id``, ``logo_url``.
-- Date fields are unix seconds of midnight *Europe/Paris* (v2.1 ✅🟡; kept in v3 ❓).
-- Paging: ``page`` (1-based) and ``limit`` (≤ 500); anything else is ``400``. Operations are
-  served oldest first (❓ the vendor's order is not documented).
-- Connection ``status`` RUNNING/SUCCESS/PARTIAL_SUCCESS/FAILED/CLOSED/NONE with ``channels``
-  (REDIRECT channel ``expires`` = consent end). Channel failure statuses other than
-  ``AUTH_FAILED`` (``SCA_REQUIRED``, ``USER_ACTION_REQUIRED``, ``BANK_UNAVAILABLE``) are ❓.
-- The widget's return parameters are not published (❓): the emulator adds ``connection_id``
-  and ``status`` on a finished flow, and OAuth-style ``error``/``error_description`` when
-  the user cancels or the bank fails; any query the caller put in ``redirect_uri`` (e.g. its
-  ``state``) is kept.
-- ``DELETE /connections/{id}`` is ❓ (reference: "not seen in code").
-- Events: webhook bodies ``{id, event_type, resource_type, creation_date,
-  channel_definition_id, resource, new_transactions}`` (✅ fields, ❓ ``resource`` form),
-  delivered only when a test asks (:meth:`LinxoEmulator.send_webhook`). Linxo documents no
-  signature, so none is sent. Event *queues* are not emulated: their paths are unpublished.
-- Request ids: every answer carries ``X-Request-Id`` (❓ header name).
+- auth: ``POST /token`` with the ``client_credentials`` grant (scope ``users_create``) and the
+  ``password`` grant (§2.2);
+- API: ``POST /users``, ``GET /users/me``, ``GET/DELETE /users/{id}``, ``GET /connections``
+  (and ``GET/DELETE /connections/{id}``), ``GET /accounts`` (and ``/{id}``),
+  ``GET /transactions`` with ``page``/``limit`` and a date window, ``GET /providers``
+  (§2.4, §2.6), in v3's shapes or v2.1's (§2.9);
+- widget: ``POST /widget_session`` and the hosted ``add_connection`` and ``edit_credentials``
+  pages with test logins (:data:`TEST_LOGINS`), redirecting to ``redirect_uri`` (§2.3);
+- webhook bodies (§2.7), sent only when a test asks (:meth:`LinxoEmulator.send_webhook`), never
+  signed; event queues are not emulated.
 
-Scenario control is a Python API on :class:`LinxoEmulator` (clock, token and consent expiry,
-rate limits, scripted faults, operation mutations, connection status changes, large data).
+Where Linxo publishes nothing (❓ in docs/aggregators.md), the emulator makes a choice and says
+so next to the code: operations are served oldest first; the widget's return adds
+``connection_id`` and ``status`` on a finished flow and OAuth-style ``error`` /
+``error_description`` on a cancelled or failed one, keeping any query the caller put in
+``redirect_uri`` (its ``state``); channel failures other than ``AUTH_FAILED`` are named
+``SCA_REQUIRED``, ``USER_ACTION_REQUIRED`` and ``BANK_UNAVAILABLE``; a wrong user password is
+``400 invalid_grant`` as in RFC 6749; every answer carries an ``X-Request-Id``.
+
+Scenario control is the Python API shared with the Bridge emulator
+(:class:`~bank_sync_bridge.testing._server.EmulatorServer`: clock, faults, rate limits, token and
+consent expiry, operations that change) plus Linxo's own (users, connections and their statuses,
+forecasts and cancelled operations, webhooks, large data sets), and the ``/__emulator__/``
+endpoints for a separate process.
 """
 
 from __future__ import annotations
 
-import argparse
 import html
 import itertools
 import json
@@ -58,10 +53,6 @@ import math
 import re
 import secrets
 import sys
-import threading
-import time
-import urllib.error
-import urllib.request
 from bisect import bisect_left, bisect_right
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -71,14 +62,23 @@ from datetime import time as dt_time
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 from zoneinfo import ZoneInfo
 
 import requests
 
 from ..providers._common import fold, with_query
 from ..providers.base import ProviderConfig
-from ._server import EmulatorHandler, EmulatorServer
+from ._server import (
+    EmulatorError,
+    EmulatorReply,
+    EmulatorRequest,
+    EmulatorServer,
+    clock_from,
+    command_line,
+    post_to_loopback,
+    serve_until_interrupted,
+)
 from .clock import AdjustableClock
 from .linxo_data import (
     LOGO_URL,
@@ -90,19 +90,19 @@ from .linxo_data import (
 
 _logger = logging.getLogger(__name__)
 
-#: Linxo's servers stamp date-only values at midnight in this zone (reference §2.6).
+#: Linxo's servers stamp date-only values at midnight in this zone (docs/aggregators.md §2.6).
 PARIS = ZoneInfo("Europe/Paris")
 
-#: Largest ``limit`` Linxo accepts on list endpoints (reference §2.6, 🟡).
+#: Largest ``limit`` Linxo accepts on list endpoints (docs/aggregators.md §2.6, 🟡).
 MAX_LIMIT = 500
 
-#: The user token's scopes asked by integrations (reference §2.2, 🟡).
+#: The user token's scopes asked by integrations (docs/aggregators.md §2.2, 🟡).
 USER_SCOPES = (
     "profile profile_edit accounts_manage connections_manage connections_sync transactions_read"
 )
 
 #: Widget test logins in the style of Bridge's Demo Bank. Any other login succeeds, as on
-#: the "Linxo Test Bank" where any login/password works (reference §2.8).
+#: the "Linxo Test Bank" where any login/password works (docs/aggregators.md §2.8).
 #: login -> (final connection status, REDIRECT channel status)
 TEST_LOGINS: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
@@ -116,10 +116,8 @@ TEST_LOGINS: Mapping[str, tuple[str, str]] = MappingProxyType(
     }
 )
 
-#: Connection ``status`` values (reference §2.4, 🟡).
+#: Connection ``status`` values (docs/aggregators.md §2.4, 🟡).
 CONNECTION_STATUSES = ("RUNNING", "SUCCESS", "PARTIAL_SUCCESS", "FAILED", "CLOSED", "NONE")
-#: What :meth:`LinxoEmulator.fail_next` can script.
-FAULT_KINDS = ("error", "slow", "malformed", "truncated")
 
 
 def paris_midnight(day: date) -> int:
@@ -220,46 +218,12 @@ class EmulatedTransaction:
 
 
 @dataclass
-class _Fault:
-    kind: str
-    remaining: int
-    delay: float
-    path_contains: str | None
-
-
-@dataclass
-class _Reply:
-    status: int
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    truncate: bool = False
-
-
-class _HTTPError(Exception):
-    """Raised by route handlers; becomes an OAuth-style JSON error answer."""
-
-    def __init__(self, status: int, error: str, description: str, **headers: str) -> None:
-        super().__init__(description)
-        self.status = status
-        self.error = error
-        self.description = description
-        self.headers = headers
-
-
-@dataclass
-class _Request:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: Mapping[str, str]
-    body: bytes
-
-    def arg(self, name: str) -> str | None:
-        values = self.query.get(name)
-        return values[0] if values else None
+class LinxoRequest(EmulatorRequest):
+    """A request as Linxo's handlers see it."""
 
     def form(self) -> dict[str, str]:
-        """JSON or form-encoded body as a flat dict (Linxo's docs use both, reference §2.3)."""
+        """JSON or form-encoded body as a flat dict (Linxo's docs use both,
+        docs/aggregators.md §2.2)."""
         if not self.body:
             return {}
         content_type = self.headers.get("Content-Type", "")
@@ -267,9 +231,9 @@ class _Request:
             try:
                 data = json.loads(self.body)
             except ValueError:
-                raise _HTTPError(400, "invalid_request", "Malformed JSON body") from None
+                raise EmulatorError(400, "invalid_request", "Malformed JSON body") from None
             if not isinstance(data, dict):
-                raise _HTTPError(400, "invalid_request", "JSON body must be an object")
+                raise EmulatorError(400, "invalid_request", "JSON body must be an object")
             return {str(k): str(v) for k, v in data.items() if v is not None}
         return dict(parse_qsl(self.body.decode("utf-8", "replace"), keep_blank_values=True))
 
@@ -288,7 +252,10 @@ class LinxoEmulator(EmulatorServer):
     a new connection stays RUNNING. ``transactions_per_account`` sizes generated accounts.
     """
 
+    request_class = LinxoRequest
     thread_name = "linxo-emulator"
+    server_version = "LinxoEmulator/1.0"
+    server_error_words = ("server_error", "The server failed to answer")
 
     def __init__(
         self,
@@ -307,11 +274,7 @@ class LinxoEmulator(EmulatorServer):
     ) -> None:
         if api_version not in ("v3", "v2.1"):
             raise ValueError("api_version must be 'v3' or 'v2.1'")
-        if host not in ("127.0.0.1", "localhost"):
-            raise ValueError("The emulator only listens on the loopback interface")
-        self.host = host
-        self.port = port
-        self.clock = clock if clock is not None else AdjustableClock()
+        super().__init__(host=host, port=port, clock=clock)
         self.seed = seed
         self.api_version = api_version
         self.clients: dict[str, str] = dict(clients or {"emulator-client": "emulator-secret"})
@@ -320,19 +283,11 @@ class LinxoEmulator(EmulatorServer):
         self.sync_delay = sync_delay
         self.transactions_per_account = transactions_per_account
         #: ``(max_requests, per_seconds)`` per access token on the API, or None (Linxo
-        #: publishes no limit, reference §0).
+        #: publishes no limit, docs/aggregators.md §2.10).
         self.rate_limit = rate_limit
-        #: The last calls received: ``(method, path, query)``; tests count calls with it.
-        #: Bounded, so a long demo or benchmark run does not grow without end.
-        self.requests_log: deque[tuple[str, str, dict[str, list[str]]]] = deque(maxlen=100_000)
         #: Webhook bodies generated by finished syncs, waiting for :meth:`deliver_events`.
         self.pending_events: list[dict[str, Any]] = []
         self.webhook_url: str | None = None
-        #: Scenario of a faulty server that ignores ``page`` and always serves page 1 (the
-        #: client must notice instead of looping forever).
-        self.serve_first_page_only = False
-
-        self._lock = threading.RLock()
         self._ids = itertools.count(1)
         self._users: dict[str, EmulatedUser] = {}
         self._tokens: dict[str, dict[str, Any]] = {}
@@ -344,10 +299,7 @@ class LinxoEmulator(EmulatorServer):
         self._date_keys: dict[str, list[int]] = {}
         self._midnights: dict[date, int] = {}
         self._iso_midnights: dict[date, str] = {}
-        self._faults: list[_Fault] = []
-        self._forced_429: list[float] = []
         self._hits: dict[str, deque[float]] = {}
-        self._init_server()
 
     @property
     def auth_url(self) -> str:
@@ -373,6 +325,11 @@ class LinxoEmulator(EmulatorServer):
     def client_secret(self) -> str:
         """The secret of :attr:`client_id`."""
         return self.clients[self.client_id]
+
+    @property
+    def admin_secret(self) -> str:
+        """The ``/__emulator__/`` endpoints want the first client's secret."""
+        return self.client_secret
 
     def provider_config(self, user_ref: str, **options: Any) -> ProviderConfig:
         """A :class:`ProviderConfig` pointing a ``LinxoProvider`` at this emulator."""
@@ -405,7 +362,7 @@ class LinxoEmulator(EmulatorServer):
 
     def create_user(self, email: str, password: str, client_id: str | None = None) -> str:
         """Create a user directly (as ``POST /users`` would); returns its id."""
-        with self._lock:
+        with self.lock:
             if any(u.email == email for u in self._users.values()):
                 raise ValueError(f"user {email} exists")
             user = EmulatedUser(
@@ -420,12 +377,12 @@ class LinxoEmulator(EmulatorServer):
 
     def find_user(self, email: str) -> str | None:
         """Id of the user with ``email``, or None."""
-        with self._lock:
+        with self.lock:
             return next((u.id for u in self._users.values() if u.email == email), None)
 
     def user_ids(self) -> list[str]:
         """Ids of every existing user."""
-        with self._lock:
+        with self.lock:
             return list(self._users)
 
     def create_connection(
@@ -438,7 +395,7 @@ class LinxoEmulator(EmulatorServer):
     ) -> str:
         """Create a connection as the widget would for ``login`` (see :data:`TEST_LOGINS`);
         it stays RUNNING for :attr:`sync_delay` emulated seconds, then lands."""
-        with self._lock:
+        with self.lock:
             if user_id not in self._users:
                 raise KeyError(user_id)
             provider = next((p for p in PROVIDERS if p.id == provider_id), PROVIDERS[-1])
@@ -490,17 +447,14 @@ class LinxoEmulator(EmulatorServer):
         self.add_transactions(
             checking, count, start=today - timedelta(days=60), end=today - timedelta(days=1)
         )
-        # One pending card payment and one forecast line, as real feeds have (reference §2.6).
-        self.add_transaction(checking, Decimal("-42.90"), "CB BOULANGERIE", today, "PENDING")
-        self.add_transaction(
-            checking,
-            Decimal("-350.00"),
-            "URSSAF échéance prévue",
-            today + timedelta(days=5),
-            origin="UPCOMING",
+        # One pending card payment and one forecast line, as real feeds have
+        # (docs/aggregators.md §2.6).
+        self.add_transaction(checking, Decimal("-42.90"), "CB BOULANGERIE", pending=True)
+        self.add_forecast(
+            checking, Decimal("-350.00"), "URSSAF échéance prévue", on=today + timedelta(days=5)
         )
         savings = self.add_account(conn.id, name="Livret A association", type="SAVINGS")
-        self.add_transaction(savings, Decimal("12.34"), "INTERETS", today - timedelta(days=3))
+        self.add_transaction(savings, Decimal("12.34"), "INTERETS", on=today - timedelta(days=3))
         if partial:
             self._accounts[savings].status = "ERROR"
 
@@ -515,7 +469,7 @@ class LinxoEmulator(EmulatorServer):
         status: str = "ACTIVE",
     ) -> str:
         """Add an account to a connection; returns its id (balance starts at 1000.00)."""
-        with self._lock:
+        with self.lock:
             conn = self._connections[connection_id]
             account_id = self._new_id(77_100_000)
             self._accounts[account_id] = EmulatedAccount(
@@ -535,14 +489,19 @@ class LinxoEmulator(EmulatorServer):
             self._transactions[account_id] = []
             return account_id
 
+    def account(self, account_id: str) -> EmulatedAccount:
+        """The account ``account_id`` as the bank holds it now (KeyError when unknown)."""
+        with self.lock:
+            return self._accounts[account_id]
+
     def account_ids(self, connection_id: str) -> list[str]:
         """Ids of a connection's accounts."""
-        with self._lock:
+        with self.lock:
             return [a.id for a in self._accounts.values() if a.connection_id == connection_id]
 
     def set_account_status(self, account_id: str, status: str) -> None:
         """Change an account's status (ACTIVE, ERROR, NOT_FOUND, CLOSED, PENDING_CONSENT...)."""
-        with self._lock:
+        with self.lock:
             self._accounts[account_id].status = status
 
     def set_connection_status(
@@ -552,7 +511,7 @@ class LinxoEmulator(EmulatorServer):
         ``channel_status``), e.g. RUNNING → FAILED."""
         if status not in CONNECTION_STATUSES:
             raise ValueError(status)
-        with self._lock:
+        with self.lock:
             conn = self._connections[connection_id]
             conn.status = conn.final_status = status
             # RUNNING set by hand stays so until a test changes it again.
@@ -572,7 +531,7 @@ class LinxoEmulator(EmulatorServer):
         channel_status: str = "SUCCESS",
     ) -> None:
         """Make a connection RUNNING for ``duration`` emulated seconds, then land."""
-        with self._lock:
+        with self.lock:
             conn = self._connections[connection_id]
             conn.status = "RUNNING"
             conn.redirect_channel.status = "RUNNING"
@@ -584,10 +543,12 @@ class LinxoEmulator(EmulatorServer):
         """The bank asks for strong authentication: the last sync failed for it."""
         self.set_connection_status(connection_id, "FAILED", channel_status="SCA_REQUIRED")
 
-    def expire_consent(self, connection_id: str) -> None:
+    def expire_consent(self, connection_id: str) -> EmulatedConnection:
         """End the PSD2 consent now: the REDIRECT channel's ``expires`` passes."""
-        with self._lock:
-            self._connections[connection_id].redirect_channel.expires = int(self._now()) - 1
+        with self.lock:
+            conn = self._connections[connection_id]
+            conn.redirect_channel.expires = int(self._now()) - 1
+            return conn
 
     def _settle(self, conn: EmulatedConnection) -> None:
         """Apply what emulated time implies: a sync ends, a consent runs out."""
@@ -618,25 +579,64 @@ class LinxoEmulator(EmulatorServer):
         account_id: str,
         amount: Decimal | str,
         label: str,
-        booking_date: date,
-        status: str = "BOOKED",
         *,
+        on: date | None = None,
+        pending: bool = False,
+        value_date: date | None = None,
+        raw_label: str | None = None,
+        stamped_ago: timedelta | None = None,
+    ) -> EmulatedTransaction:
+        """Add one operation booked ``on`` that day (Paris; today by default), or ``pending``
+        (status PENDING). A late back-dated one is simply an old day, stamped with today's
+        ``import_date`` (``stamped_ago`` earlier: Linxo is read by date, so only the stamp
+        moves)."""
+        return self._new_transaction(
+            account_id,
+            amount,
+            label,
+            on=on,
+            status="PENDING" if pending else "BOOKED",
+            value_date=value_date,
+            notes=raw_label,
+            stamped_ago=stamped_ago,
+        )
+
+    def add_forecast(
+        self,
+        account_id: str,
+        amount: Decimal | str,
+        label: str,
+        *,
+        on: date,
+        origin: str = "UPCOMING",
+    ) -> EmulatedTransaction:
+        """A forecast line (``origin`` UPCOMING, RECURRING or SCHEDULED) next to the real ones:
+        Linxo serves it with the operations; it must never be booked."""
+        return self._new_transaction(account_id, amount, label, on=on, origin=origin)
+
+    def _new_transaction(
+        self,
+        account_id: str,
+        amount: Decimal | str,
+        label: str,
+        *,
+        on: date | None = None,
+        status: str = "BOOKED",
         value_date: date | None = None,
         origin: str = "TRANSACTION",
         type: str = "OTHER",
         notes: str | None = None,
-        tx_id: str | None = None,
-    ) -> str:
-        """Add one operation (a late back-dated one is simply an old ``booking_date``,
-        stamped with today's ``import_date``); returns its id."""
-        with self._lock:
+        stamped_ago: timedelta | None = None,
+    ) -> EmulatedTransaction:
+        with self.lock:
             account = self._accounts[account_id]
+            booked = on or self._today()
             tx = EmulatedTransaction(
-                id=tx_id or self._new_id(5_120_000_000),
+                id=self._new_id(5_120_000_000),
                 account_id=account_id,
                 seq=next(self._ids),
-                booking_date=booking_date,
-                value_date=value_date or booking_date,
+                booking_date=booked,
+                value_date=value_date or booked,
                 amount=Decimal(amount),
                 currency=account.currency,
                 label=label,
@@ -644,10 +644,10 @@ class LinxoEmulator(EmulatorServer):
                 type=type,
                 status=status,
                 origin=origin,
-                import_date=int(self._now()),
+                import_date=int(self._now() - (stamped_ago or timedelta(0)).total_seconds()),
             )
             self._insert(tx)
-            return tx.id
+            return tx
 
     def add_transactions(
         self, account_id: str, count: int, *, start: date, end: date, seed: int | str = ""
@@ -657,7 +657,7 @@ class LinxoEmulator(EmulatorServer):
         Tens of thousands are fine (a benchmark account): generation is linear and the
         date index is rebuilt once.
         """
-        with self._lock:
+        with self.lock:
             account = self._accounts[account_id]
             ops = generate_operations(
                 f"{self.seed}:{account_id}:{seed}", count, start=start, end=end
@@ -694,61 +694,76 @@ class LinxoEmulator(EmulatorServer):
 
     def transaction(self, tx_id: str) -> EmulatedTransaction:
         """The stored operation ``tx_id`` (to read or change it in a test)."""
-        with self._lock:
+        with self.lock:
             return self._tx_index[tx_id]
 
     def transaction_ids(self, account_id: str) -> list[str]:
         """Ids of an account's operations, in the order the API serves them."""
-        with self._lock:
+        with self.lock:
             return [tx.id for tx in self._sorted(account_id)]
 
     def book_pending(
-        self, tx_id: str, *, new_id: bool = False, booking_date: date | None = None
-    ) -> str:
-        """A pending operation gets booked: same id, or (``new_id=True``) the pending line
-        vanishes and a booked twin appears under a new id. Returns the booked id."""
-        with self._lock:
+        self, tx_id: str, *, new_id: bool = False, on: date | None = None
+    ) -> EmulatedTransaction:
+        """A pending operation gets booked (``on`` that day): same id, or (``new_id=True``)
+        the pending line vanishes and a booked twin appears under a new id. Returns the
+        booked operation."""
+        with self.lock:
             tx = self._tx_index[tx_id]
             if not new_id:
                 tx.status = "BOOKED"
-                if booking_date:
-                    tx.booking_date = booking_date
+                if on:
+                    tx.booking_date = on
                 self._date_keys.pop(tx.account_id, None)
-                return tx.id
+                return tx
             self.delete_transaction(tx_id)
-            return self.add_transaction(
+            return self._new_transaction(
                 tx.account_id,
                 tx.amount,
                 tx.label,
-                booking_date or tx.booking_date,
+                on=on or tx.booking_date,
                 value_date=tx.value_date,
                 type=tx.type,
                 notes=tx.notes,
             )
 
-    def cancel_transaction(self, tx_id: str, status: str = "CANCELLED") -> None:
+    def cancel_transaction(self, tx_id: str, status: str = "CANCELLED") -> EmulatedTransaction:
         """Mark an operation CANCELLED (or REJECTED/EXPIRED): still served, with that status."""
-        with self._lock:
-            self._tx_index[tx_id].status = status
+        with self.lock:
+            tx = self._tx_index[tx_id]
+            tx.status = status
+            return tx
 
-    def delete_transaction(self, tx_id: str) -> None:
-        """Remove an operation entirely (it silently disappears from the feed)."""
-        with self._lock:
+    def delete_transaction(self, tx_id: str) -> EmulatedTransaction:
+        """Remove an operation entirely: Linxo has no deletion flag, it silently disappears
+        from the feed."""
+        with self.lock:
             tx = self._tx_index.pop(tx_id)
             self._transactions[tx.account_id].remove(tx)
             self._date_keys.pop(tx.account_id, None)
+            return tx
 
-    def shift_date(self, tx_id: str, days: int) -> None:
-        """Move an operation's booking date (banks do, between pending and booked)."""
-        with self._lock:
+    def change_transaction(
+        self,
+        tx_id: str,
+        *,
+        label: str | None = None,
+        raw_label: str | None = None,
+        shift_days: int = 0,
+    ) -> EmulatedTransaction:
+        """The bank changes an operation: its clean ``label`` (Linxo's enrichment improves
+        over time), its raw ``notes`` (``raw_label``), or its booking date (banks move it
+        between pending and booked)."""
+        with self.lock:
             tx = self._tx_index[tx_id]
-            tx.booking_date += timedelta(days=days)
-            self._date_keys.pop(tx.account_id, None)
-
-    def relabel(self, tx_id: str, label: str) -> None:
-        """Change an operation's clean label (Linxo's enrichment improves over time)."""
-        with self._lock:
-            self._tx_index[tx_id].label = label
+            if label is not None:
+                tx.label = label
+            if raw_label is not None:
+                tx.notes = raw_label
+            if shift_days:
+                tx.booking_date += timedelta(days=shift_days)
+                self._date_keys.pop(tx.account_id, None)
+            return tx
 
     def _sorted(self, account_id: str) -> list[EmulatedTransaction]:
         rows = self._transactions[account_id]
@@ -757,45 +772,18 @@ class LinxoEmulator(EmulatorServer):
             self._date_keys[account_id] = [self._midnight(t.booking_date) for t in rows]
         return rows
 
-    # ---- scenario control: tokens, limits, faults ------------------------------------------
+    # ---- scenario control: tokens, limits (the clock and faults: EmulatorServer) ------------
 
     def expire_tokens(self) -> None:
         """Every access token issued so far stops working (as after their ``expires_in``)."""
-        with self._lock:
+        with self.lock:
             for token in self._tokens.values():
                 token["expires_at"] = 0.0
 
-    def force_rate_limit(self, count: int = 1, *, retry_after: float = 1.0) -> None:
-        """The next ``count`` API or token calls answer ``429`` with ``Retry-After``."""
-        with self._lock:
-            self._forced_429.extend([retry_after] * count)
-
-    def fail_next(
-        self,
-        count: int = 1,
-        kind: str = "error",
-        *,
-        delay: float = 1.0,
-        path_contains: str | None = None,
-    ) -> None:
-        """Script a fault on the next ``count`` calls (whose path contains
-        ``path_contains`` when given): ``error`` (500), ``slow`` (answer after ``delay`` real
-        seconds, for client timeouts), ``malformed`` (200 with broken JSON), ``truncated``
-        (``Content-Length`` longer than the body, then the connection closes)."""
-        if kind not in FAULT_KINDS:
-            raise ValueError(f"fault kind must be one of {FAULT_KINDS}")
-        with self._lock:
-            self._faults.append(_Fault(kind, count, delay, path_contains))
-
-    def _take_fault(self, path: str) -> _Fault | None:
-        with self._lock:
-            for fault in self._faults:
-                if fault.path_contains is None or fault.path_contains in path:
-                    fault.remaining -= 1
-                    if fault.remaining <= 0:
-                        self._faults.remove(fault)
-                    return fault
-        return None
+    def reset_rate_limits(self) -> None:
+        """Forget request counts (after a test that deliberately exhausted them)."""
+        with self.lock:
+            self._hits.clear()
 
     # ---- events ------------------------------------------------------------------------------
 
@@ -812,70 +800,48 @@ class LinxoEmulator(EmulatorServer):
 
     def webhook_body(self, connection_id: str, *, new_transactions: bool = True) -> bytes:
         """The JSON body Linxo would POST for an update of ``connection_id``."""
-        with self._lock:
+        with self.lock:
             conn = self._connections[connection_id]
             return json.dumps(self._event_body(conn, new_transactions=new_transactions)).encode()
 
     def send_webhook(self, body: bytes, url: str | None = None) -> int:
         """POST ``body`` to ``url`` (default :attr:`webhook_url`, loopback only); returns the
         HTTP status. Duplicates and out-of-order deliveries are the caller sending twice or
-        in another order. Linxo signs nothing (reference §2.7), so no signature header."""
+        in another order. Linxo signs nothing (docs/aggregators.md §2.7), so no signature
+        header."""
         target = url or self.webhook_url
         if not target:
             raise ValueError("no webhook URL")
-        if urlsplit(target).hostname not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError("The emulator only delivers webhooks to the loopback interface")
-        request = urllib.request.Request(  # noqa: S310 - loopback http checked above
-            target, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
-                return int(response.status)
-        except urllib.error.HTTPError as exc:
-            return int(exc.code)
+        delivery = post_to_loopback(target, body, {"Content-Type": "application/json"})
+        if delivery.status is None:
+            raise ConnectionError(f"The webhook could not be delivered: {delivery.error}")
+        return delivery.status
 
     def deliver_events(self) -> list[int]:
         """Send the webhooks of finished syncs (in order) to :attr:`webhook_url`."""
-        with self._lock:
+        with self.lock:
             events, self.pending_events = self.pending_events, []
         return [self.send_webhook(json.dumps(event).encode()) for event in events]
 
     # ---- HTTP dispatch ---------------------------------------------------------------------
 
-    def _handle(self, request: _Request) -> _Reply:
-        with self._lock:
-            self.requests_log.append((request.method, request.path, request.query))
-        fault = self._take_fault(request.path)
-        if fault is not None:
-            if fault.kind == "slow":
-                time.sleep(fault.delay)
-            elif fault.kind == "error":
-                return self._json(500, {"error": "server_error", "error_description": "Boom"})
-            elif fault.kind == "malformed":
-                return _Reply(200, b'{"connections": [{"id": "1",', _json_headers())
-            elif fault.kind == "truncated":
-                body = b'{"transactions": [{"id": "1", "amount": '
-                return _Reply(200, body, _json_headers(), truncate=True)
-        try:
-            with self._lock:
-                if self._forced_429 and not request.path.startswith("/embed/widget/"):
-                    retry_after = self._forced_429.pop(0)
-                    raise _HTTPError(
-                        429,
-                        "too_many_requests",
-                        "Rate limit exceeded",
-                        **{"Retry-After": f"{retry_after:g}"},
-                    )
-                return self._route(request)
-        except _HTTPError as exc:
-            reply = self._json(
-                exc.status, {"error": exc.error, "error_description": exc.description}
-            )
-            reply.headers.update(exc.headers)
-            return reply
+    def error_body(self, error: EmulatorError) -> dict[str, Any]:
+        """Linxo's OAuth-style error shape ``{error, error_description}``."""
+        return {"error": error.code, "error_description": error.message}
 
-    def _json(self, status: int, payload: Any) -> _Reply:
-        return _Reply(status, json.dumps(payload, default=str).encode(), _json_headers())
+    def answer(self, request: EmulatorRequest) -> EmulatorReply:
+        """One call on any of the three services; the hosted widget pages are never
+        rate-limited (a browser shows them)."""
+        assert isinstance(request, LinxoRequest)  # noqa: S101 - request_class guarantees it
+        with self.lock:
+            if not request.path.startswith("/embed/widget/"):
+                forced = self.take_forced_rate_limit()
+                if forced is not None:
+                    raise forced
+            return self._route(request)
+
+    def _json(self, status: int, payload: Any) -> EmulatorReply:
+        return EmulatorReply(status, payload)
 
     _ROUTES: tuple[tuple[str, str, str], ...] = (
         ("POST", r"/auth/token", "_token"),
@@ -895,7 +861,7 @@ class LinxoEmulator(EmulatorServer):
         ("POST", r"/embed/widget/(?P<page>add_connection|edit_credentials)", "_widget_submit"),
     )
 
-    def _route(self, request: _Request) -> _Reply:
+    def _route(self, request: LinxoRequest) -> EmulatorReply:
         version = re.escape(self.api_version)
         path_known = False
         for method, pattern, name in self._ROUTES:
@@ -904,11 +870,11 @@ class LinxoEmulator(EmulatorServer):
                 continue
             path_known = True
             if method == request.method:
-                handler: Callable[..., _Reply] = getattr(self, name)
+                handler: Callable[..., EmulatorReply] = getattr(self, name)
                 return handler(request, **match.groupdict())
         if path_known:
-            raise _HTTPError(405, "method_not_allowed", "Method not allowed")
-        raise _HTTPError(404, "not_found", f"No route for {request.path}")
+            raise EmulatorError(405, "method_not_allowed", "Method not allowed")
+        raise EmulatorError(404, "not_found", f"No route for {request.path}")
 
     # ---- auth ------------------------------------------------------------------------------
 
@@ -917,33 +883,35 @@ class LinxoEmulator(EmulatorServer):
         expected = self.clients.get(client_id or "")
         return expected is not None and client_secret is not None and client_secret == expected
 
-    def _token(self, request: _Request) -> _Reply:
+    def _token(self, request: LinxoRequest) -> EmulatorReply:
         form = request.form()
         client_id, client_secret = form.get("client_id", ""), form.get("client_secret")
         if not self._client_ok(client_id, client_secret):
-            raise _HTTPError(401, "invalid_client", "Client authentication failed")
+            raise EmulatorError(401, "invalid_client", "Client authentication failed")
         grant = form.get("grant_type")
         if grant == "client_credentials":
             scope = form.get("scope", "users_create")
             if scope != "users_create":
-                raise _HTTPError(400, "invalid_scope", f"Scope not allowed: {scope}")
+                raise EmulatorError(400, "invalid_scope", f"Scope not allowed: {scope}")
             return self._issue(kind="client", client_id=client_id, user_id=None, scope=scope)
         if grant == "password":
             username, password = form.get("username"), form.get("password")
             if not username or not password:
-                raise _HTTPError(400, "invalid_request", "username and password are required")
+                raise EmulatorError(400, "invalid_request", "username and password are required")
             user = next(
                 (u for u in self._users.values() if u.email == username),
                 None,
             )
             if user is None or user.password != password or user.client_id != client_id:
-                raise _HTTPError(400, "invalid_grant", "Bad user credentials")
+                raise EmulatorError(400, "invalid_grant", "Bad user credentials")
             return self._issue(
                 kind="user", client_id=client_id, user_id=user.id, scope=form.get("scope", "")
             )
-        raise _HTTPError(400, "unsupported_grant_type", f"Unsupported grant type: {grant}")
+        raise EmulatorError(400, "unsupported_grant_type", f"Unsupported grant type: {grant}")
 
-    def _issue(self, *, kind: str, client_id: str, user_id: str | None, scope: str) -> _Reply:
+    def _issue(
+        self, *, kind: str, client_id: str, user_id: str | None, scope: str
+    ) -> EmulatorReply:
         now = self._now()
         # Forget long-dead tokens (kept an hour after expiry so "expired" stays distinct from
         # "unknown" in tests): a long-running emulator must not grow without end.
@@ -967,16 +935,16 @@ class LinxoEmulator(EmulatorServer):
             },
         )
 
-    def _bearer(self, request: _Request, kind: str) -> dict[str, Any]:
+    def _bearer(self, request: LinxoRequest, kind: str) -> dict[str, Any]:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise _HTTPError(401, "invalid_token", "Missing bearer token")
+            raise EmulatorError(401, "invalid_token", "Missing bearer token")
         info = self._tokens.get(token)
         if info is None or info["expires_at"] <= self._now():
-            raise _HTTPError(401, "invalid_token", "The access token is invalid or has expired")
+            raise EmulatorError(401, "invalid_token", "The access token is invalid or has expired")
         if info["kind"] != kind:
-            raise _HTTPError(403, "insufficient_scope", f"This call needs a {kind} token")
+            raise EmulatorError(403, "insufficient_scope", f"This call needs a {kind} token")
         if self.rate_limit is not None:
             max_calls, window = self.rate_limit
             hits = self._hits.setdefault(token, deque())
@@ -985,34 +953,32 @@ class LinxoEmulator(EmulatorServer):
                 hits.popleft()
             if len(hits) >= max_calls:
                 retry = max(1, int(hits[0] + window - now) + 1)
-                raise _HTTPError(
-                    429, "too_many_requests", "Rate limit exceeded", **{"Retry-After": str(retry)}
-                )
+                raise self.too_many_requests("Rate limit exceeded", retry)
             hits.append(now)
         return info
 
-    def _user_scope(self, request: _Request) -> str:
+    def _user_scope(self, request: LinxoRequest) -> str:
         """The user of the bearer token, checking v3's mandatory ``user_id`` parameter."""
         info = self._bearer(request, "user")
-        user_id = request.arg("user_id")
+        user_id = request.query.get("user_id")
         if self.api_version == "v3" and not user_id:
-            raise _HTTPError(400, "invalid_request", "user_id is required")
+            raise EmulatorError(400, "invalid_request", "user_id is required")
         if user_id and user_id != info["user_id"]:
-            raise _HTTPError(403, "forbidden", "user_id does not match the access token")
+            raise EmulatorError(403, "forbidden", "user_id does not match the access token")
         return str(info["user_id"])
 
     # ---- users -------------------------------------------------------------------------------
 
-    def _create_user(self, request: _Request) -> _Reply:
+    def _create_user(self, request: LinxoRequest) -> EmulatorReply:
         info = self._bearer(request, "client")
         form = request.form()
         email, password = form.get("email", ""), form.get("password", "")
         if "@" not in email or len(password) < 8:
-            raise _HTTPError(400, "invalid_request", "A valid email and password are required")
+            raise EmulatorError(400, "invalid_request", "A valid email and password are required")
         if any(u.email == email for u in self._users.values()):
-            raise _HTTPError(409, "conflict", "A user with this email already exists")
+            raise EmulatorError(409, "conflict", "A user with this email already exists")
         user_id = self.create_user(email, password, client_id=info["client_id"])
-        return _Reply(201, b"", {"Location": f"{self.api_url}/users/{user_id}"})
+        return EmulatorReply(201, headers={"Location": f"{self.api_url}/users/{user_id}"})
 
     def _user_json(self, user: EmulatedUser) -> dict[str, Any]:
         return {
@@ -1024,28 +990,28 @@ class LinxoEmulator(EmulatorServer):
             "email_verified": False,
         }
 
-    def _get_me(self, request: _Request) -> _Reply:
+    def _get_me(self, request: LinxoRequest) -> EmulatorReply:
         info = self._bearer(request, "user")
         return self._json(200, self._user_json(self._users[info["user_id"]]))
 
-    def _get_user(self, request: _Request, id: str) -> _Reply:
+    def _get_user(self, request: LinxoRequest, id: str) -> EmulatorReply:
         info = self._bearer(request, "client")
         user = self._users.get(id)
         if user is None or user.client_id != info["client_id"]:
-            raise _HTTPError(404, "not_found", "User not found")
+            raise EmulatorError(404, "not_found", "User not found")
         return self._json(200, self._user_json(user))
 
-    def _delete_user(self, request: _Request, id: str) -> _Reply:
+    def _delete_user(self, request: LinxoRequest, id: str) -> EmulatorReply:
         info = self._bearer(request, "client")
         user = self._users.get(id)
         if user is None or user.client_id != info["client_id"]:
-            raise _HTTPError(404, "not_found", "User not found")
+            raise EmulatorError(404, "not_found", "User not found")
         for conn_id in [c.id for c in self._connections.values() if c.user_id == id]:
             self._drop_connection(conn_id)
         del self._users[id]
         for token in [t for t, i in self._tokens.items() if i["user_id"] == id]:
             del self._tokens[token]
-        return _Reply(204)
+        return EmulatorReply(204)
 
     # ---- connections ---------------------------------------------------------------------------
 
@@ -1083,27 +1049,27 @@ class LinxoEmulator(EmulatorServer):
     def _wrap(self, key: str, items: list[dict[str, Any]]) -> Any:
         return {key: items} if self.api_version == "v3" else items
 
-    def _owned_connection(self, request: _Request, connection_id: str) -> EmulatedConnection:
+    def _owned_connection(self, request: LinxoRequest, connection_id: str) -> EmulatedConnection:
         info = self._bearer(request, "user")
         conn = self._connections.get(connection_id)
         if conn is None or conn.user_id != info["user_id"]:
-            raise _HTTPError(404, "not_found", "Connection not found")
+            raise EmulatorError(404, "not_found", "Connection not found")
         return conn
 
-    def _list_connections(self, request: _Request) -> _Reply:
+    def _list_connections(self, request: LinxoRequest) -> EmulatorReply:
         user_id = self._user_scope(request)
         items = [
             self._connection_json(c) for c in self._connections.values() if c.user_id == user_id
         ]
         return self._json(200, self._wrap("connections", items))
 
-    def _get_connection(self, request: _Request, id: str) -> _Reply:
+    def _get_connection(self, request: LinxoRequest, id: str) -> EmulatorReply:
         return self._json(200, self._connection_json(self._owned_connection(request, id)))
 
-    def _delete_connection(self, request: _Request, id: str) -> _Reply:
+    def _delete_connection(self, request: LinxoRequest, id: str) -> EmulatorReply:
         self._owned_connection(request, id)
         self._drop_connection(id)
-        return _Reply(204)
+        return EmulatorReply(204)
 
     def _drop_connection(self, connection_id: str) -> None:
         del self._connections[connection_id]
@@ -1117,16 +1083,20 @@ class LinxoEmulator(EmulatorServer):
 
     # ---- accounts ------------------------------------------------------------------------------
 
-    def _paging(self, request: _Request, default_limit: int = 100) -> tuple[int, int]:
+    def _paging(self, request: LinxoRequest, default_limit: int = 100) -> tuple[int, int]:
         try:
-            page = int(request.arg("page") or 1)
-            limit = int(request.arg("limit") or default_limit)
+            page = int(request.query.get("page") or 1)
+            limit = int(request.query.get("limit") or default_limit)
         except ValueError:
-            raise _HTTPError(400, "invalid_request", "page and limit must be integers") from None
+            raise EmulatorError(400, "invalid_request", "page and limit must be integers") from None
         if page < 1:
-            raise _HTTPError(400, "invalid_request", "page must be 1 or more")
+            raise EmulatorError(400, "invalid_request", "page must be 1 or more")
         if not 1 <= limit <= MAX_LIMIT:
-            raise _HTTPError(400, "invalid_request", f"limit must be between 1 and {MAX_LIMIT}")
+            raise EmulatorError(400, "invalid_request", f"limit must be between 1 and {MAX_LIMIT}")
+        if request.fault == "repeat_page":
+            # A faulty server that ignores ``page`` and serves the first one again: the client
+            # must notice instead of looping forever.
+            page = 1
         return page, limit
 
     def _account_json(self, account: EmulatedAccount) -> dict[str, Any]:
@@ -1152,10 +1122,10 @@ class LinxoEmulator(EmulatorServer):
             "usage": "PERSONAL",
         }
 
-    def _list_accounts(self, request: _Request) -> _Reply:
+    def _list_accounts(self, request: LinxoRequest) -> EmulatorReply:
         user_id = self._user_scope(request)
         page, limit = self._paging(request)
-        connection_id = request.arg("connection_id")
+        connection_id = request.query.get("connection_id")
         rows = [
             a
             for a in self._accounts.values()
@@ -1164,24 +1134,24 @@ class LinxoEmulator(EmulatorServer):
         window = rows[(page - 1) * limit : page * limit]
         return self._json(200, self._wrap("accounts", [self._account_json(a) for a in window]))
 
-    def _get_account(self, request: _Request, id: str) -> _Reply:
+    def _get_account(self, request: LinxoRequest, id: str) -> EmulatorReply:
         info = self._bearer(request, "user")
         account = self._accounts.get(id)
         if account is None or account.user_id != info["user_id"]:
-            raise _HTTPError(404, "not_found", "Account not found")
+            raise EmulatorError(404, "not_found", "Account not found")
         return self._json(200, self._account_json(account))
 
     # ---- transactions --------------------------------------------------------------------------
 
-    def _date_param(self, request: _Request, name: str) -> int | None:
-        raw = request.arg(name)
+    def _date_param(self, request: LinxoRequest, name: str) -> int | None:
+        raw = request.query.get(name)
         if raw is None or raw == "":
             return None
         if self.api_version == "v3":
             try:
                 parsed = datetime.fromisoformat(raw)
             except ValueError:
-                raise _HTTPError(
+                raise EmulatorError(
                     400, "invalid_request", f"{name} must be an ISO-8601 date-time"
                 ) from None
             if parsed.tzinfo is None:
@@ -1190,7 +1160,7 @@ class LinxoEmulator(EmulatorServer):
         try:
             return int(raw)
         except ValueError:
-            raise _HTTPError(400, "invalid_request", f"{name} must be unix seconds") from None
+            raise EmulatorError(400, "invalid_request", f"{name} must be unix seconds") from None
 
     def _midnight(self, day: date) -> int:
         # Zone conversions dominate the cost of a 500-line page: remember them per day.
@@ -1242,15 +1212,15 @@ class LinxoEmulator(EmulatorServer):
             **dates,
         }
 
-    def _list_transactions(self, request: _Request) -> _Reply:
+    def _list_transactions(self, request: LinxoRequest) -> EmulatorReply:
         user_id = self._user_scope(request)
         page, limit = self._paging(request)
         param = "account_ids" if self.api_version == "v3" else "account_id"
-        wanted = [v for raw in request.query.get(param, []) for v in raw.split(",") if v]
+        wanted = [v for raw in request.values(param) for v in raw.split(",") if v]
         for account_id in wanted:
             account = self._accounts.get(account_id)
             if account is None or account.user_id != user_id:
-                raise _HTTPError(404, "not_found", f"Account {account_id} not found")
+                raise EmulatorError(404, "not_found", f"Account {account_id} not found")
         if not wanted:
             wanted = [a.id for a in self._accounts.values() if a.user_id == user_id]
         start = self._date_param(request, "start_date")
@@ -1262,8 +1232,6 @@ class LinxoEmulator(EmulatorServer):
             low = 0 if start is None else bisect_left(keys, start)
             high = len(keys) if end is None else bisect_right(keys, end)
             rows.extend(ordered[low:high])
-        if self.serve_first_page_only:
-            page = 1
         window = rows[(page - 1) * limit : page * limit]
         return self._json(
             200, self._wrap("transactions", [self._transaction_json(t) for t in window])
@@ -1271,16 +1239,16 @@ class LinxoEmulator(EmulatorServer):
 
     # ---- providers -------------------------------------------------------------------------
 
-    def _list_providers(self, request: _Request) -> _Reply:
+    def _list_providers(self, request: LinxoRequest) -> EmulatorReply:
         # Linxo's provider list needs an application token or a user token; both work here.
         header = request.headers.get("Authorization", "")
         token = header.partition(" ")[2]
         info = self._tokens.get(token)
         if info is None or info["expires_at"] <= self._now():
-            raise _HTTPError(401, "invalid_token", "The access token is invalid or has expired")
+            raise EmulatorError(401, "invalid_token", "The access token is invalid or has expired")
         page, limit = self._paging(request, default_limit=250)
-        query = fold(request.arg("q") or "")
-        country = (request.arg("country") or "").upper()
+        query = fold(request.query.get("q") or "")
+        country = (request.query.get("country") or "").upper()
         rows = [
             p
             for p in PROVIDERS
@@ -1301,14 +1269,14 @@ class LinxoEmulator(EmulatorServer):
 
     # ---- widget ------------------------------------------------------------------------------
 
-    def _widget_session(self, request: _Request) -> _Reply:
+    def _widget_session(self, request: LinxoRequest) -> EmulatorReply:
         form = request.form()
         client_id = form.get("client_id", "")
         if not self._client_ok(client_id, form.get("client_secret")):
-            raise _HTTPError(401, "invalid_client", "Client authentication failed")
+            raise EmulatorError(401, "invalid_client", "Client authentication failed")
         info = self._tokens.get(form.get("access_token", ""))
         if info is None or info["kind"] != "user" or info["expires_at"] <= self._now():
-            raise _HTTPError(401, "invalid_token", "The user access token is invalid or expired")
+            raise EmulatorError(401, "invalid_token", "The user access token is invalid or expired")
         now = self._now()
         for stale in [k for k, v in self._widget_sessions.items() if v["expires_at"] < now]:
             del self._widget_sessions[stale]
@@ -1326,20 +1294,20 @@ class LinxoEmulator(EmulatorServer):
     def _widget_context(self, values: Mapping[str, str], page: str) -> dict[str, Any]:
         session = self._widget_sessions.get(values.get("session_id", ""))
         if session is None or session["expires_at"] <= self._now():
-            raise _HTTPError(400, "invalid_session", "The widget session is invalid or expired")
+            raise EmulatorError(400, "invalid_session", "The widget session is invalid or expired")
         redirect_uri = values.get("redirect_uri", "")
         if urlsplit(redirect_uri).scheme not in ("http", "https"):
-            raise _HTTPError(400, "invalid_request", "redirect_uri must be an http(s) URL")
+            raise EmulatorError(400, "invalid_request", "redirect_uri must be an http(s) URL")
         context: dict[str, Any] = {"user_id": session["user_id"], "redirect_uri": redirect_uri}
         if page == "edit_credentials":
             conn = self._connections.get(values.get("connection_id", ""))
             if conn is None or conn.user_id != session["user_id"]:
-                raise _HTTPError(404, "not_found", "Connection not found")
+                raise EmulatorError(404, "not_found", "Connection not found")
             context["connection"] = conn
         return context
 
-    def _widget_page(self, request: _Request, page: str) -> _Reply:
-        values = {k: v[0] for k, v in request.query.items()}
+    def _widget_page(self, request: LinxoRequest, page: str) -> EmulatorReply:
+        values = dict(request.query)
         context = self._widget_context(values, page)
         french = values.get("locale", "en").startswith("fr")
         title = {
@@ -1374,9 +1342,9 @@ class LinxoEmulator(EmulatorServer):
             '<button name="action" value="cancel" type="submit">Cancel</button>'
             f"</form><p>Test logins: {esc(logins)}</p></body></html>"
         )
-        return _Reply(200, body.encode(), {"Content-Type": "text/html; charset=utf-8"})
+        return EmulatorReply(200, html=body)
 
-    def _widget_submit(self, request: _Request, page: str) -> _Reply:
+    def _widget_submit(self, request: LinxoRequest, page: str) -> EmulatorReply:
         values = request.form()
         context = self._widget_context(values, page)
         if values.get("action") == "cancel":
@@ -1445,66 +1413,13 @@ def submit_widget(
     return answer.headers["Location"]
 
 
-def _json_headers() -> dict[str, str]:
-    return {"Content-Type": "application/json"}
-
-
-def _redirect(redirect_uri: str, params: Mapping[str, str]) -> _Reply:
+def _redirect(redirect_uri: str, params: Mapping[str, str]) -> EmulatorReply:
     """303 to ``redirect_uri`` with ``params`` added to whatever query it already has."""
-    return _Reply(303, b"", {"Location": with_query(redirect_uri, params)})
+    return EmulatorReply(303, headers={"Location": with_query(redirect_uri, params)})
 
 
-class _Handler(EmulatorHandler):
-    """Turns HTTP requests into :meth:`LinxoEmulator._handle` calls."""
-
-    emulator: LinxoEmulator
-    # Large enough for a full page of transactions in one write.
-    wbufsize = 64 * 1024
-
-    def _serve(self) -> None:
-        parts = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        request = _Request(
-            method=self.command,
-            path=parts.path.rstrip("/") or "/",
-            query=parse_qs(parts.query, keep_blank_values=True),
-            headers=dict(self.headers.items()),
-            body=body,
-        )
-        try:
-            reply = self.emulator._handle(request)
-        except Exception:  # a bug in the emulator must surface as a 500, like a vendor's
-            _logger.exception("Linxo emulator failed on %s %s", self.command, parts.path)
-            reply = _Reply(500, b'{"error":"server_error"}', _json_headers())
-        self.send_response(reply.status)
-        request_id = secrets.token_hex(8)
-        headers = {"X-Request-Id": request_id, **reply.headers}
-        for key, value in headers.items():
-            self.send_header(key, value)
-        if reply.truncate:
-            self.send_header("Content-Length", str(len(reply.body) + 100))
-            self.send_header("Connection", "close")
-            self.end_headers()
-            self.wfile.write(reply.body)
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.send_header("Content-Length", str(len(reply.body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(reply.body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Route the access log to :mod:`logging` (debug) instead of stderr."""
-        _logger.debug("linxo-emulator: " + format, *args)
-
-
-# Bound here, the handler being defined after the emulator it serves.
-LinxoEmulator.handler_class = _Handler
-
-
-def _iter_lines(emulator: LinxoEmulator) -> Iterator[str]:
+def _banner(emulator: EmulatorServer) -> Iterator[str]:
+    assert isinstance(emulator, LinxoEmulator)  # noqa: S101 - only ever given one
     yield f"Linxo Connect emulator on {emulator.base_url}"
     yield f"  auth:   {emulator.auth_url}"
     yield f"  api:    {emulator.api_url}"
@@ -1514,8 +1429,7 @@ def _iter_lines(emulator: LinxoEmulator) -> Iterator[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: serve until interrupted (for the demo and the benchmarks)."""
-    parser = argparse.ArgumentParser(description="Local Linxo Connect emulator (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=0)
+    parser = command_line("Local Linxo Connect emulator (127.0.0.1)", port=0)
     parser.add_argument("--seed", default="1")
     parser.add_argument("--api-version", default="v3", choices=("v3", "v2.1"))
     parser.add_argument("--sync-delay", type=float, default=0.0)
@@ -1528,30 +1442,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--large", type=int, default=20000)
     args = parser.parse_args(argv)
     emulator = LinxoEmulator(
+        host=args.host,
         port=args.port,
+        clock=clock_from(args),
         seed=args.seed,
         api_version=args.api_version,
         sync_delay=args.sync_delay,
         transactions_per_account=args.transactions,
     )
-    with emulator:
-        if args.large_user:
-            email, _, password = args.large_user.partition(":")
-            user_id = emulator.create_user(email, password)
-            conn_id = emulator.create_connection(user_id, transactions_per_account=0)
-            account_id = emulator.account_ids(conn_id)[0]
-            today = emulator._today()
-            emulator.add_transactions(
-                account_id, args.large, start=today - timedelta(days=3 * 365), end=today
-            )
-        for line in _iter_lines(emulator):
-            sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-        try:
-            while True:
-                time.sleep(3600)
-        except KeyboardInterrupt:
-            return 0
+    if args.large_user:
+        email, _, password = args.large_user.partition(":")
+        user_id = emulator.create_user(email, password)
+        conn_id = emulator.create_connection(user_id, transactions_per_account=0)
+        account_id = emulator.account_ids(conn_id)[0]
+        today = emulator.clock.now().astimezone(PARIS).date()
+        emulator.add_transactions(
+            account_id, args.large, start=today - timedelta(days=3 * 365), end=today
+        )
+    return serve_until_interrupted(emulator, _banner)
 
 
 if __name__ == "__main__":
