@@ -207,8 +207,9 @@ def signed_get(
     service: Service, creds: admin.TenantCredentials, path: str, **kwargs: Any
 ) -> requests.Response:
     """A raw signed GET, for tests that look at status codes and headers."""
-    headers = sign_request(creds.client_secret, "GET", path, b"", client_id=creds.client_id)
-    headers["X-Bank-Sync-Company"] = "1"
+    headers = sign_request(
+        creds.client_secret, "GET", path, b"", client_id=creds.client_id, company="1"
+    )
     headers.update(kwargs.pop("headers", {}))
     return requests.get(service.url + path, headers=headers, timeout=10, **kwargs)
 
@@ -270,14 +271,18 @@ def test_unsigned_badly_signed_replayed_and_revoked_calls_get_401_without_secret
     assert unsigned.json()["error"] == "signature"
     assert "not signed" in unsigned.json()["message"]
 
-    wrong = sign_request("not-the-secret", "GET", "/v1/connections", client_id=creds.client_id)
-    bad = requests.get(url, headers={**wrong, "X-Bank-Sync-Company": "1"}, timeout=10)
+    wrong = sign_request(
+        "not-the-secret", "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    bad = requests.get(url, headers=wrong, timeout=10)
     assert bad.status_code == 401
     assert "signature is wrong" in bad.json()["message"]
 
     # A signature for another path (or a tampered query) does not carry over.
-    other = sign_request(creds.client_secret, "GET", "/v1/accounts", client_id=creds.client_id)
-    moved = requests.get(url, headers={**other, "X-Bank-Sync-Company": "1"}, timeout=10)
+    other = sign_request(
+        creds.client_secret, "GET", "/v1/accounts", client_id=creds.client_id, company="1"
+    )
+    moved = requests.get(url, headers=other, timeout=10)
     assert moved.status_code == 401
 
     stale = sign_request(
@@ -286,12 +291,15 @@ def test_unsigned_badly_signed_replayed_and_revoked_calls_get_401_without_secret
         "/v1/connections",
         timestamp=time.time() - 3600,
         client_id=creds.client_id,
+        company="1",
     )
-    old = requests.get(url, headers={**stale, "X-Bank-Sync-Company": "1"}, timeout=10)
+    old = requests.get(url, headers=stale, timeout=10)
     assert old.status_code == 401
 
-    good = sign_request(creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id)
-    headers = {**good, "X-Bank-Sync-Company": "1"}
+    headers = sign_request(
+        creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    good = headers
     assert requests.get(url, headers=headers, timeout=10).status_code == 200
     replay = requests.get(url, headers=headers, timeout=10)
     assert replay.status_code == 401
@@ -317,6 +325,46 @@ def test_unsigned_badly_signed_replayed_and_revoked_calls_get_401_without_secret
     text = sqlite_service.logs.getvalue()
     assert creds.client_secret not in text
     assert good["X-BSB-Signature"] not in text
+
+
+def test_a_company_header_changed_after_signing_is_refused(sqlite_service: Service) -> None:
+    creds = sqlite_service.tenant()
+    client = sqlite_service.client(creds, company="1")
+    connection_id = connect_sandbox_bank(client)
+    url = sqlite_service.url + "/v1/connections"
+
+    # Signed for company 1, sent for company 2: company 2 would otherwise act with company 1's
+    # request (or read its own data with a request company 1 made).
+    signed = sign_request(
+        creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    swapped = requests.get(url, headers={**signed, "X-Bank-Sync-Company": "2"}, timeout=10)
+    assert swapped.status_code == 401
+    assert "company" in swapped.json()["message"]
+    stripped = {k: v for k, v in signed.items() if k != "X-Bank-Sync-Company"}
+    assert requests.get(url, headers=stripped, timeout=10).status_code in (400, 401)
+
+    # The same request, untouched, is company 1's and lists its connection.
+    fresh = sign_request(
+        creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    answer = requests.get(url, headers=fresh, timeout=10)
+    assert answer.status_code == 200
+    assert [c["remote_id"] for c in answer.json()["connections"]] == [connection_id]
+
+
+def test_a_client_on_the_older_signature_scheme_is_told_so(sqlite_service: Service) -> None:
+    creds = sqlite_service.tenant()
+    signed = sign_request(
+        creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    # The older scheme sent the bare hex digest, without the version marker.
+    signed["X-BSB-Signature"] = signed["X-BSB-Signature"].split("=", 1)[1]
+    answer = requests.get(sqlite_service.url + "/v1/connections", headers=signed, timeout=10)
+    assert answer.status_code == 401
+    message = answer.json()["message"]
+    assert "signature scheme v1" in message
+    assert "update bank_sync_bridge" in message
 
 
 def test_global_rate_limit_protects_the_operator_quota_across_tenants(tmp_path: Path) -> None:

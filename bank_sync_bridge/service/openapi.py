@@ -25,8 +25,14 @@ from ..model import (
     Transaction,
     WebhookEvent,
 )
-from ..providers.bridge_service import COMPANY_HEADER
-from ..signing import CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from ..signing import (
+    CLIENT_HEADER,
+    COMPANY_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    SIGNATURE_VERSION,
+    TIMESTAMP_HEADER,
+)
 
 _RECORDS = (Institution, Connection, Account, Transaction, ConnectSession, ConnectResult)
 
@@ -457,11 +463,13 @@ def build_openapi(version: str) -> dict[str, Any]:
             "description": (
                 "Multi-tenant bridge between Odoo databases and one operator's bank data "
                 "aggregator. Every /v1 call is signed by the tenant: "
-                f"`{SIGNATURE_HEADER}` is the hex HMAC-SHA256, keyed with the tenant secret, of "
-                "the lines timestamp, nonce, method, path with query, and the hex SHA-256 of "
-                f"the body, joined by newlines; `{TIMESTAMP_HEADER}` is in Unix seconds and must "
-                f"be within 5 minutes; `{NONCE_HEADER}` is never reused. `{COMPANY_HEADER}` "
-                "names the tenant's company: each company is its own aggregator user."
+                f"`{SIGNATURE_HEADER}` is `{SIGNATURE_VERSION}=` followed by the hex "
+                "HMAC-SHA256, keyed with the tenant secret, of the lines `bsb-request-v2`, "
+                "timestamp, nonce, method, path with query, the company header's value (empty "
+                "when absent) and the hex SHA-256 of the body, joined by newlines; "
+                f"`{TIMESTAMP_HEADER}` is in Unix seconds and must be within 5 minutes; "
+                f"`{NONCE_HEADER}` is never reused. `{COMPANY_HEADER}` names the tenant's "
+                "company: each company is its own aggregator user."
             ),
             "license": {"name": "LGPL-3.0-only"},
         },
