@@ -123,8 +123,13 @@ class Service:
         return provider
 
 
+#: Settings of the tests' service: generous rate limits, and the test mode, since the tests'
+#: callback receivers listen on 127.0.0.1 over plain http.
+TEST_SETTINGS = ServiceSettings(rate_per_second=500, burst=500, test_mode=True)
+
+
 def _start_service(
-    database_url: str, settings: ServiceSettings | None = None
+    database_url: str, settings: ServiceSettings | None = None, **app_kwargs: Any
 ) -> tuple[Service, logging.Handler]:
     store = Store(database_url)
     store.migrate()
@@ -135,17 +140,18 @@ def _start_service(
     logger = logging.getLogger(LOGGER_NAME)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    app = ServiceApp(store, box, settings or ServiceSettings(rate_per_second=500, burst=500))
+    app = ServiceApp(store, box, settings or TEST_SETTINGS, **app_kwargs)
     server = ServiceServer(app).start()
     return Service(server, store, box, logs), handler
 
 
 @contextlib.contextmanager
 def running_service(
-    database_url: str, settings: ServiceSettings | None = None
+    database_url: str, settings: ServiceSettings | None = None, **app_kwargs: Any
 ) -> Iterator[Service]:
-    """The service running for the ``with`` block, stopped and its log handler removed after."""
-    running, handler = _start_service(database_url, settings)
+    """The service running for the ``with`` block, stopped and its log handler removed after
+    (``app_kwargs`` go to :class:`ServiceApp`, e.g. a ``resolver``)."""
+    running, handler = _start_service(database_url, settings, **app_kwargs)
     try:
         yield running
     finally:
@@ -544,9 +550,10 @@ def linxo() -> Iterator[LinxoEmulator]:
 
 
 class _Receiver:
-    """A tenant's callback endpoint: a real HTTP server recording what it receives."""
+    """A tenant's callback endpoint: a real HTTP server recording what it receives, answering
+    ``statuses`` in turn (then 200), with ``headers``."""
 
-    def __init__(self, statuses: list[int]) -> None:
+    def __init__(self, statuses: list[int], headers: dict[str, str] | None = None) -> None:
         self.statuses = statuses
         self.received: list[tuple[dict[str, str], bytes, str]] = []
         receiver = self
@@ -557,6 +564,8 @@ class _Receiver:
                 receiver.received.append((dict(self.headers.items()), body, self.path))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -566,7 +575,8 @@ class _Receiver:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/bank_sync/events?db=acme"
+        self.port = int(self.httpd.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}/bank_sync/events?db=acme"
 
     def stop(self) -> None:
         self.httpd.shutdown()

@@ -32,8 +32,6 @@ from datetime import date
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import requests
-
 from .. import __version__
 from ..crypto import SecretBox, SecretKeyError
 from ..errors import (
@@ -58,6 +56,13 @@ from ..signing import (
     verify_request,
 )
 from . import admin
+from .callbacks import (
+    CallbackRefused,
+    Resolver,
+    check_callback_url,
+    post_to_callback,
+    system_resolver,
+)
 from .logs import LOGGER_NAME
 from .openapi import build_openapi, render_docs
 from .ratelimit import RateLimiter
@@ -98,6 +103,10 @@ class ServiceSettings:
     #: The URL browsers reach the service at (the sandbox's hosted page lives there); the
     #: server's own address when not set.
     public_url: str | None = None
+    #: Tests and benchmarks on one machine only: tenants' callback URLs may then lead to the
+    #: loopback (127.0.0.0/8, ::1), and use plain http there. Every other address that is not
+    #: public stays refused, and so does plain http anywhere else.
+    test_mode: bool = False
 
 
 @dataclass
@@ -221,7 +230,8 @@ class ServiceApp:
     :param box: the operator's keys.
     :param clock: wall-clock seconds (signatures, expiry); injectable for tests.
     :param provider_kwargs: extra keyword arguments for every provider built (``clock``...).
-    :param http: the session used to call tenants' callback URLs.
+    :param resolver: resolves the host names of tenants' callback URLs (the system's resolver
+        by default; tests give a fixed table).
     """
 
     def __init__(
@@ -232,7 +242,7 @@ class ServiceApp:
         *,
         clock: Callable[[], float] = time.time,
         provider_kwargs: Mapping[str, Any] | None = None,
-        http: requests.Session | None = None,
+        resolver: Resolver = system_resolver,
     ) -> None:
         self.store = store
         self.box = box
@@ -247,7 +257,7 @@ class ServiceApp:
             else None
         )
         self.token_store = DbTokenStore(store, box)
-        self.http = http or requests.Session()
+        self.resolver = resolver
         #: Set when an event waits for delivery, so the delivery thread wakes at once.
         self.delivery_wakeup = threading.Event()
         self.public_url = self.settings.public_url
@@ -962,6 +972,10 @@ class ServiceApp:
 
     def _set_callback(self, request: Request, ctx: _Context, tenant: Tenant) -> Response:
         url = _url_field(_json_body(request), "url")
+        try:
+            check_callback_url(url, resolver=self.resolver, test_mode=self.settings.test_mode)
+        except CallbackRefused as exc:
+            raise ApiError(400, "invalid_request", exc.message) from None
         with self.store.transaction() as tx:
             tx.execute("UPDATE tenants SET callback_url = ? WHERE id = ?", (url, tenant.id))
         return Response(204)
@@ -1062,7 +1076,8 @@ class ServiceApp:
         secret_enc: str,
         url: str,
     ) -> str | None:
-        """Post one event, signed with the tenant secret; None on success, else why not."""
+        """Post one event, signed with the tenant secret, to the tenant's callback URL (checked
+        again, see :mod:`.callbacks`); None on success, else why not."""
         body = json.dumps(
             {"events": [_event_item((event_id, payload, company))]}, separators=(",", ":")
         ).encode()
@@ -1072,17 +1087,23 @@ class ServiceApp:
         )
         headers.update({PATH_HEADER: path, "Content-Type": "application/json"})
         try:
-            answer = self.http.post(
+            status = post_to_callback(
                 url,
-                data=body,
-                headers=headers,
+                body,
+                headers,
+                resolver=self.resolver,
                 timeout=self.settings.delivery_timeout,
-                allow_redirects=False,
+                test_mode=self.settings.test_mode,
             )
-        except requests.RequestException as exc:
+        except CallbackRefused as exc:
+            # Checked again at each delivery: the name may point elsewhere since it was
+            # registered (DNS rebinding), or the URL predates the check.
+            outcome = f"refused: {exc.message}"
+        except (OSError, ValueError) as exc:
             outcome = f"no answer ({type(exc).__name__})"
         else:
-            outcome = None if 200 <= answer.status_code < 300 else f"HTTP {answer.status_code}"
+            # A redirect is a failure too: it is never followed.
+            outcome = None if 200 <= status < 300 else f"HTTP {status}"
         self.logger.log(
             logging.INFO if outcome is None else logging.WARNING,
             "callback delivery",

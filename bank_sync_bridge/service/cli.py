@@ -12,7 +12,7 @@
 
 Options come from the environment too: ``BANK_SYNC_SERVICE_HOST``, ``_PORT``,
 ``_DATABASE_URL``, ``_KEYS`` (comma-separated, newest first), ``_KEYS_FILE``, ``_PUBLIC_URL``,
-``_RATE``, ``_BURST``, ``_GLOBAL_RATE``, ``_LOG_LEVEL``.
+``_RATE``, ``_BURST``, ``_GLOBAL_RATE``, ``_LOG_LEVEL``, ``_TEST_MODE``.
 """
 
 from __future__ import annotations
@@ -118,6 +118,12 @@ def _serve_options(
         default=pick(float(env("GLOBAL_RATE", "0")) or None),
         help="calls/s for all tenants together (e.g. 6 for Bridge's 2000 per 5 min)",
     )
+    parser.add_argument(
+        "--test-mode",
+        action="store_true",
+        default=pick(env("TEST_MODE", "").lower() in ("1", "true", "yes")),
+        help="tests and benchmarks only: tenants' callbacks may use http://127.0.0.1",
+    )
 
 
 def main(
@@ -184,6 +190,7 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
         burst=args.burst,
         global_rate_per_second=args.global_rate,
         public_url=args.public_url,
+        test_mode=args.test_mode,
     )
     server = ServiceServer(ServiceApp(store, box, settings), args.host, args.port)
     logging.getLogger(LOGGER_NAME).info(
@@ -196,6 +203,11 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
             }
         },
     )
+    if settings.test_mode:
+        logging.getLogger(LOGGER_NAME).warning(
+            "test mode: tenants' callbacks may lead to this machine over plain http; "
+            "never run a production service this way"
+        )
     # SIGTERM (a service manager stopping us) ends the loop like Ctrl-C does.
     signal.signal(signal.SIGTERM, _terminate)
     try:

@@ -1,0 +1,235 @@
+"""The bridge service against hostile input, over real sockets on 127.0.0.1.
+
+Callbacks that would lead inside the operator's network, and what every delivery carries.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from test_service import (
+    TEST_SETTINGS,
+    Service,
+    _Receiver,
+    _wait_for,
+    running_service,
+)
+
+from bank_sync_bridge.errors import InvalidRequest
+from bank_sync_bridge.model import WebhookEvent
+from bank_sync_bridge.service.app import ServiceSettings
+
+#: A public address (resolved from names below; never connected to by these tests).
+PUBLIC = "93.184.216.34"
+
+
+class FakeDns:
+    """A resolver answering from a table the test changes (the ``.test`` names resolve
+    nowhere for real, so a connection to one proves the service used this table)."""
+
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.table = table
+        self.asked: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        if host not in self.table:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return self.table[host]
+
+
+@pytest.fixture
+def dns() -> FakeDns:
+    return FakeDns(
+        {
+            "hooks.odoo.test": [PUBLIC],
+            "mixed.odoo.test": [PUBLIC, "10.0.0.7"],
+            "intranet.odoo.test": ["192.168.1.20"],
+            "metadata.odoo.test": ["169.254.169.254"],
+            "v6.odoo.test": ["fd00::1"],
+            "mapped.odoo.test": ["::ffff:127.0.0.1"],
+            "localhost": ["127.0.0.1", "::1"],
+        }
+    )
+
+
+@pytest.fixture
+def production(tmp_path: Path, dns: FakeDns) -> Iterator[Service]:
+    """The service as an operator runs it: no test mode."""
+    settings = ServiceSettings(rate_per_second=500, burst=500)
+    with running_service(f"sqlite:///{tmp_path}/s.sqlite3", settings, resolver=dns) as running:
+        yield running
+
+
+@pytest.fixture
+def test_mode(tmp_path: Path, dns: FakeDns) -> Iterator[Service]:
+    """The service in its test mode (loopback callbacks over http allowed)."""
+    with running_service(f"sqlite:///{tmp_path}/s.sqlite3", TEST_SETTINGS, resolver=dns) as running:
+        yield running
+
+
+def stored_callback(service: Service, client_id: str) -> str | None:
+    with service.store.transaction(write=False) as tx:
+        row = tx.one("SELECT callback_url FROM tenants WHERE client_id = ?", (client_id,))
+    assert row is not None
+    return row[0]
+
+
+def push_event(service: Service, client_id: str, event_id: str, company: str = "1") -> None:
+    """An aggregator event about the company's aggregator user, as a webhook would bring."""
+    service.app.store_events(
+        service.app.aggregator().kind,
+        [WebhookEvent(event_id=event_id, type="item.refreshed", user_ref=f"{client_id}.{company}")],
+    )
+
+
+def delivery(service: Service, event_id: str) -> tuple[str, str | None]:
+    with service.store.transaction(write=False) as tx:
+        row = tx.one(
+            "SELECT delivery_state, last_error FROM events WHERE event_id = ?", (event_id,)
+        )
+    assert row is not None
+    return row[0], row[1]
+
+
+# ----------------------------------------------------------------------------- callbacks
+REFUSED_EVERYWHERE = [
+    # Private, link-local (cloud metadata), multicast, unspecified, shared, reserved, IPv6.
+    "https://10.0.0.1/events",
+    "https://172.16.5.4/events",
+    "https://192.168.0.10/events",
+    "https://169.254.169.254/latest/meta-data",
+    "https://224.0.0.1/events",
+    "https://0.0.0.0/events",
+    "https://100.64.0.1/events",
+    "https://240.0.0.1/events",
+    "https://[::]/events",
+    "https://[fe80::1]/events",
+    "https://[fd00::1]/events",
+    "https://[ff02::1]/events",
+    # IPv4 behind IPv6: 6to4 and NAT64 forms of private addresses.
+    "https://[2002:a00:1::]/events",
+    "https://[64:ff9b::a00:1]/events",
+    # Numbers that resolvers read as addresses.
+    "https://2130706433/events",
+    "https://0x7f000001/events",
+    "https://0177.0.0.1/events",
+    "https://0x7f.0.0.1/events",
+    "https://127.1/events",
+    "https://10.1/events",
+    # Names resolving inside (all of the addresses must be public), or not at all.
+    "https://intranet.odoo.test/events",
+    "https://mixed.odoo.test/events",
+    "https://metadata.odoo.test/events",
+    "https://v6.odoo.test/events",
+    "https://unknown.odoo.test/events",
+    # Credentials in the URL, and plain http to a public host.
+    "https://user:password@hooks.odoo.test/events",
+    "http://hooks.odoo.test/events",
+]
+LOOPBACK = [
+    "https://127.0.0.1/events",
+    "https://127.8.9.10/events",
+    "https://[::1]/events",
+    "https://[::ffff:127.0.0.1]/events",
+    "https://[64:ff9b::7f00:1]/events",
+    "https://localhost/events",
+    "https://mapped.odoo.test/events",
+    "http://127.0.0.1:8069/events",
+]
+
+
+def test_callbacks_to_non_public_addresses_are_refused(production: Service) -> None:
+    creds = production.tenant()
+    client = production.client(creds)
+    for url in REFUSED_EVERYWHERE + LOOPBACK:
+        with pytest.raises(InvalidRequest) as refused:
+            client.set_callback_url(url)
+        assert "callback URL" in refused.value.message, url
+        assert stored_callback(production, creds.client_id) is None, url
+    # A public https URL is taken.
+    client.set_callback_url("https://hooks.odoo.test/bank_sync/events?db=acme")
+    assert stored_callback(production, creds.client_id) == (
+        "https://hooks.odoo.test/bank_sync/events?db=acme"
+    )
+
+
+def test_test_mode_allows_the_loopback_and_nothing_else(test_mode: Service) -> None:
+    creds = test_mode.tenant()
+    client = test_mode.client(creds)
+    for url in LOOPBACK:
+        client.set_callback_url(url)
+        assert stored_callback(test_mode, creds.client_id) == url
+    for url in REFUSED_EVERYWHERE:
+        with pytest.raises(InvalidRequest):
+            client.set_callback_url(url)
+        assert stored_callback(test_mode, creds.client_id) == LOOPBACK[-1], url
+
+
+def test_delivery_checks_the_address_again_and_connects_to_the_one_checked(
+    test_mode: Service, dns: FakeDns
+) -> None:
+    creds = test_mode.tenant()
+    client = test_mode.client(creds)
+    client.list_connections()  # the company's aggregator user now exists
+    receiver = _Receiver([])
+    try:
+        dns.table["odoo.customer.test"] = ["127.0.0.1"]
+        url = f"http://odoo.customer.test:{receiver.port}/bank_sync/events"
+        client.set_callback_url(url)
+
+        # Delivered to the address the table gave, the name still in the Host header.
+        push_event(test_mode, creds.client_id, "evt-1")
+        _wait_for(lambda: delivery(test_mode, "evt-1")[0] == "delivered")
+        ((headers, _body, path),) = receiver.received
+        assert headers["Host"] == f"odoo.customer.test:{receiver.port}"
+        assert path == "/bank_sync/events"
+
+        # The name now points at the cloud metadata service (DNS rebinding): nothing is sent.
+        dns.table["odoo.customer.test"] = ["169.254.169.254"]
+        asked = len(dns.asked)
+        push_event(test_mode, creds.client_id, "evt-2")
+        _wait_for(lambda: delivery(test_mode, "evt-2")[1] is not None)
+        state, error = delivery(test_mode, "evt-2")
+        assert state == "pending"  # retried later, in case the name comes back
+        assert error is not None and "link-local" in error and "169.254.169.254" in error
+        assert len(dns.asked) > asked  # resolved again at delivery time
+        assert len(receiver.received) == 1
+    finally:
+        receiver.stop()
+
+
+def test_a_stored_callback_that_leads_inside_is_never_called(test_mode: Service) -> None:
+    # A URL stored before the check existed (or written by hand): refused at delivery too.
+    creds = test_mode.tenant()
+    test_mode.client(creds).list_connections()
+    with test_mode.store.transaction() as tx:
+        tx.execute(
+            "UPDATE tenants SET callback_url = ? WHERE client_id = ?",
+            ("http://metadata.odoo.test/latest/meta-data", creds.client_id),
+        )
+    push_event(test_mode, creds.client_id, "evt-legacy")
+    _wait_for(lambda: delivery(test_mode, "evt-legacy")[1] is not None)
+    error = delivery(test_mode, "evt-legacy")[1]
+    assert error is not None and error.startswith("refused") and "link-local" in error
+
+
+def test_redirects_are_never_followed(test_mode: Service) -> None:
+    creds = test_mode.tenant()
+    client = test_mode.client(creds)
+    client.list_connections()
+    elsewhere = _Receiver([])
+    redirecting = _Receiver([302], headers={"Location": elsewhere.url})
+    try:
+        client.set_callback_url(redirecting.url)
+        push_event(test_mode, creds.client_id, "evt-redirect")
+        _wait_for(lambda: delivery(test_mode, "evt-redirect")[1] is not None)
+        assert delivery(test_mode, "evt-redirect") == ("pending", "HTTP 302")
+        assert len(redirecting.received) == 1
+        assert elsewhere.received == []
+    finally:
+        redirecting.stop()
+        elsewhere.stop()
