@@ -93,8 +93,21 @@ class ServiceSettings:
     #: All tenants together (None: no global limit), to stay under the aggregator's quota.
     global_rate_per_second: float | None = None
     global_burst: float = 100.0
-    #: Largest request body accepted (webhooks included).
+    #: Largest request body accepted (webhooks included); larger ones get 413.
     max_body_bytes: int = 1_000_000
+    #: Largest request line and headers together, and most header lines (431 beyond).
+    max_header_bytes: int = 16_384
+    max_headers: int = 100
+    #: Seconds a client has for a request's line and headers (from the connection's opening,
+    #: or from the first byte of a later request), then for its body: a slow client is cut off
+    #: (408) rather than holding a thread (see :mod:`.server`).
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    #: Seconds a kept-alive connection may stay idle between requests, and to send an answer.
+    keepalive_timeout: float = 15.0
+    send_timeout: float = 30.0
+    #: Connections served at once, one thread each; one more gets 503 at once.
+    max_connections: int = 64
     #: Callback deliveries: attempts before giving up (events stay pollable), and timeout.
     delivery_max_attempts: int = 8
     delivery_timeout: float = 5.0

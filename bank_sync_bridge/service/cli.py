@@ -12,7 +12,7 @@
 
 Options come from the environment too: ``BANK_SYNC_SERVICE_HOST``, ``_PORT``,
 ``_DATABASE_URL``, ``_KEYS`` (comma-separated, newest first), ``_KEYS_FILE``, ``_PUBLIC_URL``,
-``_RATE``, ``_BURST``, ``_GLOBAL_RATE``, ``_LOG_LEVEL``, ``_TEST_MODE``.
+``_RATE``, ``_BURST``, ``_GLOBAL_RATE``, ``_MAX_CONNECTIONS``, ``_LOG_LEVEL``, ``_TEST_MODE``.
 """
 
 from __future__ import annotations
@@ -119,6 +119,12 @@ def _serve_options(
         help="calls/s for all tenants together (e.g. 6 for Bridge's 2000 per 5 min)",
     )
     parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=pick(int(env("MAX_CONNECTIONS", "64"))),
+        help="connections served at once (one thread each); more get 503",
+    )
+    parser.add_argument(
         "--test-mode",
         action="store_true",
         default=pick(env("TEST_MODE", "").lower() in ("1", "true", "yes")),
@@ -190,6 +196,7 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
         burst=args.burst,
         global_rate_per_second=args.global_rate,
         public_url=args.public_url,
+        max_connections=args.max_connections,
         test_mode=args.test_mode,
     )
     server = ServiceServer(ServiceApp(store, box, settings), args.host, args.port)
