@@ -1,6 +1,6 @@
-"""The bridge service against hostile input, over real sockets on 127.0.0.1.
+"""The bridge service against hostile callers, over real sockets on 127.0.0.1.
 
-Callbacks that would lead inside the operator's network, and what every delivery carries.
+Callbacks that would lead inside the operator's network, and failed authentications.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import requests
 from test_service import (
     TEST_SETTINGS,
     Service,
@@ -20,7 +21,9 @@ from test_service import (
 
 from bank_sync_bridge.errors import InvalidRequest
 from bank_sync_bridge.model import WebhookEvent
+from bank_sync_bridge.service import admin
 from bank_sync_bridge.service.app import ServiceSettings
+from bank_sync_bridge.signing import sign_request
 
 #: A public address (resolved from names below; never connected to by these tests).
 PUBLIC = "93.184.216.34"
@@ -233,3 +236,100 @@ def test_redirects_are_never_followed(test_mode: Service) -> None:
     finally:
         redirecting.stop()
         elsewhere.stop()
+
+
+# ----------------------------------------------------------------------------- failed logins
+class CountingBox:
+    """Counts the decryptions of tenant secrets (the costly part of a signature check)."""
+
+    def __init__(self, service: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = service.box.decrypt
+
+        def decrypt(token: str) -> str:
+            self.calls += 1
+            return original(token)
+
+        monkeypatch.setattr(service.box, "decrypt", decrypt)
+
+
+def call(
+    service: Service, creds: admin.TenantCredentials, *, secret: str | None = None, **headers: str
+) -> requests.Response:
+    """A signed GET /v1/connections (with ``secret`` instead of the tenant's: a forgery)."""
+    signed = sign_request(
+        secret or creds.client_secret,
+        "GET",
+        "/v1/connections",
+        client_id=creds.client_id,
+        company="1",
+    )
+    return requests.get(service.url + "/v1/connections", headers={**signed, **headers}, timeout=10)
+
+
+BEHIND_A_PROXY = ServiceSettings(
+    rate_per_second=500, burst=500, auth_failure_burst=3, auth_failure_rate=0.01, trusted_proxies=1
+)
+
+
+def test_failed_authentications_are_limited_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running_service(f"sqlite:///{tmp_path}/s.sqlite3", BEHIND_A_PROXY) as service:
+        victim = service.tenant("Victim")
+        other = service.tenant("Other")
+        odoo = {"X-Forwarded-For": "192.0.2.10"}
+        assert call(service, victim, **odoo).status_code == 200
+
+        # A stranger guesses the victim's signatures: a few 401, then 429 with Retry-After.
+        stranger = {"X-Forwarded-For": "198.51.100.66"}
+        statuses = [call(service, victim, secret="guess", **stranger).status_code for _ in range(3)]
+        assert statuses == [401, 401, 401]
+        box = CountingBox(service, monkeypatch)
+        limited = call(service, victim, secret="guess", **stranger)
+        assert limited.status_code == 429
+        assert limited.json()["error"] == "rate_limited"
+        assert int(limited.headers["Retry-After"]) >= 1
+        for _ in range(5):
+            assert call(service, victim, secret="guess", **stranger).status_code == 429
+        # From that address, another client id is turned away too; none of it cost a check.
+        assert call(service, other, **stranger).status_code == 429
+        assert box.calls == 0
+
+        # The victim's client id ran out of failures: other addresses are refused for it...
+        assert (
+            call(service, victim, secret="guess", **{"X-Forwarded-For": "203.0.113.5"}).status_code
+            == 429
+        )
+        assert box.calls == 0
+        # ...but the victim's own Odoo, which signed correctly from its address, goes on.
+        assert [call(service, victim, **odoo).status_code for _ in range(5)] == [200] * 5
+        # Other tenants elsewhere never notice.
+        assert call(service, other, **{"X-Forwarded-For": "192.0.2.20"}).status_code == 200
+
+
+def test_forwarded_for_is_ignored_unless_a_proxy_is_trusted(tmp_path: Path) -> None:
+    settings = ServiceSettings(
+        rate_per_second=500, burst=500, auth_failure_burst=3, auth_failure_rate=0.01
+    )
+    with running_service(f"sqlite:///{tmp_path}/s.sqlite3", settings) as service:
+        victim = service.tenant("Victim")
+        # A new made-up X-Forwarded-For on every attempt does not reset the count.
+        statuses = [
+            call(
+                service, victim, secret="guess", **{"X-Forwarded-For": f"198.51.100.{n}"}
+            ).status_code
+            for n in range(5)
+        ]
+        assert statuses == [401, 401, 401, 429, 429]
+
+
+def test_callers_who_sign_correctly_never_spend_the_failure_budget(tmp_path: Path) -> None:
+    settings = ServiceSettings(
+        rate_per_second=500, burst=500, auth_failure_burst=2, auth_failure_rate=0.01
+    )
+    with running_service(f"sqlite:///{tmp_path}/s.sqlite3", settings) as service:
+        tenant = service.tenant()
+        assert [call(service, tenant).status_code for _ in range(10)] == [200] * 10
+        assert call(service, tenant, secret="typo").status_code == 401
+        assert call(service, tenant).status_code == 200

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hmac
 import html
+import ipaddress
 import json
 import logging
 import re
@@ -65,11 +66,16 @@ from .callbacks import (
 )
 from .logs import LOGGER_NAME
 from .openapi import build_openapi, render_docs
-from .ratelimit import RateLimiter
+from .ratelimit import FailureLimiter, RateLimiter
 from .store import Store, Transaction
 
 #: Providers kept in memory (one per aggregator user recently served).
 PROVIDER_CACHE_SIZE = 256
+
+#: (client id, address) pairs remembered as having signed correctly, and for how long: a
+#: client id whose failure budget strangers spent still passes from those addresses.
+TRUSTED_SOURCES_SIZE = 10_000
+TRUSTED_SOURCE_SECONDS = 86_400.0
 
 #: Aggregators that sign no webhook: their deliveries must carry a secret URL token instead.
 URL_TOKEN_KINDS = frozenset({"linxo"})
@@ -93,6 +99,14 @@ class ServiceSettings:
     #: All tenants together (None: no global limit), to stay under the aggregator's quota.
     global_rate_per_second: float | None = None
     global_burst: float = 100.0
+    #: Failed authentications allowed per client id and per source address: a burst, then
+    #: ``auth_failure_rate`` per second; beyond, 429 before any database read, decryption or
+    #: HMAC. A client id out of budget still passes from an address it signed from correctly.
+    auth_failure_burst: float = 20.0
+    auth_failure_rate: float = 0.2
+    #: Reverse proxies in front of the service that append the caller's address to
+    #: X-Forwarded-For; with 0 (the default) the header, which anyone can write, is ignored.
+    trusted_proxies: int = 0
     #: Largest request body accepted (webhooks included); larger ones get 413.
     max_body_bytes: int = 1_000_000
     #: Largest request line and headers together, and most header lines (431 beyond).
@@ -264,6 +278,11 @@ class ServiceApp:
         self.provider_kwargs = dict(provider_kwargs or {})
         self.logger = logging.getLogger(LOGGER_NAME)
         self.limiter = RateLimiter(self.settings.rate_per_second, self.settings.burst)
+        self.auth_failures = FailureLimiter(
+            self.settings.auth_failure_rate, self.settings.auth_failure_burst
+        )
+        self._trusted_sources: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._trusted_lock = threading.Lock()
         self.global_limiter = (
             RateLimiter(self.settings.global_rate_per_second, self.settings.global_burst)
             if self.settings.global_rate_per_second
@@ -420,8 +439,64 @@ class ServiceApp:
 
     # ------------------------------------------------------------------ security
     def _authenticate(self, request: Request, ctx: _Context) -> Tenant:
-        """The tenant that signed ``request``; anything else is a 401 (logged, no secret)."""
-        client_id = request.header(CLIENT_HEADER)
+        """The tenant that signed ``request``; anything else is a 401 (logged, no secret).
+
+        Failures are counted per client id and per source address; a caller out of budget
+        gets 429 before the database read, decryption and HMAC a check costs.
+        """
+        client_id = request.header(CLIENT_HEADER)[:128]
+        address = self.client_address(request)
+        if address != request.remote:
+            ctx.extra["client_address"] = address
+        address_key, client_key = f"address:{address}", f"client:{client_id}"
+        checked = [address_key]
+        if client_id and not self._trusted_source(client_id, address):
+            checked.append(client_key)
+        wait = max(self.auth_failures.retry_after(key) for key in checked)
+        if wait:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "Too many failed authentications from this client or address; retry later",
+                retry_after=wait,
+            )
+        try:
+            tenant = self._verify_signature(request, ctx, client_id)
+        except ApiError:
+            self.auth_failures.failed(address_key)
+            if client_id:
+                self.auth_failures.failed(client_key)
+            raise
+        self._trust_source(client_id, address)
+        return tenant
+
+    def client_address(self, request: Request) -> str:
+        """The caller's address: the connection's peer, or with ``trusted_proxies`` set, the
+        address the outermost trusted proxy saw (its entry in X-Forwarded-For)."""
+        hops = self.settings.trusted_proxies
+        forwarded = request.header("X-Forwarded-For")
+        if hops <= 0 or not forwarded:
+            return request.remote
+        entries = [entry.strip() for entry in forwarded.split(",") if entry.strip()]
+        candidate = entries[-hops] if len(entries) >= hops else entries[0]
+        try:
+            return str(ipaddress.ip_address(candidate))
+        except ValueError:
+            return request.remote
+
+    def _trusted_source(self, client_id: str, address: str) -> bool:
+        with self._trusted_lock:
+            until = self._trusted_sources.get((client_id, address))
+        return until is not None and until > time.monotonic()
+
+    def _trust_source(self, client_id: str, address: str) -> None:
+        with self._trusted_lock:
+            self._trusted_sources[(client_id, address)] = time.monotonic() + TRUSTED_SOURCE_SECONDS
+            self._trusted_sources.move_to_end((client_id, address))
+            while len(self._trusted_sources) > TRUSTED_SOURCES_SIZE:
+                self._trusted_sources.popitem(last=False)
+
+    def _verify_signature(self, request: Request, ctx: _Context, client_id: str) -> Tenant:
         if not client_id:
             raise ApiError(401, "signature", f"The request is not signed (no {CLIENT_HEADER})")
         ctx.client_id = client_id[:64]

@@ -12,7 +12,8 @@
 
 Options come from the environment too: ``BANK_SYNC_SERVICE_HOST``, ``_PORT``,
 ``_DATABASE_URL``, ``_KEYS`` (comma-separated, newest first), ``_KEYS_FILE``, ``_PUBLIC_URL``,
-``_RATE``, ``_BURST``, ``_GLOBAL_RATE``, ``_MAX_CONNECTIONS``, ``_LOG_LEVEL``, ``_TEST_MODE``.
+``_RATE``, ``_BURST``, ``_GLOBAL_RATE``, ``_MAX_CONNECTIONS``, ``_TRUSTED_PROXIES``, ``_LOG_LEVEL``,
+``_TEST_MODE``.
 """
 
 from __future__ import annotations
@@ -125,6 +126,12 @@ def _serve_options(
         help="connections served at once (one thread each); more get 503",
     )
     parser.add_argument(
+        "--trusted-proxies",
+        type=int,
+        default=pick(int(env("TRUSTED_PROXIES", "0"))),
+        help="reverse proxies in front that append to X-Forwarded-For (0: ignore that header)",
+    )
+    parser.add_argument(
         "--test-mode",
         action="store_true",
         default=pick(env("TEST_MODE", "").lower() in ("1", "true", "yes")),
@@ -197,6 +204,7 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
         global_rate_per_second=args.global_rate,
         public_url=args.public_url,
         max_connections=args.max_connections,
+        trusted_proxies=args.trusted_proxies,
         test_mode=args.test_mode,
     )
     server = ServiceServer(ServiceApp(store, box, settings), args.host, args.port)
