@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import secrets
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -795,3 +796,52 @@ def test_one_command_starts_the_service_with_defaults(tmp_path: Path) -> None:
     assert (tmp_path / "bank_sync_service.sqlite3.key").exists()
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert any(line["msg"] == "schema migrated" for line in lines)
+
+
+def _group_or_other_access(path: Path) -> int:
+    return path.stat().st_mode & 0o077
+
+
+def test_the_database_and_its_companion_files_are_readable_by_the_owner_only(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "data" / "service.sqlite3"
+    previous = os.umask(0o022)  # the usual umask: new files would be readable by everyone
+    try:
+        store = Store(f"sqlite:///{database}")
+        store.migrate()
+        admin.register_tenant(store, SecretBox([generate_key()]), "Acme")
+    finally:
+        os.umask(previous)
+    try:
+        files = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+        assert all(path.exists() for path in files)
+        assert {path.name: _group_or_other_access(path) for path in files} == {
+            path.name: 0 for path in files
+        }
+        assert _group_or_other_access(database.parent) == 0
+    finally:
+        store.close()
+
+
+def test_database_files_left_readable_are_made_private_when_opened(tmp_path: Path) -> None:
+    database = tmp_path / "service.sqlite3"
+    older = sqlite3.connect(database)  # as an older version left them: world-readable
+    try:
+        older.execute("PRAGMA journal_mode=WAL")
+        older.execute("CREATE TABLE t (x INTEGER)")
+        older.execute("INSERT INTO t VALUES (1)")
+        older.commit()
+        files = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+        for path in files:
+            path.chmod(0o644)
+        store = Store(f"sqlite:///{database}")
+        try:
+            store.migrate()
+            assert {path.name: _group_or_other_access(path) for path in files} == {
+                path.name: 0 for path in files
+            }
+        finally:
+            store.close()
+    finally:
+        older.close()
