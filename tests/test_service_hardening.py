@@ -1,10 +1,12 @@
 """The bridge service against hostile callers, over real sockets on 127.0.0.1.
 
-Callbacks that would lead inside the operator's network, and failed authentications.
+Callbacks that would lead inside the operator's network, failed authentications, JSON nested
+deep enough to exhaust the parser's recursion.
 """
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,3 +335,56 @@ def test_callers_who_sign_correctly_never_spend_the_failure_budget(tmp_path: Pat
         assert [call(service, tenant).status_code for _ in range(10)] == [200] * 10
         assert call(service, tenant, secret="typo").status_code == 401
         assert call(service, tenant).status_code == 200
+
+
+# ----------------------------------------------------------------------------- deep JSON
+DEEP = b"[" * 1000 + b"]" * 1000
+
+
+def test_deeply_nested_json_is_a_clear_400_without_traceback(test_mode: Service) -> None:
+    creds = test_mode.tenant()
+    body = b'{"callback_url":"http://127.0.0.1:9/cb","state":"s","extra":' + DEEP + b"}"
+    headers = sign_request(
+        creds.client_secret,
+        "POST",
+        "/v1/connect-sessions",
+        body,
+        client_id=creds.client_id,
+        company="1",
+    )
+    answer = requests.post(
+        test_mode.url + "/v1/connect-sessions",
+        data=body,
+        headers={**headers, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"] == "invalid_request"
+    assert "deeper than" in answer.json()["message"]
+
+    # The same from an aggregator (Linxo's webhooks carry a URL token, then JSON).
+    admin.set_aggregator(
+        test_mode.store,
+        test_mode.box,
+        admin.AggregatorConfig(
+            kind="linxo",
+            base_url="http://127.0.0.1:9",
+            credentials={"client_id": "app", "client_secret": "app-secret"},
+            webhook_secrets=("token-123",),
+        ),
+    )
+    test_mode.app._config = None
+    hook = requests.post(test_mode.url + "/webhooks/linxo?token=token-123", data=DEEP, timeout=10)
+    assert hook.status_code == 400
+    assert "deeper than" in hook.json()["message"]
+
+    # Nesting that real documents use still goes through.
+    shallow = requests.post(
+        test_mode.url + "/webhooks/linxo?token=token-123",
+        data=b"[" * 10 + b"]" * 10,
+        timeout=10,
+    )
+    assert shallow.status_code == 202
+
+    lines = [json.loads(line) for line in test_mode.logs.getvalue().splitlines()]
+    assert not [line for line in lines if "exc" in line or line.get("status") == 500]

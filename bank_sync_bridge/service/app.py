@@ -83,7 +83,13 @@ URL_TOKEN_KINDS = frozenset({"linxo"})
 #: Path of the sandbox's hosted connect page when the operator runs the sandbox.
 SANDBOX_PAGE = "/sandbox/connect"
 
+#: Deepest nesting of arrays and objects accepted in a JSON body (tenants' requests and
+#: aggregators' webhooks alike; theirs nest a handful of levels).
+MAX_JSON_DEPTH = 64
+
 _COMPANY_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_NOT_BRACKETS = bytes(sorted(set(range(256)) - set(b"[]{}")))
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
@@ -754,6 +760,7 @@ class ServiceApp:
             token = request.query.get("token", "")
             if not any(hmac.compare_digest(token, s) for s in config.webhook_secrets if s):
                 raise ApiError(401, "signature", "The webhook URL token is missing or wrong")
+        _check_json_depth(request.body)
         provider = self.provider("webhooks")
         try:
             events = provider.parse_webhook(
@@ -761,7 +768,7 @@ class ServiceApp:
             )
         except SignatureVerificationError:
             raise ApiError(401, "signature", "The webhook signature is not valid") from None
-        except (BankSyncError, ValueError, KeyError, TypeError):
+        except (BankSyncError, ValueError, KeyError, TypeError, RecursionError):
             raise ApiError(400, "invalid_request", "The webhook body cannot be read") from None
         stored = self.store_events(config.kind, events)
         ctx.extra["events"] = len(events)
@@ -1282,10 +1289,28 @@ def _event_item(row: tuple[Any, ...]) -> dict[str, Any]:
     return item
 
 
+def _check_json_depth(body: bytes) -> None:
+    """Refuse a body nesting JSON deeper than :data:`MAX_JSON_DEPTH`, before it is parsed:
+    Python's parser recurses, and a deep enough document ends in a RecursionError."""
+    if body.count(b"[") + body.count(b"{") <= MAX_JSON_DEPTH:
+        return  # the common case: too few brackets to nest that deep, strings or not
+    structure = _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    depth = 0
+    for char in structure:
+        depth += 1 if char in b"[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(
+                400,
+                "invalid_request",
+                f"The request body nests JSON deeper than {MAX_JSON_DEPTH} levels",
+            )
+
+
 def _json_body(request: Request) -> dict[str, Any]:
+    _check_json_depth(request.body)
     try:
         data = json.loads(request.body or b"{}")
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ApiError(400, "invalid_request", "The request body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_request", "The request body must be a JSON object")
