@@ -1,13 +1,15 @@
 """The bridge service against hostile callers, over real sockets on 127.0.0.1.
 
 Callbacks that would lead inside the operator's network, failed authentications, JSON nested
-deep enough to exhaust the parser's recursion.
+deep enough to exhaust the parser's recursion, and what a receiver of the service's events needs
+to refuse a replayed or misrouted one.
 """
 
 from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +23,12 @@ from test_service import (
     running_service,
 )
 
-from bank_sync_bridge.errors import InvalidRequest
+from bank_sync_bridge.errors import InvalidRequest, SignatureVerificationError
 from bank_sync_bridge.model import WebhookEvent
+from bank_sync_bridge.providers.bridge_service import to_wire
 from bank_sync_bridge.service import admin
 from bank_sync_bridge.service.app import ServiceSettings
-from bank_sync_bridge.signing import sign_request
+from bank_sync_bridge.signing import sign_request, verify_request
 
 #: A public address (resolved from names below; never connected to by these tests).
 PUBLIC = "93.184.216.34"
@@ -388,3 +391,89 @@ def test_deeply_nested_json_is_a_clear_400_without_traceback(test_mode: Service)
 
     lines = [json.loads(line) for line in test_mode.logs.getvalue().splitlines()]
     assert not [line for line in lines if "exc" in line or line.get("status") == 500]
+
+
+# ----------------------------------------------------------------------------- events
+def test_each_post_carries_its_own_id_and_time_inside_the_signature(test_mode: Service) -> None:
+    creds = test_mode.tenant()
+    client = test_mode.client(creds)
+    client.list_connections()
+    receiver = _Receiver([500])  # the first post fails: the event is posted again
+    try:
+        client.set_callback_url(receiver.url)
+        push_event(test_mode, creds.client_id, "evt-a")
+        _wait_for(lambda: len(receiver.received) == 1)
+        with test_mode.store.transaction() as tx:
+            tx.execute("UPDATE events SET next_attempt_at = 0 WHERE delivery_state = 'pending'")
+        test_mode.app.delivery_wakeup.set()
+        _wait_for(lambda: delivery(test_mode, "evt-a")[0] == "delivered")
+        push_event(test_mode, creds.client_id, "evt-b")
+        _wait_for(lambda: delivery(test_mode, "evt-b")[0] == "delivered")
+    finally:
+        receiver.stop()
+
+    posts = receiver.received
+    documents = [json.loads(body) for _headers, body, _path in posts]
+    assert len({document["delivery_id"] for document in documents}) == len(posts) == 3
+    for (headers, body, _path), document in zip(posts, documents, strict=True):
+        verified = verify_request(
+            [creds.client_secret], "POST", headers["X-BSB-Path"], body, headers
+        )
+        assert verified.nonce == document["delivery_id"]
+        assert verified.timestamp == document["sent_at"]
+        assert abs(document["sent_at"] - time.time()) < 60
+        (event,) = document["events"]
+        assert event["company"] == "1"
+        assert abs(event["received_at"] - time.time()) < 60
+    # The event keeps its id through the retry; the next event has its own.
+    first, retried, second = (document["events"][0]["id"] for document in documents)
+    assert first == retried != second
+
+    # The delivery id is signed: a replay under a new id does not verify.
+    headers, body, _path = posts[0]
+    replayed = body.replace(documents[0]["delivery_id"].encode(), b"f" * 32)
+    with pytest.raises(SignatureVerificationError):
+        verify_request([creds.client_secret], "POST", headers["X-BSB-Path"], replayed, headers)
+
+
+def test_events_without_a_company_never_leave_the_service(test_mode: Service) -> None:
+    creds = test_mode.tenant()
+    client = test_mode.client(creds)
+    client.list_connections()
+    receiver = _Receiver([])
+    try:
+        client.set_callback_url(receiver.url)
+        # A row an older version could leave: the tenant's, but no company's.
+        orphan = WebhookEvent(event_id="evt-no-company", type="item.refreshed")
+        with test_mode.store.transaction() as tx:
+            row = tx.one("SELECT id FROM tenants WHERE client_id = ?", (creds.client_id,))
+            assert row is not None
+            tenant_id = row[0]
+            tx.execute(
+                "INSERT INTO events (kind, event_id, type, tenant_id, payload, received_at, "
+                "delivery_state, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, 'pending', 0)",
+                (
+                    "sandbox",
+                    orphan.event_id,
+                    orphan.type,
+                    tenant_id,
+                    json.dumps(to_wire(orphan)),
+                    time.time(),
+                ),
+            )
+        # An event about a connection nobody owns stays with nobody.
+        test_mode.app.store_events(
+            "sandbox",
+            [WebhookEvent(event_id="evt-nobody", type="item.refreshed", connection_id="c-404")],
+        )
+        push_event(test_mode, creds.client_id, "evt-mine")
+        _wait_for(lambda: delivery(test_mode, "evt-mine")[0] == "delivered")
+        _wait_for(lambda: delivery(test_mode, "evt-no-company")[0] != "pending")
+
+        events, _last_id = client.poll_events()
+        assert [(event.event_id, event.raw["company"]) for event in events] == [("evt-mine", "1")]
+        assert delivery(test_mode, "evt-no-company") == ("failed", "no company: never delivered")
+        delivered = [json.loads(body)["events"] for _headers, body, _path in receiver.received]
+        assert [[event["event_id"] for event in batch] for batch in delivered] == [["evt-mine"]]
+    finally:
+        receiver.stop()

@@ -454,8 +454,8 @@ def _segment(value: str) -> str:
 
 def _event_from_wire(item: Mapping[str, Any]) -> WebhookEvent:
     event = from_wire(WebhookEvent, item)
-    # The service adds its own routing fields next to the event's; keep them in ``raw``.
-    extra = {k: item[k] for k in ("id", "company") if k in item}
+    # The service adds its own fields next to the event's; keep them in ``raw``.
+    extra = {k: item[k] for k in ("id", "company", "received_at") if k in item}
     return dataclasses.replace(event, raw={**dict(event.raw), **extra})
 
 

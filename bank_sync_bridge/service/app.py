@@ -1057,12 +1057,15 @@ class ServiceApp:
         limit = _int_param(request, "limit", 100, 1, 500)
         with self.store.transaction(write=False) as tx:
             rows = tx.all(
-                "SELECT e.id, e.payload, a.company FROM events e "
-                "LEFT JOIN aggregator_users a ON a.user_ref = e.user_ref "
+                "SELECT e.id, e.payload, a.company, e.received_at FROM events e "
+                "LEFT JOIN aggregator_users a "
+                "ON a.user_ref = e.user_ref AND a.tenant_id = e.tenant_id "
                 "WHERE e.tenant_id = ? AND e.id > ? ORDER BY e.id LIMIT ?",
                 (tenant.id, after, limit),
             )
-        events = [_event_item(row) for row in rows]
+        # An event always names its company: a receiver may hand a company-less one to every
+        # company sharing this tenant, so such a row (written by an older version) is skipped.
+        events = [_event_item(*row) for row in rows if row[2] is not None]
         return _json(200, {"events": events, "last_id": rows[-1][0] if rows else after})
 
     def _set_callback(self, request: Request, ctx: _Context, tenant: Tenant) -> Response:
@@ -1112,10 +1115,11 @@ class ServiceApp:
                 )
                 row = (
                     tx.one(
-                        "SELECT e.payload, a.company, e.attempts, t.client_id, t.secret_enc, "
-                        "t.callback_url FROM events e "
+                        "SELECT e.payload, a.company, e.received_at, e.attempts, t.client_id, "
+                        "t.secret_enc, t.callback_url FROM events e "
                         "JOIN tenants t ON t.id = e.tenant_id "
-                        "LEFT JOIN aggregator_users a ON a.user_ref = e.user_ref "
+                        "LEFT JOIN aggregator_users a "
+                        "ON a.user_ref = e.user_ref AND a.tenant_id = e.tenant_id "
                         "WHERE e.id = ?",
                         (event_id,),
                     )
@@ -1124,19 +1128,19 @@ class ServiceApp:
                 )
             if row is None:
                 continue
-            payload, company, attempts, client_id, secret_enc, url = row
-            error = (
-                self._post_event(
-                    event_id,
-                    payload=payload,
-                    company=company,
+            payload, company, received_at, attempts, client_id, secret_enc, url = row
+            if company is None:
+                # Never sent without its company (see _events): given up at once.
+                error, url = "no company: never delivered", None
+            elif url:
+                error = self._post_event(
+                    _event_item(event_id, payload, company, received_at),
                     client_id=client_id,
                     secret_enc=secret_enc,
                     url=url,
                 )
-                if url
-                else "no callback URL"
-            )
+            else:
+                error = "no callback URL"
             with self.store.transaction() as tx:
                 if error is None:
                     delivered += 1
@@ -1162,23 +1166,29 @@ class ServiceApp:
         return delivered
 
     def _post_event(
-        self,
-        event_id: int,
-        *,
-        payload: str,
-        company: str | None,
-        client_id: str,
-        secret_enc: str,
-        url: str,
+        self, item: dict[str, Any], *, client_id: str, secret_enc: str, url: str
     ) -> str | None:
         """Post one event, signed with the tenant secret, to the tenant's callback URL (checked
-        again, see :mod:`.callbacks`); None on success, else why not."""
+        again, see :mod:`.callbacks`); None on success, else why not.
+
+        Each post (each retry too) has its own ``delivery_id`` and ``sent_at`` in the body,
+        equal to the signature's nonce and timestamp: inside the signed material, so that the
+        receiver can refuse a replayed post (see the service README).
+        """
+        delivery_id, sent_at = uuid.uuid4().hex, int(time.time())
         body = json.dumps(
-            {"events": [_event_item((event_id, payload, company))]}, separators=(",", ":")
+            {"delivery_id": delivery_id, "sent_at": sent_at, "events": [item]},
+            separators=(",", ":"),
         ).encode()
         path = canonical_path(url)
         headers = sign_request(
-            self.box.decrypt(secret_enc), "POST", path, body, time.time(), client_id=client_id
+            self.box.decrypt(secret_enc),
+            "POST",
+            path,
+            body,
+            sent_at,
+            client_id=client_id,
+            nonce=delivery_id,
         )
         headers.update({PATH_HEADER: path, "Content-Type": "application/json"})
         try:
@@ -1205,7 +1215,8 @@ class ServiceApp:
             extra={
                 "fields": {
                     "client_id": client_id,
-                    "event": event_id,
+                    "event": item["id"],
+                    "delivery_id": delivery_id,
                     "outcome": outcome or "delivered",
                 }
             },
@@ -1281,11 +1292,14 @@ def _html(status: int, message: str) -> Response:
     return Response(status, body.encode(), {"Content-Type": "text/html; charset=utf-8"})
 
 
-def _event_item(row: tuple[Any, ...]) -> dict[str, Any]:
-    event_id, payload, company = row
+def _event_item(event_id: int, payload: str, company: str, received_at: float) -> dict[str, Any]:
+    """An event as tenants receive it: the aggregator's event, the service's ``id`` for it
+    (unique, the same in every retry and poll), its ``company`` and when the service received
+    it (``received_at``, Unix seconds)."""
     item = json.loads(payload)
     item["id"] = event_id
     item["company"] = company
+    item["received_at"] = int(received_at)
     return item
 
 

@@ -190,8 +190,16 @@ def build_openapi(version: str) -> dict[str, Any]:
     }
     schemas["Event"]["properties"].update(
         {
-            "id": {"type": "integer", "description": "Position in the tenant's event stream"},
-            "company": {"type": "string", "nullable": True},
+            "id": {
+                "type": "integer",
+                "description": "The service's id of the event: unique, the same in every retry "
+                "and poll, and its position in the tenant's event stream",
+            },
+            "company": {"type": "string", "description": "The tenant company it concerns"},
+            "received_at": {
+                "type": "integer",
+                "description": "When the service received it (Unix seconds)",
+            },
         }
     )
     schemas["TransactionPage"] = {
@@ -437,9 +445,13 @@ def build_openapi(version: str) -> dict[str, Any]:
         "/v1/callback": {
             "put": _op(
                 "Register the callback URL",
-                'The service posts each new event there as `{"events": [...]}`, signed with '
-                "the tenant secret like requests are (plus an `X-BSB-Path` header naming the "
-                "signed path), and retries in the background.",
+                "The service posts each new event there as "
+                '`{"delivery_id": ..., "sent_at": ..., "events": [...]}`, signed with the '
+                "tenant secret like requests are (plus an `X-BSB-Path` header naming the signed "
+                "path), and retries in the background. `delivery_id` (unique per post, retries "
+                "included) and `sent_at` (Unix seconds) equal the signature's nonce and "
+                "timestamp: remember each delivery id for the signature's 5-minute window to "
+                "refuse a replayed post. Only https URLs to public addresses are accepted.",
                 {"204": _ok("Registered")},
                 tag="events",
                 company=False,
