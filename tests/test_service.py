@@ -607,7 +607,7 @@ def test_webhooks_are_verified_deduplicated_routed_polled_and_called_back(
             webhook_secrets=(token,),
         ),
     )
-    service.app._config = None  # the operator just changed it: no need to wait for the TTL
+    service.app.aggregator_changed()  # the operator just changed it: no need to wait for the TTL
     alice_creds = service.tenant("Alice")
     alice = service.client(alice_creds)
     bob = service.client(service.tenant("Bob"))

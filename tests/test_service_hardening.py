@@ -376,7 +376,7 @@ def test_deeply_nested_json_is_a_clear_400_without_traceback(test_mode: Service)
             webhook_secrets=("token-123",),
         ),
     )
-    test_mode.app._config = None
+    test_mode.app.aggregator_changed()
     hook = requests.post(test_mode.url + "/webhooks/linxo?token=token-123", data=DEEP, timeout=10)
     assert hook.status_code == 400
     assert "deeper than" in hook.json()["message"]

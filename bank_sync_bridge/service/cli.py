@@ -29,10 +29,11 @@ from typing import Any, TextIO
 
 from ..crypto import SecretBox, SecretKeyError, generate_key
 from . import admin
-from .app import ServiceApp, ServiceSettings
+from .app import ServiceApp
 from .keys import KEYS_ENV, load_keys
 from .logs import LOGGER_NAME, configure_logging
 from .server import ServiceServer
+from .settings import ServiceSettings
 from .store import DEFAULT_DATABASE_URL, Store
 
 ENV_PREFIX = "BANK_SYNC_SERVICE_"

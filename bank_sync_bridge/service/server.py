@@ -43,7 +43,9 @@ from http import HTTPStatus
 from socketserver import TCPServer
 from typing import Any
 
-from .app import Request, Response, ServiceApp, ServiceSettings
+from .app import ServiceApp
+from .messages import Request, Response
+from .settings import ServiceSettings
 
 #: Methods the API uses; any other is answered 501.
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH"})
