@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..crypto import SecretBox
@@ -28,6 +27,7 @@ from ..model import WebhookEvent
 from ..providers.base import Provider
 from . import admin
 from .callbacks import Resolver, system_resolver
+from .clock import SYSTEM_CLOCK, ServiceClock
 from .delivery import EventDelivery
 from .logs import LOGGER_NAME
 from .messages import ApiError, Request, Response
@@ -43,8 +43,10 @@ class ServiceApp:
 
     :param store: the migrated database.
     :param box: the operator's keys.
-    :param clock: wall-clock seconds (signatures, expiry); injectable for tests.
-    :param provider_kwargs: extra keyword arguments for every provider built (``clock``...).
+    :param clock: the one clock every part reads (signatures, expiry, retries, rate limits,
+        deadlines, and the providers built, unless ``provider_kwargs`` names another); tests
+        give an :class:`~bank_sync_bridge.testing.AdjustableClock` and move time.
+    :param provider_kwargs: extra keyword arguments for every provider built.
     :param resolver: resolves the host names of tenants' callback URLs (the system's resolver
         by default; tests give a fixed table).
     """
@@ -55,7 +57,7 @@ class ServiceApp:
         box: SecretBox,
         settings: ServiceSettings | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: ServiceClock = SYSTEM_CLOCK,
         provider_kwargs: Mapping[str, Any] | None = None,
         resolver: Resolver = system_resolver,
     ) -> None:
@@ -65,7 +67,11 @@ class ServiceApp:
         self.clock = clock
         self.logger = logging.getLogger(LOGGER_NAME)
         self.providers = ProviderPool(
-            store, box, self.settings, provider_kwargs=provider_kwargs, clock=clock
+            store,
+            box,
+            self.settings,
+            provider_kwargs={"clock": clock, **(provider_kwargs or {})},
+            clock=clock,
         )
         self.delivery = EventDelivery(store, box, self.settings, clock=clock, resolver=resolver)
         self.tenancy = Tenancy(

@@ -30,7 +30,6 @@ import ipaddress
 import re
 import socket
 import ssl
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -166,14 +165,14 @@ def post_to_callback(
     resolver: Resolver,
     timeout: float,
     test_mode: bool = False,
+    monotonic: Callable[[], float],
     tls_context: ssl.SSLContext | None = None,
-    monotonic: Callable[[], float] = time.monotonic,
 ) -> int:
     """POST ``body`` to the callback ``url``, checked again now; returns the answer's status.
 
     The connection goes to an address just checked (never to a fresh resolution of the name);
     only the status line of the answer is read, and the whole exchange takes at most about
-    ``timeout`` seconds.
+    ``timeout`` seconds as ``monotonic`` (the service clock's) counts them.
 
     :raises CallbackRefused: the URL is not acceptable (any more).
     :raises OSError: no connection, timeout, TLS failure, or an answer that is not HTTP.

@@ -17,9 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from ..crypto import SecretBox
@@ -33,6 +31,7 @@ from .callbacks import (
     post_to_callback,
     system_resolver,
 )
+from .clock import ServiceClock
 from .logs import LOGGER_NAME
 from .settings import ServiceSettings
 from .store import Store, Transaction
@@ -47,7 +46,7 @@ class EventDelivery:
         box: SecretBox,
         settings: ServiceSettings,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: ServiceClock,
         resolver: Resolver = system_resolver,
     ) -> None:
         self.store = store
@@ -68,7 +67,7 @@ class EventDelivery:
         """
         new = 0
         wake = False
-        now = self.clock()
+        now = self.clock.timestamp()
         with self.store.transaction() as tx:
             tx.lock_events()
             for event in events:
@@ -162,7 +161,7 @@ class EventDelivery:
             return
         tx.lock_events()
         pending = bool(tenant[1])
-        now = self.clock()
+        now = self.clock.timestamp()
         for row_id, event_id, type_, payload, received_at in orphans:
             tx.execute("DELETE FROM events WHERE id = ?", (row_id,))
             tx.execute(
@@ -229,7 +228,7 @@ class EventDelivery:
         event at the same time; a failed post is retried with exponential backoff and given up
         after ``delivery_max_attempts`` (the event stays available to polling).
         """
-        now = self.clock()
+        now = self.clock.timestamp()
         lease = now + self.settings.delivery_timeout * 4
         with self.store.transaction(write=False) as tx:
             due = tx.all(
@@ -291,7 +290,7 @@ class EventDelivery:
                         (
                             "failed" if give_up else "pending",
                             attempts,
-                            self.clock() + min(300.0, 2.0**attempts),
+                            self.clock.timestamp() + min(300.0, 2.0**attempts),
                             error[:500],
                             event_id,
                         ),
@@ -308,7 +307,7 @@ class EventDelivery:
         equal to the signature's nonce and timestamp: inside the signed material, so that the
         receiver can refuse a replayed post (see the service README).
         """
-        delivery_id, sent_at = uuid.uuid4().hex, int(self.clock())
+        delivery_id, sent_at = uuid.uuid4().hex, int(self.clock.timestamp())
         body = json.dumps(
             {"delivery_id": delivery_id, "sent_at": sent_at, "events": [item]},
             separators=(",", ":"),
@@ -332,6 +331,7 @@ class EventDelivery:
                 resolver=self.resolver,
                 timeout=self.settings.delivery_timeout,
                 test_mode=self.settings.test_mode,
+                monotonic=self.clock.monotonic,
             )
         except CallbackRefused as exc:
             # Checked again at each delivery: the name may point elsewhere since it was

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from ..crypto import SecretBox
@@ -25,6 +24,7 @@ from ..errors import (
 from ..providers import ProviderConfig, get_provider
 from ..providers.base import Provider
 from . import admin
+from .clock import ServiceClock
 from .messages import ApiError
 from .settings import ServiceSettings
 from .store import Store
@@ -40,9 +40,7 @@ class DbTokenStore:
     """A :class:`~bank_sync_bridge.providers.base.TokenStore` in the service database,
     encrypted, so that every service process shares the aggregator users' tokens."""
 
-    def __init__(
-        self, store: Store, box: SecretBox, *, clock: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, store: Store, box: SecretBox, *, clock: ServiceClock) -> None:
         self._store = store
         self._box = box
         self._clock = clock
@@ -61,7 +59,7 @@ class DbTokenStore:
                 "INSERT INTO provider_tokens (key, value_enc, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value_enc = excluded.value_enc, "
                 "updated_at = excluded.updated_at",
-                (key, encrypted, self._clock()),
+                (key, encrypted, self._clock.timestamp()),
             )
 
 
@@ -93,9 +91,10 @@ class ProviderPool:
         settings: ServiceSettings,
         *,
         provider_kwargs: Mapping[str, Any] | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: ServiceClock,
     ) -> None:
         self.store = store
+        self.clock = clock
         self.box = box
         self.settings = settings
         self.provider_kwargs = dict(provider_kwargs or {})
@@ -110,7 +109,7 @@ class ProviderPool:
 
     def config(self) -> admin.AggregatorConfig:
         """The operator's aggregator configuration, cached for ``config_ttl`` seconds."""
-        now = time.monotonic()
+        now = self.clock.monotonic()
         with self._config_lock:
             if self._config is None or now - self._config[0] > self.settings.config_ttl:
                 self._config = (now, admin.get_aggregator(self.store, self.box))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -40,9 +39,7 @@ class TokenBucket:
 class RateLimiter:
     """Token buckets keyed by tenant, safe to use from many request threads."""
 
-    def __init__(
-        self, rate: float, burst: float, *, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, rate: float, burst: float, *, clock: Callable[[], float]) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("The rate limit needs rate > 0 and burst >= 1")
         self.rate = rate
@@ -76,7 +73,7 @@ class FailureLimiter:
         rate: float,
         burst: float,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float],
         max_keys: int = 10_000,
     ) -> None:
         if rate <= 0 or burst < 1:

@@ -20,7 +20,6 @@ import hmac
 import json
 import logging
 import re
-import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from datetime import date
@@ -33,6 +32,7 @@ from ..errors import BankSyncError, InvalidRequest, SignatureVerificationError
 from ..model import Cursor, TransactionPage
 from ..providers.bridge_service import to_wire
 from .callbacks import CallbackRefused
+from .clock import ServiceClock
 from .delivery import EventDelivery
 from .logs import LOGGER_NAME
 from .messages import (
@@ -73,7 +73,7 @@ class Router:
         providers: ProviderPool,
         tenancy: Tenancy,
         delivery: EventDelivery,
-        clock: Callable[[], float] = time.time,
+        clock: ServiceClock,
     ) -> None:
         self.store = store
         self.providers = providers
@@ -125,7 +125,7 @@ class Router:
     # ------------------------------------------------------------------ dispatch
     def handle(self, request: Request) -> Response:
         """Answer one request; never raises (errors become JSON answers and a log line)."""
-        started = time.perf_counter()
+        started = self.clock.monotonic()
         supplied = request.header("X-Request-Id")
         ctx = RequestContext(
             request_id=supplied if _REQUEST_ID_RE.match(supplied) else uuid.uuid4().hex
@@ -163,7 +163,7 @@ class Router:
             "method": request.method,
             "path": request.raw_path,
             "status": response.status,
-            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+            "duration_ms": round((self.clock.monotonic() - started) * 1000, 2),
             "remote": request.remote,
         }
         if ctx.client_id:

@@ -36,7 +36,6 @@ import json
 import re
 import socket
 import threading
-import time
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -129,7 +128,7 @@ class _Connection:
 
     # ------------------------------------------------------------------ reading
     def _now(self) -> float:
-        return time.monotonic()
+        return self.app.clock.monotonic()
 
     def _fill(self, deadline: float, *, timed_out: _Refused | None) -> None:
         """Read what the client sent next into the buffer, before ``deadline``."""
@@ -268,7 +267,7 @@ class _Connection:
         lines = [
             f"HTTP/1.1 {response.status} {reason}",
             "Server: bank-sync-bridge-service",
-            f"Date: {email.utils.formatdate(usegmt=True)}",
+            f"Date: {email.utils.formatdate(self.app.clock.timestamp(), usegmt=True)}",
             *(f"{name}: {value}" for name, value in headers.items()),
             f"Content-Length: {len(response.body)}",
         ]
@@ -357,7 +356,7 @@ class _HttpServer(TCPServer):
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection in a thread of its own, or answer 503 when all are busy."""
-        opened_at = time.monotonic()
+        opened_at = self.app.clock.monotonic()
         if not self._slots.acquire(blocking=False):
             self._refuse_busy(request)
             return
@@ -468,10 +467,11 @@ class ServiceServer:
 
     def _deliver_loop(self) -> None:
         wakeup = self.app.delivery_wakeup
-        last_checkpoint = time.monotonic()
+        clock = self.app.clock
+        last_checkpoint = clock.monotonic()
         while not self._stop.is_set():
-            if time.monotonic() - last_checkpoint >= 1.0:
-                last_checkpoint = time.monotonic()
+            if clock.monotonic() - last_checkpoint >= 1.0:
+                last_checkpoint = clock.monotonic()
                 try:
                     self.app.store.checkpoint()
                 except Exception:

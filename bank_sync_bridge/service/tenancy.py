@@ -19,7 +19,6 @@ from __future__ import annotations
 import ipaddress
 import re
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from ..crypto import SecretBox
 from ..errors import SignatureVerificationError
 from ..model import Account, Connection
 from ..signing import CLIENT_HEADER, COMPANY_HEADER, verify_request
+from .clock import ServiceClock
 from .messages import ApiError, Request, RequestContext
 from .ratelimit import FailureLimiter, RateLimiter
 from .settings import ServiceSettings
@@ -79,7 +79,7 @@ class Tenancy:
         box: SecretBox,
         settings: ServiceSettings,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: ServiceClock,
         on_claim: ClaimHook | None = None,
     ) -> None:
         self.store = store
@@ -87,13 +87,17 @@ class Tenancy:
         self.settings = settings
         self.clock = clock
         self.on_claim = on_claim
-        self.limiter = RateLimiter(settings.rate_per_second, settings.burst)
+        self.limiter = RateLimiter(settings.rate_per_second, settings.burst, clock=clock.monotonic)
         self.global_limiter = (
-            RateLimiter(settings.global_rate_per_second, settings.global_burst)
+            RateLimiter(
+                settings.global_rate_per_second, settings.global_burst, clock=clock.monotonic
+            )
             if settings.global_rate_per_second
             else None
         )
-        self.auth_failures = FailureLimiter(settings.auth_failure_rate, settings.auth_failure_burst)
+        self.auth_failures = FailureLimiter(
+            settings.auth_failure_rate, settings.auth_failure_burst, clock=clock.monotonic
+        )
         self._trusted_sources: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._trusted_lock = threading.Lock()
         self._known_users: set[str] = set()
@@ -150,11 +154,12 @@ class Tenancy:
     def _trusted_source(self, client_id: str, address: str) -> bool:
         with self._trusted_lock:
             until = self._trusted_sources.get((client_id, address))
-        return until is not None and until > time.monotonic()
+        return until is not None and until > self.clock.monotonic()
 
     def _trust_source(self, client_id: str, address: str) -> None:
         with self._trusted_lock:
-            self._trusted_sources[(client_id, address)] = time.monotonic() + TRUSTED_SOURCE_SECONDS
+            until = self.clock.monotonic() + TRUSTED_SOURCE_SECONDS
+            self._trusted_sources[(client_id, address)] = until
             self._trusted_sources.move_to_end((client_id, address))
             while len(self._trusted_sources) > TRUSTED_SOURCES_SIZE:
                 self._trusted_sources.popitem(last=False)
@@ -172,7 +177,7 @@ class Tenancy:
             # One message for both: a revoked client learns nothing more than an unknown one.
             raise ApiError(401, "signature", "Unknown or revoked client id")
         secret = self.box.decrypt(row[1])
-        now = self.clock()
+        now = self.clock.timestamp()
         try:
             verified = verify_request(
                 secret,
@@ -242,7 +247,7 @@ class Tenancy:
             tx.execute(
                 "INSERT INTO aggregator_users (user_ref, tenant_id, company, created_at) "
                 "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                (caller.user_ref, caller.tenant.id, caller.company, self.clock()),
+                (caller.user_ref, caller.tenant.id, caller.company, self.clock.timestamp()),
             )
         with self._known_lock:
             if len(self._known_users) > KNOWN_USERS_SIZE:
@@ -270,7 +275,7 @@ class Tenancy:
         claimed = tx.execute(
             "INSERT INTO connections (kind, connection_id, user_ref, created_at) "
             "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            (kind, connection_id, user_ref, self.clock()),
+            (kind, connection_id, user_ref, self.clock.timestamp()),
         )
         if claimed:
             if self.on_claim is not None:
@@ -315,7 +320,13 @@ class Tenancy:
                 tx.execute(
                     "INSERT INTO accounts (kind, account_id, connection_id, user_ref, created_at) "
                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (kind, account.remote_id, account.connection_id, caller.user_ref, self.clock()),
+                    (
+                        kind,
+                        account.remote_id,
+                        account.connection_id,
+                        caller.user_ref,
+                        self.clock.timestamp(),
+                    ),
                 )
                 mine.append(account)
         return mine
@@ -337,7 +348,7 @@ class Tenancy:
         with self.store.transaction() as tx:
             tx.execute(
                 "UPDATE connections SET deleted_at = ? WHERE kind = ? AND connection_id = ?",
-                (self.clock(), kind, connection_id),
+                (self.clock.timestamp(), kind, connection_id),
             )
 
     def forget_user(self, caller: Caller) -> None:
@@ -346,7 +357,7 @@ class Tenancy:
             tx.execute("DELETE FROM accounts WHERE user_ref = ?", (caller.user_ref,))
             tx.execute(
                 "UPDATE connections SET deleted_at = ? WHERE user_ref = ? AND deleted_at IS NULL",
-                (self.clock(), caller.user_ref),
+                (self.clock.timestamp(), caller.user_ref),
             )
 
 
