@@ -24,10 +24,14 @@ Trade-offs, chosen to fit 100 characters:
   nonce.
 
 **Tenant requests** (:func:`sign_request`, :func:`verify_request`). The addon signs each call to
-the bridge service with its tenant secret: HMAC-SHA256 (hex) over the timestamp, a random
-nonce, the method, the path with its query, and the SHA-256 of the body, one per line. The
-service accepts a timestamp within a tolerance window, any of the tenant's active secrets
-(rotation), and stores nonces for the window to refuse replays. This is the wire format of
+the bridge service with its tenant secret, and the service signs the events it posts back the
+same way. Scheme ``v2``: HMAC-SHA256 (hex) over, one per line, the scheme's name, the
+timestamp, a random nonce, the method, the path with its query, the company header
+(``X-Bank-Sync-Company``, empty when the request names none) and the SHA-256 of the body; the
+signature header reads ``v2=<hex>``. The verifier accepts a timestamp within a tolerance
+window and any of the tenant's active secrets (rotation), and stores nonces for the window to
+refuse replays. A signature without the ``v2=`` marker is the older scheme (which left the
+company out) and is refused with a message saying so. This is the wire format of
 :mod:`bank_sync_bridge.providers.bridge_service`.
 """
 
@@ -226,11 +230,17 @@ CLIENT_HEADER = "X-BSB-Client"
 TIMESTAMP_HEADER = "X-BSB-Timestamp"
 NONCE_HEADER = "X-BSB-Nonce"
 SIGNATURE_HEADER = "X-BSB-Signature"
+#: The tenant company a request acts for; covered by the signature.
+COMPANY_HEADER = "X-Bank-Sync-Company"
+#: The signature scheme: its marker prefixes the signature (``v2=<hex>``) and its name is the
+#: first signed line, so a signature cannot be passed off as another scheme's.
+SIGNATURE_VERSION = "v2"
 #: Seconds a signed request stays acceptable (the verifier keeps nonces that long).
 DEFAULT_TOLERANCE = 300
 
+_SCHEME_LINE = "bsb-request-v2"
 _NONCE_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")
-_HEX_SIGNATURE = re.compile(r"[0-9a-fA-F]{64}")
+_SIGNATURE = re.compile(r"(?:([vV][0-9]{1,3})=)?([0-9a-fA-F]{64})")
 
 
 @dataclass(frozen=True)
@@ -242,6 +252,8 @@ class VerifiedRequest:
     nonce: str
     #: Index of the secret that matched (0 = newest), to notice clients still on an old one.
     secret_index: int
+    #: The company header the signature covers (None when the request named none).
+    company: str | None = None
 
 
 def canonical_path(path_or_url: str) -> str:
@@ -252,12 +264,19 @@ def canonical_path(path_or_url: str) -> str:
     return f"{path}?{parts.query}" if parts.query else path
 
 
-def canonical_request(method: str, path: str, body: bytes, timestamp: int, nonce: str) -> bytes:
+def canonical_request(
+    method: str, path: str, body: bytes, timestamp: int, nonce: str, *, company: str = ""
+) -> bytes:
     """The bytes a tenant signature covers, one item per line; the body is hashed because it
-    may contain anything, new lines included."""
+    may contain anything, new lines included.
+
+    :raises ValueError: ``company`` holds a line break (it would shift the lines).
+    """
+    if "\n" in company or "\r" in company:
+        raise ValueError("The company cannot hold a line break")
     digest = hashlib.sha256(body).hexdigest()
-    lines = [str(timestamp), nonce, method.upper(), canonical_path(path), digest]
-    return "\n".join(lines).encode("utf-8")
+    lines = [_SCHEME_LINE, str(timestamp), nonce, method.upper(), canonical_path(path)]
+    return "\n".join([*lines, company, digest]).encode("utf-8")
 
 
 def sign_request(
@@ -269,8 +288,10 @@ def sign_request(
     *,
     client_id: str | None = None,
     nonce: str | None = None,
+    company: str | None = None,
 ) -> dict[str, str]:
-    """Headers that sign one request with a tenant ``secret``.
+    """Headers that sign one request with a tenant ``secret`` (the company header included
+    when ``company`` is given: send the request with exactly these headers).
 
     Sign each attempt anew (fresh timestamp and nonce), so a retry is never taken for a replay.
     """
@@ -278,12 +299,17 @@ def sign_request(
     nonce = nonce or secrets_module.token_hex(16)
     if not _NONCE_PATTERN.fullmatch(nonce):
         raise ValueError("A nonce has 8 to 64 letters, digits, '-' or '_'")
-    signature = hmac.new(
-        _key(secret), canonical_request(method, path, body, stamp, nonce), hashlib.sha256
-    ).hexdigest()
-    headers = {TIMESTAMP_HEADER: str(stamp), NONCE_HEADER: nonce, SIGNATURE_HEADER: signature}
+    message = canonical_request(method, path, body, stamp, nonce, company=company or "")
+    signature = hmac.new(_key(secret), message, hashlib.sha256).hexdigest()
+    headers = {
+        TIMESTAMP_HEADER: str(stamp),
+        NONCE_HEADER: nonce,
+        SIGNATURE_HEADER: f"{SIGNATURE_VERSION}={signature}",
+    }
     if client_id is not None:
         headers[CLIENT_HEADER] = client_id
+    if company is not None:
+        headers[COMPANY_HEADER] = company
     return headers
 
 
@@ -301,23 +327,36 @@ def verify_request(
 
     Refusing a nonce seen before (inside the window) is the caller's job: only it has a store.
 
-    :raises SignatureVerificationError: unsigned, malformed, outside the window, or wrong.
+    :raises SignatureVerificationError: unsigned, malformed, of another scheme, outside the
+        window, or wrong.
     """
     lowered = {name.lower(): value.strip() for name, value in headers.items()}
     stamp_text = lowered.get(TIMESTAMP_HEADER.lower(), "")
     nonce = lowered.get(NONCE_HEADER.lower(), "")
-    signature = lowered.get(SIGNATURE_HEADER.lower(), "")
-    if not (stamp_text and nonce and signature):
+    signature_text = lowered.get(SIGNATURE_HEADER.lower(), "")
+    company = lowered.get(COMPANY_HEADER.lower())
+    if not (stamp_text and nonce and signature_text):
         raise SignatureVerificationError(
             f"The request is not signed (it needs the {TIMESTAMP_HEADER}, {NONCE_HEADER} and "
             f"{SIGNATURE_HEADER} headers)"
         )
+    parsed = _SIGNATURE.fullmatch(signature_text)
     if (
         not stamp_text.isdigit()
         or not _NONCE_PATTERN.fullmatch(nonce)
-        or not _HEX_SIGNATURE.fullmatch(signature)
+        or parsed is None
+        or (company is not None and ("\n" in company or "\r" in company))
     ):
         raise SignatureVerificationError("The request's signature headers are malformed")
+    version, signature = parsed.groups()
+    version = version.lower() if version else None
+    if version != SIGNATURE_VERSION:
+        # Said plainly: an outdated client otherwise only learns that "the signature is wrong".
+        raise SignatureVerificationError(
+            f"The request is signed with the signature scheme {version or 'v1'}, which this "
+            f"side no longer accepts (it needs {SIGNATURE_VERSION}, which also covers the "
+            f"{COMPANY_HEADER} header): update bank_sync_bridge on the calling side"
+        )
     stamp = int(stamp_text)
     drift = _epoch(now) - stamp
     if abs(drift) > tolerance_seconds:
@@ -328,7 +367,7 @@ def verify_request(
     candidates = [secrets] if isinstance(secrets, str | bytes) else list(secrets)
     if not candidates:
         raise SignatureVerificationError("No secret is configured for this client")
-    message = canonical_request(method, path, body, stamp, nonce)
+    message = canonical_request(method, path, body, stamp, nonce, company=company or "")
     given = signature.lower().encode("ascii")
     expected = [
         hmac.new(_key(secret), message, hashlib.sha256).hexdigest().encode("ascii")
@@ -338,23 +377,26 @@ def verify_request(
     if matched is None:
         raise SignatureVerificationError(
             "The request's signature is wrong (not made with this client's secret, or the "
-            "method, path or body was changed)"
+            "method, path, company or body was changed)"
         )
     return VerifiedRequest(
         client_id=lowered.get(CLIENT_HEADER.lower()) or None,
         timestamp=stamp,
         nonce=nonce,
         secret_index=matched,
+        company=company,
     )
 
 
 __all__ = [
     "CLIENT_HEADER",
+    "COMPANY_HEADER",
     "DEFAULT_TOLERANCE",
     "MAX_STATE_LENGTH",
     "NONCE_HEADER",
     "RESERVED_STATE_KEYS",
     "SIGNATURE_HEADER",
+    "SIGNATURE_VERSION",
     "TIMESTAMP_HEADER",
     "VerifiedRequest",
     "canonical_path",

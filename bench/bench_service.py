@@ -185,9 +185,13 @@ def run_load(config: dict[str, Any]) -> dict[str, Any]:
         mine = [path for company, path in paths if company == str(number + 1)]
         path = mine[serial % len(mine)]
         headers = sign_request(
-            config["client_secret"], "GET", path, b"", client_id=config["client_id"]
+            config["client_secret"],
+            "GET",
+            path,
+            b"",
+            client_id=config["client_id"],
+            company=str(number + 1),
         )
-        headers["X-Bank-Sync-Company"] = str(number + 1)
         return "GET", path, b"", headers
 
     results["pages"] = _closed_loop(

@@ -37,3 +37,14 @@ def test_clock_refuses_naive_datetimes_and_going_back() -> None:
         AdjustableClock(datetime(2025, 1, 1))  # a naive datetime, refused
     with pytest.raises(ValueError):
         AdjustableClock(START).advance(-1)
+
+
+def test_monotonic_seconds_move_with_advances_and_never_back() -> None:
+    clock = AdjustableClock(START, frozen=True)
+    first = clock.monotonic()
+    time.sleep(0.01)
+    assert clock.monotonic() == first  # frozen
+    clock.advance(90)
+    assert clock.monotonic() == first + 90
+    clock.set(START - timedelta(days=1))  # the wall clock jumps back; intervals do not
+    assert clock.monotonic() == first + 90

@@ -16,6 +16,7 @@ import os
 import re
 import secrets
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -127,8 +128,13 @@ class Service:
         return provider
 
 
+#: Settings of the tests' service: generous rate limits, and the test mode, since the tests'
+#: callback receivers listen on 127.0.0.1 over plain http.
+TEST_SETTINGS = ServiceSettings(rate_per_second=500, burst=500, test_mode=True)
+
+
 def _start_service(
-    database_url: str, settings: ServiceSettings | None = None
+    database_url: str, settings: ServiceSettings | None = None, **app_kwargs: Any
 ) -> tuple[Service, logging.Handler]:
     store = Store(database_url)
     store.migrate()
@@ -139,17 +145,18 @@ def _start_service(
     logger = logging.getLogger(LOGGER_NAME)
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    app = ServiceApp(store, box, settings or ServiceSettings(rate_per_second=500, burst=500))
+    app = ServiceApp(store, box, settings or TEST_SETTINGS, **app_kwargs)
     server = ServiceServer(app).start()
     return Service(server, store, box, logs), handler
 
 
 @contextlib.contextmanager
 def running_service(
-    database_url: str, settings: ServiceSettings | None = None
+    database_url: str, settings: ServiceSettings | None = None, **app_kwargs: Any
 ) -> Iterator[Service]:
-    """The service running for the ``with`` block, stopped and its log handler removed after."""
-    running, handler = _start_service(database_url, settings)
+    """The service running for the ``with`` block, stopped and its log handler removed after
+    (``app_kwargs`` go to :class:`ServiceApp`, e.g. a ``resolver``)."""
+    running, handler = _start_service(database_url, settings, **app_kwargs)
     try:
         yield running
     finally:
@@ -211,8 +218,9 @@ def signed_get(
     service: Service, creds: admin.TenantCredentials, path: str, **kwargs: Any
 ) -> requests.Response:
     """A raw signed GET, for tests that look at status codes and headers."""
-    headers = sign_request(creds.client_secret, "GET", path, b"", client_id=creds.client_id)
-    headers["X-Bank-Sync-Company"] = "1"
+    headers = sign_request(
+        creds.client_secret, "GET", path, b"", client_id=creds.client_id, company="1"
+    )
     headers.update(kwargs.pop("headers", {}))
     return requests.get(service.url + path, headers=headers, timeout=10, **kwargs)
 
@@ -274,14 +282,18 @@ def test_unsigned_badly_signed_replayed_and_revoked_calls_get_401_without_secret
     assert unsigned.json()["error"] == "signature"
     assert "not signed" in unsigned.json()["message"]
 
-    wrong = sign_request("not-the-secret", "GET", "/v1/connections", client_id=creds.client_id)
-    bad = requests.get(url, headers={**wrong, "X-Bank-Sync-Company": "1"}, timeout=10)
+    wrong = sign_request(
+        "not-the-secret", "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    bad = requests.get(url, headers=wrong, timeout=10)
     assert bad.status_code == 401
     assert "signature is wrong" in bad.json()["message"]
 
     # A signature for another path (or a tampered query) does not carry over.
-    other = sign_request(creds.client_secret, "GET", "/v1/accounts", client_id=creds.client_id)
-    moved = requests.get(url, headers={**other, "X-Bank-Sync-Company": "1"}, timeout=10)
+    other = sign_request(
+        creds.client_secret, "GET", "/v1/accounts", client_id=creds.client_id, company="1"
+    )
+    moved = requests.get(url, headers=other, timeout=10)
     assert moved.status_code == 401
 
     stale = sign_request(
@@ -290,12 +302,15 @@ def test_unsigned_badly_signed_replayed_and_revoked_calls_get_401_without_secret
         "/v1/connections",
         timestamp=time.time() - 3600,
         client_id=creds.client_id,
+        company="1",
     )
-    old = requests.get(url, headers={**stale, "X-Bank-Sync-Company": "1"}, timeout=10)
+    old = requests.get(url, headers=stale, timeout=10)
     assert old.status_code == 401
 
-    good = sign_request(creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id)
-    headers = {**good, "X-Bank-Sync-Company": "1"}
+    headers = sign_request(
+        creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    good = headers
     assert requests.get(url, headers=headers, timeout=10).status_code == 200
     replay = requests.get(url, headers=headers, timeout=10)
     assert replay.status_code == 401
@@ -321,6 +336,46 @@ def test_unsigned_badly_signed_replayed_and_revoked_calls_get_401_without_secret
     text = sqlite_service.logs.getvalue()
     assert creds.client_secret not in text
     assert good["X-BSB-Signature"] not in text
+
+
+def test_a_company_header_changed_after_signing_is_refused(sqlite_service: Service) -> None:
+    creds = sqlite_service.tenant()
+    client = sqlite_service.client(creds, company="1")
+    connection_id = connect_sandbox_bank(client)
+    url = sqlite_service.url + "/v1/connections"
+
+    # Signed for company 1, sent for company 2: company 2 would otherwise act with company 1's
+    # request (or read its own data with a request company 1 made).
+    signed = sign_request(
+        creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    swapped = requests.get(url, headers={**signed, "X-Bank-Sync-Company": "2"}, timeout=10)
+    assert swapped.status_code == 401
+    assert "company" in swapped.json()["message"]
+    stripped = {k: v for k, v in signed.items() if k != "X-Bank-Sync-Company"}
+    assert requests.get(url, headers=stripped, timeout=10).status_code in (400, 401)
+
+    # The same request, untouched, is company 1's and lists its connection.
+    fresh = sign_request(
+        creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    answer = requests.get(url, headers=fresh, timeout=10)
+    assert answer.status_code == 200
+    assert [c["remote_id"] for c in answer.json()["connections"]] == [connection_id]
+
+
+def test_a_client_on_the_older_signature_scheme_is_told_so(sqlite_service: Service) -> None:
+    creds = sqlite_service.tenant()
+    signed = sign_request(
+        creds.client_secret, "GET", "/v1/connections", client_id=creds.client_id, company="1"
+    )
+    # The older scheme sent the bare hex digest, without the version marker.
+    signed["X-BSB-Signature"] = signed["X-BSB-Signature"].split("=", 1)[1]
+    answer = requests.get(sqlite_service.url + "/v1/connections", headers=signed, timeout=10)
+    assert answer.status_code == 401
+    message = answer.json()["message"]
+    assert "signature scheme v1" in message
+    assert "update bank_sync_bridge" in message
 
 
 def test_global_rate_limit_protects_the_operator_quota_across_tenants(tmp_path: Path) -> None:
@@ -500,9 +555,10 @@ def linxo() -> Iterator[LinxoEmulator]:
 
 
 class _Receiver:
-    """A tenant's callback endpoint: a real HTTP server recording what it receives."""
+    """A tenant's callback endpoint: a real HTTP server recording what it receives, answering
+    ``statuses`` in turn (then 200), with ``headers``."""
 
-    def __init__(self, statuses: list[int]) -> None:
+    def __init__(self, statuses: list[int], headers: dict[str, str] | None = None) -> None:
         self.statuses = statuses
         self.received: list[tuple[dict[str, str], bytes, str]] = []
         receiver = self
@@ -513,6 +569,8 @@ class _Receiver:
                 receiver.received.append((dict(self.headers.items()), body, self.path))
                 status = receiver.statuses.pop(0) if receiver.statuses else 200
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -522,7 +580,8 @@ class _Receiver:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/bank_sync/events?db=acme"
+        self.port = int(self.httpd.server_address[1])
+        self.url = f"http://127.0.0.1:{self.port}/bank_sync/events?db=acme"
 
     def stop(self) -> None:
         self.httpd.shutdown()
@@ -552,7 +611,7 @@ def test_webhooks_are_verified_deduplicated_routed_polled_and_called_back(
             webhook_secrets=(token,),
         ),
     )
-    service.app._config = None  # the operator just changed it: no need to wait for the TTL
+    service.app.aggregator_changed()  # the operator just changed it: no need to wait for the TTL
     alice_creds = service.tenant("Alice")
     alice = service.client(alice_creds)
     bob = service.client(service.tenant("Bob"))
@@ -741,3 +800,52 @@ def test_one_command_starts_the_service_with_defaults(tmp_path: Path) -> None:
     assert (tmp_path / "bank_sync_service.sqlite3.key").exists()
     lines = [json.loads(line) for line in log.read_text().splitlines()]
     assert any(line["msg"] == "schema migrated" for line in lines)
+
+
+def _group_or_other_access(path: Path) -> int:
+    return path.stat().st_mode & 0o077
+
+
+def test_the_database_and_its_companion_files_are_readable_by_the_owner_only(
+    tmp_path: Path,
+) -> None:
+    database = tmp_path / "data" / "service.sqlite3"
+    previous = os.umask(0o022)  # the usual umask: new files would be readable by everyone
+    try:
+        store = Store(f"sqlite:///{database}")
+        store.migrate()
+        admin.register_tenant(store, SecretBox([generate_key()]), "Acme")
+    finally:
+        os.umask(previous)
+    try:
+        files = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+        assert all(path.exists() for path in files)
+        assert {path.name: _group_or_other_access(path) for path in files} == {
+            path.name: 0 for path in files
+        }
+        assert _group_or_other_access(database.parent) == 0
+    finally:
+        store.close()
+
+
+def test_database_files_left_readable_are_made_private_when_opened(tmp_path: Path) -> None:
+    database = tmp_path / "service.sqlite3"
+    older = sqlite3.connect(database)  # as an older version left them: world-readable
+    try:
+        older.execute("PRAGMA journal_mode=WAL")
+        older.execute("CREATE TABLE t (x INTEGER)")
+        older.execute("INSERT INTO t VALUES (1)")
+        older.commit()
+        files = [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+        for path in files:
+            path.chmod(0o644)
+        store = Store(f"sqlite:///{database}")
+        try:
+            store.migrate()
+            assert {path.name: _group_or_other_access(path) for path in files} == {
+                path.name: 0 for path in files
+            }
+        finally:
+            store.close()
+    finally:
+        older.close()

@@ -43,7 +43,7 @@ def bridge_service(tmp_path: Path, emulator: BridgeEmulator) -> Iterator[Service
                 webhook_secrets=(WEBHOOK_SECRET,),
             ),
         )
-        running.app._config = None  # read the new configuration now rather than after the TTL
+        running.app.aggregator_changed()  # read the new configuration now rather than after the TTL
         emulator.register_webhook(f"{running.url}/webhooks/bridgeapi", [WEBHOOK_SECRET])
         yield running
 

@@ -9,6 +9,7 @@ import pytest
 
 from bank_sync_bridge.errors import SignatureVerificationError
 from bank_sync_bridge.signing import (
+    COMPANY_HEADER,
     NONCE_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -179,3 +180,34 @@ def test_unsigned_or_malformed_headers() -> None:
     # Header names are case-insensitive and the hex may be upper case.
     shouted = {k.upper(): v.upper() if k == SIGNATURE_HEADER else v for k, v in good.items()}
     verify_request(SECRET, "GET", "/v1/x", b"", shouted, now=T0)
+
+
+def test_the_company_header_is_signed() -> None:
+    headers = sign_request(SECRET, "GET", "/v1/accounts", b"", T0, company="acme-1")
+    assert headers[COMPANY_HEADER] == "acme-1"
+    assert verify_request(SECRET, "GET", "/v1/accounts", b"", headers, now=T0).company == "acme-1"
+    for company in ("acme-2", ""):
+        with pytest.raises(SignatureVerificationError, match="company"):
+            verify_request(
+                SECRET, "GET", "/v1/accounts", b"", {**headers, COMPANY_HEADER: company}, now=T0
+            )
+    unnamed = {k: v for k, v in headers.items() if k != COMPANY_HEADER}
+    with pytest.raises(SignatureVerificationError, match="company"):
+        verify_request(SECRET, "GET", "/v1/accounts", b"", unnamed, now=T0)
+    # A request signed without a company cannot be given one afterwards.
+    plain = sign_request(SECRET, "GET", "/v1/accounts", b"", T0)
+    with pytest.raises(SignatureVerificationError, match="company"):
+        verify_request(
+            SECRET, "GET", "/v1/accounts", b"", {**plain, COMPANY_HEADER: "acme-1"}, now=T0
+        )
+
+
+def test_the_signature_names_its_scheme_and_an_older_one_is_refused_plainly() -> None:
+    headers = sign_request(SECRET, "GET", "/v1/x", b"", T0)
+    assert re.fullmatch(r"v2=[0-9a-f]{64}", headers[SIGNATURE_HEADER])
+    bare = {**headers, SIGNATURE_HEADER: headers[SIGNATURE_HEADER][3:]}
+    with pytest.raises(SignatureVerificationError, match=r"scheme v1.*update bank_sync_bridge"):
+        verify_request(SECRET, "GET", "/v1/x", b"", bare, now=T0)
+    future = {**headers, SIGNATURE_HEADER: "v3=" + headers[SIGNATURE_HEADER][3:]}
+    with pytest.raises(SignatureVerificationError, match="scheme v3"):
+        verify_request(SECRET, "GET", "/v1/x", b"", future, now=T0)

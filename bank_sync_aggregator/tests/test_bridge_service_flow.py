@@ -110,6 +110,9 @@ class ServiceProcess:
                     "1000",
                     "--burst",
                     "1000",
+                    # This Odoo listens on 127.0.0.1 over plain http: a callback the service
+                    # refuses outside its test mode.
+                    "--test-mode",
                 ],
                 cwd=self.directory,
                 env=self.env,

@@ -7,7 +7,8 @@ remote service exactly like a direct aggregator.
 
 Every request is signed with :func:`bank_sync_bridge.signing.sign_request`: a fresh timestamp
 and nonce per attempt, so that retries are never mistaken for replays. ``config.user_ref`` names
-the Odoo company: the service derives one aggregator user per tenant company from it.
+the Odoo company (header ``X-Bank-Sync-Company``, covered by the signature): the service derives
+one aggregator user per tenant company from it.
 
 The JSON shapes of the model's records on the wire are defined here (:func:`to_wire`,
 :func:`from_wire`) because both sides need them and the addon must never import the service.
@@ -51,7 +52,7 @@ from ..model import (
 from .base import Clock, ProviderConfig
 
 #: Header naming the Odoo company (the service maps it to one aggregator user of the tenant).
-COMPANY_HEADER = "X-Bank-Sync-Company"
+COMPANY_HEADER = signing.COMPANY_HEADER
 
 #: Safety cap on pages of one transaction stream (a service bug must not loop forever).
 MAX_PAGES = 10_000
@@ -169,7 +170,8 @@ PATH_HEADER = "X-BSB-Path"
 
 
 class _SignedAuth(requests.auth.AuthBase):
-    """Signs each prepared request just before it is sent (so every retry is signed anew)."""
+    """Signs each prepared request just before it is sent (so every retry is signed anew),
+    the company header it carries included."""
 
     def __init__(self, client_id: str, secret: str, clock: Clock) -> None:
         self._client_id = client_id
@@ -188,6 +190,7 @@ class _SignedAuth(requests.auth.AuthBase):
                 body,
                 self._clock(),
                 client_id=self._client_id,
+                company=request.headers.get(COMPANY_HEADER),
             )
         )
         return request
@@ -451,8 +454,8 @@ def _segment(value: str) -> str:
 
 def _event_from_wire(item: Mapping[str, Any]) -> WebhookEvent:
     event = from_wire(WebhookEvent, item)
-    # The service adds its own routing fields next to the event's; keep them in ``raw``.
-    extra = {k: item[k] for k in ("id", "company") if k in item}
+    # The service adds its own fields next to the event's; keep them in ``raw``.
+    extra = {k: item[k] for k in ("id", "company", "received_at") if k in item}
     return dataclasses.replace(event, raw={**dict(event.raw), **extra})
 
 

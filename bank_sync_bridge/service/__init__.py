@@ -4,9 +4,11 @@ Runs in its own environment (``pip install 'bank-sync-bridge[service]'``) and is
 by the Odoo addon, which talks to it through
 :class:`~bank_sync_bridge.providers.bridge_service.BridgeServiceProvider`. Start it with
 ``python -m bank_sync_bridge.service`` (see :mod:`.cli`); the pieces are :mod:`.store` (SQLite
-or PostgreSQL, self-migrating), :mod:`.app` (the HTTP API), :mod:`.server` (standard-library
-HTTP server and callback delivery), :mod:`.admin` (tenants and aggregator settings) and
-:mod:`.openapi`.
+or PostgreSQL, self-migrating), :mod:`.app` (the application, wiring :mod:`.routes` (the HTTP
+API), :mod:`.tenancy` (authentication, companies, rate limits, ownership), :mod:`.delivery`
+(events, routed and posted to :mod:`.callbacks`) and :mod:`.provider_pool`), :mod:`.server`
+(standard-library HTTP server and the delivery loop), :mod:`.admin` (tenants and aggregator
+settings), :mod:`.settings` and :mod:`.openapi`.
 """
 
 from ..crypto import SecretBox
@@ -17,8 +19,9 @@ from .admin import (
     revoke_tenant,
     set_aggregator,
 )
-from .app import ServiceApp, ServiceSettings
+from .app import ServiceApp
 from .server import ServiceServer
+from .settings import ServiceSettings
 from .store import Store
 
 __all__ = [

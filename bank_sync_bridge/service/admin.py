@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..crypto import SecretBox
+from .clock import SYSTEM_CLOCK, ServiceClock
 from .store import Store
 
 #: Aggregator kinds the service can hold a contract for.
@@ -58,7 +58,9 @@ class AggregatorConfig:
 DEFAULT_AGGREGATOR = AggregatorConfig(kind="sandbox")
 
 
-def register_tenant(store: Store, box: SecretBox, name: str) -> TenantCredentials:
+def register_tenant(
+    store: Store, box: SecretBox, name: str, *, clock: ServiceClock = SYSTEM_CLOCK
+) -> TenantCredentials:
     """Create a tenant; the returned secret is the only time it is shown."""
     name = name.strip()
     if not name:
@@ -68,7 +70,7 @@ def register_tenant(store: Store, box: SecretBox, name: str) -> TenantCredential
     with store.transaction() as tx:
         tx.execute(
             "INSERT INTO tenants (client_id, name, secret_enc, created_at) VALUES (?, ?, ?, ?)",
-            (client_id, name, box.encrypt(secret), time.time()),
+            (client_id, name, box.encrypt(secret), clock.timestamp()),
         )
     return TenantCredentials(client_id, secret)
 
@@ -86,12 +88,12 @@ def rotate_tenant_secret(store: Store, box: SecretBox, client_id: str) -> Tenant
     return TenantCredentials(client_id, secret)
 
 
-def revoke_tenant(store: Store, client_id: str) -> None:
+def revoke_tenant(store: Store, client_id: str, *, clock: ServiceClock = SYSTEM_CLOCK) -> None:
     """Refuse every further call of this tenant (its data stays for the operator)."""
     with store.transaction() as tx:
         changed = tx.execute(
             "UPDATE tenants SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL",
-            (time.time(), client_id),
+            (clock.timestamp(), client_id),
         )
     if not changed:
         raise LookupError(f"No active tenant with client id {client_id!r}")
@@ -106,7 +108,9 @@ def list_tenants(store: Store) -> list[TenantInfo]:
     return [TenantInfo(*row) for row in rows]
 
 
-def set_aggregator(store: Store, box: SecretBox, config: AggregatorConfig) -> None:
+def set_aggregator(
+    store: Store, box: SecretBox, config: AggregatorConfig, *, clock: ServiceClock = SYSTEM_CLOCK
+) -> None:
     """Store the operator's aggregator configuration (secrets encrypted)."""
     if config.kind not in AGGREGATOR_KINDS:
         raise ValueError(
@@ -121,7 +125,7 @@ def set_aggregator(store: Store, box: SecretBox, config: AggregatorConfig) -> No
             "webhook_secrets_enc": box.encrypt(json.dumps(list(config.webhook_secrets))),
         }
     )
-    now = time.time()
+    now = clock.timestamp()
     with store.transaction() as tx:
         tx.execute(
             "INSERT INTO settings (key, value, updated_at) VALUES (?, ?, ?) "

@@ -12,7 +12,8 @@
 
 Options come from the environment too: ``BANK_SYNC_SERVICE_HOST``, ``_PORT``,
 ``_DATABASE_URL``, ``_KEYS`` (comma-separated, newest first), ``_KEYS_FILE``, ``_PUBLIC_URL``,
-``_RATE``, ``_BURST``, ``_GLOBAL_RATE``, ``_LOG_LEVEL``.
+``_RATE``, ``_BURST``, ``_GLOBAL_RATE``, ``_MAX_CONNECTIONS``, ``_TRUSTED_PROXIES``, ``_LOG_LEVEL``,
+``_TEST_MODE``.
 """
 
 from __future__ import annotations
@@ -28,10 +29,11 @@ from typing import Any, TextIO
 
 from ..crypto import SecretBox, SecretKeyError, generate_key
 from . import admin
-from .app import ServiceApp, ServiceSettings
+from .app import ServiceApp
 from .keys import KEYS_ENV, load_keys
 from .logs import LOGGER_NAME, configure_logging
 from .server import ServiceServer
+from .settings import ServiceSettings
 from .store import DEFAULT_DATABASE_URL, Store
 
 ENV_PREFIX = "BANK_SYNC_SERVICE_"
@@ -118,6 +120,24 @@ def _serve_options(
         default=pick(float(env("GLOBAL_RATE", "0")) or None),
         help="calls/s for all tenants together (e.g. 6 for Bridge's 2000 per 5 min)",
     )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=pick(int(env("MAX_CONNECTIONS", "64"))),
+        help="connections served at once (one thread each); more get 503",
+    )
+    parser.add_argument(
+        "--trusted-proxies",
+        type=int,
+        default=pick(int(env("TRUSTED_PROXIES", "0"))),
+        help="reverse proxies in front that append to X-Forwarded-For (0: ignore that header)",
+    )
+    parser.add_argument(
+        "--test-mode",
+        action="store_true",
+        default=pick(env("TEST_MODE", "").lower() in ("1", "true", "yes")),
+        help="tests and benchmarks only: tenants' callbacks may use http://127.0.0.1",
+    )
 
 
 def main(
@@ -184,6 +204,9 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
         burst=args.burst,
         global_rate_per_second=args.global_rate,
         public_url=args.public_url,
+        max_connections=args.max_connections,
+        trusted_proxies=args.trusted_proxies,
+        test_mode=args.test_mode,
     )
     server = ServiceServer(ServiceApp(store, box, settings), args.host, args.port)
     logging.getLogger(LOGGER_NAME).info(
@@ -196,6 +219,11 @@ def _run(args: argparse.Namespace, store: Store, box: SecretBox, out: TextIO, st
             }
         },
     )
+    if settings.test_mode:
+        logging.getLogger(LOGGER_NAME).warning(
+            "test mode: tenants' callbacks may lead to this machine over plain http; "
+            "never run a production service this way"
+        )
     # SIGTERM (a service manager stopping us) ends the loop like Ctrl-C does.
     signal.signal(signal.SIGTERM, _terminate)
     try:

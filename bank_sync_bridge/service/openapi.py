@@ -25,8 +25,14 @@ from ..model import (
     Transaction,
     WebhookEvent,
 )
-from ..providers.bridge_service import COMPANY_HEADER
-from ..signing import CLIENT_HEADER, NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from ..signing import (
+    CLIENT_HEADER,
+    COMPANY_HEADER,
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    SIGNATURE_VERSION,
+    TIMESTAMP_HEADER,
+)
 
 _RECORDS = (Institution, Connection, Account, Transaction, ConnectSession, ConnectResult)
 
@@ -184,8 +190,16 @@ def build_openapi(version: str) -> dict[str, Any]:
     }
     schemas["Event"]["properties"].update(
         {
-            "id": {"type": "integer", "description": "Position in the tenant's event stream"},
-            "company": {"type": "string", "nullable": True},
+            "id": {
+                "type": "integer",
+                "description": "The service's id of the event: unique, the same in every retry "
+                "and poll, and its position in the tenant's event stream",
+            },
+            "company": {"type": "string", "description": "The tenant company it concerns"},
+            "received_at": {
+                "type": "integer",
+                "description": "When the service received it (Unix seconds)",
+            },
         }
     )
     schemas["TransactionPage"] = {
@@ -431,9 +445,13 @@ def build_openapi(version: str) -> dict[str, Any]:
         "/v1/callback": {
             "put": _op(
                 "Register the callback URL",
-                'The service posts each new event there as `{"events": [...]}`, signed with '
-                "the tenant secret like requests are (plus an `X-BSB-Path` header naming the "
-                "signed path), and retries in the background.",
+                "The service posts each new event there as "
+                '`{"delivery_id": ..., "sent_at": ..., "events": [...]}`, signed with the '
+                "tenant secret like requests are (plus an `X-BSB-Path` header naming the signed "
+                "path), and retries in the background. `delivery_id` (unique per post, retries "
+                "included) and `sent_at` (Unix seconds) equal the signature's nonce and "
+                "timestamp: remember each delivery id for the signature's 5-minute window to "
+                "refuse a replayed post. Only https URLs to public addresses are accepted.",
                 {"204": _ok("Registered")},
                 tag="events",
                 company=False,
@@ -457,11 +475,13 @@ def build_openapi(version: str) -> dict[str, Any]:
             "description": (
                 "Multi-tenant bridge between Odoo databases and one operator's bank data "
                 "aggregator. Every /v1 call is signed by the tenant: "
-                f"`{SIGNATURE_HEADER}` is the hex HMAC-SHA256, keyed with the tenant secret, of "
-                "the lines timestamp, nonce, method, path with query, and the hex SHA-256 of "
-                f"the body, joined by newlines; `{TIMESTAMP_HEADER}` is in Unix seconds and must "
-                f"be within 5 minutes; `{NONCE_HEADER}` is never reused. `{COMPANY_HEADER}` "
-                "names the tenant's company: each company is its own aggregator user."
+                f"`{SIGNATURE_HEADER}` is `{SIGNATURE_VERSION}=` followed by the hex "
+                "HMAC-SHA256, keyed with the tenant secret, of the lines `bsb-request-v2`, "
+                "timestamp, nonce, method, path with query, the company header's value (empty "
+                "when absent) and the hex SHA-256 of the body, joined by newlines; "
+                f"`{TIMESTAMP_HEADER}` is in Unix seconds and must be within 5 minutes; "
+                f"`{NONCE_HEADER}` is never reused. `{COMPANY_HEADER}` names the tenant's "
+                "company: each company is its own aggregator user."
             ),
             "license": {"name": "LGPL-3.0-only"},
         },

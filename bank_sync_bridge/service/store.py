@@ -10,6 +10,7 @@ database that the next start finishes upgrading.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,9 @@ from urllib.parse import urlsplit
 
 #: Default store: a SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///bank_sync_service.sqlite3"
+
+#: Files SQLite keeps next to the database, holding recent rows in clear just the same.
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 class Cursor(Protocol):
@@ -135,6 +139,10 @@ class Store:
     ``sqlite:///relative.db``, ``sqlite:////absolute/path.db``, a plain file path, or
     ``postgresql://user@host:port/dbname``. SQLite gets one connection per thread (WAL mode so
     readers never wait for the writer); PostgreSQL a small pool.
+
+    The SQLite database and its ``-wal``/``-shm`` files are readable by the service's user only
+    (0600), whatever the umask: the database is created that way, and files left readable by
+    an older version are restricted when the store opens them.
     """
 
     def __init__(self, database_url: str = DEFAULT_DATABASE_URL, *, pool_size: int = 16):
@@ -152,6 +160,8 @@ class Store:
         elif scheme in ("sqlite", ""):
             self.dialect = "sqlite"
             self.sqlite_path = _sqlite_path(database_url)
+            _make_private(self.sqlite_path)
+            self._companions_checked = False
             self._pool_size = pool_size
             self._idle: list[sqlite3.Connection] = []
             self._lock = threading.Lock()
@@ -178,6 +188,11 @@ class Store:
         # No checkpoint inside a request's commit (it writes and syncs the database file and
         # would stall every writer behind it): :meth:`checkpoint` runs in the background.
         conn.execute("PRAGMA wal_autocheckpoint=0")
+        if not self._companions_checked:
+            # The -wal and -shm files exist from the first connection in WAL mode on. SQLite
+            # gives them the database's mode; an older one's files may still be readable.
+            _make_private(self.sqlite_path)
+            self._companions_checked = True
         return conn
 
     def _sqlite_checkin(self, conn: sqlite3.Connection) -> None:
@@ -347,5 +362,30 @@ def _sqlite_path(database_url: str) -> str:
     if not path:
         raise ValueError("The SQLite URL names no file")
     if path != ":memory:":
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        Path(path).expanduser().parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
+
+
+def _make_private(path: str) -> None:
+    """Create the SQLite database file if missing, readable and writable by its owner only,
+    and take every access but the owner's away from it and the files SQLite keeps beside it.
+
+    ``os.open`` with mode 0600 needs no change of the process's umask (which would race with
+    other threads creating files): a umask can only remove permissions from that mode.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    name = path
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        for name in (path, *(path + suffix for suffix in SQLITE_COMPANIONS)):
+            try:
+                mode = os.stat(name).st_mode
+            except FileNotFoundError:
+                continue
+            if mode & 0o077:
+                os.chmod(name, 0o600)
+    except PermissionError as exc:
+        raise RuntimeError(
+            f"Cannot open {name} readable by its owner only (mode 0600): {exc.strerror}"
+        ) from None

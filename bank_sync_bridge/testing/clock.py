@@ -37,6 +37,10 @@ class AdjustableClock:
         # _anchor: immune to the host's wall clock being adjusted during a test.
         self._anchor = (start or datetime.now(timezone.utc)).astimezone(timezone.utc)
         self._anchor_mono = time.monotonic()
+        # For monotonic(): the real monotonic time it stands still at while frozen, and every
+        # advance so far.
+        self._frozen_mono = self._anchor_mono
+        self._advanced = 0.0
 
     @property
     def frozen(self) -> bool:
@@ -56,6 +60,14 @@ class AdjustableClock:
         """The current instant as POSIX seconds (for rate-limit windows and signatures)."""
         return self.now().timestamp()
 
+    def monotonic(self) -> float:
+        """Seconds for intervals and deadlines (what :func:`time.monotonic` is to the wall
+        clock): real monotonic time while running, plus everything advanced. It never goes
+        back, :meth:`set` included."""
+        with self._lock:
+            real = self._frozen_mono if self._frozen else time.monotonic()
+            return real + self._advanced
+
     def advance(self, delta: timedelta | float = 0.0, /, **kwargs: float) -> datetime:
         """Move time forward by ``delta`` (a timedelta or seconds) and/or ``timedelta`` keyword
         arguments (``advance(hours=2)``); returns the new "now"."""
@@ -65,6 +77,7 @@ class AdjustableClock:
             raise ValueError("AdjustableClock.advance() cannot go back in time; use set()")
         with self._lock:
             self._anchor += step
+            self._advanced += step.total_seconds()
             return self._now_locked()
 
     def set(self, instant: datetime) -> datetime:
@@ -80,7 +93,7 @@ class AdjustableClock:
         """Stop time at the current instant; returns it."""
         with self._lock:
             self._anchor = self._now_locked()
-            self._anchor_mono = time.monotonic()
+            self._anchor_mono = self._frozen_mono = time.monotonic()
             self._frozen = True
             return self._anchor
 
