@@ -222,6 +222,127 @@ class ReferenceBook:
         }
 
 
+# --------------------------------------------------------------------------- counterparties
+
+#: Words of company names that say nothing about who the company is.
+_LEGAL_FORMS = frozenset(
+    [
+        "SA",
+        "SAS",
+        "SASU",
+        "SARL",
+        "EURL",
+        "SNC",
+        "SCI",
+        "SCP",
+        "SELARL",
+        "SCOP",
+        "GIE",
+        "EI",
+        "EIRL",
+        "ETS",
+        "STE",
+        "SOC",
+        "CIE",
+        "ET",
+        "FILS",
+        "GMBH",
+        "AG",
+        "KG",
+        "SRL",
+        "SPRL",
+        "BV",
+        "NV",
+        "LTD",
+        "LIMITED",
+        "PLC",
+        "INC",
+        "LLC",
+        "CORP",
+        "CO",
+    ]
+)
+#: How banks start the labels of card payments, direct debits and transfers.
+_LABEL_PREFIXES = (
+    "PAIEMENT PAR CARTE",
+    "PAIEMENT CB",
+    "CARTE",
+    "CB",
+    "PRLV SEPA",
+    "PRLV",
+    "PRELEVEMENT SEPA",
+    "PRELEVEMENT",
+    "VIR SEPA EMIS",
+    "VIR SEPA RECU",
+    "VIR SEPA",
+    "VIREMENT SEPA",
+    "VIREMENT DE",
+    "VIREMENT",
+    "VIR",
+    "ECHEANCE",
+)
+_NOISE = re.compile(
+    r"\b(?:\d{1,2}/\d{1,2}(?:/\d{2,4})?|X+\d{2,}|\*+\d{2,}|\d{5,}|[A-Z]*\d[A-Z\d]*)\b"
+)
+#: Labels that name nobody: cheques, cash, the bank's own fees and interest.
+_ANONYMOUS_LABELS = (
+    "CHEQUE",
+    "CHQ",
+    "REMISE",
+    "RETRAIT",
+    "FRAIS",
+    "COMMISSION",
+    "INTERETS",
+    "AGIOS",
+    "COTISATION",
+)
+#: Words of a label after which the merchant's name is over (what it paid for, references).
+_LABEL_STOP_WORDS = frozenset(
+    [
+        "FACT",
+        "FACTURE",
+        "FACTURES",
+        "REF",
+        "MOTIF",
+        "ECHEANCE",
+        "ABONNEMENT",
+        "REGLEMENT",
+        "USD",
+        "EUR",
+        "GBP",
+        "CHF",
+    ]
+)
+
+
+def company_key(name: str | None) -> str:
+    """A company's name as banks and books both write it: accents, case, punctuation and
+    legal forms left out (``Orange S.A.`` and ``ORANGE SA`` give ``ORANGE``)."""
+    words = re.findall(r"[A-Z0-9+]+", _ascii_upper(name or "").replace(".", ""))
+    return " ".join(word for word in words if word not in _LEGAL_FORMS)
+
+
+def counterparty_key(name: str | None, label: str | None = None) -> str:
+    """Who is on the other side of an operation, as a key to recognise them again: the
+    counterparty's name when the bank gives it, else the merchant named in the label (a card
+    payment's ``CB CARREFOUR 12/11`` gives ``CARREFOUR``). Empty when nothing names anyone."""
+    if name:
+        return company_key(name)
+    text = " ".join(_ascii_upper(label or "").split())
+    if text.startswith(_ANONYMOUS_LABELS):
+        return ""
+    for prefix in _LABEL_PREFIXES:
+        if text.startswith(prefix + " "):
+            text = text[len(prefix) + 1 :]
+            break
+    words = []
+    for word in _NOISE.sub(" ", text).split():
+        if word in _LABEL_STOP_WORDS:
+            break
+        words.append(word)
+    return company_key(" ".join(words[:4]))
+
+
 # --------------------------------------------------------------------------- matching
 
 

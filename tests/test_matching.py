@@ -10,6 +10,8 @@ from bank_sync_bridge.matching import (
     BankOperation,
     OpenItem,
     TextIndex,
+    company_key,
+    counterparty_key,
     match_operations,
     reference_forms,
 )
@@ -177,3 +179,28 @@ def test_many_items_are_looked_up_without_reading_them_all():
     operations = [op(n, f"{n}.00", f"VIR CLIENT FACT INV/2026/{n:05d}") for n in range(1, 2001)]
     decisions = decide(operations, items)
     assert all(decisions[n].apply and decisions[n].apply.item_ids == (n,) for n in range(1, 2001))
+
+
+@pytest.mark.parametrize(
+    ("name", "label", "key"),
+    [
+        (None, "CB CARREFOUR 12/11", "CARREFOUR"),
+        (None, "PAIEMENT PAR CARTE X1234 LEROY MERLIN 03/11", "LEROY MERLIN"),
+        (None, "PRLV SEPA ORANGE SA FACTURE MOBILE PRO", "ORANGE"),
+        ("Orange S.A.", "PRLV SEPA ORANGE", "ORANGE"),
+        (None, "VIR SEPA EMIS TRANSPORTS GIRAUD FACT F2026-0123", "TRANSPORTS GIRAUD"),
+        (None, "CB AWS EMEA 03/11 USD 99.50", "AWS EMEA"),
+        (None, "CHEQUE N 1234567", ""),
+        (None, "REMISE CHEQUES N 7654321 3 CHQ", ""),
+        (None, "FRAIS TENUE DE COMPTE", ""),
+    ],
+)
+def test_the_counterparty_is_recognised_from_its_name_or_the_merchant_in_the_label(
+    name, label, key
+):
+    assert counterparty_key(name, label) == key
+
+
+def test_company_names_compare_without_accents_punctuation_or_legal_forms():
+    assert company_key("Électricité de France S.A.") == company_key("ELECTRICITE DE FRANCE SA")
+    assert company_key("Leroy Merlin") == "LEROY MERLIN"
