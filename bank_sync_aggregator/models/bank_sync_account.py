@@ -1,9 +1,10 @@
-from datetime import timedelta, timezone
+from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..utils import naive_utc
 
 #: The package's errors (``error_type`` of a run) that pass by themselves: the aggregator or
 #: the network was down, or an answer came broken (``BankSyncError.retryable``). A 429
@@ -170,9 +171,6 @@ class BankSyncAccount(models.Model):
             .with_context(active_test=False)
             .search([("name", "=", (remote.currency or "").upper())], limit=1)
         )
-        balance_date = remote.balance_date
-        if balance_date and balance_date.tzinfo is not None:
-            balance_date = balance_date.astimezone(timezone.utc).replace(tzinfo=None)
         return {
             "remote_id": remote.remote_id,
             "name": remote.label or remote.remote_id,
@@ -182,7 +180,7 @@ class BankSyncAccount(models.Model):
             "currency_code": remote.currency,
             "account_type": remote.type.value,
             "balance": float(remote.balance) if remote.balance is not None else 0.0,
-            "balance_date": balance_date or False,
+            "balance_date": naive_utc(remote.balance_date),
             "state": "active" if remote.active else "inactive",
         }
 

@@ -4,6 +4,7 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..utils import aggregator_errors
 
 #: How long the user has to complete the aggregator's hosted page.
 SESSION_LIFETIME = timedelta(minutes=30)
@@ -66,9 +67,9 @@ class BankSyncConnectSession(models.Model):
                 "expires_at": fields.Datetime.now() + SESSION_LIFETIME,
             }
         )
-        client = provider._get_provider()
         locale = (self.env.lang or "en_US").split("_")[0]
-        try:
+        with aggregator_errors(provider):
+            client = provider._get_provider()
             if connection:
                 hosted = client.start_reconnect(
                     connection.remote_id,
@@ -84,10 +85,6 @@ class BankSyncConnectSession(models.Model):
                     locale=locale,
                     user_email=self.env.user.email or None,
                 )
-        except Exception as error:
-            raise UserError(
-                self.env["bank.sync.connection"]._describe_provider_error(provider, error)
-            ) from error
         return hosted.url
 
     # -------------------------------------------------------------------------
@@ -210,16 +207,12 @@ class BankSyncConnectSession(models.Model):
                     aggregator=provider.name,
                 )
             )
-        client = provider._get_provider()
         Connection = self.env["bank.sync.connection"]
-        try:
+        with aggregator_errors(provider):
+            client = provider._get_provider()
             # The explanation in every active language: each user reads it in their own.
             remote, messages = Connection._read_remote(client, remote_id)
             accounts = client.list_accounts(remote_id)
-        except Exception as error:
-            raise UserError(
-                self.env["bank.sync.connection"]._describe_provider_error(provider, error)
-            ) from error
         is_new = not provider.connection_ids.filtered(lambda c: c.remote_id == remote_id)
         connection = provider._upsert_connection(remote)
         connection._upsert_accounts(accounts)

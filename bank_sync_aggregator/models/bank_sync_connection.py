@@ -1,11 +1,10 @@
 import logging
-import threading
-from datetime import timezone
 
 from odoo import Command, api, fields, models
 from odoo.exceptions import UserError
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..utils import aggregator_errors, describe_error, in_test_mode, naive_utc
 
 _logger = logging.getLogger(__name__)
 
@@ -167,12 +166,10 @@ class BankSyncConnection(models.Model):
         """Read the connection and its accounts again from the aggregator."""
         check_rights(self, ACCOUNTING_MANAGER)
         for connection in self:
-            provider = connection.provider_id._get_provider()
-            try:
-                remote, messages = self._read_remote(provider, connection.remote_id)
-                accounts = provider.list_accounts(connection.remote_id)
-            except Exception as error:
-                raise UserError(connection._format_provider_error(error)) from error
+            with aggregator_errors(connection.provider_id, bank=connection.display_name):
+                client = connection.provider_id._get_provider()
+                remote, messages = self._read_remote(client, connection.remote_id)
+                accounts = client.list_accounts(connection.remote_id)
             before = connection._refresh_snapshot()
             connection.provider_id._upsert_connection(remote)
             connection._upsert_accounts(accounts)
@@ -294,7 +291,7 @@ class BankSyncConnection(models.Model):
             "reason": remote.reason.value if remote.reason else False,
             "message": remote.message or False,
             "vendor_status": remote.vendor_status or False,
-            "consent_expiry": _naive_utc(remote.consent_expires_at),
+            "consent_expiry": naive_utc(remote.consent_expires_at),
         }
         if remote.institution_id:
             vals["institution_id"] = remote.institution_id
@@ -333,18 +330,21 @@ class BankSyncConnection(models.Model):
 
     def _revoke_at_aggregator(self):
         for connection in self:
+            aggregator = connection.provider_id
+            if aggregator.active:
+                with aggregator_errors(aggregator, bank=connection.display_name):
+                    aggregator._get_provider().delete_connection(connection.remote_id)
+                continue
             try:
-                connection.provider_id._get_provider().delete_connection(connection.remote_id)
+                aggregator._get_provider().delete_connection(connection.remote_id)
             except Exception as error:
-                if connection.provider_id.active:
-                    raise UserError(connection._format_provider_error(error)) from error
                 # The company left this aggregator (and maybe its contract): say it on the
                 # connection rather than blocking the clean-up.
                 connection.message_post(
                     body=self.env._(
                         "The connection could not be revoked at %(aggregator)s: %(detail)s",
-                        aggregator=connection.provider_id.name,
-                        detail=connection._format_provider_error(error),
+                        aggregator=aggregator.name,
+                        detail=describe_error(aggregator, error, bank=connection.display_name),
                     )
                 )
 
@@ -361,7 +361,9 @@ class BankSyncConnection(models.Model):
                 note += " " + self.env._(
                     "It could not be revoked at %(aggregator)s: %(detail)s",
                     aggregator=connection.provider_id.name,
-                    detail=connection._format_provider_error(error),
+                    detail=describe_error(
+                        connection.provider_id, error, bank=connection.display_name
+                    ),
                 )
             connection._mark_disconnected(note)
 
@@ -370,37 +372,6 @@ class BankSyncConnection(models.Model):
         self.account_ids.write({"journal_id": False, "state": "inactive"})
         for connection in self:
             connection.message_post(body=note)
-
-    def _format_provider_error(self, error):
-        """A message for the user from an error of the package (never a secret)."""
-        self.ensure_one()
-        return self._describe_provider_error(self.provider_id, error, bank=self.display_name)
-
-    @api.model
-    def _describe_provider_error(self, provider, error, bank=None):
-        """A message for the user from an error raised while talking to ``provider``."""
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
-        if isinstance(error, UserError):
-            return error.args[0]
-        if isinstance(error, BankSyncError):
-            # The package's messages are written for people and never carry a secret.
-            detail = error.message
-        else:
-            _logger.exception("Unexpected error from the aggregator %s", provider.kind)
-            detail = self.env._("unexpected error, see the server log")
-        if bank:
-            return self.env._(
-                "%(aggregator)s could not complete the request for %(bank)s: %(detail)s",
-                aggregator=provider.name,
-                bank=bank,
-                detail=detail,
-            )
-        return self.env._(
-            "%(aggregator)s could not complete the request: %(detail)s",
-            aggregator=provider.name,
-            detail=detail,
-        )
 
     # -------------------------------------------------------------------------
     # Health: alerts, consent reminders, stalls (issue 6; rules in bank_sync_bridge.health)
@@ -754,7 +725,7 @@ class BankSyncConnection(models.Model):
     def _cron_check_health(self):
         """Daily health check: connection states (temporary-failure escalation), consent
         reminders, and accounts that stopped receiving operations."""
-        auto_commit = not getattr(threading.current_thread(), "testing", False)
+        auto_commit = not in_test_mode()
         connections = self.search(
             [
                 ("state", "!=", "disconnected"),
@@ -779,12 +750,3 @@ class BankSyncConnection(models.Model):
 def _locale(lang):
     """The aggregators' locale ("fr") of an Odoo language code ("fr_FR")."""
     return (lang or "en_US").split("_")[0]
-
-
-def _naive_utc(value):
-    """Odoo stores naive UTC datetimes."""
-    if not value:
-        return False
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value

@@ -9,7 +9,6 @@ are ``bank.sync.account._sync_account`` and ``_sync_accounts``.
 
 import json
 import logging
-import threading
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -20,6 +19,8 @@ import psycopg2
 from odoo import fields, sql_db
 from odoo.exceptions import UserError, ValidationError
 from odoo.tools.misc import format_date, formatLang
+
+from ..utils import in_test_mode
 
 _logger = logging.getLogger(__name__)
 
@@ -72,11 +73,6 @@ LINE_FIELDS_OF_CHANGE = {
     "bank_reference": ("ref",),
     "operation_type": ("transaction_type",),
 }
-
-
-def in_test_mode():
-    """Odoo's test runner forbids commits: it marks its thread with ``testing``."""
-    return getattr(threading.current_thread(), "testing", False)
 
 
 def sanitize_account_number(number):

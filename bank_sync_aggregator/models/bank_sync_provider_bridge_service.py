@@ -10,12 +10,14 @@ direct aggregators' webhooks (``bank.sync.webhook.event``).
 """
 
 import logging
-import threading
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from bank_sync_bridge.errors import AuthenticationError, BankSyncError, ConnectionFailed
+
 from ..rights import ACCOUNTING_MANAGER, ADMINISTRATOR, check_rights
+from ..utils import aggregator_errors, in_test_mode
 
 _logger = logging.getLogger(__name__)
 
@@ -97,52 +99,43 @@ class BankSyncProvider(models.Model):
         """Check the service answers (``/health``) and accepts our signature (a signed call)."""
         self.ensure_one()
         check_rights(self, ACCOUNTING_MANAGER)
-        from bank_sync_bridge.errors import (  # noqa: PLC0415
-            AuthenticationError,
-            BankSyncError,
-            ConnectionFailed,
-        )
-
         if self.kind != "bridge_service":
             raise UserError(self.env._("Only a bridge service connection can be tested here."))
-        client = self._get_provider()
-        try:
-            health = client.health()
-        except BankSyncError as error:
-            raise UserError(
-                self.env._(
-                    "The bridge service at %(url)s does not answer: %(detail)s. Check the URL "
-                    "and that the service is running.",
-                    url=self.base_url,
-                    detail=error.message,
-                )
-            ) from error
-        try:
-            # A signed, tenant-level call that costs the aggregator nothing.
-            client.poll_events(after=self.bridge_service_last_event_id, limit=1)
-        except AuthenticationError as error:
-            raise UserError(
-                self.env._(
-                    "The bridge service refused this database's credentials (HTTP %(status)s): "
-                    "the client ID or the secret is wrong, or the operator revoked them. "
-                    "Enter them again as the service's operator gave them. The service "
-                    "says: %(detail)s",
-                    status=error.status or 401,
-                    detail=error.message,
-                )
-            ) from error
-        except ConnectionFailed as error:
-            raise UserError(
-                self.env._(
-                    "The bridge service at %(url)s does not answer: %(detail)s.",
-                    url=self.base_url,
-                    detail=error.message,
-                )
-            ) from error
-        except BankSyncError as error:
-            raise UserError(
-                self.env["bank.sync.connection"]._describe_provider_error(self, error)
-            ) from error
+        with aggregator_errors(self):
+            client = self._get_provider()
+            try:
+                health = client.health()
+            except BankSyncError as error:
+                raise UserError(
+                    self.env._(
+                        "The bridge service at %(url)s does not answer: %(detail)s. Check the "
+                        "URL and that the service is running.",
+                        url=self.base_url,
+                        detail=error.message,
+                    )
+                ) from error
+            try:
+                # A signed, tenant-level call that costs the aggregator nothing.
+                client.poll_events(after=self.bridge_service_last_event_id, limit=1)
+            except AuthenticationError as error:
+                raise UserError(
+                    self.env._(
+                        "The bridge service refused this database's credentials (HTTP "
+                        "%(status)s): the client ID or the secret is wrong, or the operator "
+                        "revoked them. Enter them again as the service's operator gave them. "
+                        "The service says: %(detail)s",
+                        status=error.status or 401,
+                        detail=error.message,
+                    )
+                ) from error
+            except ConnectionFailed as error:
+                raise UserError(
+                    self.env._(
+                        "The bridge service at %(url)s does not answer: %(detail)s.",
+                        url=self.base_url,
+                        detail=error.message,
+                    )
+                ) from error
         return {
             "type": "ir.actions.client",
             "tag": "display_notification",
@@ -162,26 +155,17 @@ class BankSyncProvider(models.Model):
         of the periodic poll."""
         self.ensure_one()
         check_rights(self, ADMINISTRATOR)
-        self._bridge_service_call(
-            lambda client: client.set_callback_url(self._get_bridge_service_callback_url())
-        )
+        with aggregator_errors(self):
+            self._get_provider().set_callback_url(self._get_bridge_service_callback_url())
         return True
 
     def action_bridge_service_remove_callback(self):
         """Stop the service's calls to this Odoo (polling still brings the events)."""
         self.ensure_one()
         check_rights(self, ADMINISTRATOR)
-        self._bridge_service_call(lambda client: client.set_callback_url(None))
+        with aggregator_errors(self):
+            self._get_provider().set_callback_url(None)
         return True
-
-    def _bridge_service_call(self, call):
-        client = self._get_provider()
-        try:
-            return call(client)
-        except Exception as error:
-            raise UserError(
-                self.env["bank.sync.connection"]._describe_provider_error(self, error)
-            ) from error
 
     # -------------------------------------------------------------------------
     # Events
@@ -253,7 +237,7 @@ class BankSyncProvider(models.Model):
     def _cron_poll_bridge_service(self):
         """Every few minutes: the events of every company on a bridge service, then the
         event pipeline is woken to synchronise the affected accounts in the background."""
-        auto_commit = not getattr(threading.current_thread(), "testing", False)
+        auto_commit = not in_test_mode()
         providers = self.sudo().search(
             [
                 ("kind", "=", "bridge_service"),

@@ -1,12 +1,13 @@
 import json
 import logging
-import threading
-from datetime import timedelta, timezone
+from datetime import timedelta
 
 import psycopg2
 
 from odoo import api, fields, models
 from odoo.tools import split_every
+
+from ..utils import describe_error, in_test_mode, naive_utc
 
 _logger = logging.getLogger(__name__)
 
@@ -132,16 +133,13 @@ class BankSyncWebhookEvent(models.Model):
 
     @api.model
     def _values_from_event(self, provider, event):
-        occurred_at = event.occurred_at
-        if occurred_at and occurred_at.tzinfo is not None:
-            occurred_at = occurred_at.astimezone(timezone.utc).replace(tzinfo=None)
         return {
             "provider_id": provider.id,
             "event_id": event.event_id,
             "event_type": event.type,
             "connection_remote_id": event.connection_id or False,
             "account_remote_ids": ",".join(event.account_ids) or False,
-            "occurred_at": occurred_at or False,
+            "occurred_at": naive_utc(event.occurred_at),
             "payload": json.dumps(dict(event.raw), default=str, sort_keys=True),
         }
 
@@ -161,7 +159,7 @@ class BankSyncWebhookEvent(models.Model):
     @api.model
     def _cron_process_webhook_events(self):
         """Handle received events in batches; each one in its own savepoint."""
-        auto_commit = not getattr(threading.current_thread(), "testing", False)
+        auto_commit = not in_test_mode()
         pending = self.search([("state", "=", "pending")], order="id")
         done = 0
         for batch in split_every(BATCH_SIZE, pending.ids, self.browse):
@@ -218,7 +216,14 @@ class BankSyncWebhookEvent(models.Model):
                     note = connection._sync_after_event(accounts)
         except Exception as error:
             _logger.warning("Webhook event %s could not be processed: %s", self.id, error)
-            self.write({"state": "failed", "result": connection._format_provider_error(error)})
+            self.write(
+                {
+                    "state": "failed",
+                    "result": describe_error(
+                        connection.provider_id, error, bank=connection.display_name
+                    ),
+                }
+            )
             return
         self.write({"state": "done", "result": note})
 

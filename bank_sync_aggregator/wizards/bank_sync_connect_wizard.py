@@ -4,6 +4,7 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..utils import aggregator_errors
 
 #: How many banks the picker shows at once (the search box narrows the rest).
 INSTITUTION_LIMIT = 50
@@ -168,9 +169,9 @@ class BankSyncConnectWizard(models.TransientModel):
                     "before adding a bank."
                 )
             )
-        client = self.provider_id._get_provider()
         search = (self.search or "").strip()
-        try:
+        with aggregator_errors(self.provider_id):
+            client = self.provider_id._get_provider()
             institutions = client.list_institutions(
                 search=search, country=self.country_id.code or None, limit=INSTITUTION_LIMIT
             )
@@ -178,10 +179,6 @@ class BankSyncConnectWizard(models.TransientModel):
                 # No bank offered in that country: show what the aggregator has rather than
                 # an empty list.
                 institutions = client.list_institutions(limit=INSTITUTION_LIMIT)
-        except Exception as error:
-            raise UserError(
-                self.env["bank.sync.connection"]._describe_provider_error(self.provider_id, error)
-            ) from error
         self.loaded_search = search
         # Most requested first whatever the aggregator's order; a stable sort keeps its order
         # among equals.
