@@ -261,7 +261,7 @@ def case_first_sync(db: str, operations: int) -> dict[str, float]:
     process, base_url = start_emulator_process(user, operations)
     try:
         env = open_env(db)
-        from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import (  # noqa: PLC0415
+        from odoo.addons.bank_sync_aggregator.sync.run import (  # noqa: PLC0415
             LINE_CONTEXT,
             AccountSynchroniser,
         )

@@ -319,7 +319,7 @@ class BankSyncAccount(models.Model):
 
     def action_sync_now(self):
         """Sync now: a short first part while the user waits, the rest in the background."""
-        from .bank_sync_engine import SYNC_NOW_BUDGET  # noqa: PLC0415
+        from ..sync.run import SYNC_NOW_BUDGET  # noqa: PLC0415
 
         check_rights(self, ACCOUNTING_MANAGER)
         accounts = self.filtered_domain(self._domain_syncable())
@@ -364,14 +364,14 @@ class BankSyncAccount(models.Model):
 
     def _sync_accounts(self, trigger, **kwargs):
         """Sync several accounts, one aggregator client and one balance read per connection."""
-        from .bank_sync_engine import sync_connection_accounts  # noqa: PLC0415
+        from ..sync.run import sync_connection_accounts  # noqa: PLC0415
 
         return sync_connection_accounts(self, trigger, **kwargs)
 
     @api.model
     def _cron_sync(self, batch_size=20):
         """The daily import: every linked account, in batches, progress reported."""
-        from .bank_sync_engine import cron_sync  # noqa: PLC0415
+        from ..sync.run import cron_sync  # noqa: PLC0415
 
         return cron_sync(self, batch_size=batch_size)
 

@@ -6,7 +6,7 @@ from datetime import datetime
 from odoo.addons.bank_sync_aggregator.models.account_bank_statement_line import (
     UNPOSTED_MOVE_INDEX,
 )
-from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import (
+from odoo.addons.bank_sync_aggregator.sync.run import (
     BUDGET_BATCH,
     JOURNAL_BALANCE_SQL,
 )

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from odoo import SUPERUSER_ID, api
-from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import ACCOUNT_LOCK_NAMESPACE
+from odoo.addons.bank_sync_aggregator.sync.run import ACCOUNT_LOCK_NAMESPACE
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import config
 

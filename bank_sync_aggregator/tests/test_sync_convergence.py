@@ -18,7 +18,7 @@ from decimal import Decimal
 from unittest.mock import patch
 
 from odoo import fields
-from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import (
+from odoo.addons.bank_sync_aggregator.sync.run import (
     AccountSynchroniser,
     compare_with_bank,
 )

@@ -16,7 +16,7 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from odoo import Command, fields
-from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import (
+from odoo.addons.bank_sync_aggregator.sync.run import (
     BUDGET_BATCH,
     RECENT_REREAD_DAYS,
 )

@@ -44,7 +44,7 @@ class BankSyncForceWizard(models.TransientModel):
         accounts = self._get_accounts()
         if not accounts:
             raise UserError(self.env._("Choose at least one account linked to a journal."))
-        from ..models.bank_sync_engine import SYNC_NOW_BUDGET  # noqa: PLC0415
+        from ..sync.run import SYNC_NOW_BUDGET  # noqa: PLC0415
 
         runs = accounts._sync_accounts(
             "forced",

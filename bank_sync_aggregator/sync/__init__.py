@@ -1,0 +1,2 @@
+"""The synchronisation engine: not a model, the code behind ``bank.sync.account._sync_accounts``
+and the daily job."""
