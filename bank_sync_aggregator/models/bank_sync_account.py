@@ -4,6 +4,7 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..sync.run import SYNC_NOW_BUDGET, cron_sync, sync_connection_accounts
 from ..utils import naive_utc
 
 #: The package's errors (``error_type`` of a run) that pass by themselves: the aggregator or
@@ -319,8 +320,6 @@ class BankSyncAccount(models.Model):
 
     def action_sync_now(self):
         """Sync now: a short first part while the user waits, the rest in the background."""
-        from ..sync.run import SYNC_NOW_BUDGET  # noqa: PLC0415
-
         check_rights(self, ACCOUNTING_MANAGER)
         accounts = self.filtered_domain(self._domain_syncable())
         if not accounts:
@@ -364,15 +363,11 @@ class BankSyncAccount(models.Model):
 
     def _sync_accounts(self, trigger, **kwargs):
         """Sync several accounts, one aggregator client and one balance read per connection."""
-        from ..sync.run import sync_connection_accounts  # noqa: PLC0415
-
         return sync_connection_accounts(self, trigger, **kwargs)
 
     @api.model
     def _cron_sync(self, batch_size=20):
         """The daily import: every linked account, in batches, progress reported."""
-        from ..sync.run import cron_sync  # noqa: PLC0415
-
         return cron_sync(self, batch_size=batch_size)
 
     # -------------------------------------------------------------------------

@@ -1,10 +1,14 @@
-"""The synchronisation of one account, applied to the ledger.
+"""The run lifecycle: one synchronisation of one account, from its lock to its record.
 
-The decisions (keys, diff of a page, window, twins, balances) come from the pure functions of
-``bank_sync_bridge.sync``; this module reads what they need from the database in as few
-queries as possible (one per page for existing keys, one for twin candidates, two for
-partners) and applies the result with batched ORM calls. It is not a model: the entry points
-are ``bank.sync.account._sync_account`` and ``_sync_accounts``.
+:class:`AccountSynchroniser` takes the account's lock, opens (or resumes) its
+``bank.sync.run``, plans the window (a stored cursor, the history start, or the user's dates),
+streams the aggregator's pages and has each applied (:mod:`.pages`), stores the cursor with the
+lines of its page, commits page by page in the background job, settles the opening line
+(:mod:`.balance`), and closes the run, or records why it failed. The entry points:
+
+- :func:`sync_connection_accounts`: accounts grouped by connection, one client and one
+  balance read each (:func:`.balance.check_balances`), then the retries scheduled;
+- :func:`cron_sync`: one batch of the daily job, spread under the aggregators' rate limits.
 """
 
 import json
@@ -12,28 +16,23 @@ import logging
 import time
 from dataclasses import replace
 from datetime import timedelta
-from decimal import Decimal
 
 import psycopg2
 
 from odoo import fields, sql_db
 from odoo.exceptions import UserError, ValidationError
-from odoo.tools.misc import format_date, formatLang
+
+from bank_sync_bridge.errors import BankSyncError
+from bank_sync_bridge.sync import Cursor, SyncPlanError, plan_window
 
 from ..utils import in_test_mode
+from .balance import OpeningBalance, check_balances
+from .pages import PageApplier
 
 _logger = logging.getLogger(__name__)
 
-# Context for the lines the engine writes: no chatter message per imported operation (the run
-# record says what happened), which saves about 10 % of the creation time.
-LINE_CONTEXT = {"tracking_disable": True, "mail_create_nolog": True, "mail_notrack": True}
-
 #: Seconds "Sync now" imports while the user waits; the background job does the rest.
 SYNC_NOW_BUDGET = 4.0
-
-#: With a time budget, new operations are created by batches of this size and the budget is
-#: checked between them: a bank page (up to hundreds of operations) takes seconds to create.
-BUDGET_BATCH = 20
 
 #: A run refreshes PostgreSQL's planner statistics once it has created this many lines, then
 #: each time that number doubles, and at its end. Without fresh statistics a journal that grew
@@ -50,42 +49,8 @@ DAILY_INTERVAL = timedelta(hours=20)
 #: account's id): "bsnc" in ASCII.
 ACCOUNT_LOCK_NAMESPACE = 0x62736E63
 
-#: Times the opening line waits for the aggregator to stay still between its balance and a
-#: re-read of what changed, within one run; the next run tries again.
-OPENING_ATTEMPTS = 3
 
-#: When the journal starts to differ from the bank, this many days are read again by date
-#: (operations stamped late escape an incremental read) before anyone is alerted.
-RECENT_REREAD_DAYS = 31
-
-
-#: The statement line's fields that follow each field of an operation the bank may change
-#: (bank_sync_bridge.sync.MUTABLE_FIELDS).
-LINE_FIELDS_OF_CHANGE = {
-    "label": ("payment_ref",),
-    "booking_date": ("date", "bank_sync_booking_date"),
-    "amount": ("amount",),
-    "value_date": ("bank_sync_value_date",),
-    "foreign_amount": ("foreign_currency_id", "amount_currency"),
-    "foreign_currency": ("foreign_currency_id", "amount_currency"),
-    "counterparty_name": ("partner_name",),
-    "counterparty_account": ("account_number",),
-    "bank_reference": ("ref",),
-    "operation_type": ("transaction_type",),
-}
-
-
-def sanitize_account_number(number):
-    """The form ``res.partner.bank.sanitized_acc_number`` stores (no spaces, upper case)."""
-    return "".join(ch for ch in (number or "") if ch.isalnum()).upper()
-
-
-def json_safe(raw):
-    """The raw payload as plain JSON values (dates and decimals become strings)."""
-    return json.loads(json.dumps(dict(raw or {}), default=str))
-
-
-class AccountSynchroniser:
+class AccountSynchroniser(PageApplier, OpeningBalance):
     """Imports one account's operations into its journal for one run."""
 
     def __init__(
@@ -99,9 +64,6 @@ class AccountSynchroniser:
         time_budget=None,
         commit=None,
     ):
-        from bank_sync_bridge import sync  # noqa: PLC0415
-
-        self.sync = sync
         self.account = account
         self.env = account.env
         self.cr = account.env.cr
@@ -296,9 +258,7 @@ class AccountSynchroniser:
             self.account.connection_id.sudo()._record_sync_success()
 
     def _fail(self, error):
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
-        if isinstance(error, BankSyncError | UserError | ValidationError | self.sync.SyncPlanError):
+        if isinstance(error, BankSyncError | UserError | ValidationError | SyncPlanError):
             message = getattr(error, "message", None) or str(error.args[0] if error.args else "")
         else:
             _logger.exception("Bank synchronisation of account %s failed", self.account.id)
@@ -316,7 +276,7 @@ class AccountSynchroniser:
         account = self.account
         today = fields.Date.context_today(account)
         if self.late_reread:
-            return self.sync.plan_window(
+            return plan_window(
                 today=today, forced_from=self.date_from, forced_to=self.date_to, forced=True
             )
         forced_state = json.loads(account.sync_forced_state) if account.sync_forced_state else {}
@@ -329,14 +289,12 @@ class AccountSynchroniser:
             # leaves it waiting.
             date_from = fields.Date.to_date(forced_state["date_from"])
             date_to = fields.Date.to_date(forced_state["date_to"])
-            cursor = self.sync.Cursor.loads(forced_state.get("cursor"))
+            cursor = Cursor.loads(forced_state.get("cursor"))
         else:
             # (a forced run without dates fails below with a clear message)
             date_from, date_to = None, self.date_to
         if date_from or date_to or self.trigger == "forced":
-            window = self.sync.plan_window(
-                today=today, forced_from=date_from, forced_to=date_to, forced=True
-            )
+            window = plan_window(today=today, forced_from=date_from, forced_to=date_to, forced=True)
             window = replace(window, cursor=cursor)
             account.sudo().sync_forced_state = json.dumps(
                 {
@@ -346,7 +304,7 @@ class AccountSynchroniser:
                 }
             )
         else:
-            stored = self.sync.Cursor.loads(account.sync_cursor)
+            stored = Cursor.loads(account.sync_cursor)
             last_booked = None
             # Until the history has been read to its end once, a run without a cursor (a first
             # import stopped inside its first page) starts again from the history start: the
@@ -359,7 +317,7 @@ class AccountSynchroniser:
                     [account.id],
                 )
                 last_booked = self.cr.fetchone()[0]
-            window = self.sync.plan_window(
+            window = plan_window(
                 today=today,
                 cursor=stored,
                 last_booked_date=last_booked,
@@ -487,89 +445,7 @@ class AccountSynchroniser:
             # waits for this (``_settle_opening``).
             self.account.sudo().sync_history_complete = True
 
-    # ------------------------------------------------------------------ one page
-
-    def _apply_page(self, page, window):
-        sync = self.sync
-        transactions = [
-            self._normalise(tx)
-            for tx in page.transactions
-            if tx.account_id == self.account.remote_id
-        ]
-        self.counts["pages"] += 1
-        keys = sync.transaction_keys(self.kind, transactions)
-        existing = self._existing(keys)
-        diff = sync.diff_page(transactions, keys, existing, self.ignored_keys)
-        before = dict(self.counts)
-        # The page this run stopped in is read again: what this run did to it then now
-        # reads as unchanged, and is not "skipped".
-        reread = min(self.counts["reread_count"], len(diff.unchanged))
-        self.counts["reread_count"] = 0
-        self.counts["fetched_count"] += diff.fetched
-        history_start = self.account.history_start_date
-        to_create = []
-        # Before the history start only what a forced run asks for (a late re-read does not).
-        keep_before_start = window.forced and not self.late_reread
-        for key, tx in diff.create:
-            if history_start and tx.booking_date < history_start and not keep_before_start:
-                self.counts["skipped_count"] += 1
-            else:
-                to_create.append((key, tx))
-        self.counts["skipped_count"] += len(diff.unchanged) - reread + len(diff.pending)
-        self.counts["pending_count"] += len(diff.pending)
-        self.counts["ignored_count"] += len(diff.ignored)
-        for change in diff.update:
-            self._update_line(change)
-        for change in diff.review:
-            self._flag(
-                change.line_id,
-                self.env._(
-                    "The bank changed this operation, but the line is %(work)s: it was not "
-                    "rewritten. Check it against the bank. %(changes)s",
-                    work=self._work_description(change.line_id),
-                    changes=self._describe_changes(change),
-                ),
-                baseline=change.transaction,
-            )
-        if diff.delete:
-            lines = self.env["account.bank.statement.line"].browse(
-                [line_id for _key, line_id in diff.delete]
-            )
-            lines.with_context(**LINE_CONTEXT).unlink()
-            self.counts["deleted_count"] += len(diff.delete)
-        for _key, line_id in diff.flag_deleted:
-            self._flag(
-                line_id,
-                self.env._(
-                    "The bank deleted this operation, but the line is %(work)s: it was kept. "
-                    "Check it, and delete it yourself if it must go.",
-                    work=self._work_description(line_id),
-                ),
-                status="deleted",
-            )
-        # Last, so that only creations can be left for later: batches under a time budget.
-        size = BUDGET_BATCH if self.time_budget else max(len(to_create), 1)
-        for start in range(0, len(to_create), size):
-            self._create_lines(to_create[start : start + size])
-            if start + size < len(to_create) and self._budget_spent():
-                self._uncount_unfinished_page(before, diff)
-                return False
-        return True
-
-    def _uncount_unfinished_page(self, before, diff):
-        """The rest of the run reads this page again: count each operation once.
-
-        What the page merely showed is counted when it is read again; what was done to it
-        (created, adopted, updated, deleted, flagged as deleted) stays counted now and is
-        remembered, so that reading it again does not also count it as skipped.
-        """
-        done = sum(
-            self.counts[name] - before[name]
-            for name in ("created_count", "adopted_count", "updated_count", "deleted_count")
-        )
-        for name in ("fetched_count", "skipped_count", "pending_count", "ignored_count"):
-            self.counts[name] = before[name]
-        self.counts["reread_count"] = before["reread_count"] + done + len(diff.flag_deleted)
+    # ------------------------------------------------------------------ budget and statistics
 
     def _statistics_stale(self):
         """Whether the lines created since the last refresh may mislead the planner."""
@@ -583,340 +459,6 @@ class AccountSynchroniser:
 
     def _budget_spent(self):
         return bool(self.time_budget) and time.monotonic() - self.started > self.time_budget
-
-    def _normalise(self, tx):
-        """Drop a "foreign" amount in the journal's own currency, or in an unknown currency
-        (it stays in the raw payload)."""
-        if tx.foreign_currency and (
-            tx.foreign_currency.upper() == self.currency.name
-            or not self._currency_id(tx.foreign_currency)
-            or tx.foreign_amount is None
-        ):
-            return replace(tx, foreign_currency=None, foreign_amount=None)
-        return tx
-
-    def _currency_id(self, code):
-        code = code.upper()
-        if code not in self.currency_ids:
-            currency = self.env["res.currency"].search([("name", "=", code)], limit=1)
-            self.currency_ids[code] = currency.id
-        return self.currency_ids[code]
-
-    def _existing(self, keys):
-        """The page's keys already in the journal, with what the diff compares, and what the
-        accountant did on those lines (``self.user_work``): two queries.
-
-        A line that carries the accountant's work (a reconciliation, even partial, a
-        write-off, an account chosen by hand, a note) is protected: the sync never rewrites
-        nor deletes it, it asks.
-        """
-        self.user_work = {}
-        if not keys:
-            return {}
-        self.cr.execute(
-            """
-            SELECT l.bank_sync_key, l.id, l.payment_ref, l.bank_sync_booking_date, l.amount,
-                   l.bank_sync_value_date, l.amount_currency, cur.name, l.partner_name,
-                   l.account_number, m.ref, l.transaction_type, l.bank_sync_status,
-                   l.bank_sync_baseline
-              FROM account_bank_statement_line l
-              JOIN account_move m ON m.id = l.move_id
-         LEFT JOIN res_currency cur ON cur.id = l.foreign_currency_id
-             WHERE l.journal_id = %s AND l.bank_sync_key = ANY(%s)
-            """,
-            [self.journal.id, list(set(keys))],
-        )
-        rows = self.cr.fetchall()
-        self.user_work = self.env["account.bank.statement.line"]._bank_sync_user_work(
-            [row[1] for row in rows]
-        )
-        existing = {}
-        for key, line_id, *values, status, baseline in rows:
-            protected = line_id in self.user_work
-            deleted = status == "deleted"
-            if baseline:
-                existing[key] = self.sync.snapshot_from_baseline(
-                    line_id, baseline, protected=protected, deleted_flag=deleted
-                )
-                continue
-            # A line synced before baselines were kept: its own fields stand for the bank's.
-            label, booking, amount, value_date, foreign, currency, name, number, ref, kind = values
-            existing[key] = self.sync.LineSnapshot(
-                line_id=line_id,
-                label=label or "",
-                booking_date=booking,
-                amount=self._decimal(amount),
-                protected=protected,
-                value_date=value_date,
-                foreign_amount=self._decimal(foreign) if currency else None,
-                foreign_currency=currency,
-                counterparty_name=name,
-                counterparty_account=number,
-                bank_reference=ref,
-                operation_type=kind,
-                deleted_flag=deleted,
-            )
-        return existing
-
-    def _work_description(self, line_id):
-        """What the accountant did to a protected line, in the reader's words."""
-        return self.env["account.bank.statement.line"]._bank_sync_describe_work(
-            self.user_work.get(line_id, ("reconciled",))
-        )
-
-    def _decimal(self, value):
-        """A stored amount (a float column) as the Decimal the bank sent."""
-        return Decimal(str(round(value or 0.0, self.currency.decimal_places)))
-
-    def _twin_candidates(self, operations):
-        """Lines of the journal that no sync created, near the page's new operations."""
-        if not operations:
-            return []
-        window = timedelta(days=self.sync.DEFAULT_TWIN_WINDOW_DAYS)
-        first = min(tx.booking_date for _k, tx in operations) - window
-        last = max(tx.booking_date for _k, tx in operations) + window + timedelta(days=1)
-        # internal_index starts with the line's date: this range walks the journal's own index.
-        self.cr.execute(
-            """
-            SELECT l.id, m.date, l.amount, l.payment_ref, m.ref
-              FROM account_bank_statement_line l
-              JOIN account_move m ON m.id = l.move_id
-             WHERE l.journal_id = %s AND l.company_id = %s
-               AND l.internal_index >= %s AND l.internal_index < %s
-               AND l.bank_sync_key IS NULL AND m.state = 'posted'
-               AND l.amount = ANY(%s)
-            """,
-            [
-                self.journal.id,
-                self.company.id,
-                first.strftime("%Y%m%d"),
-                last.strftime("%Y%m%d"),
-                list({tx.amount for _k, tx in operations}),
-            ],
-        )
-        return [
-            self.sync.TwinCandidate(
-                line_id=row[0],
-                date=row[1],
-                amount=self._decimal(row[2]),
-                label=row[3] or "",
-                reference=row[4],
-            )
-            for row in self.cr.fetchall()
-        ]
-
-    def _create_lines(self, operations):
-        if not operations:
-            return
-        twins = self.sync.match_twins(operations, self._twin_candidates(operations))
-        StLine = self.env["account.bank.statement.line"].with_context(**LINE_CONTEXT)
-        for key, line_id in twins.adopt.items():
-            tx = dict(operations)[key]
-            StLine.browse(line_id).write(
-                {
-                    "bank_sync_key": key,
-                    "bank_sync_account_id": self.account.id,
-                    "bank_sync_status": "booked",
-                    "bank_sync_booking_date": tx.booking_date,
-                    "bank_sync_value_date": tx.value_date,
-                    "bank_sync_baseline": self.sync.baseline(tx),
-                    "transaction_details": json_safe(tx.raw),
-                }
-            )
-        self.counts["adopted_count"] += len(twins.adopt)
-        new = [(key, tx) for key, tx in operations if key not in twins.adopt]
-        by_iban, by_name = StLine._bank_sync_partner_index(
-            self.company,
-            {sanitize_account_number(tx.counterparty_account) for _k, tx in new} - {""},
-            {tx.counterparty_name for _k, tx in new if tx.counterparty_name},
-        )
-        statements = self._statements({tx.booking_date for _k, tx in new})
-        vals_list = []
-        for key, tx in new:
-            vals = self._line_values(key, tx)
-            partner_id = by_iban.get(sanitize_account_number(tx.counterparty_account)) or (
-                by_name.get(tx.counterparty_name)
-            )
-            if partner_id:
-                vals["partner_id"] = partner_id
-            statement = statements.get(
-                self.sync.statement_period(tx.booking_date, self.account.statement_grouping)
-            )
-            if statement:
-                vals["statement_id"] = statement
-            if key in twins.ambiguous:
-                vals["bank_sync_to_review"] = True
-                vals["bank_sync_review_note"] = self.env._(
-                    "This operation may already be in the journal as line(s) %(lines)s: "
-                    "check and delete the duplicate.",
-                    lines=", ".join(str(i) for i in twins.ambiguous[key]),
-                )
-            vals_list.append(vals)
-        StLine.create(vals_list)
-        self.counts["created_count"] += len(vals_list)
-        self.counts["review_count"] += len(twins.ambiguous)
-
-    def _line_values(self, key, tx):
-        vals = {
-            "journal_id": self.journal.id,
-            "date": tx.booking_date,
-            "payment_ref": tx.label or "/",
-            "amount": float(tx.amount),
-            "ref": tx.bank_reference or False,
-            "partner_name": tx.counterparty_name or False,
-            "account_number": tx.counterparty_account or False,
-            "transaction_type": tx.operation_type or False,
-            "bank_sync_key": key,
-            "bank_sync_account_id": self.account.id,
-            "bank_sync_status": "booked",
-            "bank_sync_booking_date": tx.booking_date,
-            "bank_sync_value_date": tx.value_date or False,
-            "bank_sync_baseline": self.sync.baseline(tx),
-            "transaction_details": json_safe(tx.raw),
-        }
-        if tx.foreign_currency:
-            vals["foreign_currency_id"] = self._currency_id(tx.foreign_currency)
-            vals["amount_currency"] = float(tx.foreign_amount)
-        else:
-            vals.update(foreign_currency_id=False, amount_currency=0.0)
-        return vals
-
-    def _statement_for(self, day):
-        """The statement of ``day``'s period (made when missing), or None without grouping."""
-        period = self.sync.statement_period(day, self.account.statement_grouping)
-        return self._statements({day}).get(period) if period else None
-
-    def _statements(self, dates):
-        """Statement id per period of the page (created when missing), for the grouping."""
-        grouping = self.account.statement_grouping
-        periods = {self.sync.statement_period(day, grouping) for day in dates} - {None}
-        if not periods:
-            return {}
-        prefix = f"bank_sync:{self.account.id}:"
-        Statement = self.env["account.bank.statement"]
-        found = Statement.search_fetch(
-            [("reference", "in", [prefix + p for p in periods])], ["reference"]
-        )
-        result = {st.reference.removeprefix(prefix): st.id for st in found}
-        missing = sorted(periods - set(result))
-        if missing:
-            created = Statement.create(
-                [
-                    {
-                        "name": f"{self.journal.code} {period}",
-                        "reference": prefix + period,
-                        "journal_id": self.journal.id,
-                    }
-                    for period in missing
-                ]
-            )
-            result.update(zip(missing, created.ids, strict=True))
-        return result
-
-    def _update_line(self, change):
-        """Mirror the bank's change on a line that carries none of the accountant's work: the
-        fields the bank changed, nothing else (what a person typed on the line stays).
-
-        A new date in another period of the journal's numbering (31 December to 1 January)
-        cannot be written on a posted entry: the line is created again in its new period
-        instead. A locked period is never touched: the line is flagged, once.
-        """
-        tx = change.transaction
-        StLine = self.env["account.bank.statement.line"].with_context(**LINE_CONTEXT)
-        line = StLine.browse(change.line_id)
-        full = self._line_values(change.key, tx)
-        names = {"bank_sync_baseline", "transaction_details"}
-        for field_name in change.changes:
-            names.update(LINE_FIELDS_OF_CHANGE[field_name])
-        vals = {name: full[name] for name in names}
-        old_statement = line.statement_id
-        if "booking_date" in change.changes:
-            vals["statement_id"] = self._statement_for(tx.booking_date) or False
-        try:
-            with self.cr.savepoint():
-                line.write(vals)
-        except (UserError, ValidationError) as error:
-            if "booking_date" not in change.changes or self._period_locked(tx.booking_date):
-                self._flag(change.line_id, self._describe_failed_change(change, error), baseline=tx)
-                return
-            try:
-                with self.cr.savepoint():
-                    kept = {
-                        name: line[name]
-                        for name in ("payment_ref", "ref", "partner_name", "account_number")
-                        if name not in vals
-                    }
-                    partner = line.partner_id
-                    line.unlink()
-                    StLine.create({**full, **kept, **vals, "partner_id": partner.id})
-            except (UserError, ValidationError) as second_error:
-                self._flag(
-                    change.line_id, self._describe_failed_change(change, second_error), baseline=tx
-                )
-                return
-        if old_statement != line.exists().statement_id:
-            self._drop_if_empty(old_statement)
-        self.counts["updated_count"] += 1
-
-    def _period_locked(self, day):
-        return bool(self.company._get_violated_lock_dates(day, False, self.journal))
-
-    def _drop_if_empty(self, statement):
-        """A statement this synchronisation made for a period that no longer has any line."""
-        prefix = f"bank_sync:{self.account.id}:"
-        if statement and (statement.reference or "").startswith(prefix) and not statement.line_ids:
-            statement.unlink()
-
-    def _describe_failed_change(self, change, error):
-        return self.env._(
-            "The bank changed this operation, but the change could not be applied: %(error)s "
-            "%(changes)s",
-            error=str(error.args[0] if error.args else error),
-            changes=self._describe_changes(change),
-        )
-
-    def _describe_changes(self, change):
-        """The bank's changes in the reader's words: "Label: old → new"."""
-        names = {
-            "label": self.env._("Label"),
-            "booking_date": self.env._("Date"),
-            "amount": self.env._("Amount"),
-            "value_date": self.env._("Value date"),
-            "foreign_amount": self.env._("Amount in foreign currency"),
-            "foreign_currency": self.env._("Foreign currency"),
-            "counterparty_name": self.env._("Counterparty"),
-            "counterparty_account": self.env._("Counterparty account"),
-            "bank_reference": self.env._("Reference"),
-            "operation_type": self.env._("Operation type"),
-        }
-        parts = []
-        for name, (old, new) in change.changes.items():
-            before, after = self._readable(old), self._readable(new)
-            parts.append(f"{names.get(name, name)}: {before} → {after}")
-        return "; ".join(parts) + "."
-
-    def _readable(self, value):
-        if value is None or value == "":
-            return "-"
-        if isinstance(value, Decimal):
-            return formatLang(self.env, float(value), currency_obj=self.currency)
-        if hasattr(value, "isoformat"):
-            return format_date(self.env, value)
-        return str(value)
-
-    def _flag(self, line_id, note, status=None, baseline=None):
-        """Ask a person to look at a line, once: with ``baseline`` (the bank's operation as
-        the question describes it), a later sighting of the same operation is not news."""
-        line = self.env["account.bank.statement.line"].with_context(**LINE_CONTEXT).browse(line_id)
-        vals = {"bank_sync_to_review": True, "bank_sync_review_note": note}
-        if status:
-            vals["bank_sync_status"] = status
-        if all(line[name] == value for name, value in vals.items()):
-            return
-        if baseline is not None:
-            vals["bank_sync_baseline"] = self.sync.baseline(baseline)
-        line.write(vals)
-        self.counts["review_count"] += 1
 
     # ------------------------------------------------------------------ reading again
 
@@ -957,185 +499,6 @@ class AccountSynchroniser:
             self.late_reread = False
             self.date_from = self.date_to = None
 
-    def reread_recent(self, run):
-        """Read the last ``RECENT_REREAD_DAYS`` days again by date, into ``run`` (the journal
-        differs from the bank: late operations are the usual cause); returns how many lines
-        it created, updated, deleted or flagged."""
-        account = self.account
-        if not self.lock():
-            return 0
-        try:
-            today = fields.Date.context_today(account)
-            start = today - timedelta(days=RECENT_REREAD_DAYS)
-            self.run = run
-            self.counts = {name: run[name] for name in self.counts}
-            with self.cr.savepoint():
-                _finished, changes = self._reread(max(start, account.history_start_date or start))
-            return changes
-        # The balance check goes on without it; the alert says what differs.
-        except Exception as error:  # pylint: disable=broad-except
-            _logger.info("Re-reading account %s for late operations failed: %s", account.id, error)
-            return 0
-        finally:
-            self.unlock()
-
-    # ------------------------------------------------------------------ opening line
-
-    def _history_start(self):
-        """The account's history start date, else the first operation imported."""
-        if self.account.history_start_date:
-            return self.account.history_start_date
-        self.cr.execute(
-            "SELECT MIN(bank_sync_booking_date) FROM account_bank_statement_line "
-            "WHERE bank_sync_account_id = %s AND journal_id = %s",
-            [self.account.id, self.journal.id],
-        )
-        return self.cr.fetchone()[0] or fields.Date.context_today(self.account)
-
-    def _needs_opening(self):
-        account = self.account
-        return (
-            account.sync_needs_opening
-            and account.sync_history_complete
-            and self.trigger != "forced"
-            and not self.late_reread
-        )
-
-    def _settle_opening(self):
-        """Make the journal start at the bank's balance, after a first import read to its end.
-
-        The opening line is the bank's balance now, minus the operations in the journal and
-        those ignored for good. That holds only if the balance counts exactly the operations
-        the journal holds, whatever path the import took (pages that moved while it read
-        them, operations stamped late): after reading the balance, the whole history is read
-        again by date; when that brings nothing new, the balance is known to count exactly
-        what the journal holds, otherwise the balance is read again (``OPENING_ATTEMPTS``
-        times, then the next run tries). Returns ``(note for the run or None, whether the
-        history was read to its end)``: a time budget may stop the re-read, the background
-        job then continues.
-        """
-        account = self.account
-        connection = account.connection_id
-        for _attempt in range(OPENING_ATTEMPTS):
-            try:
-                banks = self.provider.list_accounts(connection.remote_id)
-            # The import itself succeeded: the opening simply waits for the next run.
-            except Exception as error:  # pylint: disable=broad-except
-                note = self.env._(
-                    "The bank's balance could not be read, so the opening balance waits for "
-                    "the next synchronisation: %(error)s",
-                    error=getattr(error, "message", None) or str(error),
-                )
-                return note, True
-            bank = next((b for b in banks if b.remote_id == account.remote_id), None)
-            if bank is None or bank.balance is None:
-                note = self.env._(
-                    "The aggregator gave no balance for this account: the opening balance "
-                    "waits for the next synchronisation."
-                )
-                return note, True
-            finished, changes = self._reread(self._history_start())
-            if not finished:
-                return None, False
-            if not changes:
-                if create_opening_line(account, bank.balance):
-                    self.counts["created_count"] += 1
-                return None, True
-        note = self.env._(
-            "The bank's operations kept changing while its balance was read: the opening "
-            "balance will be set by the next synchronisation."
-        )
-        return note, True
-
-
-def ignored_total(account, currency):
-    """``(sum, count)`` of the operations of ``account`` ignored for good: they are still in
-    the bank's balance, never in the journal."""
-    ignored = account.env["bank.sync.ignored"].sudo().search([("account_id", "=", account.id)])
-    return (
-        sum(
-            (
-                Decimal(str(round(amount, currency.decimal_places)))
-                for amount in ignored.mapped("amount")
-            ),
-            Decimal(0),
-        ),
-        len(ignored),
-    )
-
-
-def create_opening_line(account, bank_balance):
-    """The first import of an empty journal is complete: one line, dated the day before the
-    history start, makes the journal's balance the bank's (see ``_settle_opening`` for when
-    ``bank_balance`` may be used). Returns the line (empty when no line is needed).
-    """
-    from bank_sync_bridge import sync  # noqa: PLC0415
-
-    env = account.env
-    account = account.sudo()
-    account.write({"sync_needs_opening": False, "sync_opening_done": True})
-    journal = account.journal_id
-    currency = journal.currency_id or account.company_id.currency_id
-    amount = sync.opening_amount(
-        aggregator_balance=bank_balance,
-        imported_total=journal_balance(env, journal),
-        account_type=account.account_type or "checking",
-        pending_total=ignored_total(account, currency)[0],
-        digits=currency.decimal_places,
-    )
-    StLine = env["account.bank.statement.line"].with_context(**LINE_CONTEXT)
-    key = f"opening:{account.id}"
-    previous = StLine.search([("journal_id", "=", journal.id), ("bank_sync_key", "=", key)])
-    if previous:
-        # The account came back to this journal: its opening line takes the difference.
-        if amount:
-            previous.amount += float(amount)
-        return previous
-    if not amount:
-        return StLine
-    start = account.history_start_date
-    if not start:
-        env.cr.execute(
-            "SELECT MIN(bank_sync_booking_date) FROM account_bank_statement_line "
-            "WHERE bank_sync_account_id = %s",
-            [account.id],
-        )
-        start = env.cr.fetchone()[0] or fields.Date.context_today(account)
-    day = start - timedelta(days=1)
-    return StLine.create(
-        {
-            "journal_id": journal.id,
-            "date": day,
-            "payment_ref": env._("Opening balance"),
-            "amount": float(amount),
-            "bank_sync_key": key,
-            "bank_sync_account_id": account.id,
-            "bank_sync_status": "opening",
-            "bank_sync_booking_date": day,
-        }
-    )
-
-
-# No join: right after a big first import the planner's statistics are stale, and a join
-# planned on them was seen to take seconds. The journal's few moves that are not posted
-# (cancelled by the audit trail) are excluded through one small hashed subquery, which the
-# partial index UNPOSTED_MOVE_INDEX answers. Parameters: the journal's id, twice.
-JOURNAL_BALANCE_SQL = """
-    SELECT COALESCE(SUM(l.amount), 0)
-      FROM account_bank_statement_line l
-     WHERE l.journal_id = %s
-       AND l.move_id NOT IN (
-           SELECT m.id FROM account_move m WHERE m.journal_id = %s AND m.state != 'posted'
-       )
-"""
-
-
-def journal_balance(env, journal):
-    """Sum of the posted statement lines of ``journal`` (in the journal's currency)."""
-    env.cr.execute(JOURNAL_BALANCE_SQL, [journal.id, journal.id])
-    # Amounts are stored as floats: sum, then read back at cent precision.
-    return Decimal(str(round(env.cr.fetchone()[0], journal.currency_id.decimal_places or 2)))
-
 
 def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
     """Sync ``accounts`` grouped by connection: one client each, then one balance read each.
@@ -1169,7 +532,15 @@ def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
             if run.state == "done":
                 finished |= run
         if finished:
-            _check_balances(connection, finished, client, commit=kwargs.get("commit"))
+            check_balances(
+                connection,
+                finished,
+                client,
+                reread=lambda account, run, client=client: AccountSynchroniser(
+                    account, trigger=run.trigger, provider=client
+                ).reread_recent(run),
+                commit=kwargs.get("commit"),
+            )
     # Whoever asked (daily job, Sync now, forced sync, webhook): a 429 resumes when the
     # aggregator allows, a passing failure is retried later by the background job.
     accounts._schedule_retries(runs)
@@ -1177,8 +548,6 @@ def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
 
 
 def _failed_run(account, trigger, error):
-    from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
     account.sudo().sync_last_attempt = fields.Datetime.now()
     if isinstance(error, BankSyncError | UserError):
         message = getattr(error, "message", None) or str(error.args[0])
@@ -1200,172 +569,6 @@ def _failed_run(account, trigger, error):
             }
         )
     )
-
-
-def compare_with_bank(account, bank_balance):
-    """The journal of ``account`` against the bank's balance: ``(check, ignored amount,
-    ignored count)``. Operations deleted with "ignore permanently" are still in the bank's
-    balance but never in the journal: the journal is expected to differ by exactly them."""
-    from bank_sync_bridge import sync  # noqa: PLC0415
-
-    currency = account.journal_id.currency_id or account.company_id.currency_id
-    amount, count = ignored_total(account, currency)
-    check = sync.check_balance(
-        aggregator_balance=bank_balance,
-        journal_balance=journal_balance(account.env, account.journal_id),
-        account_type=account.account_type or "checking",
-        pending_total=amount,
-        digits=currency.decimal_places,
-    )
-    return check, amount, count
-
-
-def _check_balances(connection, runs, provider, commit=None):
-    """Read the connection's balances once and compare each synced journal with its bank."""
-    env = connection.env
-    try:
-        remote = {a.remote_id: a for a in provider.list_accounts(connection.remote_id)}
-    # The import itself succeeded: a failing balance read only leaves a note.
-    except Exception as error:  # pylint: disable=broad-except
-        runs.write(
-            {
-                "note": env._(
-                    "The balance could not be checked: %(error)s",
-                    error=getattr(error, "message", None) or str(error),
-                )
-            }
-        )
-        return
-    for run in runs:
-        account = run.account_id.sudo()
-        bank = remote.get(account.remote_id)
-        if bank is None or bank.balance is None:
-            continue
-        currency = account.journal_id.currency_id or account.company_id.currency_id
-        notes = [run.note] if run.note else []
-        if account.sync_needs_opening:
-            # The first import is not complete: the journal has no opening balance yet.
-            account.write({"balance": float(bank.balance), "balance_date": fields.Datetime.now()})
-            notes.append(
-                env._(
-                    "The journal is compared with the bank's balance once the first import "
-                    "is complete and its opening balance is set."
-                )
-            )
-            run.write({"note": "\n".join(notes)})
-            continue
-        check, ignored_amount, ignored_count = compare_with_bank(account, bank.balance)
-        if not check.ok:
-            # Operations stamped late by the aggregator escape incremental reads: read the
-            # recent weeks again by date before telling anyone.
-            found = AccountSynchroniser(
-                account, trigger=run.trigger, provider=provider
-            ).reread_recent(run)
-            if found:
-                notes.append(
-                    env._(
-                        "The journal differed from the bank: the last %(days)s days were read "
-                        "again and %(count)s late change(s) were imported.",
-                        days=RECENT_REREAD_DAYS,
-                        count=found,
-                    )
-                )
-                check, ignored_amount, ignored_count = compare_with_bank(account, bank.balance)
-        account.write(
-            {
-                "balance": float(bank.balance),
-                "balance_date": fields.Datetime.now(),
-                "balance_difference": float(check.difference),
-                "balance_check_date": fields.Datetime.now(),
-            }
-        )
-        vals = {
-            "balance_checked": True,
-            "balance_aggregator": float(check.expected),
-            "balance_journal": float(check.journal),
-            "balance_difference": float(check.difference),
-        }
-
-        def money(amount, currency=currency):
-            return formatLang(env, float(amount), currency_obj=currency)
-
-        if ignored_count:
-            notes.append(
-                env._(
-                    "The bank's balance (%(bank)s) still counts %(count)s operation(s) you "
-                    "ignored permanently (%(ignored)s): the journal should show %(expected)s.",
-                    bank=money(check.expected + ignored_amount),
-                    count=ignored_count,
-                    ignored=money(ignored_amount),
-                    expected=money(check.expected),
-                )
-            )
-        if not check.ok:
-            notes.append(
-                env._(
-                    "The journal balance (%(journal)s) differs from the expected balance "
-                    "(%(bank)s) by %(difference)s.",
-                    journal=money(check.journal),
-                    bank=money(check.expected),
-                    difference=money(check.difference),
-                )
-            )
-        if notes:
-            vals["note"] = "\n".join(notes)
-        run.write(vals)
-        _balance_alert(account, check, currency, money)
-    if commit if commit is not None else (runs[:1].trigger == "cron" and not in_test_mode()):
-        env.cr.commit()  # pylint: disable=invalid-commit
-
-
-def _balance_alert(account, check, currency, money):
-    """A real difference alerts the accounting managers once (an activity each on the
-    connection); the activities are closed when the balances agree again."""
-    env = account.env
-    connection = account.connection_id.sudo()
-    previous = account.balance_alert_difference
-    if check.ok:
-        if previous:
-            account.balance_alert_difference = 0.0
-            activities = (
-                env["mail.activity"]
-                .sudo()
-                .search(
-                    [
-                        ("res_model", "=", "bank.sync.connection"),
-                        ("res_id", "=", connection.id),
-                        ("activity_type_id", "=", env.ref("mail.mail_activity_data_warning").id),
-                        ("summary", "ilike", account.display_name),
-                    ]
-                )
-            )
-            activities.action_feedback(
-                feedback=env._("The journal balance agrees with the bank's again.")
-            )
-        return
-    if currency.compare_amounts(previous, float(check.difference)) == 0:
-        return  # this difference was already reported
-    account.balance_alert_difference = float(check.difference)
-    for user in connection._health_alert_users():
-        mine = env(context=dict(env.context, lang=user.lang or "en_US"))
-        summary = mine._(
-            "%(account)s: balance differs from the bank's by %(difference)s",
-            account=account.with_env(mine).display_name,
-            difference=formatLang(mine, float(check.difference), currency_obj=currency),
-        )
-        connection.with_context(
-            lang=user.lang or "en_US", mail_activity_quick_update=True
-        ).activity_schedule(
-            "mail.mail_activity_data_warning",
-            summary=summary,
-            note=mine._(
-                "Journal balance %(journal)s, expected %(expected)s: check the bank operations "
-                "of the journal (missing, duplicated or deleted without being ignored).",
-                journal=formatLang(mine, float(check.journal), currency_obj=currency),
-                expected=formatLang(mine, float(check.expected), currency_obj=currency),
-            ),
-            user_id=user.id,
-        )
 
 
 def cron_sync(accounts_model, batch_size=20):

@@ -6,10 +6,8 @@ from datetime import datetime
 from odoo.addons.bank_sync_aggregator.models.account_bank_statement_line import (
     UNPOSTED_MOVE_INDEX,
 )
-from odoo.addons.bank_sync_aggregator.sync.run import (
-    BUDGET_BATCH,
-    JOURNAL_BALANCE_SQL,
-)
+from odoo.addons.bank_sync_aggregator.sync.balance import JOURNAL_BALANCE_SQL
+from odoo.addons.bank_sync_aggregator.sync.pages import BUDGET_BATCH
 from odoo.tests import tagged
 from odoo.tools.misc import formatLang
 

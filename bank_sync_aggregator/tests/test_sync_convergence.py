@@ -18,10 +18,8 @@ from decimal import Decimal
 from unittest.mock import patch
 
 from odoo import fields
-from odoo.addons.bank_sync_aggregator.sync.run import (
-    AccountSynchroniser,
-    compare_with_bank,
-)
+from odoo.addons.bank_sync_aggregator.sync.balance import compare_with_bank
+from odoo.addons.bank_sync_aggregator.sync.run import AccountSynchroniser
 from odoo.tests import tagged
 
 from .test_sync_integrity import IntegrityCase

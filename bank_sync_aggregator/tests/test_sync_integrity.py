@@ -16,10 +16,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from odoo import Command, fields
-from odoo.addons.bank_sync_aggregator.sync.run import (
-    BUDGET_BATCH,
-    RECENT_REREAD_DAYS,
-)
+from odoo.addons.bank_sync_aggregator.sync.balance import RECENT_REREAD_DAYS
+from odoo.addons.bank_sync_aggregator.sync.pages import BUDGET_BATCH
 from odoo.tests import tagged
 
 from .common_sync import BridgeSyncCase
