@@ -123,7 +123,7 @@ logging.getLogger("werkzeug").addFilter(_RedactWebhookTokens())
 
 class BankSyncWebhookController(http.Controller):
     @http.route(
-        f"{WEBHOOK_ROUTE}/<int:provider_id>",
+        f"{WEBHOOK_ROUTE}/<int:aggregator_id>",
         type="http",
         auth="public",
         methods=["POST"],
@@ -131,7 +131,7 @@ class BankSyncWebhookController(http.Controller):
         save_session=False,
         max_content_length=MAX_BODY_BYTES,
     )
-    def bank_sync_webhook(self, provider_id, **_params):
+    def bank_sync_webhook(self, aggregator_id, **_params):
         """Verify, record once, answer at once; the work happens in the background.
 
         The signature is checked on the raw body as received, before anything is parsed.
@@ -143,20 +143,20 @@ class BankSyncWebhookController(http.Controller):
         env = request.env(su=True)
         try:
             body = read_public_body("webhook")
-            provider = env["bank.sync.provider"].browse(provider_id).exists()
-            if not provider or not provider.active:
+            aggregator = env["bank.sync.provider"].browse(aggregator_id).exists()
+            if not aggregator or not aggregator.active:
                 raise Refused(404, "unknown")
-            if provider.kind in URL_TOKEN_KINDS:
-                self._check_url_token(provider)
-            events = self._verified_events(provider, body)
+            if aggregator.kind in URL_TOKEN_KINDS:
+                self._check_url_token(aggregator)
+            events = self._verified_events(aggregator, body)
         except Refused as refused:
             return refused.answer()
-        new, duplicates = env["bank.sync.webhook.event"]._record_events(provider, events)
+        new, duplicates = env["bank.sync.webhook.event"]._record_events(aggregator, events)
         if new:
             env.ref("bank_sync_aggregator.ir_cron_process_webhook_events")._trigger()
         return answer({"received": len(new), "duplicates": len(duplicates)}, 200)
 
-    def _verified_events(self, provider, body):
+    def _verified_events(self, aggregator, body):
         """The events of a delivery whose signature and timestamp are verified."""
         from bank_sync_bridge.errors import (  # noqa: PLC0415
             BankSyncError,
@@ -164,12 +164,12 @@ class BankSyncWebhookController(http.Controller):
         )
 
         try:
-            secrets = request.env["bank.sync.webhook.event"].sudo()._provider_secrets(provider)
-            client = provider._get_provider()
+            secrets = request.env["bank.sync.webhook.event"].sudo()._webhook_secrets(aggregator)
+            client = aggregator._get_client()
         except UserError as error:
             # A missing or rotated-away encryption key: the caller learns nothing of it.
             _logger.warning(
-                "Webhook for aggregator settings %s not handled: %s", provider.id, error.args[0]
+                "Webhook for aggregator settings %s not handled: %s", aggregator.id, error.args[0]
             )
             raise Refused(503, "unavailable") from error
         headers = dict(request.httprequest.headers.items())
@@ -178,13 +178,13 @@ class BankSyncWebhookController(http.Controller):
         except SignatureVerificationError as error:
             # Logged without the body or the header: neither helps and both come from outside.
             _logger.warning(
-                "Refused a webhook for aggregator settings %s: %s", provider.id, error.message
+                "Refused a webhook for aggregator settings %s: %s", aggregator.id, error.message
             )
             raise Refused(401, "invalid signature") from error
         except (BankSyncError, ValueError, KeyError, TypeError, RecursionError) as error:
             _logger.warning(
                 "Unreadable webhook for aggregator settings %s: %s",
-                provider.id,
+                aggregator.id,
                 type(error).__name__,
             )
             raise Refused(400, "unreadable") from error
@@ -197,14 +197,14 @@ class BankSyncWebhookController(http.Controller):
                 _logger.warning(
                     "Refused a webhook for aggregator settings %s: sent at %s, too far from now "
                     "(replayed?)",
-                    provider.id,
+                    aggregator.id,
                     sent.isoformat(),
                 )
                 raise Refused(401, "stale delivery")
         return events
 
-    def _check_url_token(self, provider):
-        """Refuse a delivery whose address does not carry the provider's webhook token.
+    def _check_url_token(self, aggregator):
+        """Refuse a delivery whose address does not carry the aggregator's webhook token.
 
         The token only says "this address was given to the aggregator"; it signs nothing and
         is no credential (the events are hints: the connection is read again from the
@@ -214,12 +214,12 @@ class BankSyncWebhookController(http.Controller):
         if not _TOKEN_PATTERN.fullmatch(token):
             _logger.warning(
                 "Refused a webhook for aggregator settings %s: missing or malformed URL token",
-                provider.id,
+                aggregator.id,
             )
             raise Refused(400 if token else 401, "invalid token")
-        expected = provider.sudo().webhook_token or ""
+        expected = aggregator.sudo().webhook_token or ""
         if not expected or not hmac.compare_digest(token, expected):
             _logger.warning(
-                "Refused a webhook for aggregator settings %s: wrong URL token", provider.id
+                "Refused a webhook for aggregator settings %s: wrong URL token", aggregator.id
             )
             raise Refused(401, "invalid token")

@@ -342,7 +342,7 @@ class BankSyncAccount(models.Model):
         *,
         date_from=None,
         date_to=None,
-        provider=None,
+        client=None,
         time_budget=None,
         commit=None,
     ):
@@ -356,7 +356,7 @@ class BankSyncAccount(models.Model):
             trigger,
             date_from=date_from,
             date_to=date_to,
-            provider=provider,
+            client=client,
             time_budget=time_budget,
             commit=commit,
         )
@@ -477,12 +477,12 @@ class BankSyncAccount(models.Model):
         ready = due - waiting
         batch = self.browse()
         next_offsets = [(a.sync_not_before - now).total_seconds() for a in waiting]
-        for provider in ready.connection_id.provider_id:
-            accounts = ready.filtered(lambda a, p=provider: a.connection_id.provider_id == p)
-            user_ref = provider.sudo()._get_user_ref()
+        for aggregator in ready.connection_id.provider_id:
+            accounts = ready.filtered(lambda a, p=aggregator: a.connection_id.provider_id == p)
+            user_ref = aggregator.sudo()._get_user_ref()
             plan = health.plan_batch(
                 [health.SyncJob(str(account.id), user_ref) for account in accounts],
-                health.published_limits(provider.kind),
+                health.published_limits(aggregator.kind),
             )
             for job in plan.jobs:
                 if job.start_offset == 0 and len(batch) < batch_size:

@@ -167,7 +167,7 @@ class BankSyncConnection(models.Model):
         check_rights(self, ACCOUNTING_MANAGER)
         for connection in self:
             with aggregator_errors(connection.provider_id, bank=connection.display_name):
-                client = connection.provider_id._get_provider()
+                client = connection.provider_id._get_client()
                 remote, messages = self._read_remote(client, connection.remote_id)
                 accounts = client.list_accounts(connection.remote_id)
             before = connection._refresh_snapshot()
@@ -333,10 +333,10 @@ class BankSyncConnection(models.Model):
             aggregator = connection.provider_id
             if aggregator.active:
                 with aggregator_errors(aggregator, bank=connection.display_name):
-                    aggregator._get_provider().delete_connection(connection.remote_id)
+                    aggregator._get_client().delete_connection(connection.remote_id)
                 continue
             try:
-                aggregator._get_provider().delete_connection(connection.remote_id)
+                aggregator._get_client().delete_connection(connection.remote_id)
             except Exception as error:
                 # The company left this aggregator (and maybe its contract): say it on the
                 # connection rather than blocking the clean-up.
@@ -348,7 +348,7 @@ class BankSyncConnection(models.Model):
                     )
                 )
 
-    def _switch_away_from_provider(self):
+    def _switch_away_from_aggregator(self):
         """The company chose another aggregator: revoke what can be, keep everything here."""
         for connection in self:
             note = self.env._(
@@ -356,7 +356,7 @@ class BankSyncConnection(models.Model):
                 "operations are kept."
             )
             try:
-                connection.provider_id._get_provider().delete_connection(connection.remote_id)
+                connection.provider_id._get_client().delete_connection(connection.remote_id)
             except Exception as error:
                 note += " " + self.env._(
                     "It could not be revoked at %(aggregator)s: %(detail)s",
@@ -548,7 +548,7 @@ class BankSyncConnection(models.Model):
         own words).
         """
         try:
-            remote, messages = self._read_remote(self.provider_id._get_provider(), self.remote_id)
+            remote, messages = self._read_remote(self.provider_id._get_client(), self.remote_id)
         except Exception as error:  # the aggregator may well be what failed
             _logger.info("Explanation of connection %s not read again: %s", self.id, error)
             return None
@@ -570,9 +570,9 @@ class BankSyncConnection(models.Model):
         unreachable is a temporary failure; a rate limit is skipped until the next check.
         """
         for connection in self:
-            provider = connection.provider_id._get_provider()
+            client = connection.provider_id._get_client()
             try:
-                remote, messages = self._read_remote(provider, connection.remote_id)
+                remote, messages = self._read_remote(client, connection.remote_id)
             except Exception as error:  # every failure is an observation, none is raised
                 connection._record_sync_error(error)
                 continue

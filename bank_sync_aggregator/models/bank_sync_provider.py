@@ -25,7 +25,7 @@ SANDBOX_HOSTED_ROUTE = "/bank_sync/sandbox/connect"
 CALLBACK_ROUTE = "/bank_sync/callback"
 
 #: The aggregators a company can choose from (one at a time).
-PROVIDER_KINDS = [
+AGGREGATOR_KINDS = [
     ("sandbox", "Sandbox (demo)"),
     ("bridgeapi", "Bridge"),
     ("linxo", "Linxo"),
@@ -33,7 +33,7 @@ PROVIDER_KINDS = [
 ]
 
 #: Aggregators that sign nothing (Linxo documents no signature, only TLS and IP filtering): the
-#: webhook address registered with them carries the provider's random ``webhook_token``.
+#: webhook address registered with them carries the aggregator's random ``webhook_token``.
 URL_TOKEN_KINDS = frozenset({"linxo"})
 
 #: secret field -> (stored encrypted field, key in ProviderConfig.credentials)
@@ -76,21 +76,21 @@ class OdooTokenStore:
     credentials.
     """
 
-    def __init__(self, provider):
-        self._provider = provider
+    def __init__(self, aggregator):
+        self._aggregator = aggregator
         # The sandbox keeps only demo memory (which demo connections exist): nothing secret,
         # and it must work without any key configured.
-        self._plain = provider.kind == "sandbox"
+        self._plain = aggregator.kind == "sandbox"
 
     def get(self, key):
         """The cached token data for ``key``, or None."""
-        token = self._provider.env["bank.sync.token"].sudo()._find(self._provider, key)
+        token = self._aggregator.env["bank.sync.token"].sudo()._find(self._aggregator, key)
         if not token or not token.value_encrypted:
             return None
         try:
             if self._plain:
                 return json.loads(token.value_encrypted)
-            return json.loads(self._provider._decrypt(token.value_encrypted))
+            return json.loads(self._aggregator._decrypt(token.value_encrypted))
         except (UserError, ValueError):
             # A rotated-away key or a corrupt row only costs a new login.
             return None
@@ -98,8 +98,8 @@ class OdooTokenStore:
     def set(self, key, value):
         """Remember token data for ``key``."""
         text = json.dumps(dict(value), default=str)
-        stored = text if self._plain else self._provider._encrypt(text)
-        self._provider.env["bank.sync.token"].sudo()._store(self._provider, key, stored)
+        stored = text if self._plain else self._aggregator._encrypt(text)
+        self._aggregator.env["bank.sync.token"].sudo()._store(self._aggregator, key, stored)
 
 
 class BankSyncProvider(models.Model):
@@ -116,7 +116,7 @@ class BankSyncProvider(models.Model):
     )
     active = fields.Boolean(default=True)
     kind = fields.Selection(
-        PROVIDER_KINDS,
+        AGGREGATOR_KINDS,
         string="Aggregator",
         required=True,
         default="sandbox",
@@ -184,7 +184,7 @@ class BankSyncProvider(models.Model):
     connection_count = fields.Integer(compute="_compute_connection_count")
 
     def init(self):
-        # A partial unique index: archived providers of a company keep their settings, but
+        # A partial unique index: archived aggregators of a company keep their settings, but
         # the database itself guarantees one active aggregator per company.
         self.env.cr.execute(
             """
@@ -195,8 +195,8 @@ class BankSyncProvider(models.Model):
         self._fill_webhook_tokens()
 
     def _fill_webhook_tokens(self):
-        """Give a webhook token of its own to every provider that has none (on install and
-        upgrade: providers made before the token existed)."""
+        """Give a webhook token of its own to all settings that have none (on install and
+        upgrade: settings made before the token existed)."""
         self.env.cr.execute(
             "SELECT id, kind, active FROM bank_sync_provider WHERE webhook_token IS NULL"
         )
@@ -221,30 +221,32 @@ class BankSyncProvider(models.Model):
     @api.depends("kind")
     def _compute_name(self):
         labels = dict(self._fields["kind"]._description_selection(self.env))
-        for provider in self:
-            provider.name = labels.get(provider.kind) or provider.name
+        for aggregator in self:
+            aggregator.name = labels.get(aggregator.kind) or aggregator.name
 
     def _compute_secrets(self):
-        for provider in self:
-            provider.client_secret = False
-            provider.webhook_secrets = False
-            provider.service_secret = False
+        for aggregator in self:
+            aggregator.client_secret = False
+            aggregator.webhook_secrets = False
+            aggregator.service_secret = False
 
     @api.depends("kind", "webhook_token")
     def _compute_webhook_url(self):
-        for provider in self:
-            url = f"{provider._get_base_url()}/bank_sync/webhook/{provider.id}"
-            if provider.kind in URL_TOKEN_KINDS:
-                # Linxo signs nothing: the address it calls carries the provider's token.
-                url += f"?token={provider.sudo().webhook_token or ''}"
-            provider.webhook_url = url if provider.id and provider.kind != "sandbox" else False
+        for aggregator in self:
+            url = f"{aggregator._get_base_url()}/bank_sync/webhook/{aggregator.id}"
+            if aggregator.kind in URL_TOKEN_KINDS:
+                # Linxo signs nothing: the address it calls carries the aggregator's token.
+                url += f"?token={aggregator.sudo().webhook_token or ''}"
+            aggregator.webhook_url = (
+                url if aggregator.id and aggregator.kind != "sandbox" else False
+            )
 
     def _compute_has_secrets(self):
-        for provider in self:
-            stored = provider.sudo()
-            provider.has_client_secret = bool(stored.client_secret_encrypted)
-            provider.has_webhook_secrets = bool(stored.webhook_secrets_encrypted)
-            provider.has_service_secret = bool(stored.service_secret_encrypted)
+        for aggregator in self:
+            stored = aggregator.sudo()
+            aggregator.has_client_secret = bool(stored.client_secret_encrypted)
+            aggregator.has_webhook_secrets = bool(stored.webhook_secrets_encrypted)
+            aggregator.has_service_secret = bool(stored.service_secret_encrypted)
 
     def _compute_connection_count(self):
         counts = dict(
@@ -252,8 +254,8 @@ class BankSyncProvider(models.Model):
             .with_context(active_test=False)
             ._read_group([("provider_id", "in", self.ids)], ["provider_id"], ["__count"])
         )
-        for provider in self:
-            provider.connection_count = counts.get(provider, 0)
+        for aggregator in self:
+            aggregator.connection_count = counts.get(aggregator, 0)
 
     def _inverse_client_secret(self):
         self._store_secret("client_secret")
@@ -266,14 +268,14 @@ class BankSyncProvider(models.Model):
 
     def _store_secret(self, field_name):
         encrypted_field = SECRET_FIELDS[field_name][0]
-        for provider in self:
-            value = provider[field_name]
+        for aggregator in self:
+            value = aggregator[field_name]
             if not value:
                 # An empty write-only field means "unchanged"; clearing is an explicit action.
                 continue
-            if provider.kind == "sandbox":
+            if aggregator.kind == "sandbox":
                 raise UserError(self.env._("The sandbox needs no secret."))
-            provider.sudo()[encrypted_field] = provider._encrypt(value.strip())
+            aggregator.sudo()[encrypted_field] = aggregator._encrypt(value.strip())
 
     # -------------------------------------------------------------------------
     # Constraints and CRUD
@@ -281,16 +283,16 @@ class BankSyncProvider(models.Model):
 
     @api.constrains("active", "company_id")
     def _check_one_active_per_company(self):
-        for provider in self.filtered("active"):
+        for aggregator in self.filtered("active"):
             others = self.search_count(
                 [
-                    ("company_id", "=", provider.company_id.id),
+                    ("company_id", "=", aggregator.company_id.id),
                     ("active", "=", True),
-                    ("id", "!=", provider.id),
+                    ("id", "!=", aggregator.id),
                 ]
             )
             if others:
-                raise ValidationError(self._one_active_message(provider.company_id))
+                raise ValidationError(self._one_active_message(aggregator.company_id))
 
     def _one_active_message(self, company):
         return self.env._(
@@ -308,7 +310,7 @@ class BankSyncProvider(models.Model):
         for vals in vals_list:
             if vals.get("active", True):
                 company = Company.browse(vals.get("company_id") or self.env.company.id)
-                if company._get_bank_sync_provider() or (
+                if company._get_bank_sync_aggregator() or (
                     sum(
                         1
                         for other in vals_list
@@ -318,22 +320,22 @@ class BankSyncProvider(models.Model):
                     > 1
                 ):
                     raise ValidationError(self._one_active_message(company))
-        providers = super().create(vals_list)
-        for provider in providers.sudo():
-            provider.webhook_token = new_webhook_token()
-        return providers
+        aggregators = super().create(vals_list)
+        for aggregator in aggregators.sudo():
+            aggregator.webhook_token = new_webhook_token()
+        return aggregators
 
     def write(self, vals):
         if "base_url" in vals and any(
-            (provider.base_url or False) != (vals["base_url"] or False) for provider in self
+            (aggregator.base_url or False) != (vals["base_url"] or False) for aggregator in self
         ):
             self._check_may_change_endpoint()
         if "kind" in vals:
             self._check_may_change_kind(vals["kind"])
         if vals.get("active"):
-            for provider in self.filtered(lambda p: not p.active):
-                if provider.company_id._get_bank_sync_provider():
-                    raise ValidationError(self._one_active_message(provider.company_id))
+            for aggregator in self.filtered(lambda p: not p.active):
+                if aggregator.company_id._get_bank_sync_aggregator():
+                    raise ValidationError(self._one_active_message(aggregator.company_id))
         return super().write(vals)
 
     def _check_may_change_endpoint(self):
@@ -348,11 +350,11 @@ class BankSyncProvider(models.Model):
         )
 
     def _check_may_change_kind(self, kind):
-        """A provider's secrets and connections belong to its aggregator: switching goes
+        """Settings' secrets and connections belong to their aggregator: switching goes
         through the settings, which archive it and make (or find) one for the other."""
         self.check_access("write")
-        for provider in self.filtered(lambda p: p.kind != kind):
-            stored = provider.sudo()
+        for aggregator in self.filtered(lambda p: p.kind != kind):
+            stored = aggregator.sudo()
             if (
                 any(stored[encrypted] for encrypted, _key in SECRET_FIELDS.values())
                 or stored.with_context(active_test=False).connection_ids
@@ -362,14 +364,14 @@ class BankSyncProvider(models.Model):
                         "The aggregator of %(name)s cannot be changed: it has secrets or bank "
                         "connections. Choose another aggregator in the Accounting settings "
                         "instead.",
-                        name=provider.display_name,
+                        name=aggregator.display_name,
                     )
                 )
 
     @api.constrains("base_url")
     def _check_base_url(self):
-        for provider in self.filtered("base_url"):
-            parts = urlsplit(provider.base_url.strip())
+        for aggregator in self.filtered("base_url"):
+            parts = urlsplit(aggregator.base_url.strip())
             local = is_local_host(parts.hostname)
             if (
                 not parts.hostname
@@ -389,7 +391,7 @@ class BankSyncProvider(models.Model):
     # -------------------------------------------------------------------------
 
     def action_clear_secrets(self):
-        """Forget every stored secret of these providers (administrators of their company)."""
+        """Forget every stored secret of these aggregators (administrators of their company)."""
         check_rights(self, ADMINISTRATOR)
         self.sudo().write({vals[0]: False for vals in SECRET_FIELDS.values()})
         self.env["bank.sync.token"].sudo().search([("provider_id", "in", self.ids)]).unlink()
@@ -398,8 +400,8 @@ class BankSyncProvider(models.Model):
         """Give the webhook address a new token (administrators), e.g. after it leaked; the
         old address stops working at once, so register the new one at the aggregator."""
         check_rights(self, ADMINISTRATOR)
-        for provider in self.sudo():
-            provider.webhook_token = new_webhook_token()
+        for aggregator in self.sudo():
+            aggregator.webhook_token = new_webhook_token()
         return True
 
     def action_view_connections(self):
@@ -463,7 +465,7 @@ class BankSyncProvider(models.Model):
             ) from error
 
     def _get_credentials(self):
-        """Decrypted credentials for the provider (never log or display them)."""
+        """Decrypted credentials for the aggregator (never log or display them)."""
         self.ensure_one()
         stored = self.sudo()
         credentials = {}
@@ -475,8 +477,18 @@ class BankSyncProvider(models.Model):
         return credentials
 
     # -------------------------------------------------------------------------
-    # The package's provider
+    # The package's client
     # -------------------------------------------------------------------------
+
+    def _get_kind_label(self):
+        """The aggregator's kind as users see it, in the environment's language ("Bac à sable
+        (démo)" for a French user): the record's name is stored in one language only. Empty
+        when there are no settings."""
+        if not self:
+            return ""
+        self.ensure_one()
+        labels = dict(self._fields["kind"]._description_selection(self.env))
+        return labels.get(self.kind) or self.name
 
     def _get_user_ref(self):
         """Our stable id for this company at the aggregator (Bridge ``external_user_id``)."""
@@ -489,10 +501,10 @@ class BankSyncProvider(models.Model):
 
     def _get_callback_url(self):
         self.ensure_one()
-        # The provider id in the path tells the callback whose client parses the return.
+        # The aggregator id in the path tells the callback whose client parses the return.
         return f"{self._get_base_url()}{CALLBACK_ROUTE}/{self.id}"
 
-    def _get_provider_options(self):
+    def _get_client_options(self):
         self.ensure_one()
         options = {"environment": self.environment}
         if self.kind == "sandbox":
@@ -515,10 +527,10 @@ class BankSyncProvider(models.Model):
         key = hmac.new(secret.encode(), b"bank_sync_aggregator.sandbox", hashlib.sha256)
         return {"session_key": key.hexdigest()}
 
-    def _get_provider(self, **kwargs):
-        """The ``bank_sync_bridge`` provider for this company's aggregator.
+    def _get_client(self, **kwargs):
+        """The package's client of this aggregator (``bank_sync_bridge.providers``).
 
-        Extra keyword arguments (``clock``, ``session``...) go to the provider's constructor.
+        Extra keyword arguments (``clock``, ``session``...) go to the client's constructor.
         """
         self.ensure_one()
         from bank_sync_bridge.providers import ProviderConfig, get_provider  # noqa: PLC0415
@@ -531,7 +543,7 @@ class BankSyncProvider(models.Model):
                 if self.kind == "sandbox"
                 else self._get_credentials()
             ),
-            options=self._get_provider_options(),
+            options=self._get_client_options(),
         )
         kwargs.setdefault("token_store", self._get_token_store())
         return get_provider(self.kind, config, **kwargs)

@@ -25,7 +25,7 @@ _logger = logging.getLogger(__name__)
 EVENTS_CALLBACK_ROUTE = "/bank_sync/bridge_service/events"
 #: Events asked per poll; the cron loops until the service has no more.
 POLL_PAGE_SIZE = 100
-#: Pages read per provider and cron run, so one busy tenant cannot hold the cron forever
+#: Pages read per aggregator and cron run, so one busy tenant cannot hold the cron forever
 #: (the rest is read on the next run, from the stored event id).
 POLL_MAX_PAGES = 50
 
@@ -45,7 +45,7 @@ class BankSyncProvider(models.Model):
     )
 
     # -------------------------------------------------------------------------
-    # The package's provider
+    # The package's client
     # -------------------------------------------------------------------------
 
     def _get_credentials(self):
@@ -59,11 +59,11 @@ class BankSyncProvider(models.Model):
             "client_secret": credentials.get("service_secret", ""),
         }
 
-    def _get_provider(self, **kwargs):
+    def _get_client(self, **kwargs):
         self.ensure_one()
         if self.kind == "bridge_service":
             self._check_bridge_service_settings()
-        return super()._get_provider(**kwargs)
+        return super()._get_client(**kwargs)
 
     def _check_bridge_service_settings(self):
         """Say in the user's language what is missing, before the client refuses it."""
@@ -102,7 +102,7 @@ class BankSyncProvider(models.Model):
         if self.kind != "bridge_service":
             raise UserError(self.env._("Only a bridge service connection can be tested here."))
         with aggregator_errors(self):
-            client = self._get_provider()
+            client = self._get_client()
             try:
                 health = client.health()
             except BankSyncError as error:
@@ -156,7 +156,7 @@ class BankSyncProvider(models.Model):
         self.ensure_one()
         check_rights(self, ADMINISTRATOR)
         with aggregator_errors(self):
-            self._get_provider().set_callback_url(self._get_bridge_service_callback_url())
+            self._get_client().set_callback_url(self._get_bridge_service_callback_url())
         return True
 
     def action_bridge_service_remove_callback(self):
@@ -164,7 +164,7 @@ class BankSyncProvider(models.Model):
         self.ensure_one()
         check_rights(self, ADMINISTRATOR)
         with aggregator_errors(self):
-            self._get_provider().set_callback_url(None)
+            self._get_client().set_callback_url(None)
         return True
 
     # -------------------------------------------------------------------------
@@ -218,7 +218,7 @@ class BankSyncProvider(models.Model):
         records. The stored event id moves only with the events recorded, in one
         transaction, so a failure re-reads them next time (duplicates are harmless)."""
         self.ensure_one()
-        client = self._get_provider()
+        client = self._get_client()
         new = self.env["bank.sync.webhook.event"]
         after = self.bridge_service_last_event_id
         for _page in range(POLL_MAX_PAGES):
@@ -238,7 +238,7 @@ class BankSyncProvider(models.Model):
         """Every few minutes: the events of every company on a bridge service, then the
         event pipeline is woken to synchronise the affected accounts in the background."""
         auto_commit = not in_test_mode()
-        providers = self.sudo().search(
+        aggregators = self.sudo().search(
             [
                 ("kind", "=", "bridge_service"),
                 ("active", "=", True),
@@ -246,16 +246,16 @@ class BankSyncProvider(models.Model):
             ]
         )
         new = self.env["bank.sync.webhook.event"]
-        for provider in providers:
+        for aggregator in aggregators:
             try:
                 with self.env.cr.savepoint():
-                    new |= provider._bridge_service_poll()
+                    new |= aggregator._bridge_service_poll()
             except Exception as error:
                 # One company's unreachable service or wrong secret must not stop the others;
                 # the error is the package's message (never a secret).
                 _logger.warning(
                     "Polling the bridge service for aggregator settings %s failed: %s",
-                    provider.id,
+                    aggregator.id,
                     getattr(error, "message", None) or error,
                 )
             if auto_commit:

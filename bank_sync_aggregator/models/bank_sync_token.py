@@ -16,10 +16,10 @@ class BankSyncToken(models.Model):
         ("provider_key_uniq", "UNIQUE(provider_id, key)", "One cached token per key."),
     ]
 
-    def _find(self, provider, key):
-        return self.search([("provider_id", "=", provider.id), ("key", "=", key)], limit=1)
+    def _find(self, aggregator, key):
+        return self.search([("provider_id", "=", aggregator.id), ("key", "=", key)], limit=1)
 
-    def _store(self, provider, key, value_encrypted):
+    def _store(self, aggregator, key, value_encrypted):
         # An upsert, so that two workers refreshing the same token never violate the
         # unique constraint; the last one wins, both tokens being valid.
         self.env.cr.execute(
@@ -28,6 +28,6 @@ class BankSyncToken(models.Model):
                  VALUES (%s, %s, %s)
             ON CONFLICT (provider_id, key) DO UPDATE SET value_encrypted = EXCLUDED.value_encrypted
             """,
-            (provider.id, key, value_encrypted),
+            (aggregator.id, key, value_encrypted),
         )
         self.invalidate_model(["value_encrypted"])

@@ -95,7 +95,7 @@ class BankSyncWebhookEvent(models.Model):
     # -------------------------------------------------------------------------
 
     @api.model
-    def _record_events(self, provider, events):
+    def _record_events(self, aggregator, events):
         """Store verified events once; return ``(new, duplicates)`` records.
 
         A second delivery of the same event only increments its delivery count. Concurrent
@@ -106,16 +106,16 @@ class BankSyncWebhookEvent(models.Model):
         duplicates = self.browse()
         for event in events:
             existing = self.search(
-                [("provider_id", "=", provider.id), ("event_id", "=", event.event_id)], limit=1
+                [("provider_id", "=", aggregator.id), ("event_id", "=", event.event_id)], limit=1
             )
             if not existing:
                 try:
                     with self.env.cr.savepoint():
-                        new |= self.create(self._values_from_event(provider, event))
+                        new |= self.create(self._values_from_event(aggregator, event))
                     continue
                 except psycopg2.IntegrityError:
                     existing = self.search(
-                        [("provider_id", "=", provider.id), ("event_id", "=", event.event_id)],
+                        [("provider_id", "=", aggregator.id), ("event_id", "=", event.event_id)],
                         limit=1,
                     )
             existing.delivery_count += 1
@@ -123,18 +123,18 @@ class BankSyncWebhookEvent(models.Model):
         return new, duplicates
 
     @api.model
-    def _provider_secrets(self, provider):
-        """The webhook secrets configured for ``provider`` (several while one is rotated)."""
-        stored = provider.sudo().webhook_secrets_encrypted
+    def _webhook_secrets(self, aggregator):
+        """The webhook secrets configured for ``aggregator`` (several while one is rotated)."""
+        stored = aggregator.sudo().webhook_secrets_encrypted
         if not stored:
             return []
-        plain = provider._decrypt(stored)
+        plain = aggregator._decrypt(stored)
         return [secret.strip() for secret in plain.replace("\n", ",").split(",") if secret.strip()]
 
     @api.model
-    def _values_from_event(self, provider, event):
+    def _values_from_event(self, aggregator, event):
         return {
-            "provider_id": provider.id,
+            "provider_id": aggregator.id,
             "event_id": event.event_id,
             "event_type": event.type,
             "connection_remote_id": event.connection_id or False,

@@ -30,14 +30,14 @@ class ResCompany(models.Model):
         "days raises an alert, even when its connection says OK.",
     )
 
-    def _get_bank_sync_provider(self):
+    def _get_bank_sync_aggregator(self):
         """The company's active aggregator settings (empty when none)."""
         self.ensure_one()
         return self.env["bank.sync.provider"].search(
             [("company_id", "=", self.id), ("active", "=", True)], limit=1
         )
 
-    def _bank_sync_set_provider_kind(self, kind):
+    def _bank_sync_set_aggregator_kind(self, kind):
         """Make ``kind`` the company's aggregator.
 
         The previous aggregator's connections are disconnected (revoked there when possible)
@@ -45,21 +45,21 @@ class ResCompany(models.Model):
         them again.
         """
         self.ensure_one()
-        Provider = self.env["bank.sync.provider"].sudo().with_context(active_test=False)
-        current = self._get_bank_sync_provider().sudo()
+        Aggregator = self.env["bank.sync.provider"].sudo().with_context(active_test=False)
+        current = self._get_bank_sync_aggregator().sudo()
         if current.kind == kind:
             return current
         if current:
             live = current.connection_ids.filtered(lambda c: c.state != "disconnected")
-            live._switch_away_from_provider()
+            live._switch_away_from_aggregator()
             current.active = False
-        target = Provider.search(
+        target = Aggregator.search(
             [("company_id", "=", self.id), ("kind", "=", kind)], order="id desc", limit=1
         )
         if target:
             target.active = True
         else:
-            target = Provider.create({"company_id": self.id, "kind": kind})
+            target = Aggregator.create({"company_id": self.id, "kind": kind})
         return target
 
     def _bank_sync_alert_users(self):

@@ -39,7 +39,7 @@ class OpeningBalance:
     of a first import, and reading recent weeks again when the journal differs from the bank.
 
     Both read the aggregator again through the synchroniser's ``_reread`` (into the same run)
-    and use its ``provider``, ``counts``, ``lock`` and ``unlock``.
+    and use its ``client``, ``counts``, ``lock`` and ``unlock``.
     """
 
     def reread_recent(self, run):
@@ -101,7 +101,7 @@ class OpeningBalance:
         connection = account.connection_id
         for _attempt in range(OPENING_ATTEMPTS):
             try:
-                banks = self.provider.list_accounts(connection.remote_id)
+                banks = self.client.list_accounts(connection.remote_id)
             # The import itself succeeded: the opening simply waits for the next run.
             except Exception as error:  # pylint: disable=broad-except
                 note = self.env._(
@@ -234,7 +234,7 @@ def compare_with_bank(account, bank_balance):
     return check, amount, count
 
 
-def check_balances(connection, runs, provider, reread, commit=None):
+def check_balances(connection, runs, client, reread, commit=None):
     """Read the connection's balances once and compare each synced journal with its bank.
 
     ``reread(account, run)`` reads the recent weeks of ``account`` again into ``run`` and
@@ -242,7 +242,7 @@ def check_balances(connection, runs, provider, reread, commit=None):
     """
     env = connection.env
     try:
-        remote = {a.remote_id: a for a in provider.list_accounts(connection.remote_id)}
+        remote = {a.remote_id: a for a in client.list_accounts(connection.remote_id)}
     # The import itself succeeded: a failing balance read only leaves a note.
     except Exception as error:  # pylint: disable=broad-except
         runs.write(

@@ -58,7 +58,7 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
         account,
         *,
         trigger,
-        provider=None,
+        client=None,
         date_from=None,
         date_to=None,
         time_budget=None,
@@ -68,7 +68,7 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
         self.env = account.env
         self.cr = account.env.cr
         self.trigger = trigger
-        self.provider = provider
+        self.client = client
         self.date_from = date_from
         self.date_to = date_to
         self.time_budget = time_budget
@@ -368,10 +368,8 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
             .search([("account_id", "=", account.id)])
             .mapped("key")
         )
-        provider = self.provider = (
-            self.provider or account.connection_id.provider_id._get_provider()
-        )
-        pages = provider.iter_transactions(
+        client = self.client = self.client or account.connection_id.provider_id._get_client()
+        pages = client.iter_transactions(
             account.remote_id,
             cursor=window.cursor,
             date_from=window.date_from,
@@ -500,7 +498,7 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
             self.date_from = self.date_to = None
 
 
-def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
+def sync_connection_accounts(accounts, trigger, client=None, **kwargs):
     """Sync ``accounts`` grouped by connection: one client each, then one balance read each.
 
     One connection's failure (even building its client) is recorded on its runs; the other
@@ -513,7 +511,7 @@ def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
     for connection in accounts.connection_id:
         group = accounts.filtered(lambda a, c=connection: a.connection_id == c)
         try:
-            client = provider or connection.provider_id._get_provider()
+            connection_client = client or connection.provider_id._get_client()
         # Recorded on the runs of this connection; the other connections go on.
         except Exception as error:  # pylint: disable=broad-except
             for account in group:
@@ -526,7 +524,7 @@ def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
                 # Each later account still gets a little time (at most the whole budget).
                 left = max(budget - (time.monotonic() - started), min(budget, 0.5))
             run = AccountSynchroniser(
-                account, trigger=trigger, provider=client, time_budget=left, **kwargs
+                account, trigger=trigger, client=connection_client, time_budget=left, **kwargs
             ).execute()
             runs |= run
             if run.state == "done":
@@ -535,9 +533,9 @@ def sync_connection_accounts(accounts, trigger, provider=None, **kwargs):
             check_balances(
                 connection,
                 finished,
-                client,
-                reread=lambda account, run, client=client: AccountSynchroniser(
-                    account, trigger=run.trigger, provider=client
+                connection_client,
+                reread=lambda account, run, client=connection_client: AccountSynchroniser(
+                    account, trigger=run.trigger, client=client
                 ).reread_recent(run),
                 commit=kwargs.get("commit"),
             )

@@ -72,16 +72,16 @@ class TestEngineFixes(SyncCase):
         connection = self.make_connection()
         account = self.checking(connection)
         journal = self.link(account, history_start=day(-60))
-        provider = self.provider()
+        client = self.aggregator_client()
         # One page holds every operation: the budget must still stop inside it.
-        provider.page_size = 500
+        client.page_size = 500
         streamed = [
             tx
-            for page in provider.iter_transactions(account.remote_id, date_from=day(-60))
+            for page in client.iter_transactions(account.remote_id, date_from=day(-60))
             for tx in page.transactions
         ]
         pending = [tx for tx in streamed if tx.is_pending]
-        run = self.sync(account, provider=provider, time_budget=0.0001)
+        run = self.sync(account, client=client, time_budget=0.0001)
         self.assertEqual(run.state, "partial")
         self.assertEqual(run.created_count, BUDGET_BATCH)
         self.assertTrue(account.sync_requested)
@@ -196,8 +196,8 @@ class TestEngineFixes(SyncCase):
         year per line. The import refreshes the statistics as the journal grows."""
         account = self.checking(self.make_connection())
         journal = self.link(account, history_start=day(-365))
-        provider = self.provider()
-        provider.page_size = 100
+        client = self.aggregator_client()
+        client.page_size = 100
 
         def planner_view():
             """(moves in the journal, moves the planner expects there)."""
@@ -212,15 +212,15 @@ class TestEngineFixes(SyncCase):
             return moves, self.env.cr.fetchone()[0][0]["Plan"]["Plan Rows"]
 
         during = []
-        stream = provider.iter_transactions
+        stream = client.iter_transactions
 
         def watched(*args, **kwargs):
             for page in stream(*args, **kwargs):
                 during.append(planner_view())  # as the engine is about to store this page
                 yield page
 
-        provider.iter_transactions = watched
-        run = self.sync(account, provider=provider)
+        client.iter_transactions = watched
+        run = self.sync(account, client=client)
         self.assertEqual(run.state, "done", run.error)
         # A year of a busy current account: enough lines for the planner to be misled.
         self.assertGreaterEqual(run.created_count, 500)

@@ -96,7 +96,7 @@ class TestHealthFixesSandbox(HealthFixesCommon):
         response = self.url_open(submitted.headers["Location"], allow_redirects=False)
         self.assertEqual(response.status_code, 303, response.text[:500])
         connection = self.env["bank.sync.connection"].search(
-            [("provider_id", "=", self.provider.id)], order="id desc", limit=1
+            [("provider_id", "=", self.aggregator.id)], order="id desc", limit=1
         )
         self.assertTrue(connection)
         return connection
@@ -174,7 +174,7 @@ class TestHealthFixesSandbox(HealthFixesCommon):
         self.assertFalse(self.message_for(connection, self.french))
 
         calls = []
-        client_class = type(self.provider._get_provider())
+        client_class = type(self.aggregator._get_client())
         original = client_class.get_connection
 
         def counting(client, remote_id, *, locale="en"):
@@ -212,7 +212,7 @@ class TestHealthFixesBridge(HealthFixesCommon):
 
     def setUp(self):
         super().setUp()
-        self.bridge = self.company._bank_sync_set_provider_kind("bridgeapi")
+        self.bridge = self.company._bank_sync_set_aggregator_kind("bridgeapi")
         self.bridge.sudo().write(
             {
                 "base_url": self.emulator.base_url,
@@ -223,7 +223,7 @@ class TestHealthFixesBridge(HealthFixesCommon):
 
     def test_bridge_explanation_in_each_language_one_call_per_language(self):
         item = self.emulator.connect_item(self.bridge._get_user_ref(), login="1010")
-        client = self.bridge._get_provider()
+        client = self.bridge._get_client()
         connection = self.bridge._upsert_connection(client.get_connection(str(item.id)))
         connection._upsert_accounts(client.list_accounts(str(item.id)))
         english_text, french_text = STATUS_DESCRIPTIONS[1010]

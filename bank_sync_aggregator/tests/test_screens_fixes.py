@@ -14,7 +14,7 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.connection = cls._connect_sandbox(cls.provider)
+        cls.connection = cls._connect_sandbox(cls.aggregator)
         cls.checking = cls.connection.account_ids.filtered(lambda a: a.account_type == "checking")
 
     def _arch(self, model, view_type, user=None):

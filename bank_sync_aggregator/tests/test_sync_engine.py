@@ -139,9 +139,9 @@ class TestSyncEngine(SyncCase, CronMixinCase):
     def _keys_changed_overnight(self, account):
         from bank_sync_bridge.sync import sync_key  # noqa: PLC0415
 
-        provider = self.provider()
+        client = self.aggregator_client()
         keys = set()
-        for page in provider.iter_transactions(
+        for page in client.iter_transactions(
             account.remote_id, cursor=self._cursor(account), date_from=None
         ):
             for tx in page.transactions:
@@ -338,10 +338,10 @@ class TestSyncEngine(SyncCase, CronMixinCase):
     def test_sync_now_imports_a_first_part_and_leaves_the_rest_to_the_background(self):
         account = self.checking(self.make_connection())
         self.link(account, history_start=day(-60))
-        provider = self.provider()
-        provider.page_size = 10
+        client = self.aggregator_client()
+        client.page_size = 10
         with self.capture_triggers("bank_sync_aggregator.ir_cron_bank_sync") as capture:
-            run = self.sync(account, provider=provider, time_budget=0.0001)
+            run = self.sync(account, client=client, time_budget=0.0001)
         self.assertEqual(run.state, "partial")
         # Whole pages only, and not all of them (the budget has a floor of half a second).
         total = len(self.remote_booked(account, day(-60)))
@@ -350,7 +350,7 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertTrue(account.sync_requested)
         self.assertTrue(capture.records, "the background job is woken up for the rest")
         # The background job takes it from the stored cursor.
-        rest = self.sync(account, trigger="cron", provider=provider)
+        rest = self.sync(account, trigger="cron", client=client)
         self.assertEqual(rest.state, "done", rest.error)
         self.assertEqual(rest.window_basis, "cursor")
         self.assertFalse(account.sync_requested)
@@ -477,12 +477,12 @@ class TestSyncEngine(SyncCase, CronMixinCase):
             lambda line: day(-50) <= line.date <= day(-20) and line.bank_sync_status == "booked"
         )
         gap.unlink()
-        provider = self.provider()
-        provider.page_size = 10
+        client = self.aggregator_client()
+        client.page_size = 10
         first = self.sync(
             account,
             trigger="forced",
-            provider=provider,
+            client=client,
             date_from=day(-50),
             date_to=day(-20),
             time_budget=0.0001,
