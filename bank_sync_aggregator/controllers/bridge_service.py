@@ -3,7 +3,11 @@ import logging
 from odoo import http
 from odoo.http import request
 
-from ..models.bank_sync_provider_bridge_service import EVENTS_CALLBACK_ROUTE
+from bank_sync_bridge import signing
+from bank_sync_bridge.errors import BankSyncError
+from bank_sync_bridge.providers.bridge_service import parse_events_document
+
+from ..const import EVENTS_CALLBACK_ROUTE
 from .webhook import MAX_BODY_BYTES, Refused, answer, read_public_body
 
 _logger = logging.getLogger(__name__)
@@ -28,11 +32,6 @@ class BankSyncBridgeServiceController(http.Controller):
         recorded once, for the company it names only, and handled in the background, like a
         webhook.
         """
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-        from bank_sync_bridge.providers.bridge_service import (  # noqa: PLC0415
-            parse_events_document,
-        )
-
         env = request.env(su=True)
         try:
             body = read_public_body("bridge service delivery")
@@ -66,9 +65,6 @@ class BankSyncBridgeServiceController(http.Controller):
     def _verify_signature(self, aggregator, body):
         """Refuse a delivery not signed for this request with the tenant secret, or replayed
         (its nonce was accepted before, within the signature's tolerance)."""
-        from bank_sync_bridge import signing  # noqa: PLC0415
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
         try:
             secret = aggregator._get_credentials().get("client_secret")
         except Exception as error:  # a key removed from the configuration: nothing to check with

@@ -7,7 +7,9 @@ from odoo import http
 from odoo.exceptions import AccessError, UserError
 from odoo.http import request
 
-from ..models.bank_sync_provider import CALLBACK_ROUTE, SANDBOX_HOSTED_ROUTE
+from bank_sync_bridge.errors import BankSyncError
+
+from ..const import CALLBACK_ROUTE, SANDBOX_HOSTED_ROUTE
 from ..rights import ACCOUNTING_MANAGER
 
 _logger = logging.getLogger(__name__)
@@ -168,8 +170,6 @@ class BankSyncController(http.Controller):
 
     @http.route(SANDBOX_HOSTED_ROUTE, type="http", auth="user", methods=["GET"])
     def bank_sync_sandbox_page(self, **query):
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
         aggregator = self._sandbox_aggregator(query)
         try:
             html = aggregator._get_client().render_hosted_page(query)
@@ -190,8 +190,6 @@ class BankSyncController(http.Controller):
         max_content_length=SANDBOX_FORM_MAX_BYTES,
     )
     def bank_sync_sandbox_submit(self, **form):
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
         aggregator = self._sandbox_aggregator(form)
         if not self._is_own_callback(aggregator, form.get("callback_url")):
             return self._foreign_callback_page(aggregator)

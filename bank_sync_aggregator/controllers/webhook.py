@@ -7,13 +7,12 @@ from odoo import http
 from odoo.exceptions import UserError
 from odoo.http import request
 
-from ..models.bank_sync_provider import URL_TOKEN_KINDS
+from bank_sync_bridge.errors import BankSyncError, SignatureVerificationError
+
+from ..const import URL_TOKEN_KINDS, WEBHOOK_ROUTE
 
 _logger = logging.getLogger(__name__)
 
-#: Where aggregators post their events, one URL per aggregator settings record (each company
-#: has its own aggregator contract, hence its own webhook secret).
-WEBHOOK_ROUTE = "/bank_sync/webhook"
 #: A delivery signed longer ago than this is refused: a captured request replayed later must
 #: not pass even though its signature is genuine. The timestamp is inside the signed body.
 REPLAY_TOLERANCE = timedelta(hours=1)
@@ -158,11 +157,6 @@ class BankSyncWebhookController(http.Controller):
 
     def _verified_events(self, aggregator, body):
         """The events of a delivery whose signature and timestamp are verified."""
-        from bank_sync_bridge.errors import (  # noqa: PLC0415
-            BankSyncError,
-            SignatureVerificationError,
-        )
-
         try:
             secrets = request.env["bank.sync.webhook.event"].sudo()._webhook_secrets(aggregator)
             client = aggregator._get_client()

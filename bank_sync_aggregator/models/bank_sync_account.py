@@ -3,6 +3,8 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
+from bank_sync_bridge import health
+
 from ..rights import ACCOUNTING_MANAGER, check_rights
 from ..sync.run import SYNC_NOW_BUDGET, cron_sync, sync_connection_accounts
 from ..utils import naive_utc
@@ -71,6 +73,73 @@ class BankSyncAccount(models.Model):
         index="btree_not_null",
         copy=False,
     )
+    statement_grouping = fields.Selection(
+        [("none", "No statement"), ("day", "One per day"), ("month", "One per month")],
+        string="Statements",
+        required=True,
+        default="none",
+        help="Group imported operations into bank statements, with their balances.",
+    )
+    # The consent's end, shown on the account too (it is the connection's).
+    consent_expiry = fields.Datetime(related="connection_id.consent_expiry")
+    consent_state = fields.Selection(related="connection_id.consent_state")
+
+    # The synchronisation's own state, written by the engine (sync/) and the retries below.
+    #
+    # Where the aggregator's stream resumes (bank_sync_bridge.model.Cursor.dumps()): written in
+    # the same transaction as the lines of the page it follows, so a crash never loses nor
+    # repeats an operation.
+    sync_cursor = fields.Text(readonly=True, copy=False)
+    # A forced run continuing in the background: its window and its own cursor (JSON).
+    sync_forced_state = fields.Text(readonly=True, copy=False)
+    sync_requested = fields.Boolean(
+        readonly=True, copy=False, help="A synchronisation is waiting for the background job."
+    )
+    # Who asked for it (recorded on the run the background job makes): webhook, manual...
+    sync_requested_trigger = fields.Char(readonly=True, copy=False)
+    # When this account's last run started: the daily job leaves it alone for a while after.
+    sync_last_attempt = fields.Datetime(readonly=True, copy=False)
+    # After a 429 the account waits until then; the daily job skips it meanwhile.
+    sync_not_before = fields.Datetime(readonly=True, copy=False)
+    # The operations since the history start date were read to the end once (the first
+    # import is complete): until then a run without cursor reads from the history start again,
+    # and no opening line is made.
+    sync_history_complete = fields.Boolean(string="History imported", readonly=True, copy=False)
+    # First sync of an empty journal: an opening line will make its balance the bank's...
+    sync_needs_opening = fields.Boolean(readonly=True, copy=False)
+    # ...and, once made, is not considered again for this journal (relinking resets both).
+    sync_opening_done = fields.Boolean(readonly=True, copy=False)
+    run_ids = fields.One2many("bank.sync.run", "account_id", string="Synchronisations")
+    last_run_id = fields.Many2one(
+        "bank.sync.run",
+        compute="_compute_last_run_id",
+        search="_search_last_run_id",
+        string="Last synchronisation",
+    )
+    last_run_state = fields.Selection(related="last_run_id.state", string="Last run")
+
+    # Health: the last balance check and the alerts already sent.
+    balance_difference = fields.Monetary(
+        currency_field="currency_id",
+        readonly=True,
+        copy=False,
+        help="Journal balance minus the bank's balance at the last check (zero when they agree).",
+    )
+    # When the journal was last compared with the bank's balance.
+    balance_check_date = fields.Datetime(readonly=True, copy=False)
+    # The difference last reported to the accounting managers: one alert per difference.
+    balance_alert_difference = fields.Monetary(
+        currency_field="currency_id", readonly=True, copy=False
+    )
+    # Set when a stall alert went out, cleared when operations arrive again: one alert per
+    # silence, not one per day.
+    stall_alert_date = fields.Date(
+        string="No operations alert",
+        readonly=True,
+        copy=False,
+        help="When an alert said that this account, which usually receives operations, had "
+        "brought none for the number of days set in the settings.",
+    )
 
     _sql_constraints = [
         (
@@ -86,7 +155,7 @@ class BankSyncAccount(models.Model):
     ]
 
     # -------------------------------------------------------------------------
-    # Computes and constraints
+    # Computes
     # -------------------------------------------------------------------------
 
     @api.depends("name", "masked_number", "institution_name")
@@ -94,6 +163,32 @@ class BankSyncAccount(models.Model):
         for account in self:
             parts = [account.institution_name, account.name, account.masked_number]
             account.display_name = " - ".join(part for part in parts if part)
+
+    @api.depends("run_ids")
+    def _compute_last_run_id(self):
+        for account in self:
+            account.last_run_id = account.run_ids[:1]
+
+    def _search_last_run_id(self, operator, value):
+        # Searchable so that a run's new state recomputes ``last_run_state`` of its account
+        # (Odoo needs to find the accounts whose last run it is).
+        if operator in ("=", "!=") and not value:
+            return [("run_ids", operator, False)]
+        self.env.cr.execute(
+            "SELECT DISTINCT ON (account_id) id FROM bank_sync_run ORDER BY account_id, id DESC"
+        )
+        last_ids = [row[0] for row in self.env.cr.fetchall()]
+        if isinstance(value, str):
+            runs = self.env["bank.sync.run"].search([("id", "in", last_ids)])
+            return [
+                ("run_ids", "in", runs.filtered_domain([("display_name", operator, value)]).ids)
+            ]
+        runs = self.env["bank.sync.run"]._search([("id", "in", last_ids), ("id", operator, value)])
+        return [("run_ids", "in", runs)]
+
+    # -------------------------------------------------------------------------
+    # Constraints
+    # -------------------------------------------------------------------------
 
     @api.constrains("journal_id", "currency_id")
     def _check_journal_currency(self):
@@ -159,6 +254,19 @@ class BankSyncAccount(models.Model):
         check_rights(self, ACCOUNTING_MANAGER)
         self.write({"journal_id": False})
         return True
+
+    def action_sync_now(self):
+        """Sync now: a short first part while the user waits, the rest in the background."""
+        check_rights(self, ACCOUNTING_MANAGER)
+        accounts = self.filtered_domain(self._domain_syncable())
+        if not accounts:
+            raise UserError(self._explain_not_syncable())
+        runs = accounts._sync_accounts("manual", time_budget=SYNC_NOW_BUDGET)
+        return runs._notification()
+
+    def action_view_runs(self):
+        self.ensure_one()
+        return self.env["bank.sync.run"]._action_for([("account_id", "=", self.id)])
 
     # -------------------------------------------------------------------------
     # Business
@@ -246,91 +354,6 @@ class BankSyncAccount(models.Model):
             return self.env._("The aggregator no longer shares these accounts.")
         return self.env._("None of these accounts is linked to a journal and active.")
 
-    # -------------------------------------------------------------------------
-    # Synchronisation (owned by the synchronisation engine, issue 5)
-    # -------------------------------------------------------------------------
-
-    # Where the aggregator's stream resumes (bank_sync_bridge.model.Cursor.dumps()): written in
-    # the same transaction as the lines of the page it follows, so a crash never loses nor
-    # repeats an operation.
-    sync_cursor = fields.Text(readonly=True, copy=False)
-    # A forced run continuing in the background: its window and its own cursor (JSON).
-    sync_forced_state = fields.Text(readonly=True, copy=False)
-    sync_requested = fields.Boolean(
-        readonly=True, copy=False, help="A synchronisation is waiting for the background job."
-    )
-    # Who asked for it (recorded on the run the background job makes): webhook, manual...
-    sync_requested_trigger = fields.Char(readonly=True, copy=False)
-    sync_last_attempt = fields.Datetime(readonly=True, copy=False)
-    # The operations since the history start date were read to the end once (the first
-    # import is complete): until then a run without cursor reads from the history start again,
-    # and no opening line is made.
-    sync_history_complete = fields.Boolean(string="History imported", readonly=True, copy=False)
-    # First sync of an empty journal: an opening line will make its balance the bank's.
-    sync_needs_opening = fields.Boolean(readonly=True, copy=False)
-    sync_opening_done = fields.Boolean(readonly=True, copy=False)
-    statement_grouping = fields.Selection(
-        [("none", "No statement"), ("day", "One per day"), ("month", "One per month")],
-        string="Statements",
-        required=True,
-        default="none",
-        help="Group imported operations into bank statements, with their balances.",
-    )
-    run_ids = fields.One2many("bank.sync.run", "account_id", string="Synchronisations")
-    last_run_id = fields.Many2one(
-        "bank.sync.run",
-        compute="_compute_last_run_id",
-        search="_search_last_run_id",
-        string="Last synchronisation",
-    )
-    last_run_state = fields.Selection(related="last_run_id.state", string="Last run")
-    balance_difference = fields.Monetary(
-        currency_field="currency_id",
-        readonly=True,
-        copy=False,
-        help="Journal balance minus the bank's balance at the last check (zero when they agree).",
-    )
-    balance_check_date = fields.Datetime(readonly=True, copy=False)
-    # The difference last reported to the accounting managers: one alert per difference.
-    balance_alert_difference = fields.Monetary(
-        currency_field="currency_id", readonly=True, copy=False
-    )
-
-    @api.depends("run_ids")
-    def _compute_last_run_id(self):
-        for account in self:
-            account.last_run_id = account.run_ids[:1]
-
-    def _search_last_run_id(self, operator, value):
-        # Searchable so that a run's new state recomputes ``last_run_state`` of its account
-        # (Odoo needs to find the accounts whose last run it is).
-        if operator in ("=", "!=") and not value:
-            return [("run_ids", operator, False)]
-        self.env.cr.execute(
-            "SELECT DISTINCT ON (account_id) id FROM bank_sync_run ORDER BY account_id, id DESC"
-        )
-        last_ids = [row[0] for row in self.env.cr.fetchall()]
-        if isinstance(value, str):
-            runs = self.env["bank.sync.run"].search([("id", "in", last_ids)])
-            return [
-                ("run_ids", "in", runs.filtered_domain([("display_name", operator, value)]).ids)
-            ]
-        runs = self.env["bank.sync.run"]._search([("id", "in", last_ids), ("id", operator, value)])
-        return [("run_ids", "in", runs)]
-
-    def action_sync_now(self):
-        """Sync now: a short first part while the user waits, the rest in the background."""
-        check_rights(self, ACCOUNTING_MANAGER)
-        accounts = self.filtered_domain(self._domain_syncable())
-        if not accounts:
-            raise UserError(self._explain_not_syncable())
-        runs = accounts._sync_accounts("manual", time_budget=SYNC_NOW_BUDGET)
-        return runs._notification()
-
-    def action_view_runs(self):
-        self.ensure_one()
-        return self.env["bank.sync.run"]._action_for([("account_id", "=", self.id)])
-
     def _request_sync(self, trigger="webhook"):
         """Ask the background job to sync these accounts soon (webhooks, sync now's rest)."""
         self.sudo().write({"sync_requested": True, "sync_requested_trigger": trigger})
@@ -371,28 +394,12 @@ class BankSyncAccount(models.Model):
         return cron_sync(self, batch_size=batch_size)
 
     # -------------------------------------------------------------------------
-    # Health: accounts that stopped receiving operations (issue 6)
+    # Health: accounts that stopped receiving operations
     # -------------------------------------------------------------------------
-
-    # Set when a stall alert went out, cleared when operations arrive again: one alert per
-    # silence, not one per day.
-    stall_alert_date = fields.Date(
-        string="No operations alert",
-        readonly=True,
-        copy=False,
-        help="When an alert said that this account, which usually receives operations, had "
-        "brought none for the number of days set in the settings.",
-    )
-
-    # The consent's end, shown on the account too (it is the connection's).
-    consent_expiry = fields.Datetime(related="connection_id.consent_expiry")
-    consent_state = fields.Selection(related="connection_id.consent_state")
 
     def _check_stall(self):
         """Alert once when a busy account of a working connection goes silent; resolve the
         alert when operations come in again (rules in bank_sync_bridge.health.check_stall)."""
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         today = fields.Date.context_today(self)
         candidates = self.filtered_domain(self._domain_syncable())
         for account in candidates:
@@ -455,11 +462,8 @@ class BankSyncAccount(models.Model):
         connection._message_log(body=note)
 
     # -------------------------------------------------------------------------
-    # Health: the aggregators' rate limits (issue 6)
+    # Retries: the aggregators' rate limits and passing failures
     # -------------------------------------------------------------------------
-
-    # After a 429 the account waits until then; the daily job skips it meanwhile.
-    sync_not_before = fields.Datetime(readonly=True, copy=False)
 
     @api.model
     def _rate_limited_batch(self, due, batch_size):
@@ -470,8 +474,6 @@ class BankSyncAccount(models.Model):
         to start at once are taken, and the job is called again when the next may start.
         Returns ``(batch, next_at)``; ``next_at`` is None when nothing is left.
         """
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         now = fields.Datetime.now()
         waiting = due.filtered(lambda a: a.sync_not_before and a.sync_not_before > now)
         ready = due - waiting
@@ -525,8 +527,6 @@ class BankSyncAccount(models.Model):
         answer) is tried again by itself after 15 minutes, 1 hour and 4 hours, then waits for
         the next daily import. The cursor never moved past what was imported: the retry reads
         the same window again. Failures that need someone (consent, credentials) are not."""
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         now = fields.Datetime.now()
         retry_at = None
         for run in runs.filtered(lambda r: r.state == "failed" and r.error_type in RETRYABLE):
@@ -561,8 +561,6 @@ class BankSyncAccount(models.Model):
         """Runs stopped by a 429 back off and resume later, in the background: the run says
         when, the account keeps its place, and after too many tries it simply waits for the
         next day's import. The cursor never moved past what was imported, so nothing is lost."""
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         now = fields.Datetime.now()
         resume_at = None
         for run in runs.filtered(lambda r: r.error_type == "RateLimited"):

@@ -3,6 +3,9 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from bank_sync_bridge import signing
+from bank_sync_bridge.errors import BankSyncError
+
 from ..rights import ACCOUNTING_MANAGER, check_rights
 from ..utils import aggregator_errors
 
@@ -107,8 +110,6 @@ class BankSyncConnectSession(models.Model):
     @api.model
     def _make_state(self, aggregator):
         """A signed state bound to this database, company, user and aggregator."""
-        from bank_sync_bridge import signing  # noqa: PLC0415
-
         payload = {
             "d": self._database_tag(),
             "c": aggregator.company_id.id,
@@ -120,8 +121,6 @@ class BankSyncConnectSession(models.Model):
 
     @api.model
     def _read_state(self, state):
-        from bank_sync_bridge import signing  # noqa: PLC0415
-
         return signing.read_state(self._signing_key(), state)
 
     @api.model
@@ -133,8 +132,6 @@ class BankSyncConnectSession(models.Model):
         :class:`AccessError` when the user is no longer an accounting manager of its company.
         Nothing is asked of the aggregator before: the session is closed first.
         """
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
         invalid = self.env._(
             "This bank connection link is not valid: it was altered, comes from another "
             "database or user, or was already used. Start again from Odoo."

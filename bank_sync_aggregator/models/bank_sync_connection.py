@@ -3,6 +3,10 @@ import logging
 from odoo import Command, api, fields, models
 from odoo.exceptions import UserError
 
+from bank_sync_bridge import errors, health
+from bank_sync_bridge.model import ActionReason, ConnectionState
+
+from ..const import RECONNECT_ROUTE
 from ..rights import ACCOUNTING_MANAGER, check_rights
 from ..utils import aggregator_errors, describe_error, in_test_mode, naive_utc
 
@@ -70,6 +74,46 @@ class BankSyncConnection(models.Model):
     account_count = fields.Integer(compute="_compute_account_count")
     # Shared accounts not linked to a journal yet: the form asks to link them.
     unlinked_account_count = fields.Integer(compute="_compute_unlinked_account_count")
+    run_ids = fields.One2many("bank.sync.run", "connection_id", string="Synchronisations")
+    run_count = fields.Integer(compute="_compute_run_count")
+
+    # Health (rules in bank_sync_bridge.health): the failure streak, the open incident, the
+    # consent reminders already sent.
+    health_failed_days = fields.Integer(
+        string="Consecutive failed days",
+        readonly=True,
+        copy=False,
+        help="Days on which this connection was seen failing since it was last OK. Temporary "
+        "failures alert the accounting managers only after the number of days set in the "
+        "settings.",
+    )
+    # The last day seen failing: a failure counts once per day.
+    health_last_failed_date = fields.Date(readonly=True, copy=False)
+    health_failing_since = fields.Date(string="Failing since", readonly=True, copy=False)
+    # Key of the incident whose alert went out ("action_needed:sca"...); empty when none is
+    # open. One alert per incident: the same problem seen again alerts nobody twice.
+    health_incident = fields.Char(readonly=True, copy=False)
+    health_alert_date = fields.Datetime(string="Alert sent on", readonly=True, copy=False)
+    # The smallest reminder threshold (15, 3, 1 days) already sent for the expiry date in
+    # consent_reminder_expiry; both are reset when the consent is renewed.
+    consent_reminder_sent = fields.Integer(readonly=True, copy=False)
+    consent_reminder_expiry = fields.Datetime(readonly=True, copy=False)
+    consent_state = fields.Selection(
+        [
+            ("none", "No end date"),
+            ("ok", "Valid"),
+            ("soon", "Expires soon"),
+            ("urgent", "Expires in a few days"),
+            ("expired", "Expired"),
+        ],
+        string="Consent",
+        compute="_compute_consent_state",
+        help="Colour of the consent's end date: the bank asks to renew it every 90 or 180 days.",
+    )
+    consent_days_left = fields.Integer(compute="_compute_consent_state")
+    # For the e-mails: what is wrong in the reader's language, and the button's link.
+    health_problem = fields.Char(compute="_compute_health_problem")
+    reconnect_url = fields.Char(compute="_compute_reconnect_url")
 
     _sql_constraints = [
         (
@@ -100,6 +144,45 @@ class BankSyncConnection(models.Model):
             connection.unlinked_account_count = len(
                 connection.account_ids.filtered(lambda a: a.state == "active" and not a.journal_id)
             )
+
+    def _compute_run_count(self):
+        counts = dict(
+            self.env["bank.sync.run"]._read_group(
+                [("connection_id", "in", self.ids)], ["connection_id"], ["__count"]
+            )
+        )
+        for connection in self:
+            connection.run_count = counts.get(connection, 0)
+
+    @api.depends("state", "reason")
+    @api.depends_context("lang")
+    def _compute_health_problem(self):
+        states = dict(self._fields["state"]._description_selection(self.env))
+        reasons = dict(self._fields["reason"]._description_selection(self.env))
+        for connection in self:
+            if connection.reason and connection.state in ("action_needed", "disconnected"):
+                connection.health_problem = reasons.get(connection.reason)
+            else:
+                connection.health_problem = states.get(connection.state)
+
+    def _compute_reconnect_url(self):
+        # Logs in if needed, then opens the aggregator's page on this same connection
+        # (controllers/health.py): a link in an e-mail cannot hold a hosted session, which
+        # expires within minutes.
+        for connection in self:
+            connection.reconnect_url = (
+                f"{connection.get_base_url()}{RECONNECT_ROUTE}/{connection.id}"
+                if connection.id
+                else False
+            )
+
+    @api.depends("consent_expiry")
+    def _compute_consent_state(self):
+        now = fields.Datetime.now()
+        for connection in self:
+            expiry = connection.consent_expiry
+            connection.consent_state = health.consent_urgency(expiry or None, now).value
+            connection.consent_days_left = health.consent_days_left(expiry, now) if expiry else 0
 
     # -------------------------------------------------------------------------
     # CRUD
@@ -161,6 +244,18 @@ class BankSyncConnection(models.Model):
         action["domain"] = [("connection_id", "=", self.id)]
         action["context"] = {"default_connection_id": self.id}
         return action
+
+    def action_view_runs(self):
+        self.ensure_one()
+        return self.env["bank.sync.run"]._action_for([("connection_id", "=", self.id)])
+
+    def action_sync_now(self):
+        """Sync every linked account of these connections (first part now, rest in background)."""
+        check_rights(self, ACCOUNTING_MANAGER)
+        accounts = self.account_ids.filtered_domain(
+            self.env["bank.sync.account"]._domain_syncable()
+        )
+        return accounts.action_sync_now()
 
     def action_refresh_from_aggregator(self):
         """Read the connection and its accounts again from the aggregator."""
@@ -231,7 +326,7 @@ class BankSyncConnection(models.Model):
         return changes
 
     # -------------------------------------------------------------------------
-    # Business
+    # Business: what the aggregator says
     # -------------------------------------------------------------------------
 
     @api.model
@@ -374,75 +469,8 @@ class BankSyncConnection(models.Model):
             connection.message_post(body=note)
 
     # -------------------------------------------------------------------------
-    # Health: alerts, consent reminders, stalls (issue 6; rules in bank_sync_bridge.health)
+    # Health: observations, alerts, consent reminders
     # -------------------------------------------------------------------------
-
-    health_failed_days = fields.Integer(
-        string="Consecutive failed days",
-        readonly=True,
-        copy=False,
-        help="Days on which this connection was seen failing since it was last OK. Temporary "
-        "failures alert the accounting managers only after the number of days set in the "
-        "settings.",
-    )
-    health_last_failed_date = fields.Date(readonly=True, copy=False)
-    health_failing_since = fields.Date(string="Failing since", readonly=True, copy=False)
-    # Key of the incident whose alert went out ("action_needed:sca"...); empty when none is
-    # open. One alert per incident: the same problem seen again alerts nobody twice.
-    health_incident = fields.Char(readonly=True, copy=False)
-    health_alert_date = fields.Datetime(string="Alert sent on", readonly=True, copy=False)
-    # The smallest reminder threshold (15, 3, 1 days) already sent for the expiry date in
-    # consent_reminder_expiry; both are reset when the consent is renewed.
-    consent_reminder_sent = fields.Integer(readonly=True, copy=False)
-    consent_reminder_expiry = fields.Datetime(readonly=True, copy=False)
-    consent_state = fields.Selection(
-        [
-            ("none", "No end date"),
-            ("ok", "Valid"),
-            ("soon", "Expires soon"),
-            ("urgent", "Expires in a few days"),
-            ("expired", "Expired"),
-        ],
-        string="Consent",
-        compute="_compute_consent_state",
-        help="Colour of the consent's end date: the bank asks to renew it every 90 or 180 days.",
-    )
-    consent_days_left = fields.Integer(compute="_compute_consent_state")
-    # For the e-mails: what is wrong in the reader's language, and the button's link.
-    health_problem = fields.Char(compute="_compute_health_problem")
-    reconnect_url = fields.Char(compute="_compute_reconnect_url")
-
-    @api.depends("state", "reason")
-    @api.depends_context("lang")
-    def _compute_health_problem(self):
-        states = dict(self._fields["state"]._description_selection(self.env))
-        reasons = dict(self._fields["reason"]._description_selection(self.env))
-        for connection in self:
-            if connection.reason and connection.state in ("action_needed", "disconnected"):
-                connection.health_problem = reasons.get(connection.reason)
-            else:
-                connection.health_problem = states.get(connection.state)
-
-    def _compute_reconnect_url(self):
-        # Logs in if needed, then opens the aggregator's page on this same connection
-        # (controllers/health.py): a link in an e-mail cannot hold a hosted session, which
-        # expires within minutes.
-        for connection in self:
-            connection.reconnect_url = (
-                f"{connection.get_base_url()}/bank_sync/reconnect/{connection.id}"
-                if connection.id
-                else False
-            )
-
-    @api.depends("consent_expiry")
-    def _compute_consent_state(self):
-        from bank_sync_bridge import health  # noqa: PLC0415
-
-        now = fields.Datetime.now()
-        for connection in self:
-            expiry = connection.consent_expiry
-            connection.consent_state = health.consent_urgency(expiry or None, now).value
-            connection.consent_days_left = health.consent_days_left(expiry, now) if expiry else 0
 
     def _update_health(self, connection_data, messages=None):
         """Apply a new observation of this connection and alert or resolve accordingly.
@@ -456,9 +484,6 @@ class BankSyncConnection(models.Model):
         the open incident is over.
         """
         self.ensure_one()
-        from bank_sync_bridge import health  # noqa: PLC0415
-        from bank_sync_bridge.model import ActionReason, ConnectionState  # noqa: PLC0415
-
         if isinstance(connection_data, dict):
             vals = dict(connection_data)
         else:
@@ -519,8 +544,6 @@ class BankSyncConnection(models.Model):
         temporary failure, alerted only when it lasts.
         """
         self.ensure_one()
-        from bank_sync_bridge import errors  # noqa: PLC0415
-
         if isinstance(error, errors.RateLimited):
             return None
         if isinstance(error, errors.ActionRequired):
@@ -578,16 +601,12 @@ class BankSyncConnection(models.Model):
                 continue
             connection._update_health(remote, messages=messages)
 
-    # -- alert recipients and messages ----------------------------------------
-
     def _health_alert_users(self):
         """Who is told: the company's chosen recipients, else its accounting managers."""
         self.ensure_one()
         return self.company_id._bank_sync_alert_users()
 
     def _health_incident_summary(self, incident):
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         if incident == health.INCIDENT_TEMPORARY_FAILURE:
             return self.env._(
                 "%(bank)s: no synchronisation for %(days)s days",
@@ -656,12 +675,8 @@ class BankSyncConnection(models.Model):
             mails |= mails.browse(mail_id)
         return mails
 
-    # -- consent reminders ----------------------------------------------------
-
     def _check_consent_reminders(self):
         """E-mail the reminder due (15, 3 or 1 days before the consent ends), each once."""
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         now = fields.Datetime.now()
         for connection in self.filtered("consent_expiry"):
             last_sent = connection.consent_reminder_sent or None
@@ -685,7 +700,9 @@ class BankSyncConnection(models.Model):
                 )
             )
 
-    # -- background work ------------------------------------------------------
+    # -------------------------------------------------------------------------
+    # Background work: events, reconnections, the daily health check
+    # -------------------------------------------------------------------------
 
     def _sync_after_event(self, accounts=None):
         """After an aggregator event: re-read the connection, then synchronise its linked

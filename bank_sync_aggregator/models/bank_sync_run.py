@@ -1,8 +1,6 @@
 from odoo import api, fields, models
 from odoo.tools import format_datetime
 
-from ..rights import ACCOUNTING_MANAGER, check_rights
-
 RUN_TRIGGERS = [
     ("cron", "Daily import"),
     ("manual", "Sync now"),
@@ -134,31 +132,3 @@ class BankSyncRun(models.Model):
         )
         action["domain"] = domain
         return action
-
-
-class BankSyncConnection(models.Model):
-    _inherit = "bank.sync.connection"
-
-    run_ids = fields.One2many("bank.sync.run", "connection_id", string="Synchronisations")
-    run_count = fields.Integer(compute="_compute_run_count")
-
-    def _compute_run_count(self):
-        counts = dict(
-            self.env["bank.sync.run"]._read_group(
-                [("connection_id", "in", self.ids)], ["connection_id"], ["__count"]
-            )
-        )
-        for connection in self:
-            connection.run_count = counts.get(connection, 0)
-
-    def action_view_runs(self):
-        self.ensure_one()
-        return self.env["bank.sync.run"]._action_for([("connection_id", "=", self.id)])
-
-    def action_sync_now(self):
-        """Sync every linked account of these connections (first part now, rest in background)."""
-        check_rights(self, ACCOUNTING_MANAGER)
-        accounts = self.account_ids.filtered_domain(
-            self.env["bank.sync.account"]._domain_syncable()
-        )
-        return accounts.action_sync_now()

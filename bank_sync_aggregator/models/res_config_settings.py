@@ -1,7 +1,7 @@
 from odoo import api, fields, models
 
+from ..const import AGGREGATOR_KINDS
 from ..rights import ACCOUNTING_MANAGER, check_rights
-from .bank_sync_provider import AGGREGATOR_KINDS
 
 
 class ResConfigSettings(models.TransientModel):
