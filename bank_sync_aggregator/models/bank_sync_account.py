@@ -7,12 +7,7 @@ from bank_sync_bridge import health
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
 from ..sync.run import SYNC_NOW_BUDGET, cron_sync, sync_connection_accounts
-from ..utils import naive_utc
-
-#: The package's errors (``error_type`` of a run) that pass by themselves: the aggregator or
-#: the network was down, or an answer came broken (``BankSyncError.retryable``). A 429
-#: (``RateLimited``) has its own backoff.
-RETRYABLE = ("ConnectionFailed", "ProviderUnavailable")
+from ..utils import RATE_LIMITED, naive_utc
 
 ACCOUNT_TYPES = [
     ("checking", "Current account"),
@@ -506,17 +501,17 @@ class BankSyncAccount(models.Model):
         return first
 
     @api.model
-    def _error_streak(self, account, error_types, limit):
+    def _error_streak(self, account, matches, limit):
         """How many of ``account``'s last runs in a row (at least 1, at most ``limit``) ended
-        on one of ``error_types``; runs skipped because another worker had the account do not
-        break the streak."""
+        on an error that ``matches(run)`` accepts; runs skipped because another worker had the
+        account do not break the streak."""
         streak = 0
         for run in self.env["bank.sync.run"].search(
             [("account_id", "=", account.id), ("state", "!=", "skipped")],
             order="id desc",
             limit=limit,
         ):
-            if run.error_type not in error_types:
+            if not matches(run):
                 break
             streak += 1
         return max(streak, 1)
@@ -529,9 +524,11 @@ class BankSyncAccount(models.Model):
         the same window again. Failures that need someone (consent, credentials) are not."""
         now = fields.Datetime.now()
         retry_at = None
-        for run in runs.filtered(lambda r: r.state == "failed" and r.error_type in RETRYABLE):
+        for run in runs.filtered(lambda r: r.state == "failed" and _passes_by_itself(r)):
             account = run.account_id
-            attempt = self._error_streak(account, RETRYABLE, len(health.DEFAULT_RETRY_DELAYS) + 1)
+            attempt = self._error_streak(
+                account, _passes_by_itself, len(health.DEFAULT_RETRY_DELAYS) + 1
+            )
             plan = health.plan_failure_retry(now, attempt)
             if plan.defer_to_next_run:
                 note = self.env._(
@@ -563,10 +560,10 @@ class BankSyncAccount(models.Model):
         next day's import. The cursor never moved past what was imported, so nothing is lost."""
         now = fields.Datetime.now()
         resume_at = None
-        for run in runs.filtered(lambda r: r.error_type == "RateLimited"):
+        for run in runs.filtered(_slowed_down):
             account = run.account_id
             attempt = self._error_streak(
-                account, ("RateLimited",), health.DEFAULT_MAX_RATE_LIMIT_ATTEMPTS
+                account, _slowed_down, health.DEFAULT_MAX_RATE_LIMIT_ATTEMPTS
             )
             plan = health.plan_rate_limit_backoff(now, attempt)
             when = plan.resume_at.replace(tzinfo=None)
@@ -586,3 +583,15 @@ class BankSyncAccount(models.Model):
             # Continuing in the background, not failed: nobody has anything to fix.
             run.sudo().write({"state": "partial", "note": note})
         return resume_at
+
+
+def _passes_by_itself(run):
+    """Whether ``run`` ended on an error that trying again later may cure without anyone (the
+    aggregator or the network down, a broken answer): the package's ``retryable``, stored on
+    the run. A 429 is retryable too, but backs off on its own path (:func:`_slowed_down`)."""
+    return run.error_retryable and run.error_type != RATE_LIMITED
+
+
+def _slowed_down(run):
+    """Whether the aggregator stopped ``run`` with a 429 (too many requests)."""
+    return run.error_type == RATE_LIMITED

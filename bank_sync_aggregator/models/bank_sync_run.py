@@ -1,6 +1,8 @@
 from odoo import api, fields, models
 from odoo.tools import format_datetime
 
+from ..utils import RATE_LIMITED
+
 RUN_TRIGGERS = [
     ("cron", "Daily import"),
     ("manual", "Sync now"),
@@ -82,6 +84,9 @@ class BankSyncRun(models.Model):
     error = fields.Text(readonly=True)
     # Exception class from the package (RateLimited, ActionRequired...), for support.
     error_type = fields.Char(readonly=True)
+    # The error says trying again later may succeed by itself (the package's ``retryable``):
+    # the background job then retries the run's window (bank.sync.account._schedule_retries).
+    error_retryable = fields.Boolean(string="May pass by itself", readonly=True)
     note = fields.Text(readonly=True)
 
     @api.depends("account_id", "start_date", "trigger")
@@ -106,7 +111,7 @@ class BankSyncRun(models.Model):
                     "synchronisation history."
                 )
             )
-        slowed = self.filtered(lambda r: r.state == "partial" and r.error_type == "RateLimited")
+        slowed = self.filtered(lambda r: r.state == "partial" and r.error_type == RATE_LIMITED)
         for run in slowed:
             parts.append(f"{run.account_id.display_name}: {run.note}")
         failed = self.filtered(lambda r: r.state == "failed")

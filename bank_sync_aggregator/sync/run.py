@@ -20,12 +20,12 @@ from datetime import timedelta
 import psycopg2
 
 from odoo import fields, sql_db
-from odoo.exceptions import UserError, ValidationError
+from odoo.exceptions import UserError
 
 from bank_sync_bridge.errors import BankSyncError
-from bank_sync_bridge.sync import Cursor, SyncPlanError, plan_window
+from bank_sync_bridge.sync import Cursor, plan_window
 
-from ..utils import in_test_mode
+from ..utils import comes_from_aggregator, in_test_mode
 from .balance import OpeningBalance, check_balances
 from .pages import PageApplier
 
@@ -258,16 +258,12 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
             self.account.connection_id.sudo()._record_sync_success()
 
     def _fail(self, error):
-        if isinstance(error, BankSyncError | UserError | ValidationError | SyncPlanError):
-            message = getattr(error, "message", None) or str(error.args[0] if error.args else "")
-        else:
-            _logger.exception("Bank synchronisation of account %s failed", self.account.id)
-            message = self.env._("Unexpected error: %(error)s", error=error)
         self._close("failed")
-        self.run.write({"error": message, "error_type": type(error).__name__})
-        if isinstance(error, BankSyncError):
-            # The health policy decides (issue 6): an action needed alerts at once, a
-            # temporary failure only once it lasts, a rate limit never.
+        self.run.write(failure_values(self.account, error))
+        if comes_from_aggregator(error):
+            # The health policy decides: an action needed alerts at once, a temporary failure
+            # only once it lasts, a rate limit never. A window we planned badly is no news
+            # about the bank.
             self.account.connection_id.sudo()._record_sync_error(error)
 
     # ------------------------------------------------------------------ window
@@ -545,13 +541,25 @@ def sync_connection_accounts(accounts, trigger, client=None, **kwargs):
     return runs
 
 
-def _failed_run(account, trigger, error):
-    account.sudo().sync_last_attempt = fields.Datetime.now()
+def failure_values(account, error):
+    """What the run of ``account`` that failed on ``error`` records: the error in words for
+    people, its class for support, and whether trying again later may succeed by itself (the
+    package's own ``retryable``, which the retries decide on)."""
     if isinstance(error, BankSyncError | UserError):
-        message = getattr(error, "message", None) or str(error.args[0])
+        message = getattr(error, "message", None) or str(error.args[0] if error.args else "")
     else:
-        _logger.exception("Cannot build the aggregator client of account %s", account.id)
-        message = str(error)
+        _logger.exception("Bank synchronisation of account %s failed", account.id)
+        message = account.env._("Unexpected error: %(error)s", error=error)
+    return {
+        "error": message,
+        "error_type": type(error).__name__,
+        "error_retryable": isinstance(error, BankSyncError) and error.retryable,
+    }
+
+
+def _failed_run(account, trigger, error):
+    """The failed run of an account whose connection's client could not even be built."""
+    account.sudo().sync_last_attempt = fields.Datetime.now()
     return (
         account.env["bank.sync.run"]
         .sudo()
@@ -562,8 +570,7 @@ def _failed_run(account, trigger, error):
                 "trigger": trigger,
                 "state": "failed",
                 "end_date": fields.Datetime.now(),
-                "error": message,
-                "error_type": type(error).__name__,
+                **failure_values(account, error),
             }
         )
     )

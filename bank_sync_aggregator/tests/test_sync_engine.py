@@ -8,7 +8,27 @@ from odoo.exceptions import UserError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
+from bank_sync_bridge.errors import InvalidRequest, ProviderUnavailable
+
 from .common_sync import NOW, TODAY, SyncCase, day
+
+
+class BankMaintenance(ProviderUnavailable):
+    """An error of the aggregator's family that passes by itself, named nowhere in the addon."""
+
+
+class FailingClient:
+    """The real client, whose read of the operations fails with ``error``."""
+
+    def __init__(self, client, error):
+        self.client = client
+        self.error = error
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def iter_transactions(self, *args, **kwargs):
+        raise self.error
 
 
 @tagged("post_install", "-at_install")
@@ -425,6 +445,43 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertFalse(account.sync_requested, "only the user's reconnection can fix it")
         self.assertFalse(account.sync_not_before)
         self.assertNotIn("Retried automatically", run.note or "")
+
+    def test_the_retry_follows_what_the_error_says_of_itself(self):
+        account = self.checking(self.make_connection())
+        self.link(account, history_start=day(-5))
+        maintenance = BankMaintenance("The bank is closed for maintenance.")
+        run = self.sync(
+            account, trigger="cron", client=FailingClient(self.aggregator_client(), maintenance)
+        )
+        self.assertEqual((run.state, run.error_type), ("failed", "BankMaintenance"))
+        self.assertTrue(run.error_retryable)
+        self.assertIn("Retried automatically", run.note)
+        self.assertTrue(account.sync_requested)
+        self.assertTrue(account.sync_not_before)
+
+        account.write({"sync_requested": False, "sync_not_before": False})
+        refused = InvalidRequest("The request was refused.", status=400)
+        run = self.sync(
+            account, trigger="cron", client=FailingClient(self.aggregator_client(), refused)
+        )
+        self.assertEqual(run.state, "failed")
+        self.assertFalse(run.error_retryable)
+        self.assertNotIn("Retried automatically", run.note or "")
+        self.assertFalse(account.sync_requested, "trying again would fail the same way")
+
+    def test_an_impossible_window_fails_the_run_not_the_bank_connection(self):
+        connection = self.make_connection()
+        account = self.checking(connection)
+        self.link(account, history_start=day(5))
+        run = self.sync(account, trigger="cron")
+        self.assertEqual((run.state, run.error_type), ("failed", "SyncPlanError"))
+        self.assertIn("in the future", run.error)
+        # Our own plan failed, not the bank: no failure counted, no alert.
+        self.assertEqual(connection.state, "ok")
+        self.assertFalse(connection.health_failed_days)
+        self.assertFalse(connection.health_incident)
+        self.assertFalse(run.error_retryable)
+        self.assertFalse(account.sync_requested, "the dates must change, not the time")
 
     def test_a_webhook_request_is_synced_by_the_background_job_and_says_so(self):
         account = self.checking(self.make_connection())
