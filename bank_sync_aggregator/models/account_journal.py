@@ -92,7 +92,7 @@ class AccountJournal(models.Model):
                     if connection.last_sync_date
                     else ""
                 )
-                # Health (issue 6): consent end coloured as it nears, what the last import brought.
+                # Health: consent end coloured as it nears, what the last import brought.
                 data["bank_sync_consent_state"] = connection.consent_state
                 data["bank_sync_consent_expiry"] = (
                     format_date(self.env, connection.consent_expiry)

@@ -9,7 +9,7 @@ class ResCompany(models.Model):
         help="Import bank operations automatically through a licensed aggregator.",
     )
     bank_sync_provider_ids = fields.One2many("bank.sync.provider", "company_id")
-    # Health alerts (issue 6): who is told, and when a problem is worth telling.
+    # Health alerts: who is told, and when a problem is worth telling.
     bank_sync_alert_user_ids = fields.Many2many(
         "res.users",
         "res_company_bank_sync_alert_user_rel",
@@ -63,7 +63,7 @@ class ResCompany(models.Model):
         return target
 
     def _bank_sync_alert_users(self):
-        """The users told about this company's bank connections (issue 6)."""
+        """The users told about this company's bank connections."""
         self.ensure_one()
         users = self.bank_sync_alert_user_ids.filtered(lambda u: u.active and not u.share)
         if users:

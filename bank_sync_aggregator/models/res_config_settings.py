@@ -19,7 +19,7 @@ class ResConfigSettings(models.TransientModel):
         "bank.sync.provider", compute="_compute_bank_sync_provider_id"
     )
     bank_sync_switch_warning = fields.Char(compute="_compute_bank_sync_switch_warning")
-    # Health alerts (issue 6)
+    # Health alerts
     bank_sync_alert_user_ids = fields.Many2many(
         related="company_id.bank_sync_alert_user_ids", readonly=False
     )

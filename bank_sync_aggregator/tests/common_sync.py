@@ -8,6 +8,7 @@ from odoo import Command, fields
 from bank_sync_bridge.providers import MemoryTokenStore, ProviderConfig
 from bank_sync_bridge.providers.bridgeapi import BridgeProvider
 from bank_sync_bridge.providers.sandbox import make_connection_id
+from bank_sync_bridge.sync import sync_key
 from bank_sync_bridge.testing import AdjustableClock
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
@@ -121,8 +122,6 @@ class SyncCase(BankSyncCompanyCase):
 
     def assert_exactly_remote(self, account, date_from, client=None):
         """The journal holds exactly the aggregator's booked operations, once each."""
-        from bank_sync_bridge.sync import sync_key  # noqa: PLC0415
-
         kind = account.connection_id.provider_id.kind
         remote = self.remote_booked(account, date_from, client)
         lines = self.lines(account).filtered(lambda line: line.bank_sync_status == "booked")

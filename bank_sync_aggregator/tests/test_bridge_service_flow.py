@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -566,8 +567,6 @@ class socket_closed_port:
     """A local port nobody listens on (bound then released)."""
 
     def __enter__(self):
-        import socket  # noqa: PLC0415
-
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             return sock.getsockname()[1]

@@ -6,6 +6,8 @@ from odoo import fields
 from odoo.exceptions import UserError
 from odoo.tests import HttpCase, new_test_user, tagged
 
+from bank_sync_bridge import signing
+
 from .common_bank_sync import BankSyncCommon, parse_form, query_of
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action/"
@@ -112,8 +114,6 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
     def test_forged_state_is_refused(self):
         client = self.aggregator._get_client()
         Session = self.env["bank.sync.connect.session"]
-        from bank_sync_bridge import signing  # noqa: PLC0415
-
         genuine = Session._make_state(self.aggregator)
         payload = {"d": Session._database_tag(), "c": self.company.id, "u": self.env.uid}
         payload["p"] = self.aggregator.id
@@ -132,8 +132,6 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         self.assertFalse(self.env["bank.sync.connection"].search([]))
 
     def test_expired_state_is_refused(self):
-        from bank_sync_bridge import signing  # noqa: PLC0415
-
         Session = self.env["bank.sync.connect.session"]
         payload = {"d": Session._database_tag(), "c": self.company.id, "u": self.env.uid}
         payload["p"] = self.aggregator.id

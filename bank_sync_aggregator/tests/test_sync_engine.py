@@ -9,6 +9,8 @@ from odoo.tests import tagged
 from odoo.tools import mute_logger
 
 from bank_sync_bridge.errors import InvalidRequest, ProviderUnavailable
+from bank_sync_bridge.model import Cursor
+from bank_sync_bridge.sync import sync_key
 
 from .common_sync import NOW, TODAY, SyncCase, day
 
@@ -157,8 +159,6 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertEqual(len(deleted), 1)
 
     def _keys_changed_overnight(self, account):
-        from bank_sync_bridge.sync import sync_key  # noqa: PLC0415
-
         client = self.aggregator_client()
         keys = set()
         for page in client.iter_transactions(
@@ -172,8 +172,6 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         return keys
 
     def _cursor(self, account):
-        from bank_sync_bridge.model import Cursor  # noqa: PLC0415
-
         return Cursor.loads(account.sync_cursor)
 
     def _reconcile_with_an_entry(self, line):

@@ -15,7 +15,7 @@ OLD_KEY = "ZoFwo8bZTu6bl0V-yAOGPo31lvOIlYeIf82wqqbawgk="
 
 
 @tagged("post_install", "-at_install")
-class TestProviderSettings(BankSyncCommon):
+class TestAggregatorSettings(BankSyncCommon):
     """Choosing the aggregator, its exclusivity per company, and the secrets' protection."""
 
     def _with_keys(self, keys):

@@ -1,4 +1,4 @@
-"""QA findings on connection health, on real Odoo + PostgreSQL:
+"""Connection health through the real flows (the callback, the update button, a failed import):
 
 - the aggregator's explanation is read in each user's own language, whoever refreshed last
   (sandbox tables and the Bridge emulator's ``Accept-Language`` over real HTTP);
@@ -19,7 +19,7 @@ from .common_bank_sync import BankSyncCommon, company_user, encryption_keys, loa
 ALERT_TYPE = "bank_sync_aggregator.mail_activity_type_connection_alert"
 
 
-class HealthFixesCommon(BankSyncCommon, HttpCase):
+class ConnectionHealthFlowCase(BankSyncCommon, HttpCase):
     """Sandbox company, French active, an English (accountman) and a French accounting
     manager, both alert recipients."""
 
@@ -31,7 +31,7 @@ class HealthFixesCommon(BankSyncCommon, HttpCase):
         cls.english = cls.env.user
         cls.english.write({"lang": "en_US", "email": "accountman@example.com"})
         cls.french = company_user(
-            cls.env, "bernard.fixes", cls.company, email="bernard@example.com", lang="fr_FR"
+            cls.env, "bernard.health", cls.company, email="bernard@example.com", lang="fr_FR"
         )
         cls.company.bank_sync_alert_user_ids = cls.english | cls.french
 
@@ -55,7 +55,7 @@ class HealthFixesCommon(BankSyncCommon, HttpCase):
         account.currency_id.active = True
         journal = self.env["account.journal"].create(
             {
-                "name": f"Bank fixes {account.id}",
+                "name": f"Bank health {account.id}",
                 "code": f"F{account.id % 1000:03d}",
                 "type": "bank",
                 "company_id": self.company.id,
@@ -76,7 +76,7 @@ class HealthFixesCommon(BankSyncCommon, HttpCase):
 
 
 @tagged("post_install", "-at_install")
-class TestHealthFixesSandbox(HealthFixesCommon):
+class TestConnectionHealthFlowSandbox(ConnectionHealthFlowCase):
     def _callback(self, login):
         """Add a bank as the English manager through the sandbox's hosted page and the
         callback, over HTTP like a browser; return the recorded connection."""
@@ -151,7 +151,7 @@ class TestHealthFixesSandbox(HealthFixesCommon):
         self.assertEqual(self.message_for(connection, self.french), french_text)
 
         # The French manager clicks "Update from the aggregator": the English one still reads
-        # English (the finding), on the form and on the dashboard card.
+        # English, on the form and on the dashboard card.
         connection.with_user(self.french).with_context(
             lang="fr_FR"
         ).action_refresh_from_aggregator()
@@ -200,7 +200,7 @@ class TestHealthFixesSandbox(HealthFixesCommon):
 
 
 @tagged("post_install", "-at_install")
-class TestHealthFixesBridge(HealthFixesCommon):
+class TestConnectionHealthFlowBridge(ConnectionHealthFlowCase):
     """Bridge translates its explanation through Accept-Language: the emulator (real HTTP)
     answers in the language asked for."""
 
