@@ -33,6 +33,26 @@ def in_test_mode():
     return getattr(threading.current_thread(), "testing", False)
 
 
+def one_by_one(records, work, on_failure):
+    """For a background job: ``work(record)`` for each of ``records`` in a savepoint of its
+    own, committed after it (except in tests), so that one company's broken setup neither
+    stops the others nor undoes their work, even if a later one kills the worker;
+    ``on_failure(record, error)`` says what failed in the server log. Reports the progress to
+    the cron runner; returns what ``work`` returned for the records that succeeded."""
+    env = records.env
+    results = []
+    for done, record in enumerate(records, 1):
+        try:
+            with env.cr.savepoint():
+                results.append(work(record))
+        except Exception as error:  # pylint: disable=broad-except
+            on_failure(record, error)
+        if not in_test_mode():
+            env.cr.commit()  # pylint: disable=invalid-commit
+        env["ir.cron"]._notify_progress(done=done, remaining=len(records) - done)
+    return results
+
+
 def naive_utc(value):
     """A datetime as Odoo stores it (naive, in UTC), or False."""
     if not value:

@@ -8,7 +8,7 @@ from bank_sync_bridge.model import ActionReason, ConnectionState
 
 from ..const import RECONNECT_ROUTE
 from ..rights import ACCOUNTING_MANAGER, check_rights
-from ..utils import aggregator_errors, describe_error, in_test_mode, naive_utc
+from ..utils import aggregator_errors, describe_error, naive_utc, one_by_one
 
 _logger = logging.getLogger(__name__)
 
@@ -742,7 +742,6 @@ class BankSyncConnection(models.Model):
     def _cron_check_health(self):
         """Daily health check: connection states (temporary-failure escalation), consent
         reminders, and accounts that stopped receiving operations."""
-        auto_commit = not in_test_mode()
         connections = self.search(
             [
                 ("state", "!=", "disconnected"),
@@ -750,18 +749,21 @@ class BankSyncConnection(models.Model):
                 ("company_id.bank_sync_enabled", "=", True),
             ]
         )
-        for connection in connections:
-            try:
-                with self.env.cr.savepoint():
-                    connection._refresh_health_from_aggregator()
-                    connection._check_consent_reminders()
-                    connection.account_ids._check_stall()
-            except Exception:
-                # One company's broken setup (e.g. a missing secret) must not stop the others.
-                _logger.exception("Health check of bank connection %s failed", connection.id)
-            if auto_commit:
-                # Each connection's alerts are kept even if a later one breaks the job.
-                self.env.cr.commit()  # pylint: disable=invalid-commit
+        one_by_one(
+            connections,
+            lambda connection: connection._check_health(),
+            lambda connection, _error: _logger.exception(
+                "Health check of bank connection %s failed", connection.id
+            ),
+        )
+
+    def _check_health(self):
+        """The daily check of one connection: its state read again, the consent reminder
+        due, its accounts that went silent."""
+        self.ensure_one()
+        self._refresh_health_from_aggregator()
+        self._check_consent_reminders()
+        self.account_ids._check_stall()
 
 
 def _locale(lang):

@@ -35,7 +35,7 @@ from ..const import (
     WEBHOOK_ROUTE,
 )
 from ..rights import ACCOUNTING_MANAGER, ADMINISTRATOR, check_rights
-from ..utils import aggregator_errors, in_test_mode
+from ..utils import aggregator_errors, one_by_one
 from .bank_sync_token import OdooTokenStore
 
 _logger = logging.getLogger(__name__)
@@ -728,7 +728,6 @@ class BankSyncProvider(models.Model):
     def _cron_poll_bridge_service(self):
         """Every few minutes: the events of every company on a bridge service, then the
         event pipeline is woken to synchronise the affected accounts in the background."""
-        auto_commit = not in_test_mode()
         aggregators = self.sudo().search(
             [
                 ("kind", "=", "bridge_service"),
@@ -736,23 +735,17 @@ class BankSyncProvider(models.Model):
                 ("company_id.bank_sync_enabled", "=", True),
             ]
         )
-        new = self.env["bank.sync.webhook.event"]
-        for aggregator in aggregators:
-            try:
-                with self.env.cr.savepoint():
-                    new |= aggregator._bridge_service_poll()
-            except Exception as error:
-                # One company's unreachable service or wrong secret must not stop the others;
-                # the error is the package's message (never a secret).
-                _logger.warning(
-                    "Polling the bridge service for aggregator settings %s failed: %s",
-                    aggregator.id,
-                    getattr(error, "message", None) or error,
-                )
-            if auto_commit:
-                # Each company's events and its stored event id are kept even if a later
-                # company's poll kills the worker; never in tests.
-                self.env.cr.commit()  # pylint: disable=invalid-commit
+        polled = one_by_one(
+            aggregators,
+            lambda aggregator: aggregator._bridge_service_poll(),
+            # An unreachable service or a wrong secret: the package's message, never a secret.
+            lambda aggregator, error: _logger.warning(
+                "Polling the bridge service for aggregator settings %s failed: %s",
+                aggregator.id,
+                getattr(error, "message", None) or error,
+            ),
+        )
+        new = self.env["bank.sync.webhook.event"].union(*polled)
         if new:
             self.env.ref("bank_sync_aggregator.ir_cron_process_webhook_events")._trigger()
         return new
