@@ -8,21 +8,13 @@ from bank_sync_bridge.errors import BankSyncError
 from bank_sync_bridge.providers.bridge_service import parse_events_document
 
 from ..const import EVENTS_CALLBACK_ROUTE
-from .webhook import MAX_BODY_BYTES, Refused, answer, read_public_body
+from .webhook import PUBLIC_POST, Refused, answer, read_public_body
 
 _logger = logging.getLogger(__name__)
 
 
 class BankSyncBridgeServiceController(http.Controller):
-    @http.route(
-        f"{EVENTS_CALLBACK_ROUTE}/<int:aggregator_id>",
-        type="http",
-        auth="public",
-        methods=["POST"],
-        csrf=False,
-        save_session=False,
-        max_content_length=MAX_BODY_BYTES,
-    )
+    @http.route(f"{EVENTS_CALLBACK_ROUTE}/<int:aggregator_id>", **PUBLIC_POST)
     def bank_sync_bridge_service_events(self, aggregator_id, **_params):
         """The bridge service pushing this tenant's events, signed with the tenant secret.
 

@@ -20,6 +20,17 @@ REPLAY_TOLERANCE = timedelta(hours=1)
 #: bigger is refused with 413 before it is read, let alone hashed or parsed (Odoo's own limit
 #: is 128 MiB).
 MAX_BODY_BYTES = 256 * 1024
+#: How the public addresses that machines post to are served (webhooks, the bridge service's
+#: events): anyone may call them, the body's signature decides; no CSRF token, no session; and
+#: a body over MAX_BODY_BYTES is refused before it is read.
+PUBLIC_POST = {
+    "type": "http",
+    "auth": "public",
+    "methods": ["POST"],
+    "csrf": False,
+    "save_session": False,
+    "max_content_length": MAX_BODY_BYTES,
+}
 #: The deepest JSON nesting accepted (events nest a few levels): deeper bodies are refused
 #: with 400 before parsing, which would otherwise exhaust Python's recursion limit.
 MAX_JSON_DEPTH = 32
@@ -121,15 +132,7 @@ logging.getLogger("werkzeug").addFilter(_RedactWebhookTokens())
 
 
 class BankSyncWebhookController(http.Controller):
-    @http.route(
-        f"{WEBHOOK_ROUTE}/<int:aggregator_id>",
-        type="http",
-        auth="public",
-        methods=["POST"],
-        csrf=False,
-        save_session=False,
-        max_content_length=MAX_BODY_BYTES,
-    )
+    @http.route(f"{WEBHOOK_ROUTE}/<int:aggregator_id>", **PUBLIC_POST)
     def bank_sync_webhook(self, aggregator_id, **_params):
         """Verify, record once, answer at once; the work happens in the background.
 

@@ -55,11 +55,7 @@ class AccountJournal(models.Model):
             )
 
     def _compute_bank_sync_run_count(self):
-        counts = dict(
-            self.env["bank.sync.run"]._read_group(
-                [("journal_id", "in", self.ids)], ["journal_id"], ["__count"]
-            )
-        )
+        counts = self.env["bank.sync.run"]._count_by("journal_id", self)
         for journal in self:
             journal.bank_sync_run_count = counts.get(journal, 0)
 

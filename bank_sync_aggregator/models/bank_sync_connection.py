@@ -146,11 +146,7 @@ class BankSyncConnection(models.Model):
             )
 
     def _compute_run_count(self):
-        counts = dict(
-            self.env["bank.sync.run"]._read_group(
-                [("connection_id", "in", self.ids)], ["connection_id"], ["__count"]
-            )
-        )
+        counts = self.env["bank.sync.run"]._count_by("connection_id", self)
         for connection in self:
             connection.run_count = counts.get(connection, 0)
 

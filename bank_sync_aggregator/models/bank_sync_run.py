@@ -130,6 +130,12 @@ class BankSyncRun(models.Model):
         }
 
     @api.model
+    def _count_by(self, field_name, records):
+        """How many runs each of ``records`` has through ``field_name``: ``{record: count}``
+        (the stat buttons of connections and journals)."""
+        return dict(self._read_group([(field_name, "in", records.ids)], [field_name], ["__count"]))
+
+    @api.model
     def _action_for(self, domain):
         """The run history window, filtered on ``domain``."""
         action = self.env["ir.actions.act_window"]._for_xml_id(
