@@ -5,7 +5,9 @@
   (the daily import, webhooks, health checks) never raises them: it records them on the run or
   the event, with :func:`describe_error` for the words.
 - :func:`comes_from_aggregator`: which errors are news about the bank connection.
+- :func:`one_by_one`: the loop of the per-company cron jobs (a savepoint and a commit each).
 - :func:`in_test_mode`: the one place that knows how Odoo's test runner forbids commits.
+- :func:`naive_utc`: an aggregator's aware datetime as Odoo stores it.
 """
 
 import logging
