@@ -150,20 +150,20 @@ def bench_company(env):
     company = env.ref("base.main_company")
     company.bank_sync_enabled = True
     env.ref("base.EUR").active = True
-    Provider = env["bank.sync.provider"].with_context(active_test=False)
-    provider = Provider.search([("company_id", "=", company.id), ("kind", "=", "bridgeapi")])
-    if not provider:
-        provider = Provider.create({"name": "Bridge (bench)", "kind": "bridgeapi"})
-    provider.active = True
-    return company, provider
+    Aggregator = env["bank.sync.provider"].with_context(active_test=False)
+    aggregator = Aggregator.search([("company_id", "=", company.id), ("kind", "=", "bridgeapi")])
+    if not aggregator:
+        aggregator = Aggregator.create({"name": "Bridge (bench)", "kind": "bridgeapi"})
+    aggregator.active = True
+    return company, aggregator
 
 
-def linked_account(env, provider, client, *, label: str, code: str, history_days: int = 800):
+def linked_account(env, aggregator, client, *, label: str, code: str, history_days: int = 800):
     """The emulator account called ``label``, linked to a new bank journal."""
     connections = client.list_connections()
     accounts = [a for c in connections for a in client.list_accounts(c.remote_id)]
     remote = next(a for a in accounts if a.label == label)
-    connection = provider._upsert_connection(client.get_connection(remote.connection_id))
+    connection = aggregator._upsert_connection(client.get_connection(remote.connection_id))
     connection._upsert_accounts([remote])
     account = connection.account_ids.filtered(lambda a: a.remote_id == remote.remote_id)
     return fresh_link(env, account, code, history_days)
@@ -244,7 +244,7 @@ def timed_sync(account, client):
     if profiler:
         profiler.enable()
     started = time.perf_counter()
-    run = account._sync_account("cron", provider=client, commit=True)
+    run = account._sync_account("cron", client=client, commit=True)
     elapsed = time.perf_counter() - started
     if profiler:
         profiler.disable()
@@ -261,16 +261,14 @@ def case_first_sync(db: str, operations: int) -> dict[str, float]:
     process, base_url = start_emulator_process(user, operations)
     try:
         env = open_env(db)
-        from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import (  # noqa: PLC0415
-            LINE_CONTEXT,
-            AccountSynchroniser,
-        )
+        from odoo.addons.bank_sync_aggregator.sync.pages import LINE_CONTEXT  # noqa: PLC0415
+        from odoo.addons.bank_sync_aggregator.sync.run import AccountSynchroniser  # noqa: PLC0415
 
-        _company, provider = bench_company(env)
+        _company, aggregator = bench_company(env)
         client = bridge_client(base_url, user)
         label = "Compte courant (historique)"
         floor_account = linked_account(
-            env, provider, client, label=label, code=unique_code(env, "FL")
+            env, aggregator, client, label=label, code=unique_code(env, "FL")
         )
         # The floor: the very lines the engine would create, in batches of a page, a commit
         # after each, same context. Reading and preparing them is not timed.
@@ -306,7 +304,7 @@ def case_first_sync(db: str, operations: int) -> dict[str, float]:
         # created between the engine's pages (timed apart): both sides meet the same load
         # on this shared machine and the same table sizes.
         sync_account = linked_account(
-            env, provider, client, label=label, code=unique_code(env, "FS")
+            env, aggregator, client, label=label, code=unique_code(env, "FS")
         )
         sync_account.sync_opening_done = True  # the floor has no opening line either
         env.cr.commit()
@@ -337,11 +335,11 @@ def case_memory(db: str, operations: int) -> dict[str, float]:
     process, base_url = start_emulator_process(user, operations)
     try:
         env = open_env(db)
-        _company, provider = bench_company(env)
+        _company, aggregator = bench_company(env)
         client = bridge_client(base_url, user)
         account = linked_account(
             env,
-            provider,
+            aggregator,
             client,
             label="Compte courant (historique)",
             code=unique_code(env, "BIG"),
@@ -353,7 +351,7 @@ def case_memory(db: str, operations: int) -> dict[str, float]:
         Path("/proc/self/clear_refs").write_text("5")
         before = rss_kb("VmRSS")
         started = time.perf_counter()
-        run = account._sync_account("cron", provider=client, commit=True)
+        run = account._sync_account("cron", client=client, commit=True)
         elapsed = time.perf_counter() - started
         peak = rss_kb("VmHWM")
         if run.state != "done":
@@ -377,7 +375,7 @@ def case_incremental(db: str, new_operations: int = 20, rounds: int = 7) -> dict
     from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator  # noqa: PLC0415
 
     env = open_env(db)
-    _company, provider = bench_company(env)
+    _company, aggregator = bench_company(env)
     big = env["bank.sync.account"].search([("name", "=", "Bench 50k")], limit=1, order="id desc")
     if not big:
         raise SystemExit("Run the memory case first: it builds the 50,000-line account.")
@@ -407,7 +405,7 @@ def case_incremental(db: str, new_operations: int = 20, rounds: int = 7) -> dict
         params.set_param("bench_sync.incremental_last_id", str(max(r.id for r in fresh)))
         client = bridge_client(emulator.base_url, user, clock=emulator.clock)
         empty = linked_account(
-            env, provider, client, label="Incremental empty", code=unique_code(env, "EMP")
+            env, aggregator, client, label="Incremental empty", code=unique_code(env, "EMP")
         )
         # The big account now reads a fresh remote account: its journal keeps 50,000 lines
         # (its own remote id is put back at the end, so the case can run again).
@@ -456,23 +454,23 @@ def case_api_calls(db: str) -> dict[str, float]:
     from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator  # noqa: PLC0415
 
     env = open_env(db)
-    _company, provider = bench_company(env)
+    _company, aggregator = bench_company(env)
     user = f"bench-calls-{os.getpid()}"
     with BridgeEmulator(rate_limits=False) as emulator:
         item = emulator.connect_item(user)
         client = bridge_client(emulator.base_url, user, clock=emulator.clock)
-        connection = provider._upsert_connection(client.get_connection(str(item.id)))
+        connection = aggregator._upsert_connection(client.get_connection(str(item.id)))
         remote_ids = {a.remote_id for a in client.list_accounts(str(item.id))}
         connection._upsert_accounts(client.list_accounts(str(item.id)))
         accounts = connection.account_ids.filtered(lambda a: a.remote_id in remote_ids)
         for account in accounts:
             fresh_link(env, account, unique_code(env, "API"), history_days=90)
-        accounts._sync_accounts("cron", provider=client, commit=True)
+        accounts._sync_accounts("cron", client=client, commit=True)
         emulator.advance(hours=24)
         for account in accounts.filtered(lambda a: a.account_type == "checking"):
             emulator.add_transaction(int(account.remote_id), "-12.00", "Daily fee")
         before = len(emulator.requests)
-        runs = accounts._sync_accounts("cron", provider=client, commit=True)
+        runs = accounts._sync_accounts("cron", client=client, commit=True)
         calls = len(emulator.requests) - before
         if set(runs.mapped("state")) != {"done"}:
             raise RuntimeError(f"daily run: {runs.mapped('state')}")

@@ -298,8 +298,8 @@ def setup_company(odoo: Any, args: argparse.Namespace, port: int) -> dict[str, A
             {"bank_sync_enabled": True, "bank_sync_provider_kind": "sandbox"}
         )
         settings.execute()
-        provider = company._get_bank_sync_provider()
-        if not provider or provider.kind != "sandbox":
+        aggregator = company._get_bank_sync_aggregator()
+        if not aggregator or aggregator.kind != "sandbox":
             raise DemoError("Saving the settings did not activate the sandbox aggregator")
         bank_journal = env["account.journal"].search(
             [("type", "=", "bank"), ("company_id", "=", company.id)], order="id", limit=1
@@ -313,7 +313,7 @@ def setup_company(odoo: Any, args: argparse.Namespace, port: int) -> dict[str, A
         say(f"{len(partners)} customers and suppliers added (suppliers with their IBAN).")
         say(
             f"Accounting settings saved: bank synchronisation on, aggregator "
-            f'"{provider.name}" (provider #{provider.id}).'
+            f'"{aggregator.name}" (aggregator settings #{aggregator.id}).'
         )
         return {
             "company_id": company.id,
@@ -496,7 +496,7 @@ def report(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> bool:
         if connection.state != "ok" and connection.message:
             say(f"  the aggregator says: {connection.message}")
         # The balances straight from the aggregator, not the copy the addon stored.
-        client = connection.provider_id._get_provider()
+        client = connection.provider_id._get_client()
         try:
             remote = {a.remote_id: a for a in client.list_accounts(connection.remote_id)}
         except Exception as error:

@@ -158,15 +158,15 @@ def step_check_after_install(env: Any) -> None:
     check_addon_in_french(env)
     company = french_company(env)
     company.bank_sync_enabled = True
-    provider = company._bank_sync_set_provider_kind("sandbox")
-    check(provider.kind == "sandbox", "the company's aggregator is set")
+    aggregator = company._bank_sync_set_aggregator_kind("sandbox")
+    check(aggregator.kind == "sandbox", "the company's aggregator is set")
 
 
 def step_check_after_upgrade(env: Any) -> None:
     company = french_company(env)
     check(company.bank_sync_enabled, "the company's switch kept across the upgrade")
     check(
-        company._get_bank_sync_provider().kind == "sandbox",
+        company._get_bank_sync_aggregator().kind == "sandbox",
         "the company's aggregator kept across the upgrade",
     )
     check_chart_in_french(env)
@@ -178,10 +178,10 @@ def step_connect_journal(env: Any) -> None:
     break language installation)."""
     company = french_company(env)
     company.bank_sync_enabled = True
-    provider = company._bank_sync_set_provider_kind("sandbox")
+    aggregator = company._bank_sync_set_aggregator_kind("sandbox")
     connection = env["bank.sync.connection"].create(
         {
-            "provider_id": provider.id,
+            "provider_id": aggregator.id,
             "company_id": company.id,
             "remote_id": "install-check-1",
             "institution_name": "Banque de test",

@@ -3,23 +3,19 @@ import logging
 from odoo import http
 from odoo.http import request
 
-from ..models.bank_sync_provider_bridge_service import EVENTS_CALLBACK_ROUTE
-from .webhook import MAX_BODY_BYTES, Refused, answer, read_public_body
+from bank_sync_bridge import signing
+from bank_sync_bridge.errors import BankSyncError
+from bank_sync_bridge.providers.bridge_service import parse_events_document
+
+from ..const import EVENTS_CALLBACK_ROUTE
+from .webhook import PUBLIC_POST, Refused, answer, read_public_body
 
 _logger = logging.getLogger(__name__)
 
 
 class BankSyncBridgeServiceController(http.Controller):
-    @http.route(
-        f"{EVENTS_CALLBACK_ROUTE}/<int:provider_id>",
-        type="http",
-        auth="public",
-        methods=["POST"],
-        csrf=False,
-        save_session=False,
-        max_content_length=MAX_BODY_BYTES,
-    )
-    def bank_sync_bridge_service_events(self, provider_id, **_params):
+    @http.route(f"{EVENTS_CALLBACK_ROUTE}/<int:aggregator_id>", **PUBLIC_POST)
+    def bank_sync_bridge_service_events(self, aggregator_id, **_params):
         """The bridge service pushing this tenant's events, signed with the tenant secret.
 
         The signature must cover this very request (method, path, raw body), be recent and
@@ -28,18 +24,13 @@ class BankSyncBridgeServiceController(http.Controller):
         recorded once, for the company it names only, and handled in the background, like a
         webhook.
         """
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-        from bank_sync_bridge.providers.bridge_service import (  # noqa: PLC0415
-            parse_events_document,
-        )
-
         env = request.env(su=True)
         try:
             body = read_public_body("bridge service delivery")
-            provider = env["bank.sync.provider"].browse(provider_id).exists()
-            if not provider or not provider.active or provider.kind != "bridge_service":
+            aggregator = env["bank.sync.provider"].browse(aggregator_id).exists()
+            if not aggregator or not aggregator.active or aggregator.kind != "bridge_service":
                 raise Refused(404, "unknown")
-            self._verify_signature(provider, body)
+            self._verify_signature(aggregator, body)
             try:
                 events = parse_events_document(body)
             except (BankSyncError, ValueError, KeyError, TypeError, AttributeError) as error:
@@ -49,31 +40,28 @@ class BankSyncBridgeServiceController(http.Controller):
         # The service posts the events of every company of this database on its tenant to one
         # address: each of them records the events that name it (see
         # _bridge_service_events_for_me for those that name none).
-        providers = env["bank.sync.provider"].search(
+        aggregators = env["bank.sync.provider"].search(
             [
                 ("kind", "=", "bridge_service"),
                 ("active", "=", True),
-                ("client_id", "=", provider.client_id),
+                ("client_id", "=", aggregator.client_id),
             ]
         )
         new = env["bank.sync.webhook.event"]
-        for target in providers:
+        for target in aggregators:
             new |= target._bridge_service_record(events)
         if new:
             env.ref("bank_sync_aggregator.ir_cron_process_webhook_events")._trigger()
         return answer({"received": len(events), "new": len(new)}, 200)
 
-    def _verify_signature(self, provider, body):
+    def _verify_signature(self, aggregator, body):
         """Refuse a delivery not signed for this request with the tenant secret, or replayed
         (its nonce was accepted before, within the signature's tolerance)."""
-        from bank_sync_bridge import signing  # noqa: PLC0415
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
         try:
-            secret = provider._get_credentials().get("client_secret")
+            secret = aggregator._get_credentials().get("client_secret")
         except Exception as error:  # a key removed from the configuration: nothing to check with
             _logger.warning(
-                "No usable bridge service secret for aggregator settings %s", provider.id
+                "No usable bridge service secret for aggregator settings %s", aggregator.id
             )
             raise Refused(404, "not configured") from error
         if not secret:
@@ -88,7 +76,7 @@ class BankSyncBridgeServiceController(http.Controller):
         except BankSyncError as error:
             _logger.warning(
                 "Refused a bridge service delivery for aggregator settings %s: %s",
-                provider.id,
+                aggregator.id,
                 error.message,
             )
             raise Refused(401, "invalid signature") from error
@@ -96,7 +84,7 @@ class BankSyncBridgeServiceController(http.Controller):
             not request.env["bank.sync.request.nonce"]
             .sudo()
             ._use(
-                f"bridge_service:{provider.client_id}",
+                f"bridge_service:{aggregator.client_id}",
                 verified.nonce,
                 verified.timestamp,
                 signing.DEFAULT_TOLERANCE,
@@ -105,6 +93,6 @@ class BankSyncBridgeServiceController(http.Controller):
             _logger.warning(
                 "Refused a bridge service delivery for aggregator settings %s: its nonce was "
                 "already used (replayed?)",
-                provider.id,
+                aggregator.id,
             )
             raise Refused(401, "replayed")

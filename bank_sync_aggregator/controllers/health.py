@@ -4,9 +4,11 @@ from odoo import http
 from odoo.exceptions import AccessError, UserError
 from odoo.http import request
 
+from ..const import RECONNECT_ROUTE
+
 
 class BankSyncHealthController(http.Controller):
-    @http.route("/bank_sync/reconnect/<int:connection_id>", type="http", auth="user")
+    @http.route(f"{RECONNECT_ROUTE}/<int:connection_id>", type="http", auth="user")
     def bank_sync_reconnect(self, connection_id):
         """The alert e-mails' button: open the aggregator's page on this same connection.
 

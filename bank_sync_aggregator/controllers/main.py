@@ -7,9 +7,10 @@ from odoo import http
 from odoo.exceptions import AccessError, UserError
 from odoo.http import request
 
-from ..models.bank_sync_provider import CALLBACK_ROUTE, SANDBOX_HOSTED_ROUTE
+from bank_sync_bridge.errors import BankSyncError
+
+from ..const import CALLBACK_ROUTE, SANDBOX_HOSTED_ROUTE
 from ..rights import ACCOUNTING_MANAGER
-from ..wizards.bank_sync_connect_wizard import aggregator_label
 
 _logger = logging.getLogger(__name__)
 
@@ -26,8 +27,8 @@ class BankSyncController(http.Controller):
     # Return from the aggregator's hosted page
     # ------------------------------------------------------------------------------------------
 
-    @http.route(f"{CALLBACK_ROUTE}/<int:provider_id>", type="http", auth="user", methods=["GET"])
-    def bank_sync_callback(self, provider_id, **params):
+    @http.route(f"{CALLBACK_ROUTE}/<int:aggregator_id>", type="http", auth="user", methods=["GET"])
+    def bank_sync_callback(self, aggregator_id, **params):
         """Where every aggregator sends the user back, with our signed state.
 
         The state is checked (signature, expiry, database, company, user and their right,
@@ -37,7 +38,7 @@ class BankSyncController(http.Controller):
         """
         env = request.env
         try:
-            session, result = self._verify_callback(provider_id, params)
+            session, result = self._verify_callback(aggregator_id, params)
         except UserError as error:
             return self._result_page(error.args[0], status=400)
         if not result.success:
@@ -61,7 +62,7 @@ class BankSyncController(http.Controller):
             return self._result_page(error.args[0], status=200, title=env._("Bank connection"))
         return request.redirect(f"{CONNECTIONS_URL}/{connection.id}", local=True)
 
-    def _verify_callback(self, provider_id, params):
+    def _verify_callback(self, aggregator_id, params):
         """The closed session and the aggregator's parsed return, or a UserError.
 
         The state is read from the query, checked and its session closed (single use) before
@@ -72,17 +73,17 @@ class BankSyncController(http.Controller):
         invalid = env._("This bank connection link is not valid: start again from Odoo.")
         state = next((params[name] for name in STATE_PARAMETERS if params.get(name)), "")
         session = env["bank.sync.connect.session"]._consume(state)
-        if session.provider_id.id != provider_id:
+        if session.provider_id.id != aggregator_id:
             raise UserError(invalid)
         # From here on, act as the user (not sudo) in the company that started the flow.
         session_env = env(context=dict(env.context, allowed_company_ids=[session.company_id.id]))
         session = session.with_env(session_env)
-        provider = session.provider_id
+        aggregator = session.provider_id
         try:
-            result = provider._get_provider().complete_connect(params)
+            result = aggregator._get_client().complete_connect(params)
         except Exception as error:
             # The query string is untrusted input: whatever breaks the parser is refused.
-            _logger.info("Unreadable return from the aggregator %s: %s", provider.kind, error)
+            _logger.info("Unreadable return from the aggregator %s: %s", aggregator.kind, error)
             raise UserError(
                 env._("The aggregator's answer could not be read: start again from Odoo.")
             ) from error
@@ -96,7 +97,7 @@ class BankSyncController(http.Controller):
         detail = (result.message or result.step or env._("no reason given")).strip()
         # The aggregator's sentence usually ends with its own full stop: do not add a second.
         detail = detail.rstrip(" .")
-        aggregator = aggregator_label(session.provider_id)
+        aggregator = session.provider_id._get_kind_label()
         if session.connection_id:
             # A reconnect that did not finish leaves the existing connection as it was.
             return env._(
@@ -125,7 +126,7 @@ class BankSyncController(http.Controller):
     # The sandbox's hosted page, served by this Odoo (no network, no contract)
     # ------------------------------------------------------------------------------------------
 
-    def _sandbox_provider(self, params):
+    def _sandbox_aggregator(self, params):
         """The company's sandbox the hosted-page link was made for, or NotFound.
 
         The page only serves the accounting managers who start a connection; its link must
@@ -135,7 +136,7 @@ class BankSyncController(http.Controller):
             raise NotFound()
         # The link names the aggregator user (database + company) it was made for: serve it
         # with that company's sandbox, whichever company the user has selected meanwhile.
-        providers = (
+        aggregators = (
             request.env["bank.sync.provider"]
             .sudo()
             .search(
@@ -146,21 +147,21 @@ class BankSyncController(http.Controller):
                 ]
             )
         )
-        provider = providers.filtered(lambda p: p._get_user_ref() == params.get("user"))[:1]
-        if not provider:
+        aggregator = aggregators.filtered(lambda p: p._get_user_ref() == params.get("user"))[:1]
+        if not aggregator:
             raise NotFound()
-        return provider
+        return aggregator
 
-    def _is_own_callback(self, provider, url):
-        """Whether ``url`` is this Odoo's callback for ``provider`` (same origin and path)."""
-        own = urlsplit(provider._get_callback_url())
+    def _is_own_callback(self, aggregator, url):
+        """Whether ``url`` is this Odoo's callback for ``aggregator`` (same origin and path)."""
+        own = urlsplit(aggregator._get_callback_url())
         target = urlsplit(url or "")
         return (target.scheme, target.netloc, target.path) == (own.scheme, own.netloc, own.path)
 
-    def _foreign_callback_page(self, provider):
+    def _foreign_callback_page(self, aggregator):
         _logger.warning(
             "Refused a sandbox page for aggregator settings %s: its link leads elsewhere",
-            provider.id,
+            aggregator.id,
         )
         return self._result_page(
             request.env._("This bank connection link does not lead back to this Odoo."),
@@ -169,15 +170,13 @@ class BankSyncController(http.Controller):
 
     @http.route(SANDBOX_HOSTED_ROUTE, type="http", auth="user", methods=["GET"])
     def bank_sync_sandbox_page(self, **query):
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
-        provider = self._sandbox_provider(query)
+        aggregator = self._sandbox_aggregator(query)
         try:
-            html = provider._get_provider().render_hosted_page(query)
+            html = aggregator._get_client().render_hosted_page(query)
         except BankSyncError as error:
             return self._result_page(error.message, status=400)
-        if not self._is_own_callback(provider, query.get("callback_url")):
-            return self._foreign_callback_page(provider)
+        if not self._is_own_callback(aggregator, query.get("callback_url")):
+            return self._foreign_callback_page(aggregator)
         return request.make_response(html, headers=[("Content-Type", "text/html; charset=utf-8")])
 
     # The demo bank's login form carries no Odoo CSRF token: its fields are signed by the
@@ -191,15 +190,13 @@ class BankSyncController(http.Controller):
         max_content_length=SANDBOX_FORM_MAX_BYTES,
     )
     def bank_sync_sandbox_submit(self, **form):
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
-        provider = self._sandbox_provider(form)
-        if not self._is_own_callback(provider, form.get("callback_url")):
-            return self._foreign_callback_page(provider)
+        aggregator = self._sandbox_aggregator(form)
+        if not self._is_own_callback(aggregator, form.get("callback_url")):
+            return self._foreign_callback_page(aggregator)
         try:
-            redirect_url = provider._get_provider().submit_hosted_page(form)
+            redirect_url = aggregator._get_client().submit_hosted_page(form)
         except BankSyncError as error:
             return self._result_page(error.message, status=400)
-        if not self._is_own_callback(provider, redirect_url):
-            return self._foreign_callback_page(provider)
+        if not self._is_own_callback(aggregator, redirect_url):
+            return self._foreign_callback_page(aggregator)
         return request.redirect(redirect_url, local=False)

@@ -7,13 +7,12 @@ from odoo import http
 from odoo.exceptions import UserError
 from odoo.http import request
 
-from ..models.bank_sync_provider import URL_TOKEN_KINDS
+from bank_sync_bridge.errors import BankSyncError, SignatureVerificationError
+
+from ..const import URL_TOKEN_KINDS, WEBHOOK_ROUTE
 
 _logger = logging.getLogger(__name__)
 
-#: Where aggregators post their events, one URL per aggregator settings record (each company
-#: has its own aggregator contract, hence its own webhook secret).
-WEBHOOK_ROUTE = "/bank_sync/webhook"
 #: A delivery signed longer ago than this is refused: a captured request replayed later must
 #: not pass even though its signature is genuine. The timestamp is inside the signed body.
 REPLAY_TOLERANCE = timedelta(hours=1)
@@ -21,6 +20,17 @@ REPLAY_TOLERANCE = timedelta(hours=1)
 #: bigger is refused with 413 before it is read, let alone hashed or parsed (Odoo's own limit
 #: is 128 MiB).
 MAX_BODY_BYTES = 256 * 1024
+#: How the public addresses that machines post to are served (webhooks, the bridge service's
+#: events): anyone may call them, the body's signature decides; no CSRF token, no session; and
+#: a body over MAX_BODY_BYTES is refused before it is read.
+PUBLIC_POST = {
+    "type": "http",
+    "auth": "public",
+    "methods": ["POST"],
+    "csrf": False,
+    "save_session": False,
+    "max_content_length": MAX_BODY_BYTES,
+}
 #: The deepest JSON nesting accepted (events nest a few levels): deeper bodies are refused
 #: with 400 before parsing, which would otherwise exhaust Python's recursion limit.
 MAX_JSON_DEPTH = 32
@@ -122,16 +132,8 @@ logging.getLogger("werkzeug").addFilter(_RedactWebhookTokens())
 
 
 class BankSyncWebhookController(http.Controller):
-    @http.route(
-        f"{WEBHOOK_ROUTE}/<int:provider_id>",
-        type="http",
-        auth="public",
-        methods=["POST"],
-        csrf=False,
-        save_session=False,
-        max_content_length=MAX_BODY_BYTES,
-    )
-    def bank_sync_webhook(self, provider_id, **_params):
+    @http.route(f"{WEBHOOK_ROUTE}/<int:aggregator_id>", **PUBLIC_POST)
+    def bank_sync_webhook(self, aggregator_id, **_params):
         """Verify, record once, answer at once; the work happens in the background.
 
         The signature is checked on the raw body as received, before anything is parsed.
@@ -143,33 +145,28 @@ class BankSyncWebhookController(http.Controller):
         env = request.env(su=True)
         try:
             body = read_public_body("webhook")
-            provider = env["bank.sync.provider"].browse(provider_id).exists()
-            if not provider or not provider.active:
+            aggregator = env["bank.sync.provider"].browse(aggregator_id).exists()
+            if not aggregator or not aggregator.active:
                 raise Refused(404, "unknown")
-            if provider.kind in URL_TOKEN_KINDS:
-                self._check_url_token(provider)
-            events = self._verified_events(provider, body)
+            if aggregator.kind in URL_TOKEN_KINDS:
+                self._check_url_token(aggregator)
+            events = self._verified_events(aggregator, body)
         except Refused as refused:
             return refused.answer()
-        new, duplicates = env["bank.sync.webhook.event"]._record_events(provider, events)
+        new, duplicates = env["bank.sync.webhook.event"]._record_events(aggregator, events)
         if new:
             env.ref("bank_sync_aggregator.ir_cron_process_webhook_events")._trigger()
         return answer({"received": len(new), "duplicates": len(duplicates)}, 200)
 
-    def _verified_events(self, provider, body):
+    def _verified_events(self, aggregator, body):
         """The events of a delivery whose signature and timestamp are verified."""
-        from bank_sync_bridge.errors import (  # noqa: PLC0415
-            BankSyncError,
-            SignatureVerificationError,
-        )
-
         try:
-            secrets = request.env["bank.sync.webhook.event"].sudo()._provider_secrets(provider)
-            client = provider._get_provider()
+            secrets = request.env["bank.sync.webhook.event"].sudo()._webhook_secrets(aggregator)
+            client = aggregator._get_client()
         except UserError as error:
             # A missing or rotated-away encryption key: the caller learns nothing of it.
             _logger.warning(
-                "Webhook for aggregator settings %s not handled: %s", provider.id, error.args[0]
+                "Webhook for aggregator settings %s not handled: %s", aggregator.id, error.args[0]
             )
             raise Refused(503, "unavailable") from error
         headers = dict(request.httprequest.headers.items())
@@ -178,13 +175,13 @@ class BankSyncWebhookController(http.Controller):
         except SignatureVerificationError as error:
             # Logged without the body or the header: neither helps and both come from outside.
             _logger.warning(
-                "Refused a webhook for aggregator settings %s: %s", provider.id, error.message
+                "Refused a webhook for aggregator settings %s: %s", aggregator.id, error.message
             )
             raise Refused(401, "invalid signature") from error
         except (BankSyncError, ValueError, KeyError, TypeError, RecursionError) as error:
             _logger.warning(
                 "Unreadable webhook for aggregator settings %s: %s",
-                provider.id,
+                aggregator.id,
                 type(error).__name__,
             )
             raise Refused(400, "unreadable") from error
@@ -197,14 +194,14 @@ class BankSyncWebhookController(http.Controller):
                 _logger.warning(
                     "Refused a webhook for aggregator settings %s: sent at %s, too far from now "
                     "(replayed?)",
-                    provider.id,
+                    aggregator.id,
                     sent.isoformat(),
                 )
                 raise Refused(401, "stale delivery")
         return events
 
-    def _check_url_token(self, provider):
-        """Refuse a delivery whose address does not carry the provider's webhook token.
+    def _check_url_token(self, aggregator):
+        """Refuse a delivery whose address does not carry the aggregator's webhook token.
 
         The token only says "this address was given to the aggregator"; it signs nothing and
         is no credential (the events are hints: the connection is read again from the
@@ -214,12 +211,12 @@ class BankSyncWebhookController(http.Controller):
         if not _TOKEN_PATTERN.fullmatch(token):
             _logger.warning(
                 "Refused a webhook for aggregator settings %s: missing or malformed URL token",
-                provider.id,
+                aggregator.id,
             )
             raise Refused(400 if token else 401, "invalid token")
-        expected = provider.sudo().webhook_token or ""
+        expected = aggregator.sudo().webhook_token or ""
         if not expected or not hmac.compare_digest(token, expected):
             _logger.warning(
-                "Refused a webhook for aggregator settings %s: wrong URL token", provider.id
+                "Refused a webhook for aggregator settings %s: wrong URL token", aggregator.id
             )
             raise Refused(401, "invalid token")

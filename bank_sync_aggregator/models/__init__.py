@@ -6,7 +6,6 @@ from . import (
     bank_sync_connection,
     bank_sync_ignored,
     bank_sync_provider,
-    bank_sync_provider_bridge_service,
     bank_sync_request_nonce,
     bank_sync_run,
     bank_sync_token,

@@ -29,17 +29,21 @@ class AccountJournal(models.Model):
     bank_sync_connection_message = fields.Text(
         string="Connection message", compute="_compute_bank_sync_connection_message"
     )
+    # How many synchronisation runs imported into this journal.
+    bank_sync_run_count = fields.Integer(compute="_compute_bank_sync_run_count")
 
-    def __get_bank_statements_available_sources(self):
-        sources = super().__get_bank_statements_available_sources()
-        sources.append(("bank_sync", self.env._("Bank Synchronisation (Bridge, Linxo)")))
-        return sources
+    # -------------------------------------------------------------------------
+    # Computes
+    # -------------------------------------------------------------------------
 
     @api.depends("bank_sync_account_ids")
     def _compute_bank_sync_account_id(self):
         for journal in self:
             # At most one, guaranteed by a unique index on bank_sync_account.journal_id.
             journal.bank_sync_account_id = journal.bank_sync_account_ids[:1]
+
+    def _search_bank_sync_account_id(self, operator, value):
+        return [("bank_sync_account_ids", operator, value)]
 
     @api.depends("bank_sync_account_ids.connection_id.message")
     @api.depends_context("lang")
@@ -50,8 +54,19 @@ class AccountJournal(models.Model):
                 journal.bank_sync_account_id.connection_id.message or False
             )
 
-    def _search_bank_sync_account_id(self, operator, value):
-        return [("bank_sync_account_ids", operator, value)]
+    def _compute_bank_sync_run_count(self):
+        counts = self.env["bank.sync.run"]._count_by("journal_id", self)
+        for journal in self:
+            journal.bank_sync_run_count = counts.get(journal, 0)
+
+    # -------------------------------------------------------------------------
+    # Overrides of account
+    # -------------------------------------------------------------------------
+
+    def __get_bank_statements_available_sources(self):
+        sources = super().__get_bank_statements_available_sources()
+        sources.append(("bank_sync", self.env._("Bank Synchronisation (Bridge, Linxo)")))
+        return sources
 
     def _fill_bank_cash_dashboard_data(self, dashboard_data):
         result = super()._fill_bank_cash_dashboard_data(dashboard_data)
@@ -73,7 +88,7 @@ class AccountJournal(models.Model):
                     if connection.last_sync_date
                     else ""
                 )
-                # Health (issue 6): consent end coloured as it nears, what the last import brought.
+                # Health: consent end coloured as it nears, what the last import brought.
                 data["bank_sync_consent_state"] = connection.consent_state
                 data["bank_sync_consent_expiry"] = (
                     format_date(self.env, connection.consent_expiry)
@@ -83,6 +98,22 @@ class AccountJournal(models.Model):
                 last_done = account.run_ids.filtered(lambda r: r.state == "done")[:1]
                 data["bank_sync_new_lines"] = last_done.created_count
         return result
+
+    def open_action(self):
+        # The card's "Transactions" (and the journal's name) of a synced journal: its imported
+        # operations, which have no statement, rather than an empty list of statements.
+        if not self.env.context.get("action_name") and self._bank_sync_is_synced():
+            return self.action_open_bank_sync_lines()
+        return super().open_action()
+
+    # -------------------------------------------------------------------------
+    # Actions
+    # -------------------------------------------------------------------------
+
+    def action_bank_sync_now(self):
+        """The dashboard card's "Sync now"."""
+        check_rights(self, ACCOUNTING_MANAGER)
+        return self.bank_sync_account_ids.action_sync_now()
 
     def action_bank_sync_reconnect(self):
         """The dashboard card's "Reconnect": the aggregator's page on the same connection."""
@@ -99,20 +130,6 @@ class AccountJournal(models.Model):
             "view_mode": "form",
         }
 
-    def _bank_sync_is_synced(self):
-        """Whether this journal's operations come from a bank synchronisation."""
-        self.ensure_one()
-        return self.type == "bank" and (
-            self.bank_statements_source == "bank_sync" or bool(self.sudo().bank_sync_account_ids)
-        )
-
-    def open_action(self):
-        # The card's "Transactions" (and the journal's name) of a synced journal: its imported
-        # operations, which have no statement, rather than an empty list of statements.
-        if not self.env.context.get("action_name") and self._bank_sync_is_synced():
-            return self.action_open_bank_sync_lines()
-        return super().open_action()
-
     def action_open_bank_sync_lines(self):
         """The journal's bank operations (statement lines), newest first."""
         self.ensure_one()
@@ -124,24 +141,17 @@ class AccountJournal(models.Model):
         action["context"] = {"default_journal_id": self.id, "bank_sync_journal_id": self.id}
         return action
 
-    # Run history (bank.sync.run)
-
-    bank_sync_run_count = fields.Integer(compute="_compute_bank_sync_run_count")
-
-    def _compute_bank_sync_run_count(self):
-        counts = dict(
-            self.env["bank.sync.run"]._read_group(
-                [("journal_id", "in", self.ids)], ["journal_id"], ["__count"]
-            )
-        )
-        for journal in self:
-            journal.bank_sync_run_count = counts.get(journal, 0)
-
     def action_view_bank_sync_runs(self):
         self.ensure_one()
         return self.env["bank.sync.run"]._action_for([("journal_id", "=", self.id)])
 
-    def action_bank_sync_now(self):
-        """The dashboard card's "Sync now"."""
-        check_rights(self, ACCOUNTING_MANAGER)
-        return self.bank_sync_account_ids.action_sync_now()
+    # -------------------------------------------------------------------------
+    # Business
+    # -------------------------------------------------------------------------
+
+    def _bank_sync_is_synced(self):
+        """Whether this journal's operations come from a bank synchronisation."""
+        self.ensure_one()
+        return self.type == "bank" and (
+            self.bank_statements_source == "bank_sync" or bool(self.sudo().bank_sync_account_ids)
+        )

@@ -1,14 +1,13 @@
-from datetime import timedelta, timezone
+from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
 
-from ..rights import ACCOUNTING_MANAGER, check_rights
+from bank_sync_bridge import health
 
-#: The package's errors (``error_type`` of a run) that pass by themselves: the aggregator or
-#: the network was down, or an answer came broken (``BankSyncError.retryable``). A 429
-#: (``RateLimited``) has its own backoff.
-RETRYABLE = ("ConnectionFailed", "ProviderUnavailable")
+from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..sync.run import SYNC_NOW_BUDGET, cron_sync, sync_connection_accounts
+from ..utils import RATE_LIMITED, naive_utc
 
 ACCOUNT_TYPES = [
     ("checking", "Current account"),
@@ -69,6 +68,73 @@ class BankSyncAccount(models.Model):
         index="btree_not_null",
         copy=False,
     )
+    statement_grouping = fields.Selection(
+        [("none", "No statement"), ("day", "One per day"), ("month", "One per month")],
+        string="Statements",
+        required=True,
+        default="none",
+        help="Group imported operations into bank statements, with their balances.",
+    )
+    # The consent's end, shown on the account too (it is the connection's).
+    consent_expiry = fields.Datetime(related="connection_id.consent_expiry")
+    consent_state = fields.Selection(related="connection_id.consent_state")
+
+    # The synchronisation's own state, written by the engine (sync/) and the retries below.
+    #
+    # Where the aggregator's stream resumes (bank_sync_bridge.model.Cursor.dumps()): written in
+    # the same transaction as the lines of the page it follows, so a crash never loses nor
+    # repeats an operation.
+    sync_cursor = fields.Text(readonly=True, copy=False)
+    # A forced run continuing in the background: its window and its own cursor (JSON).
+    sync_forced_state = fields.Text(readonly=True, copy=False)
+    sync_requested = fields.Boolean(
+        readonly=True, copy=False, help="A synchronisation is waiting for the background job."
+    )
+    # Who asked for it (recorded on the run the background job makes): webhook, manual...
+    sync_requested_trigger = fields.Char(readonly=True, copy=False)
+    # When this account's last run started: the daily job leaves it alone for a while after.
+    sync_last_attempt = fields.Datetime(readonly=True, copy=False)
+    # After a 429 the account waits until then; the daily job skips it meanwhile.
+    sync_not_before = fields.Datetime(readonly=True, copy=False)
+    # The operations since the history start date were read to the end once (the first
+    # import is complete): until then a run without cursor reads from the history start again,
+    # and no opening line is made.
+    sync_history_complete = fields.Boolean(string="History imported", readonly=True, copy=False)
+    # First sync of an empty journal: an opening line will make its balance the bank's...
+    sync_needs_opening = fields.Boolean(readonly=True, copy=False)
+    # ...and, once made, is not considered again for this journal (relinking resets both).
+    sync_opening_done = fields.Boolean(readonly=True, copy=False)
+    run_ids = fields.One2many("bank.sync.run", "account_id", string="Synchronisations")
+    last_run_id = fields.Many2one(
+        "bank.sync.run",
+        compute="_compute_last_run_id",
+        search="_search_last_run_id",
+        string="Last synchronisation",
+    )
+    last_run_state = fields.Selection(related="last_run_id.state", string="Last run")
+
+    # Health: the last balance check and the alerts already sent.
+    balance_difference = fields.Monetary(
+        currency_field="currency_id",
+        readonly=True,
+        copy=False,
+        help="Journal balance minus the bank's balance at the last check (zero when they agree).",
+    )
+    # When the journal was last compared with the bank's balance.
+    balance_check_date = fields.Datetime(readonly=True, copy=False)
+    # The difference last reported to the accounting managers: one alert per difference.
+    balance_alert_difference = fields.Monetary(
+        currency_field="currency_id", readonly=True, copy=False
+    )
+    # Set when a stall alert went out, cleared when operations arrive again: one alert per
+    # silence, not one per day.
+    stall_alert_date = fields.Date(
+        string="No operations alert",
+        readonly=True,
+        copy=False,
+        help="When an alert said that this account, which usually receives operations, had "
+        "brought none for the number of days set in the settings.",
+    )
 
     _sql_constraints = [
         (
@@ -84,7 +150,7 @@ class BankSyncAccount(models.Model):
     ]
 
     # -------------------------------------------------------------------------
-    # Computes and constraints
+    # Computes
     # -------------------------------------------------------------------------
 
     @api.depends("name", "masked_number", "institution_name")
@@ -92,6 +158,32 @@ class BankSyncAccount(models.Model):
         for account in self:
             parts = [account.institution_name, account.name, account.masked_number]
             account.display_name = " - ".join(part for part in parts if part)
+
+    @api.depends("run_ids")
+    def _compute_last_run_id(self):
+        for account in self:
+            account.last_run_id = account.run_ids[:1]
+
+    def _search_last_run_id(self, operator, value):
+        # Searchable so that a run's new state recomputes ``last_run_state`` of its account
+        # (Odoo needs to find the accounts whose last run it is).
+        if operator in ("=", "!=") and not value:
+            return [("run_ids", operator, False)]
+        self.env.cr.execute(
+            "SELECT DISTINCT ON (account_id) id FROM bank_sync_run ORDER BY account_id, id DESC"
+        )
+        last_ids = [row[0] for row in self.env.cr.fetchall()]
+        if isinstance(value, str):
+            runs = self.env["bank.sync.run"].search([("id", "in", last_ids)])
+            return [
+                ("run_ids", "in", runs.filtered_domain([("display_name", operator, value)]).ids)
+            ]
+        runs = self.env["bank.sync.run"]._search([("id", "in", last_ids), ("id", operator, value)])
+        return [("run_ids", "in", runs)]
+
+    # -------------------------------------------------------------------------
+    # Constraints
+    # -------------------------------------------------------------------------
 
     @api.constrains("journal_id", "currency_id")
     def _check_journal_currency(self):
@@ -158,6 +250,19 @@ class BankSyncAccount(models.Model):
         self.write({"journal_id": False})
         return True
 
+    def action_sync_now(self):
+        """Sync now: a short first part while the user waits, the rest in the background."""
+        check_rights(self, ACCOUNTING_MANAGER)
+        accounts = self.filtered_domain(self._domain_syncable())
+        if not accounts:
+            raise UserError(self._explain_not_syncable())
+        runs = accounts._sync_accounts("manual", time_budget=SYNC_NOW_BUDGET)
+        return runs._notification()
+
+    def action_view_runs(self):
+        self.ensure_one()
+        return self.env["bank.sync.run"]._action_for([("account_id", "=", self.id)])
+
     # -------------------------------------------------------------------------
     # Business
     # -------------------------------------------------------------------------
@@ -170,9 +275,6 @@ class BankSyncAccount(models.Model):
             .with_context(active_test=False)
             .search([("name", "=", (remote.currency or "").upper())], limit=1)
         )
-        balance_date = remote.balance_date
-        if balance_date and balance_date.tzinfo is not None:
-            balance_date = balance_date.astimezone(timezone.utc).replace(tzinfo=None)
         return {
             "remote_id": remote.remote_id,
             "name": remote.label or remote.remote_id,
@@ -182,7 +284,7 @@ class BankSyncAccount(models.Model):
             "currency_code": remote.currency,
             "account_type": remote.type.value,
             "balance": float(remote.balance) if remote.balance is not None else 0.0,
-            "balance_date": balance_date or False,
+            "balance_date": naive_utc(remote.balance_date),
             "state": "active" if remote.active else "inactive",
         }
 
@@ -247,93 +349,6 @@ class BankSyncAccount(models.Model):
             return self.env._("The aggregator no longer shares these accounts.")
         return self.env._("None of these accounts is linked to a journal and active.")
 
-    # -------------------------------------------------------------------------
-    # Synchronisation (owned by the synchronisation engine, issue 5)
-    # -------------------------------------------------------------------------
-
-    # Where the aggregator's stream resumes (bank_sync_bridge.model.Cursor.dumps()): written in
-    # the same transaction as the lines of the page it follows, so a crash never loses nor
-    # repeats an operation.
-    sync_cursor = fields.Text(readonly=True, copy=False)
-    # A forced run continuing in the background: its window and its own cursor (JSON).
-    sync_forced_state = fields.Text(readonly=True, copy=False)
-    sync_requested = fields.Boolean(
-        readonly=True, copy=False, help="A synchronisation is waiting for the background job."
-    )
-    # Who asked for it (recorded on the run the background job makes): webhook, manual...
-    sync_requested_trigger = fields.Char(readonly=True, copy=False)
-    sync_last_attempt = fields.Datetime(readonly=True, copy=False)
-    # The operations since the history start date were read to the end once (the first
-    # import is complete): until then a run without cursor reads from the history start again,
-    # and no opening line is made.
-    sync_history_complete = fields.Boolean(string="History imported", readonly=True, copy=False)
-    # First sync of an empty journal: an opening line will make its balance the bank's.
-    sync_needs_opening = fields.Boolean(readonly=True, copy=False)
-    sync_opening_done = fields.Boolean(readonly=True, copy=False)
-    statement_grouping = fields.Selection(
-        [("none", "No statement"), ("day", "One per day"), ("month", "One per month")],
-        string="Statements",
-        required=True,
-        default="none",
-        help="Group imported operations into bank statements, with their balances.",
-    )
-    run_ids = fields.One2many("bank.sync.run", "account_id", string="Synchronisations")
-    last_run_id = fields.Many2one(
-        "bank.sync.run",
-        compute="_compute_last_run_id",
-        search="_search_last_run_id",
-        string="Last synchronisation",
-    )
-    last_run_state = fields.Selection(related="last_run_id.state", string="Last run")
-    balance_difference = fields.Monetary(
-        currency_field="currency_id",
-        readonly=True,
-        copy=False,
-        help="Journal balance minus the bank's balance at the last check (zero when they agree).",
-    )
-    balance_check_date = fields.Datetime(readonly=True, copy=False)
-    # The difference last reported to the accounting managers: one alert per difference.
-    balance_alert_difference = fields.Monetary(
-        currency_field="currency_id", readonly=True, copy=False
-    )
-
-    @api.depends("run_ids")
-    def _compute_last_run_id(self):
-        for account in self:
-            account.last_run_id = account.run_ids[:1]
-
-    def _search_last_run_id(self, operator, value):
-        # Searchable so that a run's new state recomputes ``last_run_state`` of its account
-        # (Odoo needs to find the accounts whose last run it is).
-        if operator in ("=", "!=") and not value:
-            return [("run_ids", operator, False)]
-        self.env.cr.execute(
-            "SELECT DISTINCT ON (account_id) id FROM bank_sync_run ORDER BY account_id, id DESC"
-        )
-        last_ids = [row[0] for row in self.env.cr.fetchall()]
-        if isinstance(value, str):
-            runs = self.env["bank.sync.run"].search([("id", "in", last_ids)])
-            return [
-                ("run_ids", "in", runs.filtered_domain([("display_name", operator, value)]).ids)
-            ]
-        runs = self.env["bank.sync.run"]._search([("id", "in", last_ids), ("id", operator, value)])
-        return [("run_ids", "in", runs)]
-
-    def action_sync_now(self):
-        """Sync now: a short first part while the user waits, the rest in the background."""
-        from .bank_sync_engine import SYNC_NOW_BUDGET  # noqa: PLC0415
-
-        check_rights(self, ACCOUNTING_MANAGER)
-        accounts = self.filtered_domain(self._domain_syncable())
-        if not accounts:
-            raise UserError(self._explain_not_syncable())
-        runs = accounts._sync_accounts("manual", time_budget=SYNC_NOW_BUDGET)
-        return runs._notification()
-
-    def action_view_runs(self):
-        self.ensure_one()
-        return self.env["bank.sync.run"]._action_for([("account_id", "=", self.id)])
-
     def _request_sync(self, trigger="webhook"):
         """Ask the background job to sync these accounts soon (webhooks, sync now's rest)."""
         self.sudo().write({"sync_requested": True, "sync_requested_trigger": trigger})
@@ -345,7 +360,7 @@ class BankSyncAccount(models.Model):
         *,
         date_from=None,
         date_to=None,
-        provider=None,
+        client=None,
         time_budget=None,
         commit=None,
     ):
@@ -359,47 +374,27 @@ class BankSyncAccount(models.Model):
             trigger,
             date_from=date_from,
             date_to=date_to,
-            provider=provider,
+            client=client,
             time_budget=time_budget,
             commit=commit,
         )
 
     def _sync_accounts(self, trigger, **kwargs):
         """Sync several accounts, one aggregator client and one balance read per connection."""
-        from .bank_sync_engine import sync_connection_accounts  # noqa: PLC0415
-
         return sync_connection_accounts(self, trigger, **kwargs)
 
     @api.model
     def _cron_sync(self, batch_size=20):
         """The daily import: every linked account, in batches, progress reported."""
-        from .bank_sync_engine import cron_sync  # noqa: PLC0415
-
         return cron_sync(self, batch_size=batch_size)
 
     # -------------------------------------------------------------------------
-    # Health: accounts that stopped receiving operations (issue 6)
+    # Health: accounts that stopped receiving operations
     # -------------------------------------------------------------------------
-
-    # Set when a stall alert went out, cleared when operations arrive again: one alert per
-    # silence, not one per day.
-    stall_alert_date = fields.Date(
-        string="No operations alert",
-        readonly=True,
-        copy=False,
-        help="When an alert said that this account, which usually receives operations, had "
-        "brought none for the number of days set in the settings.",
-    )
-
-    # The consent's end, shown on the account too (it is the connection's).
-    consent_expiry = fields.Datetime(related="connection_id.consent_expiry")
-    consent_state = fields.Selection(related="connection_id.consent_state")
 
     def _check_stall(self):
         """Alert once when a busy account of a working connection goes silent; resolve the
         alert when operations come in again (rules in bank_sync_bridge.health.check_stall)."""
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         today = fields.Date.context_today(self)
         candidates = self.filtered_domain(self._domain_syncable())
         for account in candidates:
@@ -462,11 +457,8 @@ class BankSyncAccount(models.Model):
         connection._message_log(body=note)
 
     # -------------------------------------------------------------------------
-    # Health: the aggregators' rate limits (issue 6)
+    # Retries: the aggregators' rate limits and passing failures
     # -------------------------------------------------------------------------
-
-    # After a 429 the account waits until then; the daily job skips it meanwhile.
-    sync_not_before = fields.Datetime(readonly=True, copy=False)
 
     @api.model
     def _rate_limited_batch(self, due, batch_size):
@@ -477,19 +469,17 @@ class BankSyncAccount(models.Model):
         to start at once are taken, and the job is called again when the next may start.
         Returns ``(batch, next_at)``; ``next_at`` is None when nothing is left.
         """
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         now = fields.Datetime.now()
         waiting = due.filtered(lambda a: a.sync_not_before and a.sync_not_before > now)
         ready = due - waiting
         batch = self.browse()
         next_offsets = [(a.sync_not_before - now).total_seconds() for a in waiting]
-        for provider in ready.connection_id.provider_id:
-            accounts = ready.filtered(lambda a, p=provider: a.connection_id.provider_id == p)
-            user_ref = provider.sudo()._get_user_ref()
+        for aggregator in ready.connection_id.provider_id:
+            accounts = ready.filtered(lambda a, p=aggregator: a.connection_id.provider_id == p)
+            user_ref = aggregator.sudo()._get_user_ref()
             plan = health.plan_batch(
                 [health.SyncJob(str(account.id), user_ref) for account in accounts],
-                health.published_limits(provider.kind),
+                health.published_limits(aggregator.kind),
             )
             for job in plan.jobs:
                 if job.start_offset == 0 and len(batch) < batch_size:
@@ -511,17 +501,17 @@ class BankSyncAccount(models.Model):
         return first
 
     @api.model
-    def _error_streak(self, account, error_types, limit):
+    def _error_streak(self, account, matches, limit):
         """How many of ``account``'s last runs in a row (at least 1, at most ``limit``) ended
-        on one of ``error_types``; runs skipped because another worker had the account do not
-        break the streak."""
+        on an error that ``matches(run)`` accepts; runs skipped because another worker had the
+        account do not break the streak."""
         streak = 0
         for run in self.env["bank.sync.run"].search(
             [("account_id", "=", account.id), ("state", "!=", "skipped")],
             order="id desc",
             limit=limit,
         ):
-            if run.error_type not in error_types:
+            if not matches(run):
                 break
             streak += 1
         return max(streak, 1)
@@ -532,13 +522,13 @@ class BankSyncAccount(models.Model):
         answer) is tried again by itself after 15 minutes, 1 hour and 4 hours, then waits for
         the next daily import. The cursor never moved past what was imported: the retry reads
         the same window again. Failures that need someone (consent, credentials) are not."""
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         now = fields.Datetime.now()
         retry_at = None
-        for run in runs.filtered(lambda r: r.state == "failed" and r.error_type in RETRYABLE):
+        for run in runs.filtered(lambda r: r.state == "failed" and _passes_by_itself(r)):
             account = run.account_id
-            attempt = self._error_streak(account, RETRYABLE, len(health.DEFAULT_RETRY_DELAYS) + 1)
+            attempt = self._error_streak(
+                account, _passes_by_itself, len(health.DEFAULT_RETRY_DELAYS) + 1
+            )
             plan = health.plan_failure_retry(now, attempt)
             if plan.defer_to_next_run:
                 note = self.env._(
@@ -568,14 +558,12 @@ class BankSyncAccount(models.Model):
         """Runs stopped by a 429 back off and resume later, in the background: the run says
         when, the account keeps its place, and after too many tries it simply waits for the
         next day's import. The cursor never moved past what was imported, so nothing is lost."""
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         now = fields.Datetime.now()
         resume_at = None
-        for run in runs.filtered(lambda r: r.error_type == "RateLimited"):
+        for run in runs.filtered(_slowed_down):
             account = run.account_id
             attempt = self._error_streak(
-                account, ("RateLimited",), health.DEFAULT_MAX_RATE_LIMIT_ATTEMPTS
+                account, _slowed_down, health.DEFAULT_MAX_RATE_LIMIT_ATTEMPTS
             )
             plan = health.plan_rate_limit_backoff(now, attempt)
             when = plan.resume_at.replace(tzinfo=None)
@@ -595,3 +583,15 @@ class BankSyncAccount(models.Model):
             # Continuing in the background, not failed: nobody has anything to fix.
             run.sudo().write({"state": "partial", "note": note})
         return resume_at
+
+
+def _passes_by_itself(run):
+    """Whether ``run`` ended on an error that trying again later may cure without anyone (the
+    aggregator or the network down, a broken answer): the package's ``retryable``, stored on
+    the run. A 429 is retryable too, but backs off on its own path (:func:`_slowed_down`)."""
+    return run.error_retryable and run.error_type != RATE_LIMITED
+
+
+def _slowed_down(run):
+    """Whether the aggregator stopped ``run`` with a 429 (too many requests)."""
+    return run.error_type == RATE_LIMITED

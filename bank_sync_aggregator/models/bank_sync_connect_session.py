@@ -3,7 +3,11 @@ from datetime import timedelta
 from odoo import api, fields, models
 from odoo.exceptions import UserError
 
+from bank_sync_bridge import signing
+from bank_sync_bridge.errors import BankSyncError
+
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..utils import aggregator_errors
 
 #: How long the user has to complete the aggregator's hosted page.
 SESSION_LIFETIME = timedelta(minutes=30)
@@ -42,52 +46,48 @@ class BankSyncConnectSession(models.Model):
     # -------------------------------------------------------------------------
 
     @api.model
-    def _open(self, provider, institution_id=None, connection=None):
+    def _open(self, aggregator, institution_id=None, connection=None):
         """Start a hosted page session at the aggregator; return its URL."""
-        provider.ensure_one()
-        check_rights(provider, ACCOUNTING_MANAGER)
-        if not provider.active or not provider.company_id.bank_sync_enabled:
+        aggregator.ensure_one()
+        check_rights(aggregator, ACCOUNTING_MANAGER)
+        if not aggregator.active or not aggregator.company_id.bank_sync_enabled:
             raise UserError(
                 self.env._(
                     "Bank synchronisation is switched off for %(company)s: switch it on in "
                     "the Accounting settings first.",
-                    company=provider.company_id.display_name,
+                    company=aggregator.company_id.display_name,
                 )
             )
-        state = self._make_state(provider)
+        state = self._make_state(aggregator)
         self.sudo().create(
             {
                 "nonce": self._read_state(state)["nonce"],
-                "provider_id": provider.id,
-                "company_id": provider.company_id.id,
+                "provider_id": aggregator.id,
+                "company_id": aggregator.company_id.id,
                 "user_id": self.env.user.id,
                 "connection_id": connection.id if connection else False,
                 "institution_id": institution_id or False,
                 "expires_at": fields.Datetime.now() + SESSION_LIFETIME,
             }
         )
-        client = provider._get_provider()
         locale = (self.env.lang or "en_US").split("_")[0]
-        try:
+        with aggregator_errors(aggregator):
+            client = aggregator._get_client()
             if connection:
                 hosted = client.start_reconnect(
                     connection.remote_id,
-                    callback_url=provider._get_callback_url(),
+                    callback_url=aggregator._get_callback_url(),
                     state=state,
                     locale=locale,
                 )
             else:
                 hosted = client.start_connect(
-                    callback_url=provider._get_callback_url(),
+                    callback_url=aggregator._get_callback_url(),
                     state=state,
                     institution_id=institution_id or None,
                     locale=locale,
                     user_email=self.env.user.email or None,
                 )
-        except Exception as error:
-            raise UserError(
-                self.env["bank.sync.connection"]._describe_provider_error(provider, error)
-            ) from error
         return hosted.url
 
     # -------------------------------------------------------------------------
@@ -108,23 +108,19 @@ class BankSyncConnectSession(models.Model):
         return f"{STATE_SCOPE}:{secret}"
 
     @api.model
-    def _make_state(self, provider):
+    def _make_state(self, aggregator):
         """A signed state bound to this database, company, user and aggregator."""
-        from bank_sync_bridge import signing  # noqa: PLC0415
-
         payload = {
             "d": self._database_tag(),
-            "c": provider.company_id.id,
+            "c": aggregator.company_id.id,
             "u": self.env.user.id,
-            "p": provider.id,
+            "p": aggregator.id,
         }
         ttl = int(SESSION_LIFETIME.total_seconds())
         return signing.make_state(self._signing_key(), payload, ttl)
 
     @api.model
     def _read_state(self, state):
-        from bank_sync_bridge import signing  # noqa: PLC0415
-
         return signing.read_state(self._signing_key(), state)
 
     @api.model
@@ -136,8 +132,6 @@ class BankSyncConnectSession(models.Model):
         :class:`AccessError` when the user is no longer an accounting manager of its company.
         Nothing is asked of the aggregator before: the session is closed first.
         """
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
         invalid = self.env._(
             "This bank connection link is not valid: it was altered, comes from another "
             "database or user, or was already used. Start again from Odoo."
@@ -200,28 +194,24 @@ class BankSyncConnectSession(models.Model):
         """Record what the aggregator says after a successful hosted page; return the
         connection (read from the aggregator: the callback itself is only a hint)."""
         self.ensure_one()
-        provider = self.provider_id
+        aggregator = self.provider_id
         remote_id = result.connection_id or self.connection_id.remote_id
         if not remote_id:
             raise UserError(
                 self.env._(
                     "%(aggregator)s did not say which connection was made. Open the bank "
                     'connections and use "Update from the aggregator" in a moment.',
-                    aggregator=provider.name,
+                    aggregator=aggregator.name,
                 )
             )
-        client = provider._get_provider()
         Connection = self.env["bank.sync.connection"]
-        try:
+        with aggregator_errors(aggregator):
+            client = aggregator._get_client()
             # The explanation in every active language: each user reads it in their own.
             remote, messages = Connection._read_remote(client, remote_id)
             accounts = client.list_accounts(remote_id)
-        except Exception as error:
-            raise UserError(
-                self.env["bank.sync.connection"]._describe_provider_error(provider, error)
-            ) from error
-        is_new = not provider.connection_ids.filtered(lambda c: c.remote_id == remote_id)
-        connection = provider._upsert_connection(remote)
+        is_new = not aggregator.connection_ids.filtered(lambda c: c.remote_id == remote_id)
+        connection = aggregator._upsert_connection(remote)
         connection._upsert_accounts(accounts)
         if is_new:
             # The health policy from the first observation: a connection made in "Action

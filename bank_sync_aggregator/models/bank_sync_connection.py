@@ -1,11 +1,14 @@
 import logging
-import threading
-from datetime import timezone
 
 from odoo import Command, api, fields, models
 from odoo.exceptions import UserError
 
+from bank_sync_bridge import errors, health
+from bank_sync_bridge.model import ActionReason, ConnectionState
+
+from ..const import RECONNECT_ROUTE
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..utils import aggregator_errors, describe_error, naive_utc, one_by_one
 
 _logger = logging.getLogger(__name__)
 
@@ -71,6 +74,46 @@ class BankSyncConnection(models.Model):
     account_count = fields.Integer(compute="_compute_account_count")
     # Shared accounts not linked to a journal yet: the form asks to link them.
     unlinked_account_count = fields.Integer(compute="_compute_unlinked_account_count")
+    run_ids = fields.One2many("bank.sync.run", "connection_id", string="Synchronisations")
+    run_count = fields.Integer(compute="_compute_run_count")
+
+    # Health (rules in bank_sync_bridge.health): the failure streak, the open incident, the
+    # consent reminders already sent.
+    health_failed_days = fields.Integer(
+        string="Consecutive failed days",
+        readonly=True,
+        copy=False,
+        help="Days on which this connection was seen failing since it was last OK. Temporary "
+        "failures alert the accounting managers only after the number of days set in the "
+        "settings.",
+    )
+    # The last day seen failing: a failure counts once per day.
+    health_last_failed_date = fields.Date(readonly=True, copy=False)
+    health_failing_since = fields.Date(string="Failing since", readonly=True, copy=False)
+    # Key of the incident whose alert went out ("action_needed:sca"...); empty when none is
+    # open. One alert per incident: the same problem seen again alerts nobody twice.
+    health_incident = fields.Char(readonly=True, copy=False)
+    health_alert_date = fields.Datetime(string="Alert sent on", readonly=True, copy=False)
+    # The smallest reminder threshold (15, 3, 1 days) already sent for the expiry date in
+    # consent_reminder_expiry; both are reset when the consent is renewed.
+    consent_reminder_sent = fields.Integer(readonly=True, copy=False)
+    consent_reminder_expiry = fields.Datetime(readonly=True, copy=False)
+    consent_state = fields.Selection(
+        [
+            ("none", "No end date"),
+            ("ok", "Valid"),
+            ("soon", "Expires soon"),
+            ("urgent", "Expires in a few days"),
+            ("expired", "Expired"),
+        ],
+        string="Consent",
+        compute="_compute_consent_state",
+        help="Colour of the consent's end date: the bank asks to renew it every 90 or 180 days.",
+    )
+    consent_days_left = fields.Integer(compute="_compute_consent_state")
+    # For the e-mails: what is wrong in the reader's language, and the button's link.
+    health_problem = fields.Char(compute="_compute_health_problem")
+    reconnect_url = fields.Char(compute="_compute_reconnect_url")
 
     _sql_constraints = [
         (
@@ -101,6 +144,41 @@ class BankSyncConnection(models.Model):
             connection.unlinked_account_count = len(
                 connection.account_ids.filtered(lambda a: a.state == "active" and not a.journal_id)
             )
+
+    def _compute_run_count(self):
+        counts = self.env["bank.sync.run"]._count_by("connection_id", self)
+        for connection in self:
+            connection.run_count = counts.get(connection, 0)
+
+    @api.depends("state", "reason")
+    @api.depends_context("lang")
+    def _compute_health_problem(self):
+        states = dict(self._fields["state"]._description_selection(self.env))
+        reasons = dict(self._fields["reason"]._description_selection(self.env))
+        for connection in self:
+            if connection.reason and connection.state in ("action_needed", "disconnected"):
+                connection.health_problem = reasons.get(connection.reason)
+            else:
+                connection.health_problem = states.get(connection.state)
+
+    def _compute_reconnect_url(self):
+        # Logs in if needed, then opens the aggregator's page on this same connection
+        # (controllers/health.py): a link in an e-mail cannot hold a hosted session, which
+        # expires within minutes.
+        for connection in self:
+            connection.reconnect_url = (
+                f"{connection.get_base_url()}{RECONNECT_ROUTE}/{connection.id}"
+                if connection.id
+                else False
+            )
+
+    @api.depends("consent_expiry")
+    def _compute_consent_state(self):
+        now = fields.Datetime.now()
+        for connection in self:
+            expiry = connection.consent_expiry
+            connection.consent_state = health.consent_urgency(expiry or None, now).value
+            connection.consent_days_left = health.consent_days_left(expiry, now) if expiry else 0
 
     # -------------------------------------------------------------------------
     # CRUD
@@ -163,16 +241,26 @@ class BankSyncConnection(models.Model):
         action["context"] = {"default_connection_id": self.id}
         return action
 
+    def action_view_runs(self):
+        self.ensure_one()
+        return self.env["bank.sync.run"]._action_for([("connection_id", "=", self.id)])
+
+    def action_sync_now(self):
+        """Sync every linked account of these connections (first part now, rest in background)."""
+        check_rights(self, ACCOUNTING_MANAGER)
+        accounts = self.account_ids.filtered_domain(
+            self.env["bank.sync.account"]._domain_syncable()
+        )
+        return accounts.action_sync_now()
+
     def action_refresh_from_aggregator(self):
         """Read the connection and its accounts again from the aggregator."""
         check_rights(self, ACCOUNTING_MANAGER)
         for connection in self:
-            provider = connection.provider_id._get_provider()
-            try:
-                remote, messages = self._read_remote(provider, connection.remote_id)
-                accounts = provider.list_accounts(connection.remote_id)
-            except Exception as error:
-                raise UserError(connection._format_provider_error(error)) from error
+            with aggregator_errors(connection.provider_id, bank=connection.display_name):
+                client = connection.provider_id._get_client()
+                remote, messages = self._read_remote(client, connection.remote_id)
+                accounts = client.list_accounts(connection.remote_id)
             before = connection._refresh_snapshot()
             connection.provider_id._upsert_connection(remote)
             connection._upsert_accounts(accounts)
@@ -234,7 +322,7 @@ class BankSyncConnection(models.Model):
         return changes
 
     # -------------------------------------------------------------------------
-    # Business
+    # Business: what the aggregator says
     # -------------------------------------------------------------------------
 
     @api.model
@@ -294,7 +382,7 @@ class BankSyncConnection(models.Model):
             "reason": remote.reason.value if remote.reason else False,
             "message": remote.message or False,
             "vendor_status": remote.vendor_status or False,
-            "consent_expiry": _naive_utc(remote.consent_expires_at),
+            "consent_expiry": naive_utc(remote.consent_expires_at),
         }
         if remote.institution_id:
             vals["institution_id"] = remote.institution_id
@@ -333,22 +421,25 @@ class BankSyncConnection(models.Model):
 
     def _revoke_at_aggregator(self):
         for connection in self:
+            aggregator = connection.provider_id
+            if aggregator.active:
+                with aggregator_errors(aggregator, bank=connection.display_name):
+                    aggregator._get_client().delete_connection(connection.remote_id)
+                continue
             try:
-                connection.provider_id._get_provider().delete_connection(connection.remote_id)
+                aggregator._get_client().delete_connection(connection.remote_id)
             except Exception as error:
-                if connection.provider_id.active:
-                    raise UserError(connection._format_provider_error(error)) from error
                 # The company left this aggregator (and maybe its contract): say it on the
                 # connection rather than blocking the clean-up.
                 connection.message_post(
                     body=self.env._(
                         "The connection could not be revoked at %(aggregator)s: %(detail)s",
-                        aggregator=connection.provider_id.name,
-                        detail=connection._format_provider_error(error),
+                        aggregator=aggregator.name,
+                        detail=describe_error(aggregator, error, bank=connection.display_name),
                     )
                 )
 
-    def _switch_away_from_provider(self):
+    def _switch_away_from_aggregator(self):
         """The company chose another aggregator: revoke what can be, keep everything here."""
         for connection in self:
             note = self.env._(
@@ -356,12 +447,14 @@ class BankSyncConnection(models.Model):
                 "operations are kept."
             )
             try:
-                connection.provider_id._get_provider().delete_connection(connection.remote_id)
+                connection.provider_id._get_client().delete_connection(connection.remote_id)
             except Exception as error:
                 note += " " + self.env._(
                     "It could not be revoked at %(aggregator)s: %(detail)s",
                     aggregator=connection.provider_id.name,
-                    detail=connection._format_provider_error(error),
+                    detail=describe_error(
+                        connection.provider_id, error, bank=connection.display_name
+                    ),
                 )
             connection._mark_disconnected(note)
 
@@ -371,107 +464,9 @@ class BankSyncConnection(models.Model):
         for connection in self:
             connection.message_post(body=note)
 
-    def _format_provider_error(self, error):
-        """A message for the user from an error of the package (never a secret)."""
-        self.ensure_one()
-        return self._describe_provider_error(self.provider_id, error, bank=self.display_name)
-
-    @api.model
-    def _describe_provider_error(self, provider, error, bank=None):
-        """A message for the user from an error raised while talking to ``provider``."""
-        from bank_sync_bridge.errors import BankSyncError  # noqa: PLC0415
-
-        if isinstance(error, UserError):
-            return error.args[0]
-        if isinstance(error, BankSyncError):
-            # The package's messages are written for people and never carry a secret.
-            detail = error.message
-        else:
-            _logger.exception("Unexpected error from the aggregator %s", provider.kind)
-            detail = self.env._("unexpected error, see the server log")
-        if bank:
-            return self.env._(
-                "%(aggregator)s could not complete the request for %(bank)s: %(detail)s",
-                aggregator=provider.name,
-                bank=bank,
-                detail=detail,
-            )
-        return self.env._(
-            "%(aggregator)s could not complete the request: %(detail)s",
-            aggregator=provider.name,
-            detail=detail,
-        )
-
     # -------------------------------------------------------------------------
-    # Health: alerts, consent reminders, stalls (issue 6; rules in bank_sync_bridge.health)
+    # Health: observations, alerts, consent reminders
     # -------------------------------------------------------------------------
-
-    health_failed_days = fields.Integer(
-        string="Consecutive failed days",
-        readonly=True,
-        copy=False,
-        help="Days on which this connection was seen failing since it was last OK. Temporary "
-        "failures alert the accounting managers only after the number of days set in the "
-        "settings.",
-    )
-    health_last_failed_date = fields.Date(readonly=True, copy=False)
-    health_failing_since = fields.Date(string="Failing since", readonly=True, copy=False)
-    # Key of the incident whose alert went out ("action_needed:sca"...); empty when none is
-    # open. One alert per incident: the same problem seen again alerts nobody twice.
-    health_incident = fields.Char(readonly=True, copy=False)
-    health_alert_date = fields.Datetime(string="Alert sent on", readonly=True, copy=False)
-    # The smallest reminder threshold (15, 3, 1 days) already sent for the expiry date in
-    # consent_reminder_expiry; both are reset when the consent is renewed.
-    consent_reminder_sent = fields.Integer(readonly=True, copy=False)
-    consent_reminder_expiry = fields.Datetime(readonly=True, copy=False)
-    consent_state = fields.Selection(
-        [
-            ("none", "No end date"),
-            ("ok", "Valid"),
-            ("soon", "Expires soon"),
-            ("urgent", "Expires in a few days"),
-            ("expired", "Expired"),
-        ],
-        string="Consent",
-        compute="_compute_consent_state",
-        help="Colour of the consent's end date: the bank asks to renew it every 90 or 180 days.",
-    )
-    consent_days_left = fields.Integer(compute="_compute_consent_state")
-    # For the e-mails: what is wrong in the reader's language, and the button's link.
-    health_problem = fields.Char(compute="_compute_health_problem")
-    reconnect_url = fields.Char(compute="_compute_reconnect_url")
-
-    @api.depends("state", "reason")
-    @api.depends_context("lang")
-    def _compute_health_problem(self):
-        states = dict(self._fields["state"]._description_selection(self.env))
-        reasons = dict(self._fields["reason"]._description_selection(self.env))
-        for connection in self:
-            if connection.reason and connection.state in ("action_needed", "disconnected"):
-                connection.health_problem = reasons.get(connection.reason)
-            else:
-                connection.health_problem = states.get(connection.state)
-
-    def _compute_reconnect_url(self):
-        # Logs in if needed, then opens the aggregator's page on this same connection
-        # (controllers/health.py): a link in an e-mail cannot hold a hosted session, which
-        # expires within minutes.
-        for connection in self:
-            connection.reconnect_url = (
-                f"{connection.get_base_url()}/bank_sync/reconnect/{connection.id}"
-                if connection.id
-                else False
-            )
-
-    @api.depends("consent_expiry")
-    def _compute_consent_state(self):
-        from bank_sync_bridge import health  # noqa: PLC0415
-
-        now = fields.Datetime.now()
-        for connection in self:
-            expiry = connection.consent_expiry
-            connection.consent_state = health.consent_urgency(expiry or None, now).value
-            connection.consent_days_left = health.consent_days_left(expiry, now) if expiry else 0
 
     def _update_health(self, connection_data, messages=None):
         """Apply a new observation of this connection and alert or resolve accordingly.
@@ -485,9 +480,6 @@ class BankSyncConnection(models.Model):
         the open incident is over.
         """
         self.ensure_one()
-        from bank_sync_bridge import health  # noqa: PLC0415
-        from bank_sync_bridge.model import ActionReason, ConnectionState  # noqa: PLC0415
-
         if isinstance(connection_data, dict):
             vals = dict(connection_data)
         else:
@@ -548,8 +540,6 @@ class BankSyncConnection(models.Model):
         temporary failure, alerted only when it lasts.
         """
         self.ensure_one()
-        from bank_sync_bridge import errors  # noqa: PLC0415
-
         if isinstance(error, errors.RateLimited):
             return None
         if isinstance(error, errors.ActionRequired):
@@ -577,7 +567,7 @@ class BankSyncConnection(models.Model):
         own words).
         """
         try:
-            remote, messages = self._read_remote(self.provider_id._get_provider(), self.remote_id)
+            remote, messages = self._read_remote(self.provider_id._get_client(), self.remote_id)
         except Exception as error:  # the aggregator may well be what failed
             _logger.info("Explanation of connection %s not read again: %s", self.id, error)
             return None
@@ -599,15 +589,13 @@ class BankSyncConnection(models.Model):
         unreachable is a temporary failure; a rate limit is skipped until the next check.
         """
         for connection in self:
-            provider = connection.provider_id._get_provider()
+            client = connection.provider_id._get_client()
             try:
-                remote, messages = self._read_remote(provider, connection.remote_id)
+                remote, messages = self._read_remote(client, connection.remote_id)
             except Exception as error:  # every failure is an observation, none is raised
                 connection._record_sync_error(error)
                 continue
             connection._update_health(remote, messages=messages)
-
-    # -- alert recipients and messages ----------------------------------------
 
     def _health_alert_users(self):
         """Who is told: the company's chosen recipients, else its accounting managers."""
@@ -615,8 +603,6 @@ class BankSyncConnection(models.Model):
         return self.company_id._bank_sync_alert_users()
 
     def _health_incident_summary(self, incident):
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         if incident == health.INCIDENT_TEMPORARY_FAILURE:
             return self.env._(
                 "%(bank)s: no synchronisation for %(days)s days",
@@ -685,12 +671,8 @@ class BankSyncConnection(models.Model):
             mails |= mails.browse(mail_id)
         return mails
 
-    # -- consent reminders ----------------------------------------------------
-
     def _check_consent_reminders(self):
         """E-mail the reminder due (15, 3 or 1 days before the consent ends), each once."""
-        from bank_sync_bridge import health  # noqa: PLC0415
-
         now = fields.Datetime.now()
         for connection in self.filtered("consent_expiry"):
             last_sent = connection.consent_reminder_sent or None
@@ -714,7 +696,9 @@ class BankSyncConnection(models.Model):
                 )
             )
 
-    # -- background work ------------------------------------------------------
+    # -------------------------------------------------------------------------
+    # Background work: events, reconnections, the daily health check
+    # -------------------------------------------------------------------------
 
     def _sync_after_event(self, accounts=None):
         """After an aggregator event: re-read the connection, then synchronise its linked
@@ -754,7 +738,6 @@ class BankSyncConnection(models.Model):
     def _cron_check_health(self):
         """Daily health check: connection states (temporary-failure escalation), consent
         reminders, and accounts that stopped receiving operations."""
-        auto_commit = not getattr(threading.current_thread(), "testing", False)
         connections = self.search(
             [
                 ("state", "!=", "disconnected"),
@@ -762,29 +745,23 @@ class BankSyncConnection(models.Model):
                 ("company_id.bank_sync_enabled", "=", True),
             ]
         )
-        for connection in connections:
-            try:
-                with self.env.cr.savepoint():
-                    connection._refresh_health_from_aggregator()
-                    connection._check_consent_reminders()
-                    connection.account_ids._check_stall()
-            except Exception:
-                # One company's broken setup (e.g. a missing secret) must not stop the others.
-                _logger.exception("Health check of bank connection %s failed", connection.id)
-            if auto_commit:
-                # Each connection's alerts are kept even if a later one breaks the job.
-                self.env.cr.commit()  # pylint: disable=invalid-commit
+        one_by_one(
+            connections,
+            lambda connection: connection._check_health(),
+            lambda connection, _error: _logger.exception(
+                "Health check of bank connection %s failed", connection.id
+            ),
+        )
+
+    def _check_health(self):
+        """The daily check of one connection: its state read again, the consent reminder
+        due, its accounts that went silent."""
+        self.ensure_one()
+        self._refresh_health_from_aggregator()
+        self._check_consent_reminders()
+        self.account_ids._check_stall()
 
 
 def _locale(lang):
     """The aggregators' locale ("fr") of an Odoo language code ("fr_FR")."""
     return (lang or "en_US").split("_")[0]
-
-
-def _naive_utc(value):
-    """Odoo stores naive UTC datetimes."""
-    if not value:
-        return False
-    if value.tzinfo is not None:
-        value = value.astimezone(timezone.utc).replace(tzinfo=None)
-    return value

@@ -1,7 +1,7 @@
 from odoo import api, fields, models
 from odoo.tools import format_datetime
 
-from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..utils import RATE_LIMITED
 
 RUN_TRIGGERS = [
     ("cron", "Daily import"),
@@ -84,6 +84,9 @@ class BankSyncRun(models.Model):
     error = fields.Text(readonly=True)
     # Exception class from the package (RateLimited, ActionRequired...), for support.
     error_type = fields.Char(readonly=True)
+    # The error says trying again later may succeed by itself (the package's ``retryable``):
+    # the background job then retries the run's window (bank.sync.account._schedule_retries).
+    error_retryable = fields.Boolean(string="May pass by itself", readonly=True)
     note = fields.Text(readonly=True)
 
     @api.depends("account_id", "start_date", "trigger")
@@ -108,7 +111,7 @@ class BankSyncRun(models.Model):
                     "synchronisation history."
                 )
             )
-        slowed = self.filtered(lambda r: r.state == "partial" and r.error_type == "RateLimited")
+        slowed = self.filtered(lambda r: r.state == "partial" and r.error_type == RATE_LIMITED)
         for run in slowed:
             parts.append(f"{run.account_id.display_name}: {run.note}")
         failed = self.filtered(lambda r: r.state == "failed")
@@ -127,6 +130,12 @@ class BankSyncRun(models.Model):
         }
 
     @api.model
+    def _count_by(self, field_name, records):
+        """How many runs each of ``records`` has through ``field_name``: ``{record: count}``
+        (the stat buttons of connections and journals)."""
+        return dict(self._read_group([(field_name, "in", records.ids)], [field_name], ["__count"]))
+
+    @api.model
     def _action_for(self, domain):
         """The run history window, filtered on ``domain``."""
         action = self.env["ir.actions.act_window"]._for_xml_id(
@@ -134,31 +143,3 @@ class BankSyncRun(models.Model):
         )
         action["domain"] = domain
         return action
-
-
-class BankSyncConnection(models.Model):
-    _inherit = "bank.sync.connection"
-
-    run_ids = fields.One2many("bank.sync.run", "connection_id", string="Synchronisations")
-    run_count = fields.Integer(compute="_compute_run_count")
-
-    def _compute_run_count(self):
-        counts = dict(
-            self.env["bank.sync.run"]._read_group(
-                [("connection_id", "in", self.ids)], ["connection_id"], ["__count"]
-            )
-        )
-        for connection in self:
-            connection.run_count = counts.get(connection, 0)
-
-    def action_view_runs(self):
-        self.ensure_one()
-        return self.env["bank.sync.run"]._action_for([("connection_id", "=", self.id)])
-
-    def action_sync_now(self):
-        """Sync every linked account of these connections (first part now, rest in background)."""
-        check_rights(self, ACCOUNTING_MANAGER)
-        accounts = self.account_ids.filtered_domain(
-            self.env["bank.sync.account"]._domain_syncable()
-        )
-        return accounts.action_sync_now()

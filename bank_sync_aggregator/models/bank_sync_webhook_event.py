@@ -1,12 +1,13 @@
 import json
 import logging
-import threading
-from datetime import timedelta, timezone
+from datetime import timedelta
 
 import psycopg2
 
 from odoo import api, fields, models
 from odoo.tools import split_every
+
+from ..utils import describe_error, in_test_mode, naive_utc
 
 _logger = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class BankSyncWebhookEvent(models.Model):
     # -------------------------------------------------------------------------
 
     @api.model
-    def _record_events(self, provider, events):
+    def _record_events(self, aggregator, events):
         """Store verified events once; return ``(new, duplicates)`` records.
 
         A second delivery of the same event only increments its delivery count. Concurrent
@@ -105,16 +106,16 @@ class BankSyncWebhookEvent(models.Model):
         duplicates = self.browse()
         for event in events:
             existing = self.search(
-                [("provider_id", "=", provider.id), ("event_id", "=", event.event_id)], limit=1
+                [("provider_id", "=", aggregator.id), ("event_id", "=", event.event_id)], limit=1
             )
             if not existing:
                 try:
                     with self.env.cr.savepoint():
-                        new |= self.create(self._values_from_event(provider, event))
+                        new |= self.create(self._values_from_event(aggregator, event))
                     continue
                 except psycopg2.IntegrityError:
                     existing = self.search(
-                        [("provider_id", "=", provider.id), ("event_id", "=", event.event_id)],
+                        [("provider_id", "=", aggregator.id), ("event_id", "=", event.event_id)],
                         limit=1,
                     )
             existing.delivery_count += 1
@@ -122,26 +123,23 @@ class BankSyncWebhookEvent(models.Model):
         return new, duplicates
 
     @api.model
-    def _provider_secrets(self, provider):
-        """The webhook secrets configured for ``provider`` (several while one is rotated)."""
-        stored = provider.sudo().webhook_secrets_encrypted
+    def _webhook_secrets(self, aggregator):
+        """The webhook secrets configured for ``aggregator`` (several while one is rotated)."""
+        stored = aggregator.sudo().webhook_secrets_encrypted
         if not stored:
             return []
-        plain = provider._decrypt(stored)
+        plain = aggregator._decrypt(stored)
         return [secret.strip() for secret in plain.replace("\n", ",").split(",") if secret.strip()]
 
     @api.model
-    def _values_from_event(self, provider, event):
-        occurred_at = event.occurred_at
-        if occurred_at and occurred_at.tzinfo is not None:
-            occurred_at = occurred_at.astimezone(timezone.utc).replace(tzinfo=None)
+    def _values_from_event(self, aggregator, event):
         return {
-            "provider_id": provider.id,
+            "provider_id": aggregator.id,
             "event_id": event.event_id,
             "event_type": event.type,
             "connection_remote_id": event.connection_id or False,
             "account_remote_ids": ",".join(event.account_ids) or False,
-            "occurred_at": occurred_at or False,
+            "occurred_at": naive_utc(event.occurred_at),
             "payload": json.dumps(dict(event.raw), default=str, sort_keys=True),
         }
 
@@ -161,7 +159,7 @@ class BankSyncWebhookEvent(models.Model):
     @api.model
     def _cron_process_webhook_events(self):
         """Handle received events in batches; each one in its own savepoint."""
-        auto_commit = not getattr(threading.current_thread(), "testing", False)
+        auto_commit = not in_test_mode()
         pending = self.search([("state", "=", "pending")], order="id")
         done = 0
         for batch in split_every(BATCH_SIZE, pending.ids, self.browse):
@@ -218,7 +216,14 @@ class BankSyncWebhookEvent(models.Model):
                     note = connection._sync_after_event(accounts)
         except Exception as error:
             _logger.warning("Webhook event %s could not be processed: %s", self.id, error)
-            self.write({"state": "failed", "result": connection._format_provider_error(error)})
+            self.write(
+                {
+                    "state": "failed",
+                    "result": describe_error(
+                        connection.provider_id, error, bank=connection.display_name
+                    ),
+                }
+            )
             return
         self.write({"state": "done", "result": note})
 

@@ -9,7 +9,7 @@ class ResCompany(models.Model):
         help="Import bank operations automatically through a licensed aggregator.",
     )
     bank_sync_provider_ids = fields.One2many("bank.sync.provider", "company_id")
-    # Health alerts (issue 6): who is told, and when a problem is worth telling.
+    # Health alerts: who is told, and when a problem is worth telling.
     bank_sync_alert_user_ids = fields.Many2many(
         "res.users",
         "res_company_bank_sync_alert_user_rel",
@@ -30,14 +30,14 @@ class ResCompany(models.Model):
         "days raises an alert, even when its connection says OK.",
     )
 
-    def _get_bank_sync_provider(self):
+    def _get_bank_sync_aggregator(self):
         """The company's active aggregator settings (empty when none)."""
         self.ensure_one()
         return self.env["bank.sync.provider"].search(
             [("company_id", "=", self.id), ("active", "=", True)], limit=1
         )
 
-    def _bank_sync_set_provider_kind(self, kind):
+    def _bank_sync_set_aggregator_kind(self, kind):
         """Make ``kind`` the company's aggregator.
 
         The previous aggregator's connections are disconnected (revoked there when possible)
@@ -45,25 +45,25 @@ class ResCompany(models.Model):
         them again.
         """
         self.ensure_one()
-        Provider = self.env["bank.sync.provider"].sudo().with_context(active_test=False)
-        current = self._get_bank_sync_provider().sudo()
+        Aggregator = self.env["bank.sync.provider"].sudo().with_context(active_test=False)
+        current = self._get_bank_sync_aggregator().sudo()
         if current.kind == kind:
             return current
         if current:
             live = current.connection_ids.filtered(lambda c: c.state != "disconnected")
-            live._switch_away_from_provider()
+            live._switch_away_from_aggregator()
             current.active = False
-        target = Provider.search(
+        target = Aggregator.search(
             [("company_id", "=", self.id), ("kind", "=", kind)], order="id desc", limit=1
         )
         if target:
             target.active = True
         else:
-            target = Provider.create({"company_id": self.id, "kind": kind})
+            target = Aggregator.create({"company_id": self.id, "kind": kind})
         return target
 
     def _bank_sync_alert_users(self):
-        """The users told about this company's bank connections (issue 6)."""
+        """The users told about this company's bank connections."""
         self.ensure_one()
         users = self.bank_sync_alert_user_ids.filtered(lambda u: u.active and not u.share)
         if users:

@@ -115,24 +115,24 @@ class BankSyncCompanyCase(LocalEmulatorsMixin, AccountTestInvoicingCommon):
 
 class BankSyncCommon(BankSyncCompanyCase):
     """A French company whose aggregator is the sandbox, chosen as the settings do
-    (``cls.provider``)."""
+    (``cls.aggregator``)."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         cls.company.country_id = cls.env.ref("base.fr")
-        cls.provider = cls.company._bank_sync_set_provider_kind("sandbox")
+        cls.aggregator = cls.company._bank_sync_set_aggregator_kind("sandbox")
 
     @classmethod
-    def _connect_sandbox(cls, provider, bank="BNPAFRPP", login="success"):
+    def _connect_sandbox(cls, aggregator, bank="BNPAFRPP", login="success"):
         """Make a sandbox connection through the package alone (no browser) and record it."""
-        client = provider._get_provider()
+        client = aggregator._get_client()
         session = client.start_connect(
-            callback_url=provider._get_callback_url(), state="test", institution_id=bank
+            callback_url=aggregator._get_callback_url(), state="test", institution_id=bank
         )
         _action, fields, _selects = parse_form(client.render_hosted_page(query_of(session.url)))
         back = client.submit_hosted_page(dict(fields, login=login, action="connect"))
         result = client.complete_connect(query_of(back))
-        connection = provider._upsert_connection(client.get_connection(result.connection_id))
+        connection = aggregator._upsert_connection(client.get_connection(result.connection_id))
         connection._upsert_accounts(client.list_accounts(result.connection_id))
         return connection

@@ -8,6 +8,7 @@ from odoo import Command, fields
 from bank_sync_bridge.providers import MemoryTokenStore, ProviderConfig
 from bank_sync_bridge.providers.bridgeapi import BridgeProvider
 from bank_sync_bridge.providers.sandbox import make_connection_id
+from bank_sync_bridge.sync import sync_key
 from bank_sync_bridge.testing import AdjustableClock
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
@@ -20,13 +21,13 @@ TODAY = NOW.date()
 
 
 class SyncCase(BankSyncCompanyCase):
-    """A company using the sandbox aggregator on a frozen clock (``cls.bank_provider``), with
+    """A company using the sandbox aggregator on a frozen clock (``cls.aggregator``), with
     helpers to link and sync accounts."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.bank_provider = cls.env["bank.sync.provider"].create(
+        cls.aggregator = cls.env["bank.sync.provider"].create(
             {"name": "Sandbox", "kind": "sandbox", "company_id": cls.company.id, "sandbox_seed": 7}
         )
         cls.clock = AdjustableClock(NOW, frozen=True)
@@ -37,17 +38,17 @@ class SyncCase(BankSyncCompanyCase):
 
     # ------------------------------------------------------------------ helpers
 
-    def provider(self, **options):
-        """The sandbox client of the company, on the test's clock."""
-        return self.bank_provider._get_provider(clock=self.clock, **options)
+    def aggregator_client(self, **options):
+        """The client the addon builds for the company's aggregator, on the test's clock."""
+        return self.aggregator._get_client(clock=self.clock, **options)
 
     def use_test_clock(self):
         """Make every client the addon builds (Sync now, cron, wizards) use the test's clock."""
-        original = type(self.bank_provider)._get_provider
+        original = type(self.aggregator)._get_client
         clock = self.clock
         self.patch(
-            type(self.bank_provider),
-            "_get_provider",
+            type(self.aggregator),
+            "_get_client",
             lambda rec, **kwargs: original(rec, **dict(kwargs, clock=clock)),
         )
 
@@ -56,11 +57,11 @@ class SyncCase(BankSyncCompanyCase):
         this morning: the scenario's incidents show after tomorrow's 06:00 batch)."""
         connected_at = connected_at or NOW - timedelta(hours=2)
         remote_id = make_connection_id(
-            self.bank_provider._get_user_ref(), "BNPAFRPP", scenario, connected_at, nonce
+            self.aggregator._get_user_ref(), "BNPAFRPP", scenario, connected_at, nonce
         )
-        provider = self.provider()
-        connection = self.bank_provider._upsert_connection(provider.get_connection(remote_id))
-        connection._upsert_accounts(provider.list_accounts(remote_id))
+        client = self.aggregator_client()
+        connection = self.aggregator._upsert_connection(client.get_connection(remote_id))
+        connection._upsert_accounts(client.list_accounts(remote_id))
         return connection
 
     def link(self, account, history_start=None, journal=None, **vals):
@@ -86,8 +87,8 @@ class SyncCase(BankSyncCompanyCase):
         return connection.account_ids.filtered(lambda a: a.account_type == "checking")
 
     def sync(self, account, trigger="manual", **kwargs):
-        if kwargs.get("provider") is None:
-            kwargs["provider"] = self.provider()
+        if kwargs.get("client") is None:
+            kwargs["client"] = self.aggregator_client()
         return account._sync_account(trigger, **kwargs)
 
     def ignore_wizard(self, account, date_from, date_to):
@@ -109,22 +110,20 @@ class SyncCase(BankSyncCompanyCase):
             domain.append(("journal_id", "=", account.journal_id.id))
         return self.env["account.bank.statement.line"].search(domain)
 
-    def remote_booked(self, account, date_from=None, provider=None):
+    def remote_booked(self, account, date_from=None, client=None):
         """The aggregator's booked, not deleted operations of ``account`` from ``date_from``."""
         result = {}
-        provider = provider or self.provider()
-        for page in provider.iter_transactions(account.remote_id, date_from=date_from):
+        client = client or self.aggregator_client()
+        for page in client.iter_transactions(account.remote_id, date_from=date_from):
             for tx in page.transactions:
                 if not tx.is_pending and not tx.deleted:
                     result[tx.remote_id] = tx
         return result
 
-    def assert_exactly_remote(self, account, date_from, provider=None):
+    def assert_exactly_remote(self, account, date_from, client=None):
         """The journal holds exactly the aggregator's booked operations, once each."""
-        from bank_sync_bridge.sync import sync_key  # noqa: PLC0415
-
         kind = account.connection_id.provider_id.kind
-        remote = self.remote_booked(account, date_from, provider)
+        remote = self.remote_booked(account, date_from, client)
         lines = self.lines(account).filtered(lambda line: line.bank_sync_status == "booked")
         expected = {sync_key(kind, account.remote_id, rid): tx for rid, tx in remote.items()}
         self.assertEqual(len(lines), len(set(lines.mapped("bank_sync_key"))), "duplicate lines")
@@ -167,7 +166,7 @@ class BridgeSyncCase(SyncCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.bank_provider.write({"name": "Bridge", "kind": "bridgeapi"})
+        cls.aggregator.write({"name": "Bridge", "kind": "bridgeapi"})
         cls.emulator = BridgeEmulator().start()
         cls.addClassCleanup(cls.emulator.stop)
 
@@ -199,7 +198,7 @@ class BridgeSyncCase(SyncCase):
         """A Demo Bank item's current account, linked to a new journal."""
         item = self.emulator.connect_item(self.user_ref, login="success")
         client = self.client()
-        connection = self.bank_provider._upsert_connection(client.get_connection(str(item.id)))
+        connection = self.aggregator._upsert_connection(client.get_connection(str(item.id)))
         connection._upsert_accounts(client.list_accounts(str(item.id)))
         account = connection.account_ids.filtered(lambda a: a.account_type == "checking")[:1]
         self.link(account, history_start=self.history_start, **link_values)
@@ -215,7 +214,7 @@ class BridgeSyncCase(SyncCase):
     def converges_once_back(self, account):
         """The aggregator answers again: the next run gives exactly its operations."""
         self.emulator.clear_faults()
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
         return self.exact(account)
 
 

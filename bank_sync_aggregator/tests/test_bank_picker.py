@@ -79,3 +79,58 @@ class TestBankPickerUnit(HttpCase):
         )
         self.assertTrue(written)
         self.assertCountEqual(passed, written)
+
+
+# Drives the real web client: Add a bank, consent, type "societe" then Enter (no Search
+# button), the matched group is shown, and Choose on a line the search just loaded opens the
+# aggregator's page.
+PICKER_JS = """
+(async () => {
+    const modal = (selector) => () => document.querySelector(".modal " + selector);
+    const wait = (find, what) => new Promise((resolve, reject) => {
+        const start = Date.now();
+        const timer = setInterval(() => {
+            const found = find();
+            if (found) { clearInterval(timer); resolve(found); }
+            else if (Date.now() - start > 20000) {
+                clearInterval(timer); reject(new Error("test failed: no " + what));
+            }
+        }, 100);
+    });
+    const byText = (selector, text) => () => [...document.querySelectorAll(selector)]
+        .find((el) => el.textContent.trim() === text);
+    (await wait(byText(".o_control_panel button", "Add a bank"), "Add a bank")).click();
+    for (const name of ["accept_terms", "allow_transfer"]) {
+        (await wait(modal(`div[name='${name}'] input`), name)).click();
+    }
+    (await wait(modal("button[name='action_next']"), "next")).click();
+    await wait(byText(".modal td", "Crédit Agricole"), "most requested banks");
+    const input = await wait(modal("div[name='search'] input"), "search");
+    input.value = "societe";
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+    input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
+    const label = "Boursorama Banque (Société Générale group)";
+    const cell = await wait(byText(".modal td", label), "search result");
+    await wait(() => !byText(".modal td", "Crédit Agricole")(), "filtered list");
+    // Choose leaves Odoo for the aggregator's page: that departure is the success (the
+    // Python side then checks the session was opened for that bank).
+    window.addEventListener("beforeunload", () => console.log("test successful"));
+    cell.closest("tr").querySelector("button[name='action_choose']").click();
+})().catch((error) => console.error(error.message));
+"""
+
+
+@tagged("post_install", "-at_install")
+class TestBankPickerSearchBrowser(BankSyncCommon, HttpCase):
+    """Searching the "Add a bank" picker in a real browser: Enter filters, Choose opens the
+    aggregator's page for the bank the search found."""
+
+    def test_bank_picker_searches_on_enter_in_the_browser(self):
+        self.browser_js(
+            "/odoo/action-bank_sync_aggregator.bank_sync_connection_action",
+            PICKER_JS,
+            login="accountman",
+            timeout=120,
+        )
+        session = self.env["bank.sync.connect.session"].sudo().search([], order="id desc", limit=1)
+        self.assertEqual(session.institution_id, "BOUSFRPP")

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -181,8 +182,8 @@ class TestBridgeServiceFlow(
         cls.company = cls.company_data["company"]
         cls.company.country_id = cls.env.ref("base.fr")
         cls.company.bank_sync_enabled = True
-        cls.bank_provider = cls.company._bank_sync_set_provider_kind("bridge_service")
-        cls.bank_provider.write(
+        cls.aggregator = cls.company._bank_sync_set_aggregator_kind("bridge_service")
+        cls.aggregator.write(
             {
                 "base_url": cls.service.url,
                 "client_id": cls.tenant_id,
@@ -213,7 +214,7 @@ class TestBridgeServiceFlow(
         self.assertEqual(submitted.status_code, 303, submitted.text[:300])
         callback = submitted.headers["Location"]
         self.assertTrue(
-            callback.startswith(self.bank_provider._get_callback_url()),
+            callback.startswith(self.aggregator._get_callback_url()),
             "Bridge sends the user back to this Odoo, not to the service",
         )
         return self.url_open(callback, allow_redirects=False)
@@ -289,14 +290,14 @@ class TestBridgeServiceFlow(
     # ------------------------------------------------------------------ tests
 
     def test_settings_test_connection_and_secret_kept_encrypted(self):
-        action = self.bank_provider.action_bridge_service_test()
+        action = self.aggregator.action_bridge_service_test()
         self.assertEqual(action["params"]["type"], "success")
         self.assertIn("accepts this database's credentials", action["params"]["message"])
-        stored = self.bank_provider.sudo().service_secret_encrypted
+        stored = self.aggregator.sudo().service_secret_encrypted
         self.assertTrue(stored)
         self.assertNotIn(self.tenant_secret, stored)
         # Write-only: nobody reads the secret back, and the service never logs it.
-        self.assertFalse(self.bank_provider.sudo().service_secret)
+        self.assertFalse(self.aggregator.sudo().service_secret)
         self.assertNotIn(self.tenant_secret, self.service.log())
         # An accounting manager who is not an administrator tests the connection without
         # being able to read the secret in any form.
@@ -307,23 +308,23 @@ class TestBridgeServiceFlow(
             company_id=self.company.id,
             company_ids=self.company.ids,
         )
-        as_manager = self.bank_provider.with_user(manager)
+        as_manager = self.aggregator.with_user(manager)
         for field in ("service_secret", "service_secret_encrypted"):
             with self.assertRaises(AccessError):
                 as_manager.read([field])
         self.assertEqual(as_manager.action_bridge_service_test()["params"]["type"], "success")
         # The client is built with the company as the aggregator user.
-        client = self.bank_provider._get_provider()
-        self.assertEqual(client.config.user_ref, self.bank_provider._get_user_ref())
+        client = self.aggregator._get_client()
+        self.assertEqual(client.config.user_ref, self.aggregator._get_user_ref())
 
     def test_wrong_tenant_secret_is_a_clear_error(self):
-        self.bank_provider.service_secret = "not-the-tenant-secret"
+        self.aggregator.service_secret = "not-the-tenant-secret"
         with self.assertRaisesRegex(UserError, r"refused this database's credentials \(HTTP 401\)"):
-            self.bank_provider.action_bridge_service_test()
+            self.aggregator.action_bridge_service_test()
         # In the user's language.
         self.env["res.lang"]._activate_lang("fr_FR")
         with self.assertRaisesRegex(UserError, r"a refusé les identifiants de cette base"):
-            self.bank_provider.with_context(lang="fr_FR").action_bridge_service_test()
+            self.aggregator.with_context(lang="fr_FR").action_bridge_service_test()
         # Every flow says the same in words, never a traceback.
         wizard = self.env["bank.sync.connect.wizard"].create({})
         wizard.write({"accept_terms": True, "allow_transfer": True})
@@ -331,31 +332,31 @@ class TestBridgeServiceFlow(
             wizard.action_next()
         # The event poll of a company with a wrong secret fails quietly (logged), moving nothing.
         self.assertFalse(self.env["bank.sync.provider"]._cron_poll_bridge_service())
-        self.assertEqual(self.bank_provider.bridge_service_last_event_id, 0)
-        self.assertFalse(self.bank_provider.bridge_service_last_poll)
+        self.assertEqual(self.aggregator.bridge_service_last_event_id, 0)
+        self.assertFalse(self.aggregator.bridge_service_last_poll)
         # A missing secret: clear as well.
-        self.bank_provider.sudo().service_secret_encrypted = False
+        self.aggregator.sudo().service_secret_encrypted = False
         with self.assertRaisesRegex(UserError, "missing: the bridge service secret"):
-            self.bank_provider.action_bridge_service_test()
+            self.aggregator.action_bridge_service_test()
         self.assertNotIn("not-the-tenant-secret", self.service.log())
 
     def test_unreachable_service_is_a_clear_error(self):
         # The client's retries back off without waiting in this test.
-        original = type(self.bank_provider)._get_provider
+        original = type(self.aggregator)._get_client
         self.patch(
-            type(self.bank_provider),
-            "_get_provider",
+            type(self.aggregator),
+            "_get_client",
             lambda rec, **kwargs: original(rec, **dict(kwargs, sleep=lambda _seconds: None)),
         )
         with socket_closed_port() as port:
-            self.bank_provider.base_url = f"http://127.0.0.1:{port}"
+            self.aggregator.base_url = f"http://127.0.0.1:{port}"
             with self.assertRaisesRegex(UserError, "does not answer"):
-                self.bank_provider.action_bridge_service_test()
+                self.aggregator.action_bridge_service_test()
 
     def test_full_flow_through_the_service(self):
         # -- connect: Bridge's page (handed back by the service), callback into this Odoo.
         connection = self.connect()
-        self.assertEqual(connection.provider_id, self.bank_provider)
+        self.assertEqual(connection.provider_id, self.aggregator)
         self.assertEqual(connection.state, "ok")
         self.assertEqual(connection.institution_id, "574")
         item_id = int(connection.remote_id)
@@ -364,9 +365,7 @@ class TestBridgeServiceFlow(
             sorted(str(a.id) for a in self.emulator.accounts(item_id)),
         )
         # One Bridge user per tenant company, named by the service after tenant and company.
-        self.assertTrue(
-            self.emulator.user(f"{self.tenant_id}.{self.bank_provider._get_user_ref()}")
-        )
+        self.assertTrue(self.emulator.user(f"{self.tenant_id}.{self.aggregator._get_user_ref()}"))
 
         # -- link an account to a journal and synchronise: exactly Bridge's booked operations.
         account = self.link_checking(connection)
@@ -388,7 +387,7 @@ class TestBridgeServiceFlow(
         response = self.through_connect_page(connection.action_reconnect()["url"])
         self.assertEqual(response.status_code, 303, response.text[:500])
         self.assertEqual(
-            self.env["bank.sync.connection"].search([("provider_id", "=", self.bank_provider.id)]),
+            self.env["bank.sync.connection"].search([("provider_id", "=", self.aggregator.id)]),
             connection,
         )
         self.assertEqual(account.journal_id.code, "BSVC")
@@ -406,8 +405,8 @@ class TestBridgeServiceFlow(
         # but records none of this company's events.
         other = self.env["res.company"].create({"name": "Other company on the service"})
         other.bank_sync_enabled = True
-        other_provider = other.sudo()._bank_sync_set_provider_kind("bridge_service")
-        other_provider.write(
+        other_aggregator = other.sudo()._bank_sync_set_aggregator_kind("bridge_service")
+        other_aggregator.write(
             {
                 "base_url": self.service.url,
                 "client_id": self.tenant_id,
@@ -417,17 +416,17 @@ class TestBridgeServiceFlow(
         with self.capture_triggers(WEBHOOK_CRON) as woken:
             new_events = self.env["bank.sync.provider"]._cron_poll_bridge_service()
         self.assertTrue(new_events)
-        self.assertEqual(new_events.provider_id, self.bank_provider)
+        self.assertEqual(new_events.provider_id, self.aggregator)
         self.assertEqual(
-            other_provider.bridge_service_last_event_id,
-            self.bank_provider.bridge_service_last_event_id,
+            other_aggregator.bridge_service_last_event_id,
+            self.aggregator.bridge_service_last_event_id,
         )
-        self.assertFalse(Event.search([("provider_id", "=", other_provider.id)]))
+        self.assertFalse(Event.search([("provider_id", "=", other_aggregator.id)]))
         self.assertEqual(
             set(new_events.mapped("connection_remote_id")) - {False}, {connection.remote_id}
         )
         self.assertEqual(len(woken.records), 1, "the event job is woken at once")
-        self.assertGreater(self.bank_provider.bridge_service_last_event_id, 0)
+        self.assertGreater(self.aggregator.bridge_service_last_event_id, 0)
         # Polling again reads nothing new (the last event id is stored).
         self.assertFalse(self.env["bank.sync.provider"]._cron_poll_bridge_service())
         with self.capture_triggers(SYNC_CRON) as sync_woken:
@@ -442,8 +441,8 @@ class TestBridgeServiceFlow(
         self.assertFalse(account.sync_requested)
 
         # -- the service can also push the events at once, signed with the tenant secret.
-        self.bank_provider.action_bridge_service_register_callback()
-        self.addCleanup(self.bank_provider.action_bridge_service_remove_callback)
+        self.aggregator.action_bridge_service_register_callback()
+        self.addCleanup(self.aggregator.action_bridge_service_remove_callback)
         pushed_tx = self.emulator.add_transaction(int(account.remote_id), "-7.10", "PRESSE")
         # From the delivery on, this thread keeps off the database until the service's post
         # to this Odoo is answered (both would share the test cursor).
@@ -452,7 +451,7 @@ class TestBridgeServiceFlow(
             self.wait_for_callbacks()
         pushed = Event.search(
             [
-                ("provider_id", "=", self.bank_provider.id),
+                ("provider_id", "=", self.aggregator.id),
                 ("account_remote_ids", "=", account.remote_id),
                 ("state", "=", "pending"),
             ]
@@ -478,7 +477,7 @@ class TestBridgeServiceFlow(
         self.assertEqual(connection.state, "disconnected")
         self.assertFalse(account.journal_id)
         with self.assertRaises(NotFound):
-            self.bank_provider._get_provider().get_connection(str(item_id))
+            self.aggregator._get_client().get_connection(str(item_id))
         with self.assertRaises(KeyError):
             self.emulator.item(item_id)  # the service revoked it at Bridge too
         self.assertTrue(self.lines(account), "imported operations are kept")
@@ -492,7 +491,7 @@ class TestBridgeServiceFlow(
         added = sandbox_service.cli("tenant", "add", "Odoo tests (sandbox)")
         sandbox_service.start()
         self.addCleanup(sandbox_service.stop)
-        self.bank_provider.write(
+        self.aggregator.write(
             {
                 "base_url": sandbox_service.url,
                 "client_id": re.search(r"client_id:\s+(\S+)", added).group(1),
@@ -531,7 +530,7 @@ class TestBridgeServiceFlow(
         self.assertEqual(run.state, "done", run.error)
         remote = {
             sync_key("bridge_service", account.remote_id, tx.remote_id)
-            for page in self.bank_provider._get_provider().iter_transactions(
+            for page in self.aggregator._get_client().iter_transactions(
                 account.remote_id, date_from=account.history_start_date
             )
             for tx in page.transactions
@@ -544,7 +543,7 @@ class TestBridgeServiceFlow(
         self.assertEqual(account._sync_account("manual").created_count, 0)
 
     def test_pushed_events_must_be_signed_for_this_url(self):
-        url = self.bank_provider._get_bridge_service_callback_url()
+        url = self.aggregator._get_bridge_service_callback_url()
         path = urlsplit(url).path
         body = json.dumps({"events": []}).encode()
         headers = {"Content-Type": "application/json"}
@@ -568,8 +567,6 @@ class socket_closed_port:
     """A local port nobody listens on (bound then released)."""
 
     def __enter__(self):
-        import socket  # noqa: PLC0415
-
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             return sock.getsockname()[1]
@@ -595,10 +592,10 @@ class TestBridgeServicePushes(LocalEmulatorsMixin, AccountTestInvoicingCommon, H
         cls.addClassCleanup(cls.emulator.stop)
         cls.company = cls.company_data["company"]
         cls.other_company = cls.setup_other_company()["company"]
-        cls.providers = cls.env["bank.sync.provider"]
+        cls.aggregators = cls.env["bank.sync.provider"]
         for company in cls.company | cls.other_company:
             company.bank_sync_enabled = True
-            cls.providers |= cls.env["bank.sync.provider"].create(
+            cls.aggregators |= cls.env["bank.sync.provider"].create(
                 {
                     "kind": "bridge_service",
                     "company_id": company.id,
@@ -607,11 +604,11 @@ class TestBridgeServicePushes(LocalEmulatorsMixin, AccountTestInvoicingCommon, H
                     "service_secret": cls.TENANT_SECRET,
                 }
             )
-        cls.bank_provider, cls.other_provider = cls.providers
+        cls.aggregator, cls.other_aggregator = cls.aggregators
 
-    def push(self, body, headers=None, provider=None):
+    def push(self, body, headers=None, aggregator=None):
         """Post ``body`` to the events address, signed as the service signs it."""
-        url = (provider or self.bank_provider)._get_bridge_service_callback_url()
+        url = (aggregator or self.aggregator)._get_bridge_service_callback_url()
         signed = signing.sign_request(self.TENANT_SECRET, "POST", urlsplit(url).path, body)
         headers = {"Content-Type": "application/json", **signed, **(headers or {})}
         return self.url_open(url, data=body, headers=headers), headers
@@ -625,19 +622,19 @@ class TestBridgeServicePushes(LocalEmulatorsMixin, AccountTestInvoicingCommon, H
             events.append(dict(to_wire(event), id=self.event_number, company=company))
         return json.dumps({"events": events}).encode()
 
-    def recorded(self, provider):
-        return self.env["bank.sync.webhook.event"].search([("provider_id", "=", provider.id)])
+    def recorded(self, aggregator):
+        return self.env["bank.sync.webhook.event"].search([("provider_id", "=", aggregator.id)])
 
     def test_a_replayed_delivery_is_refused(self):
-        body = self.document(self.bank_provider._get_user_ref())
+        body = self.document(self.aggregator._get_user_ref())
         first, headers = self.push(body)
         self.assertEqual(first.status_code, 200, first.text)
-        url = self.bank_provider._get_bridge_service_callback_url()
+        url = self.aggregator._get_bridge_service_callback_url()
         # The same signed request again, within the signature's five minutes.
         replay = self.url_open(url, data=body, headers=headers)
         self.assertEqual(replay.status_code, 401)
         self.assertEqual(replay.json(), {"error": "replayed"})
-        self.assertEqual(len(self.recorded(self.bank_provider)), 1)
+        self.assertEqual(len(self.recorded(self.aggregator)), 1)
         # A new delivery (new nonce) of the same document is accepted; its event is known.
         again, _headers = self.push(body)
         self.assertEqual(again.json(), {"received": 1, "new": 0})
@@ -649,17 +646,17 @@ class TestBridgeServicePushes(LocalEmulatorsMixin, AccountTestInvoicingCommon, H
         self.assertFalse(Nonce.search_count([]))
 
     def test_events_go_only_to_the_company_they_name(self):
-        mine, theirs = (p._get_user_ref() for p in self.providers)
+        mine, theirs = (p._get_user_ref() for p in self.aggregators)
         answer, _headers = self.push(self.document(mine, theirs, None))
         self.assertEqual(answer.status_code, 200, answer.text)
-        self.assertEqual(self.recorded(self.bank_provider).mapped("event_id"), ["evt-1"])
-        self.assertEqual(self.recorded(self.other_provider).mapped("event_id"), ["evt-2"])
+        self.assertEqual(self.recorded(self.aggregator).mapped("event_id"), ["evt-1"])
+        self.assertEqual(self.recorded(self.other_aggregator).mapped("event_id"), ["evt-2"])
         # With one company left on the tenant, an event naming none is that company's.
-        self.other_provider.active = False
+        self.other_aggregator.active = False
         answer, _headers = self.push(self.document(None))
         self.assertEqual(answer.json(), {"received": 1, "new": 1})
-        self.assertEqual(len(self.recorded(self.bank_provider)), 2)
-        self.assertEqual(len(self.recorded(self.other_provider)), 1)
+        self.assertEqual(len(self.recorded(self.aggregator)), 2)
+        self.assertEqual(len(self.recorded(self.other_aggregator)), 1)
 
     def test_a_body_too_large_is_refused_before_it_is_verified(self):
         verified = []
@@ -673,7 +670,7 @@ class TestBridgeServicePushes(LocalEmulatorsMixin, AccountTestInvoicingCommon, H
         with patch.object(signing, "verify_request", counting_verify):
             response, headers = self.push(big)
             self.assertEqual(response.status_code, 413)
-            url = self.bank_provider._get_bridge_service_callback_url()
+            url = self.aggregator._get_bridge_service_callback_url()
             chunked = self.url_open(url, data=iter([big[:10], big[10:]]), headers=headers)
             self.assertEqual(chunked.status_code, 411)
             self.assertFalse(verified)
@@ -692,18 +689,18 @@ class TestBridgeServicePushes(LocalEmulatorsMixin, AccountTestInvoicingCommon, H
             self.env, "service.manager", self.company, password="service.manager"
         )
         self.authenticate(manager.login, manager.login)
-        callback = self.bank_provider._get_callback_url()
+        callback = self.aggregator._get_callback_url()
         requests_before = len(self.emulator.requests)
         forged = self.url_open(f"{callback}?state=forged&item_id=1", allow_redirects=False)
         self.assertEqual(forged.status_code, 400)
         self.assertIn("not valid", forged.text)
         # A genuine state of a user who is no longer an accounting manager: refused as well.
         Session = self.env["bank.sync.connect.session"].with_user(manager)
-        state = Session._make_state(self.bank_provider.with_user(manager))
+        state = Session._make_state(self.aggregator.with_user(manager))
         self.env["bank.sync.connect.session"].sudo().create(
             {
                 "nonce": Session._read_state(state)["nonce"],
-                "provider_id": self.bank_provider.id,
+                "provider_id": self.aggregator.id,
                 "company_id": self.company.id,
                 "user_id": manager.id,
                 "expires_at": fields.Datetime.now() + timedelta(minutes=30),

@@ -24,7 +24,7 @@ class TestConnectBridge(BankSyncCommon, HttpCase):
         keys = encryption_keys(KEY)
         keys.start()
         self.addCleanup(keys.stop)
-        self.bridge = self.company._bank_sync_set_provider_kind("bridgeapi")
+        self.bridge = self.company._bank_sync_set_aggregator_kind("bridgeapi")
         self.bridge.sudo().write(
             {
                 "base_url": self.emulator.base_url,

@@ -6,6 +6,8 @@ from odoo import fields
 from odoo.exceptions import UserError
 from odoo.tests import HttpCase, new_test_user, tagged
 
+from bank_sync_bridge import signing
+
 from .common_bank_sync import BankSyncCommon, parse_form, query_of
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action/"
@@ -80,7 +82,7 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         connection = self.env["bank.sync.connection"].browse(int(location.rsplit("/", 1)[1]))
         self.assertEqual(connection.institution_name, "BNP Paribas")
         self.assertEqual(connection.state, "ok")
-        self.assertEqual(connection.provider_id, self.provider)
+        self.assertEqual(connection.provider_id, self.aggregator)
         self.assertEqual(connection.company_id, self.company)
         self.assertGreater(connection.consent_expiry, fields.Datetime.now() + timedelta(days=170))
         self.assertEqual(
@@ -110,19 +112,17 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         self.assertFalse(self.env["bank.sync.connection"].search([]))
 
     def test_forged_state_is_refused(self):
-        client = self.provider._get_provider()
+        client = self.aggregator._get_client()
         Session = self.env["bank.sync.connect.session"]
-        from bank_sync_bridge import signing  # noqa: PLC0415
-
-        genuine = Session._make_state(self.provider)
+        genuine = Session._make_state(self.aggregator)
         payload = {"d": Session._database_tag(), "c": self.company.id, "u": self.env.uid}
-        payload["p"] = self.provider.id
+        payload["p"] = self.aggregator.id
         forged = signing.make_state("not the database secret", payload, 600)
         tampered = genuine[:-2] + ("AB" if genuine[-2:] != "AB" else "CD")
         # A genuine signature whose session was never opened here is refused as well.
         for state in (forged, tampered, genuine):
             session = client.start_connect(
-                callback_url=self.provider._get_callback_url(),
+                callback_url=self.aggregator._get_callback_url(),
                 state=state,
                 institution_id="CMCIFRPP",
             )
@@ -132,14 +132,14 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         self.assertFalse(self.env["bank.sync.connection"].search([]))
 
     def test_expired_state_is_refused(self):
-        from bank_sync_bridge import signing  # noqa: PLC0415
-
         Session = self.env["bank.sync.connect.session"]
         payload = {"d": Session._database_tag(), "c": self.company.id, "u": self.env.uid}
-        payload["p"] = self.provider.id
+        payload["p"] = self.aggregator.id
         expired = signing.make_state(Session._signing_key(), payload, 60, now=time.time() - 3600)
-        session = self.provider._get_provider().start_connect(
-            callback_url=self.provider._get_callback_url(), state=expired, institution_id="CMCIFRPP"
+        session = self.aggregator._get_client().start_connect(
+            callback_url=self.aggregator._get_callback_url(),
+            state=expired,
+            institution_id="CMCIFRPP",
         )
         _callback, response = self._through_hosted_page(session.url)
         self.assertEqual(response.status_code, 400)
@@ -186,11 +186,11 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
     def test_the_sandbox_page_only_leads_back_to_this_odoo(self):
         # A link signed with this database's key (as only this Odoo can make) but sending the
         # user elsewhere: the page refuses it rather than redirecting to another site.
-        client = self.provider._get_provider()
-        state = self.env["bank.sync.connect.session"]._make_state(self.provider)
+        client = self.aggregator._get_client()
+        state = self.env["bank.sync.connect.session"]._make_state(self.aggregator)
         for callback_url in (
             "https://attacker.example/bank_sync/callback/1",
-            self.provider._get_callback_url() + "/../../web/login",
+            self.aggregator._get_callback_url() + "/../../web/login",
         ):
             session = client.start_connect(
                 callback_url=callback_url, state=state, institution_id="BNPAFRPP"
@@ -218,5 +218,5 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
 
     def test_sandbox_page_needs_the_sandbox(self):
         url = self._hosted_url()
-        self.company._bank_sync_set_provider_kind("linxo")
+        self.company._bank_sync_set_aggregator_kind("linxo")
         self.assertEqual(self.url_open(url).status_code, 404)

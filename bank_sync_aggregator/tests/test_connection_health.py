@@ -37,7 +37,7 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
         load_french(cls.env)
         cls.company = cls.company_data["company"]
         cls.company.write({"bank_sync_enabled": True, "email": "compta@example.com"})
-        cls.bank_provider = cls.env["bank.sync.provider"].create(
+        cls.aggregator = cls.env["bank.sync.provider"].create(
             {"kind": "sandbox", "name": "Sandbox", "company_id": cls.company.id}
         )
         cls.alice = company_user(cls.env, "alice.health", cls.company, email="alice@example.com")
@@ -62,14 +62,14 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
     def connect(self, scenario, nonce="a1b2c3"):
         """A sandbox connection made a minute ago with ``scenario``, as the callback records it."""
         remote_id = make_connection_id(
-            self.bank_provider._get_user_ref(),
+            self.aggregator._get_user_ref(),
             "BNPAFRPP",
             scenario,
             datetime.now(timezone.utc) - timedelta(minutes=1),
             nonce,
         )
-        client = self.bank_provider._get_provider()
-        connection = self.bank_provider._upsert_connection(client.get_connection(remote_id))
+        client = self.aggregator._get_client()
+        connection = self.aggregator._upsert_connection(client.get_connection(remote_id))
         connection._upsert_accounts(client.list_accounts(remote_id))
         return connection
 
@@ -448,7 +448,7 @@ class TestConnectionHealth(AccountTestInvoicingCommon, CronMixinCase):
         self.assertEqual(query["mode"], "reconnect")
         self.assertEqual(query["connection_id"], connection.remote_id)
 
-        client = self.bank_provider._get_provider()
+        client = self.aggregator._get_client()
         callback = client.submit_hosted_page(dict(query, login="success"))
         result = client.complete_connect(dict(parse_qsl(urlsplit(callback).query)))
         sync_cron = self.env.ref("bank_sync_aggregator.ir_cron_bank_sync")

@@ -98,7 +98,7 @@ class TestJournalCard(SyncCase):
                 texts.append(" ".join(_render_text(element, scope).split()))
         return texts
 
-    # ------------------------------------------------------------------ finding A
+    # -- the card's Transactions -------------------------------------------------------------------
 
     def test_transactions_opens_exactly_the_journal_operations(self):
         self.sync(self.account)
@@ -197,7 +197,7 @@ class TestJournalCard(SyncCase):
         self.assertEqual(record["bank_sync_account_id"]["id"], self.account.id)
         self.assertEqual(record["journal_id"], self.journal.id)
 
-    # ------------------------------------------------------------------ finding B
+    # -- synchronisation switched off --------------------------------------------------------------
 
     def test_sync_off_hides_state_sync_now_and_reconnect(self):
         self.sync(self.account)
@@ -223,7 +223,7 @@ class TestJournalCard(SyncCase):
         with self.assertRaises(UserError):
             self.journal.action_bank_sync_now()
 
-    # ------------------------------------------------------------------ finding C
+    # -- dates in the reader's format --------------------------------------------------------------
 
     def test_last_sync_in_the_user_time_zone_and_date_format(self):
         self.connection.last_sync_date = datetime(2026, 11, 22, 13, 44, 40)
@@ -250,7 +250,7 @@ class TestJournalCard(SyncCase):
         self.assertEqual(value.tag, "span")
         self.assertIn("ms-1", value.get("class"))
 
-    # ------------------------------------------------------------------ finding D
+    # -- a linked journal waiting for its first import ---------------------------------------------
 
     def test_linked_journal_without_operations_waits_for_its_first_sync(self):
         self.assertFalse(self.journal.has_entries)

@@ -16,7 +16,7 @@ class TestLinkJournal(BankSyncCommon):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.connection = cls._connect_sandbox(cls.provider, bank="CMCIFRPP")
+        cls.connection = cls._connect_sandbox(cls.aggregator, bank="CMCIFRPP")
         accounts = cls.connection.account_ids
         cls.checking = accounts.filtered(lambda a: a.account_type == "checking")
         cls.savings = accounts.filtered(lambda a: a.account_type == "savings")
@@ -110,7 +110,7 @@ class TestLinkJournal(BankSyncCommon):
     def test_delete_connection_revokes_and_keeps_history(self):
         journal = self.company_data["default_journal_bank"]
         self.checking.journal_id = journal
-        client = self.provider._get_provider()
+        client = self.aggregator._get_client()
         self.assertIn(self.connection.remote_id, [c.remote_id for c in client.list_connections()])
         self.connection.action_disconnect()
         self.assertEqual(self.connection.state, "disconnected")
@@ -139,10 +139,10 @@ class TestLinkJournal(BankSyncCommon):
             self.connection.unlink()
         self.assertTrue(self.checking.exists())
         # A connection that never brought anything may go, revoked at the aggregator first.
-        other = self._connect_sandbox(self.provider, bank="QNTOFRP1")
+        other = self._connect_sandbox(self.aggregator, bank="QNTOFRP1")
         remote_id = other.remote_id
         other.unlink()
-        client = self.provider._get_provider()
+        client = self.aggregator._get_client()
         self.assertNotIn(remote_id, [c.remote_id for c in client.list_connections()])
 
     def test_switching_off_stops_without_deleting(self):

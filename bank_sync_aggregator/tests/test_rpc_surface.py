@@ -64,7 +64,7 @@ GUARDED = {
     # The settings are Odoo's administrators' (their access rights say so); switching the
     # aggregator disconnects the company's banks, so the accounting manager right is needed too.
     ("res.config.settings", "set_values"): "admin",
-    ("res.config.settings", "action_bank_sync_open_provider"): "admin",
+    ("res.config.settings", "action_bank_sync_open_aggregator"): "admin",
 }
 
 #: Public methods that change nothing and call nobody: each returns a window action (or opens
@@ -138,7 +138,7 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
         cls.addClassCleanup(cls.emulator.stop)
         cls.company = cls.company_data["company"]
         cls.company.bank_sync_enabled = True
-        cls.bank_provider = cls.env["bank.sync.provider"].create(
+        cls.aggregator = cls.env["bank.sync.provider"].create(
             {
                 "kind": "bridgeapi",
                 "company_id": cls.company.id,
@@ -150,7 +150,7 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
         )
         # The company's former aggregator, a bridge service: its actions call the emulator too
         # (which answers 404 to that protocol, after logging the request).
-        cls.service_provider = cls.env["bank.sync.provider"].create(
+        cls.service_aggregator = cls.env["bank.sync.provider"].create(
             {
                 "kind": "bridge_service",
                 "company_id": cls.company.id,
@@ -160,9 +160,9 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
                 "service_secret": "tenant-secret",
             }
         )
-        item = cls.emulator.connect_item(cls.bank_provider._get_user_ref(), login="success")
-        client = cls.bank_provider._get_provider()
-        cls.connection = cls.bank_provider._upsert_connection(client.get_connection(str(item.id)))
+        item = cls.emulator.connect_item(cls.aggregator._get_user_ref(), login="success")
+        client = cls.aggregator._get_client()
+        cls.connection = cls.aggregator._upsert_connection(client.get_connection(str(item.id)))
         cls.connection._upsert_accounts(client.list_accounts(str(item.id)))
         cls.account, cls.free_account = cls.connection.account_ids[:2]
         cls.account.currency_id.active = True
@@ -198,7 +198,7 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
             {"account_id": cls.account.id, "key": "ignored-1", "label": "Ignored"}
         )
         cls.event = cls.env["bank.sync.webhook.event"].create(
-            {"provider_id": cls.bank_provider.id, "event_id": "evt-1", "event_type": "x"}
+            {"provider_id": cls.aggregator.id, "event_id": "evt-1", "event_type": "x"}
         )
 
         cls.other_company = cls.setup_other_company()["company"]
@@ -245,7 +245,7 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
             .create(
                 {
                     "nonce": "rpc-surface-nonce",
-                    "provider_id": cls.bank_provider.id,
+                    "provider_id": cls.aggregator.id,
                     "company_id": cls.company.id,
                     "user_id": cls.manager.id,
                     "expires_at": fields.Datetime.now() + timedelta(minutes=30),
@@ -255,7 +255,7 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
         cls.token = (
             cls.env["bank.sync.token"]
             .sudo()
-            .create({"provider_id": cls.bank_provider.id, "key": "rpc-surface"})
+            .create({"provider_id": cls.aggregator.id, "key": "rpc-surface"})
         )
         cls.nonce = (
             cls.env["bank.sync.request.nonce"]
@@ -274,9 +274,9 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
     def target(self, model, method):
         """A record of the company to call ``method`` on (wizards made by its manager)."""
         if method.startswith("action_bridge_service_"):
-            return self.service_provider
+            return self.service_aggregator
         records = {
-            "bank.sync.provider": self.bank_provider,
+            "bank.sync.provider": self.aggregator,
             "bank.sync.connection": self.connection,
             "bank.sync.account": self.account,
             "account.journal": self.journal,
@@ -387,7 +387,7 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
         # emulator (deleting it, switching aggregators) come last. Business refusals
         # (UserError) are fine here, access refusals are not.
         users = {"admin": self.admin, "manager": self.manager}
-        revoking = {"action_disconnect", "set_values", "action_bank_sync_open_provider"}
+        revoking = {"action_disconnect", "set_values", "action_bank_sync_open_aggregator"}
         for model, method in sorted(GUARDED, key=lambda key: (key[1] in revoking, key)):
             with self.subTest(method=f"{model}.{method}"):
                 record = self.target(model, method)
@@ -421,14 +421,14 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
     def test_records_cannot_be_created_changed_or_deleted_by_outsiders(self):
         models_values = {
             "bank.sync.provider": (
-                self.bank_provider,
+                self.aggregator,
                 {"kind": "sandbox", "company_id": self.company.id, "active": False},
                 {"name": "Hacked"},
             ),
             "bank.sync.connection": (
                 self.connection,
                 {
-                    "provider_id": self.bank_provider.id,
+                    "provider_id": self.aggregator.id,
                     "company_id": self.company.id,
                     "remote_id": "planted",
                 },
@@ -451,19 +451,19 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
             ),
             "bank.sync.webhook.event": (
                 self.event,
-                {"provider_id": self.bank_provider.id, "event_id": "planted"},
+                {"provider_id": self.aggregator.id, "event_id": "planted"},
                 {"event_type": "Hacked"},
             ),
             "bank.sync.token": (
                 self.token,
-                {"provider_id": self.bank_provider.id, "key": "planted"},
+                {"provider_id": self.aggregator.id, "key": "planted"},
                 {"key": "hacked"},
             ),
             "bank.sync.connect.session": (
                 self.session,
                 {
                     "nonce": "planted",
-                    "provider_id": self.bank_provider.id,
+                    "provider_id": self.aggregator.id,
                     "company_id": self.company.id,
                     "user_id": self.manager.id,
                     "expires_at": fields.Datetime.now(),
@@ -512,21 +512,21 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
             self.other_company,
             groups="base.group_user,base.group_system,account.group_account_manager",
         )
-        stored = self.bank_provider.sudo()
+        stored = self.aggregator.sudo()
         for user in (self.manager, self.outsiders["bookkeeper"], other_admin):
             with self.subTest(user=user.login), self.assertRaises(AccessError):
-                self.bank_provider.with_env(self.as_user(user)).action_clear_secrets()
+                self.aggregator.with_env(self.as_user(user)).action_clear_secrets()
             self.assertTrue(stored.client_secret_encrypted)
             self.assertTrue(stored.webhook_secrets_encrypted)
             self.assertTrue(self.token.exists())
-        self.bank_provider.with_env(self.as_user(self.admin)).action_clear_secrets()
+        self.aggregator.with_env(self.as_user(self.admin)).action_clear_secrets()
         self.assertFalse(stored.client_secret_encrypted or stored.webhook_secrets_encrypted)
         self.assertFalse(self.token.exists(), "the cached tokens are forgotten too")
 
     def test_only_accounting_managers_of_the_company_delete_a_connection(self):
-        item = self.emulator.connect_item(self.bank_provider._get_user_ref(), login="success")
-        client = self.bank_provider._get_provider()
-        connection = self.bank_provider._upsert_connection(client.get_connection(str(item.id)))
+        item = self.emulator.connect_item(self.aggregator._get_user_ref(), login="success")
+        client = self.aggregator._get_client()
+        connection = self.aggregator._upsert_connection(client.get_connection(str(item.id)))
         path = f"/v3/aggregation/items/{item.id}"
         for role in ("bookkeeper", "auditor", "other company's manager"):
             with self.subTest(role=role), self.assertRaises(AccessError):
@@ -538,7 +538,7 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
         self.assertEqual((connection.state, connection.active), ("disconnected", False))
 
     def test_only_administrators_choose_the_api_url(self):
-        as_manager = self.bank_provider.with_env(self.as_user(self.manager))
+        as_manager = self.aggregator.with_env(self.as_user(self.manager))
         with self.assertRaisesRegex(AccessError, "Only administrators can change the API URL"):
             as_manager.base_url = "https://collector.example"
         with self.assertRaises(AccessError):
@@ -550,11 +550,11 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
                     "base_url": "https://collector.example",
                 }
             )
-        self.assertEqual(self.bank_provider.base_url, self.emulator.base_url)
+        self.assertEqual(self.aggregator.base_url, self.emulator.base_url)
         # The rest of the settings stay the managers'.
         as_manager.write({"client_id": self.emulator.client_id, "terms_url": "https://t.example"})
         # Administrators may, to https, or to plain http on this machine only (emulators).
-        as_admin = self.bank_provider.with_env(self.as_user(self.admin))
+        as_admin = self.aggregator.with_env(self.as_user(self.admin))
         for allowed in (
             "https://api.bridgeapi.io",
             "http://localhost:8080",
@@ -571,10 +571,10 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
                 as_admin.base_url = refused
                 self.env.flush_all()
 
-    def test_the_aggregator_of_a_provider_in_use_cannot_change(self):
-        for provider in (self.bank_provider, self.service_provider):  # connections, secrets
-            with self.subTest(kind=provider.kind), self.assertRaisesRegex(UserError, "settings"):
-                provider.kind = "sandbox"
+    def test_the_kind_of_aggregator_settings_in_use_cannot_change(self):
+        for aggregator in (self.aggregator, self.service_aggregator):  # connections, secrets
+            with self.subTest(kind=aggregator.kind), self.assertRaisesRegex(UserError, "settings"):
+                aggregator.kind = "sandbox"
         fresh = self.env["bank.sync.provider"].create(
             {"kind": "sandbox", "company_id": self.other_company.id}
         )

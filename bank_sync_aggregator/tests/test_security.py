@@ -13,14 +13,14 @@ class TestSecurity(BankSyncCommon):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.connection = cls._connect_sandbox(cls.provider)
+        cls.connection = cls._connect_sandbox(cls.aggregator)
         cls.account = cls.connection.account_ids.filtered(lambda a: a.account_type == "checking")
         cls.account.journal_id = cls.company_data["default_journal_bank"]
 
         cls.other_company = cls.setup_other_company()["company"]
         cls.other_company.bank_sync_enabled = True
-        cls.other_provider = cls.other_company._bank_sync_set_provider_kind("sandbox")
-        cls.other_connection = cls._connect_sandbox(cls.other_provider, bank="SOGEFRPP")
+        cls.other_aggregator = cls.other_company._bank_sync_set_aggregator_kind("sandbox")
+        cls.other_connection = cls._connect_sandbox(cls.other_aggregator, bank="SOGEFRPP")
 
         def user(login, groups, companies=cls.company):
             return new_test_user(
@@ -61,8 +61,8 @@ class TestSecurity(BankSyncCommon):
             }
         )
         self.assertTrue(wizard.exists())
-        provider = env["bank.sync.provider"].browse(self.provider.id)
-        provider.write({"sandbox_seed": 7, "client_id": "manager-client"})
+        aggregator = env["bank.sync.provider"].browse(self.aggregator.id)
+        aggregator.write({"sandbox_seed": 7, "client_id": "manager-client"})
         connect = env["bank.sync.connect.wizard"].create({})
         self.assertTrue(connect.provider_id)
 
@@ -73,19 +73,19 @@ class TestSecurity(BankSyncCommon):
             (wizard.account_id, wizard.mode, wizard.new_journal_name, wizard.history_start_date),
             (savings, "new", "Livret de l'association", fields.Date.to_date("2025-02-01")),
         )
-        self.assertEqual((provider.sandbox_seed, provider.client_id), (7, "manager-client"))
-        self.assertEqual(connect.provider_id, provider)
+        self.assertEqual((aggregator.sandbox_seed, aggregator.client_id), (7, "manager-client"))
+        self.assertEqual(connect.provider_id, aggregator)
 
         # What only an administrator, or another company, may write is refused and left as it was.
         for field in ("client_secret", "client_secret_encrypted"):
             with self.assertRaises(AccessError, msg=field):
-                provider.write({field: "sk-typed-by-a-manager"})
+                aggregator.write({field: "sk-typed-by-a-manager"})
         with self.assertRaises(AccessError):
             env["bank.sync.connection"].browse(self.other_connection.id).write(
                 {"institution_name": "Not mine"}
             )
         self.env.invalidate_all()
-        self.assertFalse(self.provider.sudo().client_secret_encrypted)
+        self.assertFalse(self.aggregator.sudo().client_secret_encrypted)
         self.assertNotEqual(self.other_connection.institution_name, "Not mine")
 
     def test_accounting_users_see_states_not_configure(self):
@@ -107,7 +107,7 @@ class TestSecurity(BankSyncCommon):
             with self.assertRaises(AccessError):
                 env["bank.sync.connect.wizard"].create({})
             with self.assertRaises(AccessError):
-                env["bank.sync.provider"].browse(self.provider.id).kind = "linxo"
+                env["bank.sync.provider"].browse(self.aggregator.id).kind = "linxo"
 
     def test_others_see_nothing(self):
         for user in (self.employee, self.portal):
@@ -123,7 +123,7 @@ class TestSecurity(BankSyncCommon):
         with self.assertRaises(AccessError):
             env["bank.sync.connection"].browse(self.other_connection.id).read(["state"])
         with self.assertRaises(AccessError):
-            env["bank.sync.provider"].browse(self.other_provider.id).read(["kind"])
+            env["bank.sync.provider"].browse(self.other_aggregator.id).read(["kind"])
         other_env = self._env(self.other_manager)
         self.assertEqual(other_env["bank.sync.connection"].search([]), self.other_connection)
         with self.assertRaises(AccessError):
@@ -132,7 +132,7 @@ class TestSecurity(BankSyncCommon):
     def test_connect_sessions_belong_to_their_user(self):
         url_env = self._env(self.manager)
         url_env["bank.sync.connect.session"]._open(
-            url_env["bank.sync.provider"].browse(self.provider.id), institution_id="BNPAFRPP"
+            url_env["bank.sync.provider"].browse(self.aggregator.id), institution_id="BNPAFRPP"
         )
         session = self.env["bank.sync.connect.session"].sudo().search([], limit=1)
         self.assertEqual(session.user_id, self.manager)

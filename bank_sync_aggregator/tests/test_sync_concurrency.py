@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from odoo import SUPERUSER_ID, api
-from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import ACCOUNT_LOCK_NAMESPACE
+from odoo.addons.bank_sync_aggregator.sync.run import ACCOUNT_LOCK_NAMESPACE
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import config
 
@@ -30,8 +30,8 @@ from bank_sync_bridge.sync import sync_key
 
 PAGE_SIZE = 10
 
-# What the daily job does for one account, in a process of its own (the fixture's provider is
-# the stateless sandbox, so this process sees exactly the operations the test process sees).
+# What the daily job does for one account, in a process of its own (the fixture's aggregator
+# is the stateless sandbox, so this process sees exactly the operations the test process sees).
 WORKER = """
 import sys
 import odoo
@@ -41,9 +41,9 @@ registry = odoo.modules.registry.Registry(sys.argv[1])
 with registry.cursor() as cr:
     env = odoo.api.Environment(cr, odoo.SUPERUSER_ID, {})
     account = env["bank.sync.account"].browse(int(sys.argv[2]))
-    provider = account.connection_id.provider_id._get_provider()
-    provider.page_size = PAGE_SIZE
-    run = account._sync_account("cron", provider=provider, commit=True)
+    client = account.connection_id.provider_id._get_client()
+    client.page_size = PAGE_SIZE
+    run = account._sync_account("cron", client=client, commit=True)
     print("RUN", run.state, run.created_count, run.error or "")
 """.replace("PAGE_SIZE", str(PAGE_SIZE))
 
@@ -84,16 +84,16 @@ class TestSyncConcurrency(TransactionCase):
             company.bank_sync_enabled = True
             eur = env.ref("base.EUR")
             eur.active = True
-            provider = env["bank.sync.provider"].create(
+            aggregator = env["bank.sync.provider"].create(
                 {"name": "Sandbox race", "kind": "sandbox", "company_id": company.id}
             )
             now = datetime.now(timezone.utc)
             nonce = f"{os.getpid() % 0xFFFFFF:06x}"
             remote_id = make_connection_id(
-                provider._get_user_ref(), "SOGEFRPP", "success", now - timedelta(hours=1), nonce
+                aggregator._get_user_ref(), "SOGEFRPP", "success", now - timedelta(hours=1), nonce
             )
-            client = provider._get_provider()
-            connection = provider._upsert_connection(client.get_connection(remote_id))
+            client = aggregator._get_client()
+            connection = aggregator._upsert_connection(client.get_connection(remote_id))
             connection._upsert_accounts(client.list_accounts(remote_id))
             account = connection.account_ids.filtered(lambda a: a.account_type == "checking")
             journal = env["account.journal"].create(
@@ -112,7 +112,7 @@ class TestSyncConcurrency(TransactionCase):
                 }
             )
             return {
-                "provider": provider.id,
+                "aggregator": aggregator.id,
                 "connection": connection.id,
                 "account": account.id,
                 "journal": journal.id,
@@ -131,7 +131,7 @@ class TestSyncConcurrency(TransactionCase):
             connection.account_ids.write({"journal_id": False})
             env["account.journal"].browse(ids["journal"]).unlink()
             connection.unlink()
-            env["bank.sync.provider"].browse(ids["provider"]).unlink()
+            env["bank.sync.provider"].browse(ids["aggregator"]).unlink()
             env.ref("base.main_company").bank_sync_enabled = self.was_enabled
 
     # ------------------------------------------------------------------ helpers
@@ -153,7 +153,7 @@ class TestSyncConcurrency(TransactionCase):
         """Keys of the booked operations the aggregator reports; with ``up_to`` (the sandbox
         cursor's sort position), only those of the pages up to that position."""
         account = env["bank.sync.account"].browse(self.fixture["account"])
-        client = account.connection_id.provider_id._get_provider()
+        client = account.connection_id.provider_id._get_client()
         keys = set()
         for page in client.iter_transactions(
             account.remote_id, date_from=self.fixture["history_start"]

@@ -18,10 +18,8 @@ from decimal import Decimal
 from unittest.mock import patch
 
 from odoo import fields
-from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import (
-    AccountSynchroniser,
-    compare_with_bank,
-)
+from odoo.addons.bank_sync_aggregator.sync.balance import compare_with_bank
+from odoo.addons.bank_sync_aggregator.sync.run import AccountSynchroniser
 from odoo.tests import tagged
 
 from .test_sync_integrity import IntegrityCase
@@ -86,7 +84,7 @@ class TestSyncConvergence(IntegrityCase):
         self.emulator.clear_faults()
         for _attempt in range(6):
             self.emulator.reset_rate_limits()
-            run = self.sync(self.account, trigger="cron", provider=self.client(page_size=20))
+            run = self.sync(self.account, trigger="cron", client=self.client(page_size=20))
             # (the retry of a failed forced range is no daily import: one more run)
             if run.state == "done" and run.trigger != "forced" and not self.account.sync_requested:
                 break
@@ -118,7 +116,7 @@ class TestSyncConvergence(IntegrityCase):
     def sync_now(self):
         run = self.sync(
             self.account,
-            provider=self.client(page_size=self.rng.choice((5, 20, 500))),
+            client=self.client(page_size=self.rng.choice((5, 20, 500))),
             time_budget=self.rng.choice((0.0001, 0.0001, None)),
         )
         self.assertIn(run.state, ("done", "partial", "failed", "skipped"), self.steps)
@@ -127,7 +125,7 @@ class TestSyncConvergence(IntegrityCase):
 
     def background_job(self):
         trigger = self.account.sync_requested_trigger or "cron"
-        run = self.sync(self.account, trigger=trigger, provider=self.client(page_size=20))
+        run = self.sync(self.account, trigger=trigger, client=self.client(page_size=20))
         if run.state == "done" and not self.account.sync_requested and run.trigger != "forced":
             self.assert_converged(run)
 
@@ -138,7 +136,7 @@ class TestSyncConvergence(IntegrityCase):
         run = self.sync(
             self.account,
             trigger="forced",
-            provider=self.client(page_size=20),
+            client=self.client(page_size=20),
             date_from=start,
             date_to=end,
         )
@@ -158,7 +156,7 @@ class TestSyncConvergence(IntegrityCase):
 
         with patch.object(AccountSynchroniser, "_create_lines", dies_midway):
             try:
-                self.sync(self.account, trigger="cron", provider=self.client(page_size=5))
+                self.sync(self.account, trigger="cron", client=self.client(page_size=5))
             except WorkerKilled:
                 self.steps.append("(killed)")
 

@@ -8,7 +8,29 @@ from odoo.exceptions import UserError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
 
+from bank_sync_bridge.errors import InvalidRequest, ProviderUnavailable
+from bank_sync_bridge.model import Cursor
+from bank_sync_bridge.sync import sync_key
+
 from .common_sync import NOW, TODAY, SyncCase, day
+
+
+class BankMaintenance(ProviderUnavailable):
+    """An error of the aggregator's family that passes by itself, named nowhere in the addon."""
+
+
+class FailingClient:
+    """The real client, whose read of the operations fails with ``error``."""
+
+    def __init__(self, client, error):
+        self.client = client
+        self.error = error
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def iter_transactions(self, *args, **kwargs):
+        raise self.error
 
 
 @tagged("post_install", "-at_install")
@@ -137,11 +159,9 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertEqual(len(deleted), 1)
 
     def _keys_changed_overnight(self, account):
-        from bank_sync_bridge.sync import sync_key  # noqa: PLC0415
-
-        provider = self.provider()
+        client = self.aggregator_client()
         keys = set()
-        for page in provider.iter_transactions(
+        for page in client.iter_transactions(
             account.remote_id, cursor=self._cursor(account), date_from=None
         ):
             for tx in page.transactions:
@@ -152,8 +172,6 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         return keys
 
     def _cursor(self, account):
-        from bank_sync_bridge.model import Cursor  # noqa: PLC0415
-
         return Cursor.loads(account.sync_cursor)
 
     def _reconcile_with_an_entry(self, line):
@@ -338,10 +356,10 @@ class TestSyncEngine(SyncCase, CronMixinCase):
     def test_sync_now_imports_a_first_part_and_leaves_the_rest_to_the_background(self):
         account = self.checking(self.make_connection())
         self.link(account, history_start=day(-60))
-        provider = self.provider()
-        provider.page_size = 10
+        client = self.aggregator_client()
+        client.page_size = 10
         with self.capture_triggers("bank_sync_aggregator.ir_cron_bank_sync") as capture:
-            run = self.sync(account, provider=provider, time_budget=0.0001)
+            run = self.sync(account, client=client, time_budget=0.0001)
         self.assertEqual(run.state, "partial")
         # Whole pages only, and not all of them (the budget has a floor of half a second).
         total = len(self.remote_booked(account, day(-60)))
@@ -350,7 +368,7 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertTrue(account.sync_requested)
         self.assertTrue(capture.records, "the background job is woken up for the rest")
         # The background job takes it from the stored cursor.
-        rest = self.sync(account, trigger="cron", provider=provider)
+        rest = self.sync(account, trigger="cron", client=client)
         self.assertEqual(rest.state, "done", rest.error)
         self.assertEqual(rest.window_basis, "cursor")
         self.assertFalse(account.sync_requested)
@@ -426,6 +444,43 @@ class TestSyncEngine(SyncCase, CronMixinCase):
         self.assertFalse(account.sync_not_before)
         self.assertNotIn("Retried automatically", run.note or "")
 
+    def test_the_retry_follows_what_the_error_says_of_itself(self):
+        account = self.checking(self.make_connection())
+        self.link(account, history_start=day(-5))
+        maintenance = BankMaintenance("The bank is closed for maintenance.")
+        run = self.sync(
+            account, trigger="cron", client=FailingClient(self.aggregator_client(), maintenance)
+        )
+        self.assertEqual((run.state, run.error_type), ("failed", "BankMaintenance"))
+        self.assertTrue(run.error_retryable)
+        self.assertIn("Retried automatically", run.note)
+        self.assertTrue(account.sync_requested)
+        self.assertTrue(account.sync_not_before)
+
+        account.write({"sync_requested": False, "sync_not_before": False})
+        refused = InvalidRequest("The request was refused.", status=400)
+        run = self.sync(
+            account, trigger="cron", client=FailingClient(self.aggregator_client(), refused)
+        )
+        self.assertEqual(run.state, "failed")
+        self.assertFalse(run.error_retryable)
+        self.assertNotIn("Retried automatically", run.note or "")
+        self.assertFalse(account.sync_requested, "trying again would fail the same way")
+
+    def test_an_impossible_window_fails_the_run_not_the_bank_connection(self):
+        connection = self.make_connection()
+        account = self.checking(connection)
+        self.link(account, history_start=day(5))
+        run = self.sync(account, trigger="cron")
+        self.assertEqual((run.state, run.error_type), ("failed", "SyncPlanError"))
+        self.assertIn("in the future", run.error)
+        # Our own plan failed, not the bank: no failure counted, no alert.
+        self.assertEqual(connection.state, "ok")
+        self.assertFalse(connection.health_failed_days)
+        self.assertFalse(connection.health_incident)
+        self.assertFalse(run.error_retryable)
+        self.assertFalse(account.sync_requested, "the dates must change, not the time")
+
     def test_a_webhook_request_is_synced_by_the_background_job_and_says_so(self):
         account = self.checking(self.make_connection())
         self.link(account)
@@ -477,12 +532,12 @@ class TestSyncEngine(SyncCase, CronMixinCase):
             lambda line: day(-50) <= line.date <= day(-20) and line.bank_sync_status == "booked"
         )
         gap.unlink()
-        provider = self.provider()
-        provider.page_size = 10
+        client = self.aggregator_client()
+        client.page_size = 10
         first = self.sync(
             account,
             trigger="forced",
-            provider=provider,
+            client=client,
             date_from=day(-50),
             date_to=day(-20),
             time_budget=0.0001,

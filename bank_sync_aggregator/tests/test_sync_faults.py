@@ -24,16 +24,16 @@ class FaultAfterPages:
     """The real client; once ``after`` pages were handed over, a fault is scripted on the
     emulator so that the next page's HTTP call meets it."""
 
-    def __init__(self, provider, script, after=1):
-        self.provider = provider
+    def __init__(self, client, script, after=1):
+        self.client = client
         self.script = script
         self.after = after
 
     def __getattr__(self, name):
-        return getattr(self.provider, name)
+        return getattr(self.client, name)
 
     def iter_transactions(self, *args, **kwargs):
-        for number, page in enumerate(self.provider.iter_transactions(*args, **kwargs), 1):
+        for number, page in enumerate(self.client.iter_transactions(*args, **kwargs), 1):
             yield page
             if number == self.after:
                 self.script()
@@ -46,11 +46,11 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
     def run_with_fault_on_second_page(self, kind, count=2, **script_kwargs):
         # count=2: the first attempt and the client's one retry both meet the fault.
         account = self.bridge_account()
-        provider = FaultAfterPages(
+        client = FaultAfterPages(
             self.client(),
             lambda: self.emulator.script_faults(kind, count, path=TRANSACTIONS, **script_kwargs),
         )
-        run = self.sync(account, trigger="cron", provider=provider)
+        run = self.sync(account, trigger="cron", client=client)
         return account, run
 
     def assert_first_page_only_then_converges(self, account, run, error_type):
@@ -67,7 +67,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
         self.assertTrue(account.sync_requested)
         wait = (account.sync_not_before - fields.Datetime.now()).total_seconds()
         self.assertAlmostEqual(wait, 900, delta=5)
-        rerun = self.sync(account, trigger="cron", provider=self.client())
+        rerun = self.sync(account, trigger="cron", client=self.client())
         self.assertEqual(rerun.state, "done", rerun.error)
         self.assertEqual(rerun.window_basis, "cursor")
         self.exact(account)
@@ -95,7 +95,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
     def test_rate_limit_with_retry_after_is_waited_out(self):
         account = self.bridge_account()
         self.emulator.force_rate_limit(1, retry_after=2)
-        run = self.sync(account, trigger="cron", provider=self.client())
+        run = self.sync(account, trigger="cron", client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertIn(2.0, self.sleeps, "the client waited as long as Retry-After said")
         self.exact(account)
@@ -107,7 +107,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
         waits = []
         with self.capture_triggers(cron.id) as triggers:
             for _attempt in range(4):
-                run = self.sync(account, trigger="cron", provider=self.client())
+                run = self.sync(account, trigger="cron", client=self.client())
                 self.assertEqual((run.state, run.error_type), ("failed", "ProviderUnavailable"))
                 if account.sync_not_before:
                     waits.append(
@@ -124,20 +124,20 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
 
     def test_a_failed_forced_sync_is_retried_on_its_own_window(self):
         account = self.bridge_account()
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
         date_from, date_to = (
             self.history_start + timedelta(days=10),
             self.history_start + timedelta(days=40),
         )
         self.emulator.script_faults("503", 2, path=TRANSACTIONS)
         run = self.sync(
-            account, trigger="forced", provider=self.client(), date_from=date_from, date_to=date_to
+            account, trigger="forced", client=self.client(), date_from=date_from, date_to=date_to
         )
         self.assertEqual((run.state, run.error_type), ("failed", "ProviderUnavailable"))
         self.assertIn("Retried automatically", run.note)
         self.assertEqual(account.sync_requested_trigger, "forced")
         # What the background job then does for this account: the same window, not the cursor.
-        retry = self.sync(account, trigger=account.sync_requested_trigger, provider=self.client())
+        retry = self.sync(account, trigger=account.sync_requested_trigger, client=self.client())
         self.assertEqual(retry.state, "done", retry.error)
         self.assertEqual(retry.window_basis, "forced")
         self.assertEqual((retry.date_from, retry.date_to), (date_from, date_to))
@@ -146,7 +146,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
     def test_rate_limit_that_persists_resumes_later_cleanly(self):
         account = self.bridge_account()
         self.emulator.force_rate_limit(10, retry_after=30)
-        run = self.sync(account, trigger="cron", provider=self.client())
+        run = self.sync(account, trigger="cron", client=self.client())
         self.assertEqual((run.state, run.error_type), ("partial", "RateLimited"))
         self.assertIn("resumes at", run.note)
         self.assertTrue(account.sync_not_before)
@@ -157,10 +157,10 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
     def test_expired_token_is_renewed_without_the_user(self):
         account = self.bridge_account()
         client = self.client()
-        self.assertEqual(self.sync(account, provider=client).state, "done")
+        self.assertEqual(self.sync(account, client=client).state, "done")
         self.emulator.expire_tokens()
         self.emulator.add_transaction(int(account.remote_id), "-42.00", "Late fee")
-        run = self.sync(account, provider=client)
+        run = self.sync(account, client=client)
         self.assertEqual(run.state, "done", run.error)
         self.assertEqual(run.created_count, 1)
         self.exact(account)
@@ -170,7 +170,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
         account = self.bridge_account()
         remote_id = int(account.remote_id)
         pending = self.emulator.add_transaction(remote_id, "-19.99", "CB CINEMA", pending=True)
-        first = self.sync(account, provider=self.client())
+        first = self.sync(account, client=self.client())
         self.assertEqual(first.state, "done", first.error)
         self.assertEqual(first.pending_count, 1)
         self.assertFalse(self.lines(account).filtered(lambda line: line.amount == -19.99))
@@ -181,7 +181,7 @@ class TestSyncFaultsBridge(BridgeSyncCase, CronMixinCase):
         self.emulator.change_transaction(renamed.id, label="Loyer bureau mars")
         self.emulator.change_transaction(shifted.id, shift_days=-2)
 
-        run = self.sync(account, provider=self.client())
+        run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertEqual(
             (run.created_count, run.deleted_count, run.updated_count), (1, 1, 2), run.note
@@ -198,7 +198,7 @@ class TestSyncLinxo(SyncCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.bank_provider.write({"name": "Linxo", "kind": "linxo"})
+        cls.aggregator.write({"name": "Linxo", "kind": "linxo"})
         cls.linxo_clock = AdjustableClock()
         cls.emulator = LinxoEmulator(clock=cls.linxo_clock, transactions_per_account=25).start()
         cls.addClassCleanup(cls.emulator.stop)
@@ -216,9 +216,7 @@ class TestSyncLinxo(SyncCase):
     def linxo_account(self):
         connection_id = self.emulator.create_connection(self.client.user_id)
         self.linxo_clock.advance(minutes=10)  # the first synchronisation at Linxo lands
-        connection = self.bank_provider._upsert_connection(
-            self.client.get_connection(connection_id)
-        )
+        connection = self.aggregator._upsert_connection(self.client.get_connection(connection_id))
         connection._upsert_accounts(self.client.list_accounts(connection_id))
         account = connection.account_ids.filtered(lambda a: a.account_type == "checking")[:1]
         self.link(account, history_start=self.history_start)
@@ -230,7 +228,7 @@ class TestSyncLinxo(SyncCase):
 
     def test_first_sync_then_changes_and_a_server_error(self):
         account = self.linxo_account()
-        run = self.sync(account, provider=self.client)
+        run = self.sync(account, client=self.client)
         self.assertEqual(run.state, "done", run.error)
         self.assertGreater(run.pages, 1)
         self.assert_exactly_remote(account, self.history_start, self.client)
@@ -251,10 +249,10 @@ class TestSyncLinxo(SyncCase):
         today = fields.Date.context_today(self.env.user)
         self.emulator.add_transaction(account.remote_id, "-15.00", "Frais de tenue", on=today)
         self.emulator.script_faults("500", 10, path="/transactions")
-        failed = self.sync(account, provider=self.client)
+        failed = self.sync(account, client=self.client)
         self.assertEqual((failed.state, failed.error_type), ("failed", "ProviderUnavailable"))
         self.emulator.clear_faults()
-        again = self.sync(account, provider=self.client)
+        again = self.sync(account, client=self.client)
         self.assertEqual(again.state, "done", again.error)
         self.assertEqual((again.updated_count, again.deleted_count), (1, 1), again.note)
         lines = self.assert_exactly_remote(account, self.history_start, self.client)

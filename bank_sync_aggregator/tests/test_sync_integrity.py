@@ -16,10 +16,8 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 from odoo import Command, fields
-from odoo.addons.bank_sync_aggregator.models.bank_sync_engine import (
-    BUDGET_BATCH,
-    RECENT_REREAD_DAYS,
-)
+from odoo.addons.bank_sync_aggregator.sync.balance import RECENT_REREAD_DAYS
+from odoo.addons.bank_sync_aggregator.sync.pages import BUDGET_BATCH
 from odoo.tests import tagged
 
 from .common_sync import BridgeSyncCase
@@ -30,18 +28,18 @@ class BeforeEachBalanceRead:
     read (``list_accounts``), once: an operation booked between the last page of a first
     import and the balance."""
 
-    def __init__(self, provider, happen):
-        self.provider = provider
+    def __init__(self, client, happen):
+        self.client = client
         self.happen = happen
 
     def __getattr__(self, name):
-        return getattr(self.provider, name)
+        return getattr(self.client, name)
 
     def list_accounts(self, connection_id):
         happen, self.happen = self.happen, None
         if happen:
             happen()
-        return self.provider.list_accounts(connection_id)
+        return self.client.list_accounts(connection_id)
 
 
 class IntegrityCase(BridgeSyncCase):
@@ -141,7 +139,7 @@ class TestFirstImport(IntegrityCase):
         self.emulator.add_transaction(
             self.remote_id(account), "-64.90", "PRLV SEPA EDF", stamped_ago=timedelta(days=2)
         )
-        run = self.sync(account, provider=self.client(page_size=500), time_budget=0.0001)
+        run = self.sync(account, client=self.client(page_size=500), time_budget=0.0001)
         self.assertEqual(run.state, "partial")
         self.assertEqual(run.created_count, BUDGET_BATCH)
         self.assertFalse(self.opening(account), "no opening line from a partial import")
@@ -149,14 +147,14 @@ class TestFirstImport(IntegrityCase):
 
         # The background job takes the import over (as the cron does for this account).
         rest = self.sync(
-            account, trigger=account.sync_requested_trigger, provider=self.client(page_size=500)
+            account, trigger=account.sync_requested_trigger, client=self.client(page_size=500)
         )
         self.assertEqual(rest, run, "the same run completes")
         self.assertEqual(rest.state, "done", rest.error)
         self.assertEqual(rest.window_basis, "history", "read again from the history start")
         self.assert_books_match_the_bank(account)
         # And nothing more to find the next day.
-        again = self.sync(account, provider=self.client())
+        again = self.sync(account, client=self.client())
         self.assertEqual((again.created_count, again.balance_difference), (0, 0.0), again.note)
 
     def test_an_operation_booked_while_the_balance_is_read_is_counted_once(self):
@@ -168,25 +166,25 @@ class TestFirstImport(IntegrityCase):
                 self.emulator.add_transaction(self.remote_id(account), "-120.00", "CB STATION")
             )
 
-        run = self.sync(account, provider=BeforeEachBalanceRead(self.client(page_size=500), book))
+        run = self.sync(account, client=BeforeEachBalanceRead(self.client(page_size=500), book))
         self.assertEqual(run.state, "done", run.error)
         self.assertTrue(booked)
         self.assertEqual(len(self.lines(account).filtered(lambda line: line.amount == -120.0)), 1)
         self.assert_books_match_the_bank(account)
-        again = self.sync(account, provider=self.client())
+        again = self.sync(account, client=self.client())
         self.assertEqual(again.created_count, 0)
         self.assertEqual(again.balance_difference, 0.0, again.note)
 
     def test_relinking_to_another_journal_imports_its_history_there(self):
         account = self.bridge_account()
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
         first_journal = account.journal_id
         journal = self.env["account.journal"].create(
             {"name": "Banque (nouveau)", "code": "BNEW", "type": "bank"}
         )
         self.link(account, history_start=self.history_start, journal=journal)
         self.assertNotEqual(account.journal_id, first_journal)
-        run = self.sync(account, provider=self.client())
+        run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertEqual(run.window_basis, "history")
         self.assert_books_match_the_bank(account)
@@ -198,13 +196,13 @@ class TestProtectedLines(IntegrityCase):
 
     def synced_account(self):
         account = self.bridge_account()
-        run = self.sync(account, provider=self.client())
+        run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         return account
 
     def assert_kept_and_flagged_once(self, account, line, words):
         new = self.emulator.add_transaction(self.remote_id(account), "-12.00", "FRAIS TENUE")
-        run = self.sync(account, provider=self.client())
+        run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertTrue(line.exists(), "the accountant's work is never deleted")
         self.assertTrue(line.bank_sync_to_review)
@@ -212,7 +210,7 @@ class TestProtectedLines(IntegrityCase):
         self.assertEqual(run.review_count, 1)
         self.assertEqual(run.created_count, 1, "the account is not blocked")
         self.assertTrue(self.line_for(account, new.id))
-        again = self.sync(account, provider=self.client())
+        again = self.sync(account, client=self.client())
         self.assertEqual(again.state, "done", again.error)
         self.assertEqual(again.review_count, 0, "asked once, not every run")
         return run
@@ -273,12 +271,12 @@ class TestProtectedLines(IntegrityCase):
         tx = self.emulator.add_transaction(
             self.remote_id(account), "-45.00", "PRLV ASSURANCE", on=date(2025, 12, 31)
         )
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
         line = self.line_for(account, tx.id)
         self.assertIn("/2025/", line.move_id.name)
         self.emulator.change_transaction(tx.id, shift_days=1)
 
-        run = self.sync(account, provider=self.client())
+        run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertEqual(run.review_count, 0, run.note)
         self.assertEqual(run.updated_count, 1)
@@ -302,29 +300,29 @@ class TestProtectedLines(IntegrityCase):
         self.company.invalidate_recordset(["fiscalyear_lock_date"])
         self.emulator.change_transaction(tx_id, shift_days=-3)
 
-        run = self.sync(account, provider=self.client())
+        run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertEqual(run.review_count, 1)
         self.assertIn("could not be applied", line.bank_sync_review_note)
         self.assertNotIn("reconciled", line.bank_sync_review_note)
-        again = self.sync(account, provider=self.client())
+        again = self.sync(account, client=self.client())
         self.assertEqual(again.review_count, 0, "flagged once")
 
     def test_with_monthly_statements_a_line_moves_to_its_new_month(self):
         account = self.bridge_account(statement_grouping="month")
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
         today = fields.Date.context_today(self.env.user)
         end_of_last_month = today.replace(day=1) - timedelta(days=1)
         tx = self.emulator.add_transaction(
             self.remote_id(account), "-30.00", "CB LIBRAIRIE", on=end_of_last_month
         )
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
         line = self.line_for(account, tx.id)
         old_statement = line.statement_id
         self.assertEqual(old_statement.reference[-7:], end_of_last_month.strftime("%Y-%m"))
         self.emulator.change_transaction(tx.id, shift_days=1)
 
-        run = self.sync(account, provider=self.client())
+        run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         line = self.line_for(account, tx.id)
         self.assertEqual(line.date, today.replace(day=1))
@@ -338,11 +336,11 @@ class TestLateOperations(IntegrityCase):
 
     def test_an_operation_published_minutes_after_its_stamp_is_read(self):
         account = self.bridge_account()
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
         late = self.emulator.add_transaction(
             self.remote_id(account), "-89.00", "PRLV TELECOM", stamped_ago=timedelta(minutes=5)
         )
-        run = self.sync(account, provider=self.client())
+        run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertEqual(run.created_count, 1)
         self.assertTrue(self.line_for(account, late.id))
@@ -351,7 +349,7 @@ class TestLateOperations(IntegrityCase):
 
     def test_a_difference_with_the_bank_reads_recent_weeks_again_before_alerting(self):
         account = self.bridge_account()
-        self.assertEqual(self.sync(account, provider=self.client()).state, "done")
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
         today = fields.Date.context_today(self.env.user)
         late = self.emulator.add_transaction(
             self.remote_id(account),
@@ -360,7 +358,7 @@ class TestLateOperations(IntegrityCase):
             on=today - timedelta(days=4),
             stamped_ago=timedelta(days=3),
         )
-        run = self.sync(account, provider=self.client())
+        run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertTrue(self.line_for(account, late.id))
         self.assertEqual(run.balance_difference, 0.0, run.note)

@@ -33,7 +33,7 @@ class BridgeCase(LocalEmulatorsMixin, AccountTestInvoicingCommon, HttpCase, Cron
         cls.addClassCleanup(cls.emulator.stop)
         cls.company = cls.company_data["company"]
         cls.company.bank_sync_enabled = True
-        cls.bank_provider = cls.env["bank.sync.provider"].create(
+        cls.aggregator = cls.env["bank.sync.provider"].create(
             {
                 "name": "Bridge",
                 "kind": "bridgeapi",
@@ -44,10 +44,10 @@ class BridgeCase(LocalEmulatorsMixin, AccountTestInvoicingCommon, HttpCase, Cron
                 "webhook_secrets": "whsec-current",
             }
         )
-        item = cls.emulator.connect_item(cls.bank_provider._get_user_ref(), login="success")
+        item = cls.emulator.connect_item(cls.aggregator._get_user_ref(), login="success")
         cls.item_id = item.id
-        client = cls.bank_provider._get_provider()
-        cls.connection = cls.bank_provider._upsert_connection(client.get_connection(str(item.id)))
+        client = cls.aggregator._get_client()
+        cls.connection = cls.aggregator._upsert_connection(client.get_connection(str(item.id)))
         cls.connection._upsert_accounts(client.list_accounts(str(item.id)))
         cls.account = cls.connection.account_ids[:1]
         cls.account.currency_id.active = True
@@ -64,7 +64,7 @@ class BridgeCase(LocalEmulatorsMixin, AccountTestInvoicingCommon, HttpCase, Cron
 
     def setUp(self):
         super().setUp()
-        self.url = f"{self.base_url()}/bank_sync/webhook/{self.bank_provider.id}"
+        self.url = f"{self.base_url()}/bank_sync/webhook/{self.aggregator.id}"
         self.emulator.register_webhook(self.url, ["whsec-current"])
         self.emulator.outbox.clear()
 
@@ -87,7 +87,7 @@ class TestWebhooksController(BridgeCase):
 
     def events(self):
         return self.env["bank.sync.webhook.event"].search(
-            [("provider_id", "=", self.bank_provider.id)]
+            [("provider_id", "=", self.aggregator.id)]
         )
 
     def post_raw(self, body, signature):
@@ -101,7 +101,7 @@ class TestWebhooksController(BridgeCase):
     def test_valid_delivery_is_recorded_answered_at_once_and_synced_in_background(self):
         # The address to register at Bridge is shown on the aggregator form.
         self.assertTrue(
-            self.bank_provider.webhook_url.endswith(f"/bank_sync/webhook/{self.bank_provider.id}")
+            self.aggregator.webhook_url.endswith(f"/bank_sync/webhook/{self.aggregator.id}")
         )
         with self.capture_triggers(WEBHOOK_CRON) as triggers:
             (delivery,) = self.emulator.send_webhook(self.account_updated())
@@ -126,7 +126,7 @@ class TestWebhooksController(BridgeCase):
         self.assertEqual(self.connection.state, "ok")
 
     def test_rotated_secret_old_and_new_are_both_accepted_during_the_rotation(self):
-        self.bank_provider.webhook_secrets = "whsec-new,whsec-current"
+        self.aggregator.webhook_secrets = "whsec-new,whsec-current"
         self.env.flush_all()  # the controller reads the database, in another cursor
         self.emulator.rotate_webhook_secret("whsec-new")  # signs with both
         (both,) = self.emulator.send_webhook(self.account_updated(nb_new_transactions=1))
@@ -137,7 +137,7 @@ class TestWebhooksController(BridgeCase):
         self.assertEqual(len(self.events()), 2)
 
         # Once the rotation is over at our end too, the old secret no longer opens the door.
-        self.bank_provider.webhook_secrets = "whsec-new"
+        self.aggregator.webhook_secrets = "whsec-new"
         self.env.flush_all()
         body = json.dumps(self.account_updated(nb_new_transactions=4)).encode()
         response = self.post_raw(body, self.emulator.sign(body, ["whsec-current"]))
@@ -238,7 +238,7 @@ class TestWebhooksController(BridgeCase):
         events = Event.create(
             [
                 {
-                    "provider_id": self.bank_provider.id,
+                    "provider_id": self.aggregator.id,
                     "event_id": f"gc-{state}",
                     "event_type": "item.refreshed",
                     "state": state,
@@ -247,7 +247,7 @@ class TestWebhooksController(BridgeCase):
                 for state in ("done", "ignored", "failed", "pending")
             ]
         )
-        recent = Event.create({"provider_id": self.bank_provider.id, "event_id": "gc-recent"})
+        recent = Event.create({"provider_id": self.aggregator.id, "event_id": "gc-recent"})
         recent.state = "done"
         Event._gc_handled_events()
         self.assertEqual(
@@ -285,7 +285,7 @@ class TestWebhooksController(BridgeCase):
         )
         self.assertEqual(response.status_code, 401)
 
-    def linxo_provider(self):
+    def linxo_aggregator(self):
         other_company = self.setup_other_company()["company"]
         return self.env["bank.sync.provider"].create(
             {
@@ -311,8 +311,8 @@ class TestWebhooksController(BridgeCase):
 
     def test_linxo_deliveries_must_know_the_url_token(self):
         # Linxo signs nothing: the address registered at Linxo carries a random token of the
-        # provider's own, which signs nothing either.
-        linxo = self.linxo_provider()
+        # settings' own, which signs nothing either.
+        linxo = self.linxo_aggregator()
         self.env.flush_all()
         token = linxo.webhook_token
         self.assertGreaterEqual(len(token), 32)
@@ -339,7 +339,7 @@ class TestWebhooksController(BridgeCase):
         self.assertEqual(again.status_code, 401)
 
     def test_a_non_ascii_linxo_token_is_a_clear_refusal(self):
-        linxo = self.linxo_provider()
+        linxo = self.linxo_aggregator()
         self.env.flush_all()
         url = f"{self.base_url()}/bank_sync/webhook/{linxo.id}?token=caf%C3%A9-%E2%82%AC"
         response = self.url_open(url, data=self.linxo_event())
@@ -347,7 +347,7 @@ class TestWebhooksController(BridgeCase):
         self.assertEqual(response.json(), {"error": "invalid token"})
 
     def test_the_linxo_token_stays_out_of_the_access_log(self):
-        linxo = self.linxo_provider()
+        linxo = self.linxo_aggregator()
         self.env.flush_all()
         token = linxo.webhook_token
         access_log = []
@@ -368,7 +368,7 @@ class TestWebhooksController(BridgeCase):
         self.assertNotIn(token, logged)
 
     def test_the_webhook_address_is_for_administrators_only(self):
-        linxo = self.linxo_provider()
+        linxo = self.linxo_aggregator()
         manager = company_user(self.env, "webhook.manager", linxo.company_id)
         as_manager = linxo.with_user(manager)
         for field in ("webhook_url", "webhook_token"):
@@ -377,18 +377,18 @@ class TestWebhooksController(BridgeCase):
         arch = as_manager.get_views([(False, "form")])["views"]["form"]["arch"]
         self.assertNotIn('name="webhook_url"', arch)
 
-    def test_providers_made_before_the_token_get_one_of_their_own(self):
-        linxo = self.linxo_provider()
-        providers = linxo | self.bank_provider
+    def test_aggregator_settings_made_before_the_token_get_one_of_their_own(self):
+        linxo = self.linxo_aggregator()
+        aggregators = linxo | self.aggregator
         self.env.flush_all()
         self.env.cr.execute(
             "UPDATE bank_sync_provider SET webhook_token = NULL WHERE id IN %s",
-            [tuple(providers.ids)],
+            [tuple(aggregators.ids)],
         )
         self.env.invalidate_all()
         # What upgrading the module runs.
         self.env["bank.sync.provider"].init()
-        tokens = providers.mapped("webhook_token")
+        tokens = aggregators.mapped("webhook_token")
         self.assertTrue(all(tokens))
         self.assertEqual(len(set(tokens)), 2)
 

@@ -4,6 +4,7 @@ from odoo import api, fields, models
 from odoo.exceptions import UserError
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..utils import aggregator_errors
 
 #: How many banks the picker shows at once (the search box narrows the rest).
 INSTITUTION_LIMIT = 50
@@ -15,15 +16,6 @@ def _fold(text):
     """Lower case without accents, so that "societe" finds "Société Générale"."""
     decomposed = unicodedata.normalize("NFKD", text or "")
     return "".join(char for char in decomposed if not unicodedata.combining(char)).casefold()
-
-
-def aggregator_label(provider):
-    """The aggregator's kind as users see it, in the environment's language ("Bac à sable
-    (démo)" for a French user): the settings record's name is stored in one language only."""
-    if not provider:
-        return ""
-    labels = dict(provider._fields["kind"]._description_selection(provider.env))
-    return labels.get(provider.kind) or provider.name
 
 
 class BankSyncConnectWizard(models.TransientModel):
@@ -40,7 +32,7 @@ class BankSyncConnectWizard(models.TransientModel):
         string="Aggregator",
         required=True,
         readonly=True,
-        default=lambda self: self.env.company._get_bank_sync_provider(),
+        default=lambda self: self.env.company._get_bank_sync_aggregator(),
     )
     # The aggregator as users know it, in their language ("Bac à sable (démo)"), not the
     # settings record's name, which is stored once in the language of whoever created it.
@@ -85,7 +77,7 @@ class BankSyncConnectWizard(models.TransientModel):
     @api.depends_context("lang")
     def _compute_provider_name(self):
         for wizard in self:
-            wizard.provider_name = aggregator_label(wizard.provider_id)
+            wizard.provider_name = wizard.provider_id._get_kind_label()
 
     @api.depends("line_ids.most_requested")
     def _compute_top_line_ids(self):
@@ -122,7 +114,7 @@ class BankSyncConnectWizard(models.TransientModel):
                 self.env._(
                     "Tick both boxes to go on: %(aggregator)s needs your consent to read your "
                     "accounts and to transfer their data to Odoo.",
-                    aggregator=aggregator_label(self.provider_id),
+                    aggregator=self.provider_id._get_kind_label(),
                 )
             )
         self._load_institutions()
@@ -168,9 +160,9 @@ class BankSyncConnectWizard(models.TransientModel):
                     "before adding a bank."
                 )
             )
-        client = self.provider_id._get_provider()
         search = (self.search or "").strip()
-        try:
+        with aggregator_errors(self.provider_id):
+            client = self.provider_id._get_client()
             institutions = client.list_institutions(
                 search=search, country=self.country_id.code or None, limit=INSTITUTION_LIMIT
             )
@@ -178,10 +170,6 @@ class BankSyncConnectWizard(models.TransientModel):
                 # No bank offered in that country: show what the aggregator has rather than
                 # an empty list.
                 institutions = client.list_institutions(limit=INSTITUTION_LIMIT)
-        except Exception as error:
-            raise UserError(
-                self.env["bank.sync.connection"]._describe_provider_error(self.provider_id, error)
-            ) from error
         self.loaded_search = search
         # Most requested first whatever the aggregator's order; a stable sort keeps its order
         # among equals.

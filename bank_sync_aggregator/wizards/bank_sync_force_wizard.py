@@ -2,6 +2,7 @@ from odoo import fields, models
 from odoo.exceptions import UserError
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..sync.run import SYNC_NOW_BUDGET
 
 
 class BankSyncForceWizard(models.TransientModel):
@@ -44,8 +45,6 @@ class BankSyncForceWizard(models.TransientModel):
         accounts = self._get_accounts()
         if not accounts:
             raise UserError(self.env._("Choose at least one account linked to a journal."))
-        from ..models.bank_sync_engine import SYNC_NOW_BUDGET  # noqa: PLC0415
-
         runs = accounts._sync_accounts(
             "forced",
             date_from=self.date_from,

@@ -7,14 +7,14 @@ from .common_bank_sync import BankSyncCommon, load_french
 
 
 @tagged("post_install", "-at_install")
-class TestScreensFixes(BankSyncCommon, HttpCase):
-    """What QA saw in the browser on the connection, account and wizard screens, checked on
-    the rendered views and on what the actions return."""
+class TestScreens(BankSyncCommon, HttpCase):
+    """The connection, account and wizard screens as users meet them, checked on the rendered
+    views and on what the actions return."""
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.connection = cls._connect_sandbox(cls.provider)
+        cls.connection = cls._connect_sandbox(cls.aggregator)
         cls.checking = cls.connection.account_ids.filtered(lambda a: a.account_type == "checking")
 
     def _arch(self, model, view_type, user=None):
@@ -22,7 +22,7 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
         arch = env[model].get_views([(False, view_type)])["views"][view_type]["arch"]
         return etree.fromstring(arch)
 
-    # -- 1. after connecting: link your accounts, first sync at once ----------------------------
+    # -- after connecting: link your accounts, first sync at once ----------------------------------
 
     def test_connection_form_asks_to_link_and_link_starts_the_first_sync(self):
         self.assertEqual(
@@ -54,7 +54,7 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
             self.connection.unlinked_account_count, len(self.connection.account_ids) - 1
         )
 
-    # -- 2. synchronisation switched off --------------------------------------------------------
+    # -- synchronisation switched off --------------------------------------------------------------
 
     def test_sync_off_refuses_add_a_bank_and_sync_now_says_why(self):
         self.checking.journal_id = self.company_data["default_journal_bank"]
@@ -69,7 +69,7 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
         with self.assertRaisesRegex(UserError, "not linked to a journal yet"):
             self.checking.action_sync_now()
 
-    # -- 3. wording and states -----------------------------------------------------------------
+    # -- wording and states ------------------------------------------------------------------------
 
     def test_reconnect_wording_and_connection_state_on_accounts(self):
         for model in ("bank.sync.connection",):
@@ -102,10 +102,11 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
             manager_form = etree.tostring(self._arch(model, "form"), encoding="unicode")
             self.assertNotIn("Ask an accounting manager to reconnect", manager_form)
 
-    # -- 4. cancelled reconnect ----------------------------------------------------------------
+    # -- cancelled reconnect -----------------------------------------------------------------------
 
     def test_cancelled_reconnect_says_the_connection_is_unchanged(self):
         self.authenticate("accountman", "accountman")
+        # Imported here: a test class at the top of this module would run again with its tests.
         from .test_connect_flow import TestConnectFlow  # noqa: PLC0415
 
         action = self.connection.action_reconnect()
@@ -119,14 +120,14 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
         self.assertNotIn("..", response.text.replace("...", ""))
         self.assertEqual(self.connection.state, "ok")
 
-    # -- 5. logo -------------------------------------------------------------------------------
+    # -- logo --------------------------------------------------------------------------------------
 
     def test_logo_is_an_image(self):
         form = self._arch("bank.sync.connection", "form")
         logo = form.xpath("//field[@name='institution_logo']")
         self.assertEqual([node.get("widget") for node in logo], ["image_url"])
 
-    # -- 6. bank picker ------------------------------------------------------------------------
+    # -- bank picker -------------------------------------------------------------------------------
 
     def test_bank_picker_search_on_enter_groups_and_match_reason(self):
         wizard = self.env["bank.sync.connect.wizard"].create(
@@ -156,7 +157,7 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
         self.assertNotEqual(star.get("nolabel"), "1")
         self.assertEqual(star.get("string"), "Most requested")
 
-    # -- 7. bank name first --------------------------------------------------------------------
+    # -- bank name first ---------------------------------------------------------------------------
 
     def test_lists_show_the_bank_first_and_names_have_no_technical_id(self):
         self.assertEqual(self.connection.display_name, "BNP Paribas")
@@ -167,7 +168,7 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
         first = self._arch("bank.sync.account", "list").xpath("//field")[0]
         self.assertEqual(first.get("name"), "connection_id")
 
-    # -- 8. update from the aggregator ---------------------------------------------------------
+    # -- update from the aggregator ----------------------------------------------------------------
 
     def test_update_from_the_aggregator_says_what_changed(self):
         self.connection.write({"state": "action_needed", "reason": "sca"})
@@ -178,7 +179,7 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
         action = self.connection.action_refresh_from_aggregator()
         self.assertIn("Nothing changed", action["params"]["message"])
 
-    # -- 9. aggregator named in the user's language --------------------------------------------
+    # -- aggregator named in the user's language ---------------------------------------------------
 
     def test_aggregator_named_in_the_users_language(self):
         load_french(self.env)
@@ -189,55 +190,3 @@ class TestScreensFixes(BankSyncCommon, HttpCase):
         connection_list = self._arch("bank.sync.connection", "list")
         self.assertTrue(connection_list.xpath("//field[@name='provider_kind']"))
         self.assertFalse(connection_list.xpath("//field[@name='provider_id']"))
-
-
-# Drives the real web client: Add a bank, consent, type "societe" then Enter (no Search
-# button), the matched group is shown, and Choose on a line the search just loaded opens the
-# aggregator's page.
-PICKER_JS = """
-(async () => {
-    const modal = (selector) => () => document.querySelector(".modal " + selector);
-    const wait = (find, what) => new Promise((resolve, reject) => {
-        const start = Date.now();
-        const timer = setInterval(() => {
-            const found = find();
-            if (found) { clearInterval(timer); resolve(found); }
-            else if (Date.now() - start > 20000) {
-                clearInterval(timer); reject(new Error("test failed: no " + what));
-            }
-        }, 100);
-    });
-    const byText = (selector, text) => () => [...document.querySelectorAll(selector)]
-        .find((el) => el.textContent.trim() === text);
-    (await wait(byText(".o_control_panel button", "Add a bank"), "Add a bank")).click();
-    for (const name of ["accept_terms", "allow_transfer"]) {
-        (await wait(modal(`div[name='${name}'] input`), name)).click();
-    }
-    (await wait(modal("button[name='action_next']"), "next")).click();
-    await wait(byText(".modal td", "Crédit Agricole"), "most requested banks");
-    const input = await wait(modal("div[name='search'] input"), "search");
-    input.value = "societe";
-    input.dispatchEvent(new Event("input", { bubbles: true }));
-    input.dispatchEvent(new KeyboardEvent("keydown", { key: "Enter", bubbles: true }));
-    const label = "Boursorama Banque (Société Générale group)";
-    const cell = await wait(byText(".modal td", label), "search result");
-    await wait(() => !byText(".modal td", "Crédit Agricole")(), "filtered list");
-    // Choose leaves Odoo for the aggregator's page: that departure is the success (the
-    // Python side then checks the session was opened for that bank).
-    window.addEventListener("beforeunload", () => console.log("test successful"));
-    cell.closest("tr").querySelector("button[name='action_choose']").click();
-})().catch((error) => console.error(error.message));
-"""
-
-
-@tagged("post_install", "-at_install")
-class TestScreensFixesBrowser(BankSyncCommon, HttpCase):
-    def test_bank_picker_searches_on_enter_in_the_browser(self):
-        self.browser_js(
-            "/odoo/action-bank_sync_aggregator.bank_sync_connection_action",
-            PICKER_JS,
-            login="accountman",
-            timeout=120,
-        )
-        session = self.env["bank.sync.connect.session"].sudo().search([], order="id desc", limit=1)
-        self.assertEqual(session.institution_id, "BOUSFRPP")

@@ -15,14 +15,14 @@ OLD_KEY = "ZoFwo8bZTu6bl0V-yAOGPo31lvOIlYeIf82wqqbawgk="
 
 
 @tagged("post_install", "-at_install")
-class TestProviderSettings(BankSyncCommon):
+class TestAggregatorSettings(BankSyncCommon):
     """Choosing the aggregator, its exclusivity per company, and the secrets' protection."""
 
     def _with_keys(self, keys):
         return encryption_keys(keys)
 
     def _bridge(self):
-        return self.company._bank_sync_set_provider_kind("bridgeapi")
+        return self.company._bank_sync_set_aggregator_kind("bridgeapi")
 
     # -- choosing the aggregator -----------------------------------------------------------
 
@@ -32,16 +32,16 @@ class TestProviderSettings(BankSyncCommon):
         self.assertEqual(settings.bank_sync_provider_kind, "sandbox")
         settings.bank_sync_provider_kind = "linxo"
         settings.execute()
-        provider = self.company._get_bank_sync_provider()
-        self.assertEqual(provider.kind, "linxo")
-        self.assertEqual(provider.name, "Linxo")
-        self.assertFalse(self.provider.active, "the sandbox settings are kept, archived")
+        aggregator = self.company._get_bank_sync_aggregator()
+        self.assertEqual(aggregator.kind, "linxo")
+        self.assertEqual(aggregator.name, "Linxo")
+        self.assertFalse(self.aggregator.active, "the sandbox settings are kept, archived")
         # Switching back finds the same settings again.
         self.env["res.config.settings"].create({"bank_sync_provider_kind": "sandbox"}).execute()
-        self.assertEqual(self.company._get_bank_sync_provider(), self.provider)
+        self.assertEqual(self.company._get_bank_sync_aggregator(), self.aggregator)
 
     def test_switching_aggregator_disconnects_and_keeps_connections(self):
-        connection = self._connect_sandbox(self.provider)
+        connection = self._connect_sandbox(self.aggregator)
         account = connection.account_ids[:1]
         account.journal_id = self.company_data["default_journal_bank"]
         settings = self.env["res.config.settings"].create({"bank_sync_provider_kind": "bridgeapi"})
@@ -52,11 +52,11 @@ class TestProviderSettings(BankSyncCommon):
         self.assertFalse(account.journal_id)
         self.assertIn("another aggregator", connection.message_ids[:1].body)
         # Revoked at the sandbox too.
-        client = self.provider._get_provider()
+        client = self.aggregator._get_client()
         self.assertNotIn(connection.remote_id, [c.remote_id for c in client.list_connections()])
 
     def test_settings_form_warns_before_switching(self):
-        self._connect_sandbox(self.provider)
+        self._connect_sandbox(self.aggregator)
         with Form(self.env["res.config.settings"].sudo()) as settings:
             self.assertTrue(settings.bank_sync_enabled)
             self.assertFalse(settings.bank_sync_switch_warning)
@@ -66,10 +66,10 @@ class TestProviderSettings(BankSyncCommon):
             self.assertFalse(settings.bank_sync_switch_warning)
 
     def test_one_active_aggregator_per_company(self):
-        Provider = self.env["bank.sync.provider"]
+        Aggregator = self.env["bank.sync.provider"]
         with self.assertRaisesRegex(ValidationError, "Only one aggregator can be active"):
-            Provider.create({"kind": "linxo", "company_id": self.company.id})
-        archived = Provider.create(
+            Aggregator.create({"kind": "linxo", "company_id": self.company.id})
+        archived = Aggregator.create(
             {"kind": "linxo", "company_id": self.company.id, "active": False}
         )
         with self.assertRaisesRegex(ValidationError, "Only one aggregator can be active"):
@@ -81,11 +81,11 @@ class TestProviderSettings(BankSyncCommon):
             )
         # Another company has its own.
         other = self.setup_other_company()["company"]
-        other_provider = Provider.create({"kind": "bridgeapi", "company_id": other.id})
-        self.assertEqual(other._get_bank_sync_provider(), other_provider)
+        other_aggregator = Aggregator.create({"kind": "bridgeapi", "company_id": other.id})
+        self.assertEqual(other._get_bank_sync_aggregator(), other_aggregator)
 
-    def test_sandbox_provider_options(self):
-        client = self.provider._get_provider()
+    def test_sandbox_client_options(self):
+        client = self.aggregator._get_client()
         self.assertEqual(client.kind, "sandbox")
         uuid = self.env["ir.config_parameter"].sudo().get_param("database.uuid")
         self.assertEqual(client.config.user_ref, f"{uuid}-{self.company.id}")
@@ -132,7 +132,7 @@ class TestProviderSettings(BankSyncCommon):
 
     def test_sandbox_takes_no_secret(self):
         with self._with_keys(NEW_KEY), self.assertRaisesRegex(UserError, "needs no secret"):
-            self.provider.sudo().client_secret = "s3cr3t"
+            self.aggregator.sudo().client_secret = "s3cr3t"
 
     def test_secrets_hidden_from_accounting_managers(self):
         bridge = self._bridge()
@@ -170,22 +170,22 @@ class TestProviderSettings(BankSyncCommon):
             {"provider_id": bridge.id, "company_id": self.company.id, "remote_id": "item-1"}
         )
         demo = Connection.create(
-            {"provider_id": self.provider.id, "company_id": self.company.id, "remote_id": "sbx-1"}
+            {"provider_id": self.aggregator.id, "company_id": self.company.id, "remote_id": "sbx-1"}
         )
         self.env.flush_all()
         queries = list(get_neutralization_queries(["bank_sync_aggregator"]))
         self.assertEqual(len(queries), 1)
         self.cr.execute(queries[0])
         self.env.invalidate_all()
-        providers = (
+        aggregators = (
             self.env["bank.sync.provider"]
             .sudo()
             .with_context(active_test=False)
             .search([("company_id", "=", self.company.id)])
         )
-        self.assertEqual(set(providers.mapped("kind")), {"sandbox"})
+        self.assertEqual(set(aggregators.mapped("kind")), {"sandbox"})
         for field in ("client_id", "client_secret_encrypted", "webhook_secrets_encrypted"):
-            self.assertFalse(any(providers.mapped(field)), field)
+            self.assertFalse(any(aggregators.mapped(field)), field)
         self.assertFalse(bridge.base_url)
         self.assertEqual(real.state, "disconnected")
         self.assertEqual(demo.state, "ok", "sandbox connections keep working")

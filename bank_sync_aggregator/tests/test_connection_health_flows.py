@@ -1,4 +1,4 @@
-"""QA findings on connection health, on real Odoo + PostgreSQL:
+"""Connection health through the real flows (the callback, the update button, a failed import):
 
 - the aggregator's explanation is read in each user's own language, whoever refreshed last
   (sandbox tables and the Bridge emulator's ``Accept-Language`` over real HTTP);
@@ -19,7 +19,7 @@ from .common_bank_sync import BankSyncCommon, company_user, encryption_keys, loa
 ALERT_TYPE = "bank_sync_aggregator.mail_activity_type_connection_alert"
 
 
-class HealthFixesCommon(BankSyncCommon, HttpCase):
+class ConnectionHealthFlowCase(BankSyncCommon, HttpCase):
     """Sandbox company, French active, an English (accountman) and a French accounting
     manager, both alert recipients."""
 
@@ -31,7 +31,7 @@ class HealthFixesCommon(BankSyncCommon, HttpCase):
         cls.english = cls.env.user
         cls.english.write({"lang": "en_US", "email": "accountman@example.com"})
         cls.french = company_user(
-            cls.env, "bernard.fixes", cls.company, email="bernard@example.com", lang="fr_FR"
+            cls.env, "bernard.health", cls.company, email="bernard@example.com", lang="fr_FR"
         )
         cls.company.bank_sync_alert_user_ids = cls.english | cls.french
 
@@ -55,7 +55,7 @@ class HealthFixesCommon(BankSyncCommon, HttpCase):
         account.currency_id.active = True
         journal = self.env["account.journal"].create(
             {
-                "name": f"Bank fixes {account.id}",
+                "name": f"Bank health {account.id}",
                 "code": f"F{account.id % 1000:03d}",
                 "type": "bank",
                 "company_id": self.company.id,
@@ -76,7 +76,7 @@ class HealthFixesCommon(BankSyncCommon, HttpCase):
 
 
 @tagged("post_install", "-at_install")
-class TestHealthFixesSandbox(HealthFixesCommon):
+class TestConnectionHealthFlowSandbox(ConnectionHealthFlowCase):
     def _callback(self, login):
         """Add a bank as the English manager through the sandbox's hosted page and the
         callback, over HTTP like a browser; return the recorded connection."""
@@ -96,7 +96,7 @@ class TestHealthFixesSandbox(HealthFixesCommon):
         response = self.url_open(submitted.headers["Location"], allow_redirects=False)
         self.assertEqual(response.status_code, 303, response.text[:500])
         connection = self.env["bank.sync.connection"].search(
-            [("provider_id", "=", self.provider.id)], order="id desc", limit=1
+            [("provider_id", "=", self.aggregator.id)], order="id desc", limit=1
         )
         self.assertTrue(connection)
         return connection
@@ -151,7 +151,7 @@ class TestHealthFixesSandbox(HealthFixesCommon):
         self.assertEqual(self.message_for(connection, self.french), french_text)
 
         # The French manager clicks "Update from the aggregator": the English one still reads
-        # English (the finding), on the form and on the dashboard card.
+        # English, on the form and on the dashboard card.
         connection.with_user(self.french).with_context(
             lang="fr_FR"
         ).action_refresh_from_aggregator()
@@ -174,7 +174,7 @@ class TestHealthFixesSandbox(HealthFixesCommon):
         self.assertFalse(self.message_for(connection, self.french))
 
         calls = []
-        client_class = type(self.provider._get_provider())
+        client_class = type(self.aggregator._get_client())
         original = client_class.get_connection
 
         def counting(client, remote_id, *, locale="en"):
@@ -200,7 +200,7 @@ class TestHealthFixesSandbox(HealthFixesCommon):
 
 
 @tagged("post_install", "-at_install")
-class TestHealthFixesBridge(HealthFixesCommon):
+class TestConnectionHealthFlowBridge(ConnectionHealthFlowCase):
     """Bridge translates its explanation through Accept-Language: the emulator (real HTTP)
     answers in the language asked for."""
 
@@ -212,7 +212,7 @@ class TestHealthFixesBridge(HealthFixesCommon):
 
     def setUp(self):
         super().setUp()
-        self.bridge = self.company._bank_sync_set_provider_kind("bridgeapi")
+        self.bridge = self.company._bank_sync_set_aggregator_kind("bridgeapi")
         self.bridge.sudo().write(
             {
                 "base_url": self.emulator.base_url,
@@ -223,7 +223,7 @@ class TestHealthFixesBridge(HealthFixesCommon):
 
     def test_bridge_explanation_in_each_language_one_call_per_language(self):
         item = self.emulator.connect_item(self.bridge._get_user_ref(), login="1010")
-        client = self.bridge._get_provider()
+        client = self.bridge._get_client()
         connection = self.bridge._upsert_connection(client.get_connection(str(item.id)))
         connection._upsert_accounts(client.list_accounts(str(item.id)))
         english_text, french_text = STATUS_DESCRIPTIONS[1010]
