@@ -6,21 +6,43 @@
 # `account` and `l10n_fr_account` installed (the modules of tools/odoo_setup.py's template) is
 # built once (about a minute) and copied for every run (under a second).
 #
-# Usage: tools/addon_tests.sh [TEST_TAGS]   e.g. tools/addon_tests.sh /bank_sync_aggregator:TestConnect
+# With --oca, the tests of bank_sync_aggregator_reconcile_oca run on a database that also has
+# OCA's reconciliation widget (account_reconcile_oca, made available by tools/oca_addons.sh).
+#
+# Usage: tools/addon_tests.sh [--oca] [TEST_TAGS]
+#   e.g. tools/addon_tests.sh /bank_sync_aggregator:TestConnect
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
 py=${ODOO_PYTHON:-python3}
-tags=${1:-/bank_sync_aggregator}
 module=bank_sync_aggregator
+install=$module
+tested=$module
+label=addon
+if [ "${1:-}" = "--oca" ]; then
+    shift
+    tested=${module}_reconcile_oca
+    install=$module,account_reconcile_oca,$tested
+    label="addon with OCA's reconciliation"
+fi
+tags=${1:-/$tested}
 
 if ! odoo_dir=$("$py" -c 'import odoo, os, sys; sys.exit(1) if odoo.release.version_info[0] != 18 else print(os.path.dirname(odoo.__file__))' 2>/dev/null); then
     echo "SKIPPED: addon tests not run: no Odoo 18 importable by $py (see DEVELOPERS.md to install one)"
     exit 0
 fi
 
+extra_addons=
+if [ "$tested" != "$module" ]; then
+    if ! extra_addons=$("$repo/tools/oca_addons.sh" 2>/tmp/bsa_oca_addons.log); then
+        echo "SKIPPED: $label tests not run: OCA's modules could not be installed" \
+            "(tools/oca_addons.sh; $(tail -1 /tmp/bsa_oca_addons.log))"
+        exit 0
+    fi
+fi
+
 rc_file=${ODOO_RC:-$HOME/.odoorc}
-odoo_args=(--addons-path="$odoo_dir/addons,$repo" --without-demo=all --log-level=info)
+odoo_args=(--addons-path="$odoo_dir/addons,${extra_addons:+$extra_addons,}$repo" --without-demo=all --log-level=info)
 [ -f "$rc_file" ] && odoo_args=(-c "$rc_file" "${odoo_args[@]}")
 db_args=()
 if [ ! -f "$rc_file" ]; then
@@ -63,7 +85,7 @@ port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); pri
 
 set +e
 PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}" "$py" -m odoo "${odoo_args[@]}" "${db_args[@]}" -d "$db" \
-    -i "$module" --test-enable --test-tags "$tags" --stop-after-init \
+    -i "$install" --test-enable --test-tags "$tags" --stop-after-init \
     --http-interface=127.0.0.1 --http-port="$port" >"$log" 2>&1
 status=$?
 set -e
@@ -83,14 +105,14 @@ PY
 grep -E "(ERROR|CRITICAL|FAIL:|Traceback)" "$log" | grep -v "odoo.tests.stats" | head -80 || true
 if [ "$total" -eq 0 ]; then
     # Odoo logs no summary when every test passed: count the tests it ran instead.
-    total=$(grep -cE "odoo\.addons\.$module\.tests\.[a-z_]+: (Starting|running) " "$log" || true)
+    total=$(grep -cE "odoo\.addons\.$tested\.tests\.[a-z_]+: (Starting|running) " "$log" || true)
 fi
 if [ "$status" -ne 0 ] || grep -qE " (ERROR|CRITICAL) .*($module|Failed to initialize)" "$log"; then
     [ "$failed" -eq 0 ] && failed=1
 fi
-echo "addon: $((total - failed)) passed, $failed failed"
+echo "$label: $((total - failed)) passed, $failed failed"
 echo "(full Odoo log: $log)"
 if [ "$failed" -ne 0 ] || [ "$total" -eq 0 ]; then
-    [ "$total" -eq 0 ] && echo "No addon test ran: that is a failure."
+    [ "$total" -eq 0 ] && echo "No $label test ran: that is a failure."
     exit 1
 fi
