@@ -24,6 +24,7 @@
         "data/ir_cron.xml",
         "wizards/bank_sync_force_wizard_views.xml",
         "wizards/bank_sync_delete_wizard_views.xml",
+        "wizards/bank_sync_match_wizard_views.xml",
         "views/bank_sync_run_views.xml",
         "data/mail_activity_type_data.xml",
         "data/mail_template_data.xml",

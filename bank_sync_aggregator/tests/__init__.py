@@ -12,6 +12,7 @@ from . import (
     test_language_install,
     test_link_journal,
     test_provider_settings,
+    test_reconcile,
     test_rpc_surface,
     test_screens_fixes,
     test_security,
