@@ -2,15 +2,21 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test test-package test-addon test-addon-pytest test-install test-demo lint demo demo-package bench
+.PHONY: test test-package test-addon test-addon-oca test-addon-pytest test-install test-demo lint demo demo-package bench
 
-test: test-package test-addon test-addon-pytest test-install test-demo
+test: test-package test-addon test-addon-oca test-addon-pytest test-install test-demo
 
 test-package:
 	$(PYTHON) -m pytest -q tests
 
 test-addon:
 	tools/addon_tests.sh
+
+# With OCA's reconciliation widget (account_reconcile_oca, from PyPI): the integration module
+# bank_sync_aggregator_reconcile_oca and its tests (tools/oca_addons.sh makes the modules
+# available).
+test-addon-oca:
+	tools/addon_tests.sh --oca
 
 # The addon's tests through pytest-odoo (the fast loop of DEVELOPERS.md), on two classes so that
 # the path keeps working; TESTS="..." runs others (pytest arguments).
@@ -29,8 +35,8 @@ test-demo:
 lint:
 	ruff check .
 	ruff format --check .
-	pylint --rcfile=.pylintrc bank_sync_aggregator
-	oca-checks-odoo-module --no-verbose bank_sync_aggregator
+	pylint --rcfile=.pylintrc bank_sync_aggregator bank_sync_aggregator_reconcile_oca
+	oca-checks-odoo-module --no-verbose bank_sync_aggregator bank_sync_aggregator_reconcile_oca
 
 # The addon on this machine's Odoo 18: database bank_sync_demo (replaced), bank connected through
 # the real HTTP flow, synchronised, left in place (tools/demo.py --help for the options).

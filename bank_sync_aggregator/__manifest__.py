@@ -18,6 +18,7 @@
         "wizards/bank_sync_link_wizard_views.xml",
         "wizards/bank_sync_force_wizard_views.xml",
         "wizards/bank_sync_delete_wizard_views.xml",
+        "wizards/bank_sync_match_wizard_views.xml",
         "views/account_bank_statement_line_views.xml",
         "views/bank_sync_connection_views.xml",
         "views/bank_sync_account_views.xml",

@@ -14,8 +14,10 @@ The rights (README, "Who may do what"):
 - :data:`ACCOUNTING_MANAGER` of the company: connect, reconnect and delete banks, update them
   from the aggregator, link and unlink journals, Sync now, forced synchronisations, deleting
   imported operations, testing the bridge service;
+- :data:`ACCOUNTING_USER` (bookkeepers) of the company: match imported lines with open items,
+  confirm a suggested match;
 - whoever may edit the company's bank statement lines: mark an imported operation reviewed;
-- bookkeepers and read-only accountants only read.
+- read-only accountants only read.
 """
 
 from odoo.exceptions import AccessError
@@ -24,6 +26,9 @@ from odoo.exceptions import AccessError
 ADMINISTRATOR = "base.group_system"
 #: Accounting / Administrator: configures and connects the company's banks.
 ACCOUNTING_MANAGER = "account.group_account_manager"
+#: Invoicing / Billing and above (bookkeepers): match bank lines with invoices and bills,
+#: confirm a suggested match.
+ACCOUNTING_USER = "account.group_account_invoice"
 
 
 def check_rights(records, group, companies=None, operation="write"):

@@ -123,6 +123,9 @@ class Transaction:
     counterparty_account: str | None = None
     bank_reference: str | None = None
     operation_type: str | None = None
+    #: The bank's full wording when it says more than the label (the raw label, the payer's
+    #: remittance information): where invoice numbers are quoted.
+    remittance: str | None = None
     status: TransactionStatus = TransactionStatus.BOOKED
     deleted: bool = False
     updated_at: datetime | None = None

@@ -1,6 +1,23 @@
 from odoo import api, fields, models, tools
 
-from ..rights import check_rights
+from bank_sync_bridge.matching import company_key
+
+from ..rights import ACCOUNTING_USER, check_rights
+from ..sync import reconcile
+
+#: Why a line was reconciled automatically (bank_sync_bridge.matching's sure rules).
+MATCH_RULES = [
+    ("reference", "Document number quoted, same amount"),
+    ("references_sum", "Document numbers quoted, same total"),
+    ("partner_amount", "Partner's only open item of that amount"),
+]
+#: How the synchronisation found a line's partner.
+PARTNER_ORIGINS = [
+    ("iban", "Counterparty's bank account"),
+    ("name", "Counterparty's name"),
+    ("learned", "Earlier reconciliations"),
+    ("merchant", "Name in the label"),
+]
 
 # One key per journal, whoever writes it: the engine, a concurrent worker, a retried page.
 # PostgreSQL, not the ORM, refuses the second line; lines typed by hand (NULL key) are free.
@@ -49,6 +66,58 @@ class AccountBankStatementLine(models.Model):
     # when a synced operation may be the twin of several existing lines: a person decides.
     bank_sync_to_review = fields.Boolean(string="To review", readonly=True, copy=False)
     bank_sync_review_note = fields.Text(string="Review note", readonly=True, copy=False)
+    # The bank's full wording (raw label, remittance information): where payers quote
+    # invoice numbers when the label is a summary.
+    bank_sync_remittance = fields.Char(string="Bank's wording", readonly=True, copy=False)
+    # Who is on the other side (bank_sync_bridge.matching.counterparty_key): a partner found
+    # once for a reconciled line is found again for the next operations of the same key.
+    bank_sync_counterparty_key = fields.Char(
+        string="Counterparty key", readonly=True, copy=False, index="btree_not_null"
+    )
+    bank_sync_partner_origin = fields.Selection(
+        PARTNER_ORIGINS, string="Partner found from", readonly=True, copy=False
+    )
+    # Set when the synchronisation reconciled the line by itself (cleared when a person
+    # reverts the reconciliation): the rule it applied and the documents it paid.
+    bank_sync_match_rule = fields.Selection(
+        MATCH_RULES, string="Reconciled automatically", readonly=True, copy=False
+    )
+    bank_sync_match_documents = fields.Char(string="Reconciled with", readonly=True, copy=False)
+    bank_sync_match_reason = fields.Text(
+        string="Why it was reconciled", compute="_compute_bank_sync_match_reason"
+    )
+
+    # -------------------------------------------------------------------------
+    # Computes
+    # -------------------------------------------------------------------------
+
+    @api.depends("bank_sync_match_rule", "bank_sync_match_documents")
+    @api.depends_context("lang")
+    def _compute_bank_sync_match_reason(self):
+        for line in self:
+            documents = line.bank_sync_match_documents
+            if line.bank_sync_match_rule == "reference":
+                reason = self.env._(
+                    "Reconciled automatically with %(documents)s: the bank's wording quotes "
+                    "its number and the amount is exactly what was left to pay.",
+                    documents=documents,
+                )
+            elif line.bank_sync_match_rule == "references_sum":
+                reason = self.env._(
+                    "Reconciled automatically with %(documents)s: the bank's wording quotes "
+                    "their numbers and the amount is exactly what was left to pay on them.",
+                    documents=documents,
+                )
+            elif line.bank_sync_match_rule == "partner_amount":
+                reason = self.env._(
+                    "Reconciled automatically with %(documents)s: it is the partner's only "
+                    "open item of exactly this amount, and the wording quotes no other "
+                    "number.",
+                    documents=documents,
+                )
+            else:
+                reason = False
+            line.bank_sync_match_reason = reason
 
     def init(self):
         res = super().init()
@@ -80,16 +149,70 @@ class AccountBankStatementLine(models.Model):
         self.write({"bank_sync_to_review": False})
         return True
 
+    def action_bank_sync_match(self):
+        """Match these lines with the company's open items now: sure matches are reconciled,
+        the others get suggestions (accounting users of the lines' companies)."""
+        check_rights(self, ACCOUNTING_USER, operation="read")
+        reconciled = suggested = 0
+        synced = self.filtered("bank_sync_account_id")
+        for company in synced.company_id:
+            result = reconcile.match_lines(
+                synced.filtered(lambda line, c=company: line.company_id == c).sudo()
+            )
+            reconciled += result.reconciled
+            suggested += result.suggested
+        return {
+            "type": "ir.actions.client",
+            "tag": "display_notification",
+            "params": {
+                "title": self.env._("Matching with open items"),
+                "message": self.env._(
+                    "%(reconciled)s operation(s) reconciled automatically, %(suggested)s with "
+                    "a suggestion to check.",
+                    reconciled=reconciled,
+                    suggested=suggested,
+                ),
+                "type": "success",
+                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+            },
+        }
+
+    def action_bank_sync_suggestions(self):
+        """The open items this line may settle, best first, to reconcile in one click."""
+        self.ensure_one()
+        check_rights(self, ACCOUNTING_USER, operation="read")
+        wizard = self.env["bank.sync.match.wizard"].create({"line_id": self.id})
+        return {
+            "type": "ir.actions.act_window",
+            "name": self.env._("Match with an open item"),
+            "res_model": "bank.sync.match.wizard",
+            "res_id": wizard.id,
+            "view_mode": "form",
+            "target": "new",
+        }
+
+    def action_undo_reconciliation(self):
+        # Reverted by a person: the line no longer says it was reconciled automatically.
+        result = super().action_undo_reconciliation()
+        self.filtered("bank_sync_match_rule").sudo().write(
+            {"bank_sync_match_rule": False, "bank_sync_match_documents": False}
+        )
+        return result
+
     # -------------------------------------------------------------------------
     # Business
     # -------------------------------------------------------------------------
 
     @api.model
-    def _bank_sync_partner_index(self, company, ibans, names):
-        """Partners identified by counterparty IBAN or exact name, in two queries per page.
+    def _bank_sync_partner_index(self, company, ibans, names, keys=()):
+        """Partners identified for a page of operations, a few queries for the page.
 
-        Returns ``(by_iban, by_name)`` dicts of partner ids; a name shared by several partners
-        identifies none of them.
+        Returns ``(by_iban, by_name, by_key)`` dicts of partner ids: by counterparty IBAN (the
+        partners' bank accounts), by exact counterparty name, and by counterparty key
+        (:func:`bank_sync_bridge.matching.counterparty_key`), each key with its origin:
+        ``learned`` (the company's reconciled lines of that key all went to one partner) or
+        ``merchant`` (one partner's name gives that key: ``CB CARREFOUR 12/11`` finds
+        "Carrefour"). A name or key shared by several partners identifies none of them.
         """
         by_iban, by_name = {}, {}
         company_domain = [("company_id", "in", [False, company.id])]
@@ -113,7 +236,61 @@ class AccountBankStatementLine(models.Model):
             for partner in partners:
                 seen.setdefault(partner.name, []).append(partner.id)
             by_name = {name: ids[0] for name, ids in seen.items() if len(ids) == 1}
-        return by_iban, by_name
+        return by_iban, by_name, self._bank_sync_partners_by_key(company, set(keys) - {""})
+
+    @api.model
+    def _bank_sync_partners_by_key(self, company, keys):
+        """``{key: (partner id, origin)}`` for counterparty keys (see
+        :meth:`_bank_sync_partner_index`)."""
+        if not keys:
+            return {}
+        self.env["account.bank.statement.line"].flush_model(
+            ["bank_sync_counterparty_key", "partner_id", "is_reconciled", "company_id"]
+        )
+        self.env.cr.execute(
+            """
+            SELECT l.bank_sync_counterparty_key,
+                   array_agg(DISTINCT COALESCE(p.commercial_partner_id, p.id))
+              FROM account_bank_statement_line l
+              JOIN res_partner p ON p.id = l.partner_id
+             WHERE l.company_id = %s
+               AND l.bank_sync_counterparty_key = ANY(%s)
+               AND l.is_reconciled
+             GROUP BY l.bank_sync_counterparty_key
+            """,
+            [company.id, list(keys)],
+        )
+        found = {
+            key: (partners[0], "learned")
+            for key, partners in self.env.cr.fetchall()
+            if len(partners) == 1
+        }
+        unknown = keys - set(found)
+        if unknown:
+            # Partners whose name starts like a key, then compared the way keys are made: the
+            # key itself, or its first words (a label goes on after the name: "ACME SARL
+            # ACOMPTE" names Acme), the longest such name winning, only when it is one.
+            partners = self.env["res.partner"].search_fetch(
+                [
+                    ("parent_id", "=", False),
+                    ("company_id", "in", [False, company.id]),
+                    *(["|"] * (len(unknown) - 1)),
+                    *[("name", "=ilike", f"{key.split()[0]}%") for key in unknown],
+                ],
+                ["name"],
+            )
+            named = {}
+            for partner in partners:
+                named.setdefault(company_key(partner.name), set()).add(partner.id)
+            for key in unknown:
+                words = key.split()
+                for size in range(len(words), 0, -1):
+                    ids = named.get(" ".join(words[:size]))
+                    if ids:
+                        if len(ids) == 1:
+                            found[key] = (next(iter(ids)), "merchant")
+                        break
+        return found
 
     @api.model
     def _bank_sync_user_work(self, line_ids):

@@ -1,7 +1,7 @@
 from odoo import api, fields, models
 from odoo.tools.misc import format_date, format_datetime
 
-from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..rights import ACCOUNTING_MANAGER, ACCOUNTING_USER, check_rights
 
 
 class AccountJournal(models.Model):
@@ -97,6 +97,7 @@ class AccountJournal(models.Model):
                 )
                 last_done = account.run_ids.filtered(lambda r: r.state == "done")[:1]
                 data["bank_sync_new_lines"] = last_done.created_count
+                data["bank_sync_reconciled"] = last_done.reconciled_count
         return result
 
     def open_action(self):
@@ -109,6 +110,19 @@ class AccountJournal(models.Model):
     # -------------------------------------------------------------------------
     # Actions
     # -------------------------------------------------------------------------
+
+    def action_bank_sync_match(self):
+        """Match the journal's imported lines still to reconcile with the open items."""
+        self.ensure_one()
+        check_rights(self, ACCOUNTING_USER, operation="read")
+        lines = self.env["account.bank.statement.line"].search(
+            [
+                ("journal_id", "=", self.id),
+                ("bank_sync_account_id", "!=", False),
+                ("is_reconciled", "=", False),
+            ]
+        )
+        return lines.action_bank_sync_match()
 
     def action_bank_sync_now(self):
         """The dashboard card's "Sync now"."""

@@ -71,6 +71,14 @@ class BankSyncRun(models.Model):
     # Operations of the page a "Sync now" stopped in that it already handled: when the
     # background part reads that page again they are not counted as skipped (technical).
     reread_count = fields.Integer(string="Handled before a stop", readonly=True)
+    reconciled_count = fields.Integer(
+        string="Reconciled", readonly=True, help="Imported operations reconciled automatically."
+    )
+    suggested_count = fields.Integer(
+        string="With a suggestion",
+        readonly=True,
+        help="Imported operations left to reconcile for which an open item is suggested.",
+    )
     balance_checked = fields.Boolean(readonly=True)
     balance_aggregator = fields.Monetary(
         string="Bank balance", currency_field="currency_id", readonly=True

@@ -29,6 +29,13 @@ class ResCompany(models.Model):
         help="An account that usually receives operations but has brought none for this many "
         "days raises an alert, even when its connection says OK.",
     )
+    bank_sync_auto_reconcile = fields.Boolean(
+        string="Reconcile exact matches",
+        default=True,
+        help="Imported operations that quote an open invoice or bill and pay exactly what is "
+        "left of it (or pay the only open item of that amount of a known partner) are "
+        "reconciled as they arrive. Anything less sure is only suggested.",
+    )
 
     def _get_bank_sync_aggregator(self):
         """The company's active aggregator settings (empty when none)."""

@@ -27,6 +27,9 @@ class ResConfigSettings(models.TransientModel):
         related="company_id.bank_sync_failure_alert_days", readonly=False
     )
     bank_sync_stall_days = fields.Integer(related="company_id.bank_sync_stall_days", readonly=False)
+    bank_sync_auto_reconcile = fields.Boolean(
+        related="company_id.bank_sync_auto_reconcile", readonly=False
+    )
 
     @api.depends("company_id")
     def _compute_bank_sync_provider_id(self):

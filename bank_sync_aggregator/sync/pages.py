@@ -15,6 +15,7 @@ from decimal import Decimal
 from odoo.exceptions import UserError, ValidationError
 from odoo.tools.misc import format_date, formatLang
 
+from bank_sync_bridge.matching import counterparty_key
 from bank_sync_bridge.sync import (
     DEFAULT_TWIN_WINDOW_DAYS,
     LineSnapshot,
@@ -28,6 +29,8 @@ from bank_sync_bridge.sync import (
 from bank_sync_bridge.sync import (
     baseline as operation_baseline,
 )
+
+from .reconcile import match_lines
 
 # Context for the lines the engine writes: no chatter message per imported operation (the run
 # record says what happened), which saves about 10 % of the creation time.
@@ -295,20 +298,25 @@ class PageApplier:
             )
         self.counts["adopted_count"] += len(twins.adopt)
         new = [(key, tx) for key, tx in operations if key not in twins.adopt]
-        by_iban, by_name = StLine._bank_sync_partner_index(
+        by_iban, by_name, by_key = StLine._bank_sync_partner_index(
             self.company,
             {sanitize_account_number(tx.counterparty_account) for _k, tx in new} - {""},
             {tx.counterparty_name for _k, tx in new if tx.counterparty_name},
+            {counterparty_key(tx.counterparty_name, tx.label) for _k, tx in new},
         )
         statements = self._statements({tx.booking_date for _k, tx in new})
         vals_list = []
         for key, tx in new:
             vals = self._line_values(key, tx)
-            partner_id = by_iban.get(sanitize_account_number(tx.counterparty_account)) or (
-                by_name.get(tx.counterparty_name)
-            )
-            if partner_id:
-                vals["partner_id"] = partner_id
+            # The surest first: the bank account paid from or to, then the exact name, then
+            # what earlier reconciliations taught, then a partner named like the merchant.
+            iban = by_iban.get(sanitize_account_number(tx.counterparty_account))
+            named = by_name.get(tx.counterparty_name)
+            keyed, keyed_origin = by_key.get(vals["bank_sync_counterparty_key"], (None, None))
+            for partner_id, origin in ((iban, "iban"), (named, "name"), (keyed, keyed_origin)):
+                if partner_id:
+                    vals.update(partner_id=partner_id, bank_sync_partner_origin=origin)
+                    break
             statement = statements.get(
                 statement_period(tx.booking_date, self.account.statement_grouping)
             )
@@ -322,9 +330,14 @@ class PageApplier:
                     lines=", ".join(str(i) for i in twins.ambiguous[key]),
                 )
             vals_list.append(vals)
-        StLine.create(vals_list)
+        created = StLine.create(vals_list)
         self.counts["created_count"] += len(vals_list)
         self.counts["review_count"] += len(twins.ambiguous)
+        if self.company.bank_sync_auto_reconcile:
+            # With the page: a line and its reconciliation become durable together.
+            result = match_lines(created, fresh=True)
+            self.counts["reconciled_count"] += result.reconciled
+            self.counts["suggested_count"] += result.suggested
 
     def _line_values(self, key, tx):
         vals = {
@@ -342,6 +355,8 @@ class PageApplier:
             "bank_sync_booking_date": tx.booking_date,
             "bank_sync_value_date": tx.value_date or False,
             "bank_sync_baseline": operation_baseline(tx),
+            "bank_sync_remittance": tx.remittance or False,
+            "bank_sync_counterparty_key": counterparty_key(tx.counterparty_name, tx.label) or False,
             "transaction_details": json_safe(tx.raw),
         }
         if tx.foreign_currency:

@@ -94,6 +94,8 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
                 "deleted_count",
                 "review_count",
                 "reread_count",
+                "reconciled_count",
+                "suggested_count",
             ),
             0,
         )

@@ -7,4 +7,5 @@ from . import (
     bank_sync_delete_wizard,
     bank_sync_force_wizard,
     bank_sync_link_wizard,
+    bank_sync_match_wizard,
 )

@@ -725,6 +725,7 @@ class BridgeProvider(HttpProvider):
             raise ProviderUnavailable(f"Bridge sent transaction {raw.get('id')} without a date.")
         currency = raw.get("currency_code") or self._currency_of(account_id)
         label = raw.get("clean_description") or raw.get("provider_description") or ""
+        raw_label = raw.get("provider_description")
         never_book, future = transaction_flags(raw)
         return Transaction(
             remote_id=str(raw["id"]),
@@ -736,6 +737,8 @@ class BridgeProvider(HttpProvider):
             value_date=_date(raw.get("value_date")),
             transaction_date=_date(raw.get("transaction_date")),
             operation_type=raw.get("operation_type"),
+            # The bank's own label (Bridge cleans it into the label) keeps what payers quote.
+            remittance=str(raw_label) if raw_label and raw_label != label else None,
             status=TransactionStatus.PENDING if future else TransactionStatus.BOOKED,
             deleted=never_book,
             updated_at=parse_timestamp(raw.get("updated_at")),

@@ -879,6 +879,8 @@ class LinxoProvider(HttpProvider):
             # ``check_number`` (v2.1 fixture 🟡) is the one bank reference Linxo exposes.
             bank_reference=str(raw["check_number"]) if raw.get("check_number") else None,
             operation_type=str(raw["type"]) if raw.get("type") else None,
+            # The bank's notes carry the whole wording when the label is Linxo's summary.
+            remittance=notes if notes and notes != label else None,
             status=TransactionStatus.PENDING if status == "PENDING" else TransactionStatus.BOOKED,
             deleted=status in DELETED_STATUSES,
             # ``import_date`` (unix, 🟡) is when Linxo imported the line: the closest thing

@@ -1,0 +1,240 @@
+"""Imported lines against the books' open items: sure matches reconciled, the rest suggested.
+
+:func:`bank_sync_bridge.matching.match_operations` decides; this module reads what it needs in
+two queries (the company's open items, the lines' own texts) and applies its decisions with
+Odoo's own accounting:
+
+- :func:`open_items`: customer invoices, vendor bills, credit notes and payments waiting on an
+  outstanding account, with their residual and their references;
+- :func:`match_lines`: decide for lines, reconcile the sure matches, say what happened;
+- :func:`reconcile_with`: what a sure match, or a person choosing a suggestion, does to a line:
+  its suspense item gives way to counterparts on the items' own accounts, reconciled with them,
+  so that the invoice shows paid and Odoo's "Revert reconciliation" puts everything back.
+
+Matching never crosses companies, nor currencies: an item is a candidate for a line of its
+own company in its own currency only.
+"""
+
+from collections import namedtuple
+from decimal import Decimal
+
+from odoo import Command
+from odoo.exceptions import UserError, ValidationError
+
+from bank_sync_bridge.matching import BankOperation, OpenItem, match_operations
+
+#: What matching did to a set of lines: reconciled automatically, left with suggestions.
+MatchResult = namedtuple("MatchResult", "reconciled suggested")
+
+# Open journal items a bank operation may settle: invoices', bills' and credit notes'
+# receivable or payable items, and payments' items waiting on an outstanding account.
+# Statement lines' own items are left out (the suspense account of a French chart is
+# reconcilable: every other bank line waiting for its counterpart would look like one).
+OPEN_ITEMS_SQL = """
+    SELECT aml.id, COALESCE(p.commercial_partner_id, aml.partner_id),
+           aml.amount_residual_currency, cur.name, cur.decimal_places,
+           m.name, m.payment_reference, m.ref, m.move_type, aml.date,
+           m.origin_payment_id IS NOT NULL
+      FROM account_move_line aml
+      JOIN account_move m ON m.id = aml.move_id
+      JOIN account_account a ON a.id = aml.account_id
+      JOIN res_currency cur ON cur.id = aml.currency_id
+ LEFT JOIN res_partner p ON p.id = aml.partner_id
+     WHERE aml.company_id = %(company)s
+       AND aml.currency_id = ANY(%(currencies)s)
+       AND aml.parent_state = 'posted'
+       AND NOT aml.reconciled
+       AND aml.amount_residual_currency != 0
+       AND aml.statement_line_id IS NULL
+       AND a.reconcile
+       AND CASE
+           -- A payment waits on its outstanding account; its receivable or payable side is
+           -- for the invoices it pays, not for the bank.
+           WHEN m.origin_payment_id IS NOT NULL
+               THEN a.account_type NOT IN ('asset_receivable', 'liability_payable')
+           ELSE a.account_type IN ('asset_receivable', 'liability_payable')
+       END
+"""
+
+KINDS = {
+    "out_invoice": "invoice",
+    "out_receipt": "invoice",
+    "out_refund": "credit_note",
+    "in_invoice": "bill",
+    "in_receipt": "bill",
+    "in_refund": "refund",
+}
+
+
+def amount_of(value, digits):
+    """A stored amount (a float) as the exact decimal it stands for."""
+    return Decimal(str(round(value or 0.0, digits))).quantize(Decimal(1).scaleb(-digits))
+
+
+def open_items(company, currencies, exclude=()):
+    """The open items of ``company`` in ``currencies``, for the matcher (one query)."""
+    env = company.env
+    for model in ("account.move.line", "account.move", "account.partial.reconcile"):
+        env[model].flush_model()
+    env.cr.execute(OPEN_ITEMS_SQL, {"company": company.id, "currencies": currencies.ids})
+    items = []
+    for row in env.cr.fetchall():
+        item_id, partner, residual, currency, digits, name, payment_ref, ref, move_type, day = row[
+            :10
+        ]
+        if item_id in exclude:
+            continue
+        items.append(
+            OpenItem(
+                item_id=item_id,
+                partner_id=partner,
+                amount=amount_of(residual, digits),
+                currency=currency,
+                references=tuple(dict.fromkeys(r for r in (name, payment_ref, ref) if r)),
+                kind="payment" if row[10] else KINDS.get(move_type, "entry"),
+                document=name or "",
+                date=day,
+            )
+        )
+    return items
+
+
+def operations_of(lines):
+    """The matcher's view of statement lines: amount in the journal's currency, texts."""
+    return [
+        BankOperation(
+            line_id=line.id,
+            amount=amount_of(line.amount, line.currency_id.decimal_places),
+            currency=line.currency_id.name,
+            texts=tuple(t for t in (line.payment_ref, line.ref, line.bank_sync_remittance) if t),
+            partner_id=line.partner_id.commercial_partner_id.id or None,
+            date=line.date,
+        )
+        for line in lines
+    ]
+
+
+def lines_to_match(lines):
+    """The lines matching may touch: unreconciled, still on their suspense account only (no
+    counterpart chosen by hand, nothing reconciled in part)."""
+    lines = lines.filtered(lambda line: not line.is_reconciled and line.move_id.state == "posted")
+    worked = lines._bank_sync_user_work(lines.ids)
+    return lines.filtered(lambda line: line.id not in worked)
+
+
+def decide(lines, fresh=False):
+    """The matcher's decisions for ``lines`` of one company: ``{line id: Decision}``;
+    ``fresh`` lines were just created (nobody worked on them yet)."""
+    # (Fresh lines: OCA's widget, when installed, may have reconciled some as they were made.)
+    lines = lines.filtered(lambda line: not line.is_reconciled) if fresh else lines_to_match(lines)
+    if not lines:
+        return {}
+    items = open_items(lines.company_id, lines.currency_id)
+    return {
+        decision.line_id: decision for decision in match_operations(operations_of(lines), items)
+    }
+
+
+def match_lines(lines, apply=True, fresh=False):
+    """Decide for ``lines`` (of one company) and, with ``apply``, reconcile each sure match,
+    each in a savepoint: one that Odoo refuses (a lock date, an item reconciled meanwhile)
+    stays for a person and leaves the others done. Returns a :class:`MatchResult`."""
+    decisions = decide(lines, fresh=fresh)
+    reconciled = 0
+    StLine = lines.env["account.bank.statement.line"]
+    for line_id, decision in decisions.items():
+        if not (apply and decision.apply):
+            continue
+        line = StLine.browse(line_id)
+        try:
+            with line.env.cr.savepoint():
+                items = reconcile_with(line, decision.apply.item_ids)
+                line.write(
+                    {
+                        "bank_sync_match_rule": decision.apply.rule,
+                        "bank_sync_match_documents": ", ".join(items.move_id.mapped("name")),
+                    }
+                )
+        except (UserError, ValidationError):
+            continue
+        reconciled += 1
+    suggested = sum(1 for d in decisions.values() if not d.apply and d.suggestions)
+    return MatchResult(reconciled, suggested)
+
+
+def reconcile_with(line, item_ids):
+    """Reconcile ``line`` with the open items ``item_ids`` through its suspense item, as the
+    reconciliation widgets do: the suspense item gives way to one counterpart per item, on the
+    item's own account (receivable, payable, outstanding), for what the line pays of it, and
+    each counterpart is reconciled with its item. Returns the items.
+
+    When the items' residuals add up to the line, each is paid in full. Otherwise (a person
+    chose it) the items are paid in turn: when the line pays less, the last one it reaches is
+    paid in part; when it pays more, what is left stays on the suspense account. The line's
+    partner becomes the items' partner. Odoo's "Revert reconciliation" puts the line back.
+    """
+    env = line.env
+    items = env["account.move.line"].browse(item_ids)
+    partners = items.partner_id.commercial_partner_id
+    if len(partners) == 1 and line.partner_id.commercial_partner_id != partners:
+        line.partner_id = partners
+    _liquidity, suspense, _other = line._seek_for_lines()
+    currency = suspense.currency_id
+    total = -suspense.amount_currency  # what the line settles, with the bank's sign
+    exact = currency.compare_amounts(sum(items.mapped("amount_residual_currency")), total) == 0
+    shares, left = [], total
+    for item in items:
+        share = item.amount_residual_currency
+        if not exact and currency.compare_amounts(abs(share), abs(left)) > 0:
+            share = left
+        if currency.is_zero(share):
+            break
+        shares.append((item, share))
+        left -= share
+    # The company-currency side in proportion; the last line written takes the remainder, so
+    # that the entry stays balanced to the cent.
+    amounts = [share for _item, share in shares] + ([left] if not currency.is_zero(left) else [])
+    balances = _split(-suspense.balance, total, amounts, line.company_id.currency_id)
+    accounts = [(item.account_id, item.partner_id) for item, _share in shares]
+    accounts += [(suspense.account_id, line.partner_id)] * (len(amounts) - len(shares))
+    move = line.move_id
+    with move._check_balanced({"records": move, "self": move}):
+        move.with_context(
+            skip_account_move_synchronization=True,
+            force_delete=True,
+            skip_invoice_sync=True,
+            skip_readonly_check=True,
+        ).write({"line_ids": [Command.delete(suspense.id)]})
+        created = (
+            env["account.move.line"]
+            .with_context(check_move_validity=False, skip_invoice_sync=True)
+            .create(
+                [
+                    {
+                        "move_id": move.id,
+                        "account_id": account.id,
+                        "partner_id": partner.id,
+                        "name": line.payment_ref,
+                        "currency_id": currency.id,
+                        "amount_currency": -amount,
+                        "balance": -balance,
+                    }
+                    for (account, partner), amount, balance in zip(
+                        accounts, amounts, balances, strict=True
+                    )
+                ]
+            )
+        )
+    for counterpart, (item, _share) in zip(created, shares, strict=False):
+        (counterpart + item).reconcile()
+    return items.filtered(lambda item: item in [i for i, _s in shares])
+
+
+def _split(balance, total, amounts, currency):
+    """``balance`` shared like ``amounts`` share ``total``; the last part takes the rest."""
+    parts, left = [], balance
+    for amount in amounts[:-1]:
+        part = currency.round(balance * amount / total) if total else 0.0
+        parts.append(part)
+        left -= part
+    return [*parts, currency.round(left)]

@@ -1,0 +1,237 @@
+"""From imported to reconciled, in plain Community (no reconciliation widget installed).
+
+Operations booked on the Bridge emulator quote invoices and bills, or not; the import
+reconciles what is exact and unique with Odoo's own accounting (the invoice shows paid, Odoo's
+"Revert reconciliation" puts everything back), says why, and leaves the rest with suggestions
+that an accounting user confirms in one click, in full or in part.
+"""
+
+from odoo.exceptions import AccessError
+from odoo.tests import tagged
+
+from .common_bank_sync import company_user, load_french
+from .common_sync import BridgeSyncCase
+
+
+@tagged("post_install", "-at_install")
+class TestReconcile(BridgeSyncCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.acme = cls.env["res.partner"].create({"name": "Acme SARL", "is_company": True})
+        cls.giraud = cls.env["res.partner"].create(
+            {"name": "Transports Giraud", "is_company": True}
+        )
+
+    def setUp(self):
+        super().setUp()
+        self.account = self.bridge_account()
+        self.remote = int(self.account.remote_id)
+        # The Demo Bank's own operations first: the tests' operations come on top.
+        self.assertEqual(self.sync(self.account, client=self.client()).state, "done")
+
+    # ------------------------------------------------------------------ helpers
+
+    def invoice(self, amount, partner=None, move_type="out_invoice", currency=None, **values):
+        move = self.init_invoice(
+            move_type,
+            partner=partner or self.acme,
+            amounts=[amount],
+            taxes=[],
+            currency=currency,
+            post=False,
+        )
+        if values:
+            move.write(values)
+        move.action_post()
+        return move
+
+    def book(self, amount, label):
+        """An operation booked at the bank today; returns its journal line after a sync."""
+        tx = self.emulator.add_transaction(self.remote, str(amount), label)
+        run = self.sync(self.account, client=self.client())
+        self.assertEqual(run.state, "done", run.error)
+        line = self.lines(self.account).filtered(
+            lambda line: (line.transaction_details or {}).get("id") == tx.id
+        )
+        self.assertEqual(len(line), 1)
+        return line, run
+
+    def suggestions(self, line):
+        action = line.action_bank_sync_suggestions()
+        return self.env["bank.sync.match.wizard"].browse(action["res_id"]).candidate_ids
+
+    # ------------------------------------------------------------------ sure matches
+
+    def test_an_invoice_quoted_with_its_amount_is_reconciled_as_it_arrives(self):
+        invoice = self.invoice(120.0)
+        line, run = self.book(120.0, f"VIR SEPA ACME SARL FACT {invoice.name}")
+        self.assertTrue(line.is_reconciled)
+        self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+        self.assertEqual(line.partner_id, self.acme)
+        self.assertEqual(line.bank_sync_match_rule, "reference")
+        self.assertIn(invoice.name, line.bank_sync_match_reason)
+        self.assertIn("quotes its number", line.bank_sync_match_reason)
+        self.assertEqual(run.reconciled_count, 1)
+        load_french(self.env)
+        french = line.with_context(lang="fr_FR").bank_sync_match_reason
+        self.assertIn(invoice.name, french)
+        self.assertNotEqual(french, line.bank_sync_match_reason)
+
+        # Odoo's own "Revert reconciliation" puts everything back.
+        line.action_undo_reconciliation()
+        self.assertFalse(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "not_paid")
+        _liquidity, suspense, other = line._seek_for_lines()
+        self.assertEqual(suspense.amount_currency, -120.0)
+        self.assertFalse(other)
+        self.assertFalse(line.bank_sync_match_rule)
+
+    def test_two_invoices_quoted_in_one_transfer_are_both_paid(self):
+        first, second = self.invoice(70.0), self.invoice(55.5)
+        line, _run = self.book(125.5, f"VIREMENT DE ACME REGLEMENT {first.name} {second.name}")
+        self.assertTrue(line.is_reconciled)
+        self.assertEqual(line.bank_sync_match_rule, "references_sum")
+        for invoice in first + second:
+            self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+
+    def test_a_vendor_bill_quoted_by_its_number_is_paid(self):
+        bill = self.invoice(310.0, self.giraud, "in_invoice", ref="F2026-0042")
+        line, _run = self.book(-310.0, "VIR SEPA EMIS TRANSPORTS GIRAUD FACT F2026-0042")
+        self.assertTrue(line.is_reconciled)
+        self.assertIn(bill.payment_state, ("paid", "in_payment"))
+
+    def test_a_known_partner_paying_its_only_open_invoice_without_reference(self):
+        invoice = self.invoice(88.0)
+        self.invoice(45.0)
+        line, _run = self.book(88.0, "VIR SEPA ACME SARL")
+        self.assertEqual(line.partner_id, self.acme)
+        self.assertEqual(line.bank_sync_partner_origin, "merchant")
+        self.assertTrue(line.is_reconciled)
+        self.assertEqual(line.bank_sync_match_rule, "partner_amount")
+        self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+
+    def test_a_payment_waiting_on_an_outstanding_account_is_matched(self):
+        payment = self.env["account.payment"].create(
+            {
+                "payment_type": "inbound",
+                "partner_type": "customer",
+                "partner_id": self.acme.id,
+                "amount": 640.0,
+                "journal_id": self.account.journal_id.id,
+                "memo": "CHQ 7788123",
+            }
+        )
+        payment.action_post()
+        line, _run = self.book(640.0, "REMISE CHQ 7788123")
+        self.assertTrue(line.is_reconciled, line.bank_sync_match_reason)
+        self.assertTrue(payment.is_matched)
+
+    # ------------------------------------------------------------------ left to a person
+
+    def test_a_partial_payment_is_suggested_and_reconciled_in_part_by_choice(self):
+        invoice = self.invoice(200.0)
+        line, run = self.book(80.0, f"VIR SEPA ACME ACOMPTE {invoice.name}")
+        self.assertFalse(line.is_reconciled)
+        self.assertEqual(run.suggested_count, 1)
+        best = self.suggestions(line)[0]
+        self.assertEqual(best.item_ids.move_id, invoice)
+        self.assertEqual(best.rule, "reference_partial")
+        self.assertAlmostEqual(best.difference, 120.0)
+        best.action_reconcile()
+        self.assertTrue(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "partial")
+        self.assertAlmostEqual(invoice.amount_residual, 120.0)
+
+    def test_one_amount_matching_two_invoices_is_left_to_a_person(self):
+        first, second = self.invoice(99.0), self.invoice(99.0)
+        line, _run = self.book(99.0, "VIR SEPA ACME SARL")
+        self.assertFalse(line.is_reconciled)
+        shown = self.suggestions(line)
+        self.assertEqual(shown[:2].item_ids.move_id, first + second)
+        shown[1].action_reconcile()
+        self.assertIn(second.payment_state, ("paid", "in_payment"))
+        self.assertEqual(first.payment_state, "not_paid")
+
+    def test_a_typo_in_the_quoted_number_is_never_reconciled_automatically(self):
+        invoice = self.invoice(150.0)
+        typo = invoice.name[:-1] + str((int(invoice.name[-1]) + 1) % 10)
+        line, _run = self.book(150.0, f"VIR SEPA ACME SARL FACT {typo}")
+        self.assertFalse(line.is_reconciled)
+        self.assertEqual(self.suggestions(line)[0].item_ids.move_id, invoice)
+
+    def test_another_currency_or_another_company_is_never_matched(self):
+        self.env.ref("base.USD").active = True
+        usd = self.invoice(60.0, currency=self.env.ref("base.USD"))
+        other_company = self.setup_other_company()["company"]
+        foreign = self.init_invoice(
+            "out_invoice", partner=self.acme, amounts=[75.0], taxes=[], company=other_company
+        )
+        foreign.action_post()
+        line_usd, _run = self.book(60.0, f"FACT {usd.name}")
+        line_foreign, _run = self.book(75.0, f"FACT {foreign.name}")
+        self.assertFalse(line_usd.is_reconciled or line_foreign.is_reconciled)
+        self.assertNotIn(usd, self.suggestions(line_usd).item_ids.move_id)
+        self.assertFalse(self.suggestions(line_foreign).item_ids.move_id & foreign)
+
+    # ------------------------------------------------------------------ on demand, learning
+
+    def test_lines_already_imported_are_matched_on_demand(self):
+        self.company.bank_sync_auto_reconcile = False
+        line, run = self.book(130.0, "VIR SEPA ACME FACT A VENIR")
+        self.assertEqual(run.reconciled_count, 0)
+        invoice = self.invoice(130.0)
+        self.account.journal_id.action_bank_sync_match()
+        self.assertTrue(line.is_reconciled)
+        self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+
+    def test_a_merchant_reconciled_once_is_recognised_next_time(self):
+        supermarket = self.env["res.partner"].create({"name": "Hyper du Centre"})
+        bill = self.invoice(42.9, supermarket, "in_invoice")
+        line, _run = self.book(-42.9, "CB CARREFOUR 12/11")
+        self.assertFalse(line.partner_id, "nothing names the supermarket yet")
+        self.assertEqual(self.suggestions(line)[0].item_ids.move_id, bill)
+        self.suggestions(line)[0].action_reconcile()
+        self.assertEqual(line.partner_id, supermarket)
+
+        later, _run = self.book(-17.3, "CB CARREFOUR 19/11")
+        self.assertEqual(later.partner_id, supermarket)
+        self.assertEqual(later.bank_sync_partner_origin, "learned")
+
+    def test_only_accounting_users_of_the_company_match(self):
+        line, _run = self.book(12.0, "VIR SEPA ACME")
+        auditor = company_user(
+            self.env, "reconcile_auditor", self.company, groups="account.group_account_readonly"
+        )
+        with self.assertRaises(AccessError):
+            line.with_user(auditor).action_bank_sync_match()
+        with self.assertRaises(AccessError):
+            line.with_user(auditor).action_bank_sync_suggestions()
+        bookkeeper = company_user(
+            self.env, "reconcile_bookkeeper", self.company, groups="account.group_account_invoice"
+        )
+        invoice = self.invoice(12.0)
+        line.with_user(bookkeeper).action_bank_sync_match()
+        self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+
+
+@tagged("post_install", "-at_install")
+class TestReconcileFrenchChart(BridgeSyncCase):
+    """The French chart's suspense account (471000) is reconcilable: the other bank lines
+    waiting for their counterpart are no open items."""
+
+    chart_template = "fr"
+
+    def test_bank_lines_waiting_for_their_counterpart_are_not_candidates(self):
+        account = self.bridge_account()
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
+        waiting = self.lines(account).filtered(lambda line: not line.is_reconciled)
+        self.assertTrue(waiting)
+        suspense = account.journal_id.suspense_account_id
+        self.assertTrue(suspense.reconcile, "the French chart's suspense account is reconcilable")
+        for line in waiting[:5]:
+            wizard = self.env["bank.sync.match.wizard"].create({"line_id": line.id})
+            self.assertFalse(
+                wizard.candidate_ids.item_ids.filtered("statement_line_id"),
+                "another bank line's suspense item offered as a candidate",
+            )

@@ -1,0 +1,181 @@
+"""Synchronised lines in OCA's reconciliation widget (account_reconcile_oca), installed from
+PyPI by the tests' set-up (tools/addon_tests.sh --oca): they open there with their partner,
+label and amount, reconcile there against an invoice, show reconciled there when the
+synchronisation reconciled them, are never reconciled twice when OCA's own automatic
+reconciliation models run too, and do not bury the invoices among the candidates."""
+
+from unittest.mock import patch
+
+from odoo import fields
+from odoo.addons.bank_sync_aggregator.tests.common_sync import BridgeSyncCase
+from odoo.tests import Form, tagged
+
+WIDGET_FORM = "account_reconcile_oca.bank_statement_line_form_reconcile_view"
+
+
+class WidgetCase(BridgeSyncCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.acme = cls.env["res.partner"].create({"name": "Acme SARL", "is_company": True})
+
+    def setUp(self):
+        super().setUp()
+        self.account = self.bridge_account()
+        self.remote = int(self.account.remote_id)
+        self.assertEqual(self.sync(self.account, client=self.client()).state, "done")
+
+    def invoice(self, amount):
+        # (dated today: OCA's matching models look 18 months back only)
+        return self.init_invoice(
+            "out_invoice",
+            partner=self.acme,
+            amounts=[amount],
+            taxes=[],
+            invoice_date=fields.Date.context_today(self.env.user),
+            post=True,
+        )
+
+    def receivable(self, invoice):
+        return invoice.line_ids.filtered(lambda item: item.account_type == "asset_receivable")
+
+    def book(self, amount, label, **context):
+        tx = self.emulator.add_transaction(self.remote, str(amount), label)
+        account = self.account.with_context(**context)
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
+        return self.lines(self.account).filtered(
+            lambda line: (line.transaction_details or {}).get("id") == tx.id
+        )
+
+    def candidates(self, line, limit=80):
+        """The widget's candidate list for ``line``, as its list view loads it."""
+        view = self.env.ref(WIDGET_FORM)
+        field = line.get_views([(view.id, "form")])["views"]["form"]["arch"]
+        self.assertIn("bank_sync_line_id", field, "the widget tells the list which line it is for")
+        domain = [
+            ("parent_state", "=", "posted"),
+            ("amount_residual", "!=", 0),
+            ("account_id.reconcile", "=", True),
+            ("company_id", "=", line.company_id.id),
+            ("statement_line_id", "!=", line.id),
+            ("bank_sync_waiting_bank_line", "=", False),
+        ]
+        result = (
+            self.env["account.move.line"]
+            .with_context(bank_sync_line_id=line.id)
+            .web_search_read(domain, {"move_id": {}, "amount_residual": {}}, limit=limit)
+        )
+        return self.env["account.move.line"].browse([r["id"] for r in result["records"]]), result
+
+
+@tagged("post_install", "-at_install")
+class TestReconcileWidget(WidgetCase):
+    def test_a_synced_line_opens_in_the_widget_and_reconciles_there(self):
+        invoice = self.invoice(200.0)
+        line = self.book(80.0, f"VIR SEPA ACME SARL ACOMPTE {invoice.name}")
+        self.assertFalse(line.is_reconciled, "a part payment is left to a person")
+        with Form(line, view=WIDGET_FORM) as form:
+            self.assertEqual(form.partner_id, self.acme)
+            self.assertIn(invoice.name, form.payment_ref)
+            liquidity = [d for d in form.reconcile_data_info["data"] if d["kind"] == "liquidity"]
+            self.assertAlmostEqual(liquidity[0]["amount"], 80.0)
+            chosen = {
+                item_id
+                for data in form.reconcile_data_info["data"]
+                for item_id in data.get("counterpart_line_ids") or ()
+            }
+            if self.receivable(invoice).id not in chosen:
+                # (the widget's own models may have chosen it already, as it opened)
+                form.add_account_move_line_id = self.receivable(invoice)
+            self.assertTrue(form.can_reconcile)
+        line.reconcile_bank_line()
+        self.assertTrue(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "partial")
+
+    def test_lines_the_synchronisation_reconciled_show_reconciled_there(self):
+        invoice = self.invoice(120.0)
+        line = self.book(120.0, f"VIR SEPA ACME SARL FACT {invoice.name}")
+        self.assertTrue(line.is_reconciled)
+        with Form(line, view=WIDGET_FORM) as form:
+            self.assertTrue(form.is_reconciled)
+            shown = {d["account_id"][0] for d in form.reconcile_data_info["data"]}
+            self.assertIn(self.receivable(invoice).account_id.id, shown)
+        # And the widget's own "unreconcile" puts it back, as Odoo's revert does.
+        line.unreconcile_bank_line()
+        self.assertFalse(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "not_paid")
+
+    def test_with_the_widgets_own_automatic_reconciliation_nothing_is_reconciled_twice(self):
+        models = self.env["account.reconcile.model"].search(
+            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
+        )
+        models.write({"auto_reconcile": True, "match_text_location_label": True})
+        invoices = self.invoice(75.0) + self.invoice(140.0)
+        creates = []
+        create = type(self.env["account.bank.statement.line"]).create
+
+        def counted(records, vals_list):
+            creates.append(len(vals_list))
+            return create(records, vals_list)
+
+        for invoice in invoices:
+            self.emulator.add_transaction(
+                self.remote, str(invoice.amount_total), f"VIR SEPA ACME SARL FACT {invoice.name}"
+            )
+        with patch.object(type(self.env["account.bank.statement.line"]), "create", counted):
+            # (the widget reconciles at creation only outside tests, unless asked)
+            run = self.sync(
+                self.account.with_context(_test_account_reconcile_oca=True), client=self.client()
+            )
+        self.assertEqual(run.state, "done", run.error)
+        self.assertEqual(creates, [2], "one batched creation for the page")
+        lines = self.lines(self.account).filtered(lambda item: item.amount in (75.0, 140.0))
+        self.assertTrue(
+            lines.filtered(lambda item: item.is_reconciled and not item.bank_sync_match_rule),
+            "the widget's own models reconciled some as they were created",
+        )
+        for invoice in invoices:
+            self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+            self.assertAlmostEqual(invoice.amount_residual, 0.0)
+            payments = invoice.line_ids.matched_credit_ids
+            self.assertEqual(len(payments), 1, "paid once")
+
+
+@tagged("post_install", "-at_install")
+class TestReconcileWidgetCandidates(WidgetCase):
+    """The French chart's suspense account (471000) is reconcilable."""
+
+    chart_template = "fr"
+
+    def test_the_quoted_invoice_comes_first_and_no_bank_line_among_the_candidates(self):
+        invoices = self.invoice(310.0) + self.invoice(42.0) + self.invoice(65.0)
+        quoted = invoices[0]
+        line = self.book(300.0, f"VIR SEPA ACME SARL FACT {quoted.name}")
+        waiting = self.lines(self.account).filtered(lambda item: not item.is_reconciled)
+        self.assertGreater(len(waiting), 20, "plenty of bank lines wait for their counterpart")
+        shown, result = self.candidates(line)
+        self.assertEqual(shown[:1], self.receivable(quoted), "the invoice quoted comes first")
+        self.assertFalse(shown.filtered("statement_line_id"), "no other bank line is offered")
+        self.assertEqual(result["length"], len(shown))
+        self.assertLessEqual(len(shown), 10)
+        # Page by page, nothing is shown twice nor lost.
+        page_one, _ = self.candidates(line, limit=2)
+        remaining = (
+            self.env["account.move.line"]
+            .with_context(bank_sync_line_id=line.id)
+            .web_search_read(
+                [
+                    ("parent_state", "=", "posted"),
+                    ("amount_residual", "!=", 0),
+                    ("account_id.reconcile", "=", True),
+                    ("company_id", "=", line.company_id.id),
+                    ("bank_sync_waiting_bank_line", "=", False),
+                ],
+                {},
+                offset=2,
+                limit=80,
+            )
+        )
+        ids = page_one.ids + [r["id"] for r in remaining["records"]]
+        self.assertEqual(sorted(ids), sorted(shown.ids))
+        self.assertEqual(len(ids), len(set(ids)))
