@@ -1,7 +1,9 @@
 """The balance check: the journal against the bank's balance.
 
 - The opening line (:class:`OpeningBalance`, :func:`create_opening_line`): when a first import
-  of an empty journal is complete, one line makes the journal start at the bank's balance.
+  of an empty journal is complete, one line makes the journal start at the bank's balance. A
+  forced synchronisation that reads earlier operations moves it back with the history start
+  (:func:`extend_history`), or is refused when it cannot (:func:`history_extension_refusal`).
 - After every run, :func:`check_balances` reads each connection's balances once and compares
   every synced journal with its bank (:func:`compare_with_bank`: operations ignored for good
   are still in the bank's balance, never in the journal). A difference first has the recent
@@ -15,7 +17,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 from odoo import fields
-from odoo.tools.misc import formatLang
+from odoo.exceptions import UserError, ValidationError
+from odoo.tools.misc import format_date, formatLang
 
 from bank_sync_bridge.sync import check_balance, opening_amount
 
@@ -195,6 +198,111 @@ def create_opening_line(account, bank_balance):
             "bank_sync_booking_date": day,
         }
     )
+
+
+def opening_line(account):
+    """The opening line of ``account`` in its journal (empty when there is none)."""
+    return (
+        account.env["account.bank.statement.line"]
+        .sudo()
+        .search(
+            [
+                ("journal_id", "=", account.journal_id.id),
+                ("bank_sync_key", "=", f"opening:{account.id}"),
+            ]
+        )
+    )
+
+
+def history_extension_refusal(account, date_from):
+    """Why a forced synchronisation from ``date_from`` may not read operations before the
+    account's history start, or None when it may (the opening line then moves back with the
+    history start, see :func:`extend_history`).
+
+    The opening line stands for everything before the history start: operations read earlier
+    must leave it, which cannot be when a person worked on it (reconciled it, wrote on it) or
+    its period is locked; and a journal that held operations of its own before the
+    synchronisation has no opening line, its earlier months being the user's own entries.
+    """
+    start = account.history_start_date
+    if not start or date_from >= start or not account.sync_history_complete:
+        return None  # (a first import not complete yet simply starts earlier)
+    env = account.env
+    shown = {"account": account.display_name, "start": format_date(env, start)}
+    if not account.sync_opening_done:
+        return env._(
+            "%(account)s is synchronised from %(start)s into a journal that already held "
+            "operations of its own before: earlier operations would count twice. Choose a "
+            "range from %(start)s.",
+            **shown,
+        )
+    opening = opening_line(account)
+    journal = account.journal_id
+    if opening and opening._bank_sync_user_work(opening.ids):
+        return env._(
+            "The opening balance of %(account)s (before %(start)s) is reconciled or annotated: "
+            "it cannot take earlier operations. Choose a range from %(start)s, or revert its "
+            "reconciliation first.",
+            **shown,
+        )
+    for day in (date_from - timedelta(days=1), opening.date):
+        if day and account.company_id._get_violated_lock_dates(day, False, journal):
+            return env._(
+                "Operations of %(account)s before %(start)s would fall in a locked period: "
+                "choose a range from %(start)s.",
+                **shown,
+            )
+    return None
+
+
+def extend_history(account, date_from):
+    """A forced synchronisation has read every operation from ``date_from`` up to the history
+    start: the history now starts at ``date_from``, and the opening line, which counted those
+    operations in, gives them up and moves to the day before (made when the bank's balance
+    needed none before). The journal still equals the bank."""
+    start = account.history_start_date
+    if not start or date_from >= start:
+        return
+    env = account.env
+    account = account.sudo()
+    account.history_start_date = date_from
+    if not account.sync_opening_done:
+        return  # the opening line is still to come, from the new start
+    journal = account.journal_id
+    env.cr.execute(
+        """
+        SELECT COALESCE(SUM(amount), 0) FROM account_bank_statement_line
+         WHERE journal_id = %s AND bank_sync_account_id = %s
+           AND bank_sync_status = 'booked' AND bank_sync_booking_date < %s
+        """,
+        [journal.id, account.id, start],
+    )
+    earlier = env.cr.fetchone()[0]
+    opening = opening_line(account)
+    day = date_from - timedelta(days=1)
+    StLine = env["account.bank.statement.line"].with_context(**LINE_CONTEXT)
+    vals = {"amount": opening.amount - earlier, "date": day, "bank_sync_booking_date": day}
+    if opening:
+        try:
+            with env.cr.savepoint():
+                opening.write(vals)
+            return
+        except (UserError, ValidationError):
+            # Moved into another year, a posted entry keeps its number's period: it is made
+            # again there (nothing was done on it, history_extension_refusal checked).
+            vals["payment_ref"] = opening.payment_ref
+            opening.unlink()
+    if not (journal.currency_id or account.company_id.currency_id).is_zero(vals["amount"]):
+        StLine.create(
+            dict(
+                vals,
+                journal_id=journal.id,
+                payment_ref=vals.get("payment_ref") or env._("Opening balance"),
+                bank_sync_key=f"opening:{account.id}",
+                bank_sync_account_id=account.id,
+                bank_sync_status="opening",
+            )
+        )
 
 
 # No join: right after a big first import the planner's statistics are stale, and a join

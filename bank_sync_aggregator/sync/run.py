@@ -26,7 +26,12 @@ from bank_sync_bridge.errors import BankSyncError
 from bank_sync_bridge.sync import Cursor, plan_window
 
 from ..utils import comes_from_aggregator, in_test_mode
-from .balance import OpeningBalance, check_balances
+from .balance import (
+    OpeningBalance,
+    check_balances,
+    extend_history,
+    history_extension_refusal,
+)
 from .pages import PageApplier
 
 _logger = logging.getLogger(__name__)
@@ -292,6 +297,14 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
             # (a forced run without dates fails below with a clear message)
             date_from, date_to = None, self.date_to
         if date_from or date_to or self.trigger == "forced":
+            refusal = date_from and history_extension_refusal(account, date_from)
+            if refusal:
+                raise UserError(refusal)
+            start = account.history_start_date
+            if date_from and start and date_from < start and account.sync_history_complete:
+                # Earlier than the history start: read up to it, whatever the range's end,
+                # so that the opening line can give up every operation it stood for.
+                date_to = max(date_to or today, start - timedelta(days=1))
             window = plan_window(today=today, forced_from=date_from, forced_to=date_to, forced=True)
             window = replace(window, cursor=cursor)
             account.sudo().sync_forced_state = json.dumps(
@@ -434,6 +447,7 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
             return
         if window.forced:
             self.account.sudo().sync_forced_state = False
+            extend_history(self.account, window.date_from)
         else:
             # Every operation since the history start has been read once (from the history
             # start, then from the cursors of the same stream): from now on a lost cursor

@@ -209,7 +209,10 @@ class BridgeSyncCase(SyncCase):
         return fields.Date.context_today(self.env.user) - timedelta(days=self.history_days)
 
     def exact(self, account):
-        return self.assert_exactly_remote(account, self.history_start, self.client(page_size=500))
+        """The journal holds exactly the bank's booked operations since the account's history
+        start."""
+        start = account.history_start_date or self.history_start
+        return self.assert_exactly_remote(account, start, self.client(page_size=500))
 
     def converges_once_back(self, account):
         """The aggregator answers again: the next run gives exactly its operations."""

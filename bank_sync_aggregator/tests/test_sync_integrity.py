@@ -18,6 +18,7 @@ from decimal import Decimal
 from odoo import Command, fields
 from odoo.addons.bank_sync_aggregator.sync.balance import RECENT_REREAD_DAYS
 from odoo.addons.bank_sync_aggregator.sync.pages import BUDGET_BATCH
+from odoo.exceptions import UserError
 from odoo.tests import tagged
 
 from .common_sync import BridgeSyncCase
@@ -55,7 +56,7 @@ class IntegrityCase(BridgeSyncCase):
         booked = [
             tx.amount
             for tx in self.emulator.transactions(remote_id, include_deleted=False)
-            if not tx.future and tx.date >= self.history_start
+            if not tx.future and tx.date >= account.history_start_date
         ]
         return self.emulator.state.accounts[remote_id].balance - sum(booked, Decimal(0))
 
@@ -77,7 +78,7 @@ class IntegrityCase(BridgeSyncCase):
         self.assertAlmostEqual(
             opening.amount, float(self.bank_balance_at_history_start(account)), places=2
         )
-        self.assertEqual(opening.date, self.history_start - timedelta(days=1))
+        self.assertEqual(opening.date, account.history_start_date - timedelta(days=1))
         check = account.last_run_id
         self.assertTrue(check.balance_checked, check.note)
         self.assertEqual(check.balance_difference, 0.0, check.note)
@@ -374,3 +375,65 @@ class TestLateOperations(IntegrityCase):
             "nobody is alerted",
         )
         self.exact(account)
+
+
+@tagged("post_install", "-at_install")
+class TestHistoryExtension(IntegrityCase):
+    """A forced synchronisation over a range that starts before the history start."""
+
+    #: The Demo Bank's operations span 60 days: a month of them is before the history start.
+    history_days = 30
+
+    def force(self, account, date_from, date_to):
+        wizard = self.env["bank.sync.force.wizard"].create(
+            {
+                "scope": "selected",
+                "account_ids": [Command.set(account.ids)],
+                "date_from": date_from,
+                "date_to": date_to,
+            }
+        )
+        self.use_test_clock_for(account)
+        wizard.action_force()
+        return account.last_run_id
+
+    def use_test_clock_for(self, account):
+        """The wizard builds the company's client: point it at the emulator."""
+        self.patch(type(self.aggregator), "_get_client", lambda aggregator, **kwargs: self.client())
+
+    def test_the_opening_line_moves_back_with_the_history(self):
+        account = self.bridge_account()
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
+        before = self.opening(account).amount
+        earlier = self.history_start - timedelta(days=20)
+        # The range even ends before the history start: what lies between is read too.
+        run = self.force(account, earlier, self.history_start - timedelta(days=12))
+        self.assertEqual(run.state, "done", run.error)
+        self.assertEqual(account.history_start_date, earlier)
+        self.assertNotEqual(self.opening(account).amount, before)
+        self.assert_books_match_the_bank(account)
+        again = self.sync(account, client=self.client())
+        self.assertEqual(again.balance_difference, 0.0, again.note)
+
+    def test_an_opening_line_worked_on_refuses_an_earlier_range(self):
+        account = self.bridge_account()
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
+        self.opening(account).move_id.narration = "<p>Solde repris du bilan</p>"
+        with self.assertRaisesRegex(UserError, "reconciled or annotated"):
+            self.force(account, self.history_start - timedelta(days=20), fields.Date.today())
+        self.assertEqual(account.history_start_date, self.history_start)
+
+    def test_a_journal_with_lines_of_its_own_refuses_an_earlier_range(self):
+        account = self.bridge_account()
+        self.env["account.bank.statement.line"].create(
+            {
+                "journal_id": account.journal_id.id,
+                "date": self.history_start - timedelta(days=40),
+                "payment_ref": "Saisie manuelle",
+                "amount": 100.0,
+            }
+        )
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
+        self.assertFalse(self.opening(account))
+        with self.assertRaisesRegex(UserError, "already held operations"):
+            self.force(account, self.history_start - timedelta(days=20), fields.Date.today())

@@ -2,6 +2,7 @@ from odoo import fields, models
 from odoo.exceptions import UserError
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
+from ..sync.balance import history_extension_refusal
 from ..sync.run import SYNC_NOW_BUDGET
 
 
@@ -45,6 +46,10 @@ class BankSyncForceWizard(models.TransientModel):
         accounts = self._get_accounts()
         if not accounts:
             raise UserError(self.env._("Choose at least one account linked to a journal."))
+        for account in accounts:
+            refusal = history_extension_refusal(account.sudo(), self.date_from)
+            if refusal:
+                raise UserError(refusal)
         runs = accounts._sync_accounts(
             "forced",
             date_from=self.date_from,
