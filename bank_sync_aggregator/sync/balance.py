@@ -171,8 +171,9 @@ def create_opening_line(account, bank_balance):
     key = f"opening:{account.id}"
     previous = StLine.search([("journal_id", "=", journal.id), ("bank_sync_key", "=", key)])
     if previous:
-        # The account came back to this journal: its opening line takes the difference.
-        if amount:
+        # The account came back to this journal: its opening line takes the difference,
+        # unless a person worked on it (the balance check then shows what differs).
+        if amount and not previous._bank_sync_user_work(previous.ids):
             previous.amount += float(amount)
         return previous
     if not amount:
