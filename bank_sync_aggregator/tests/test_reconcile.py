@@ -6,6 +6,8 @@ reconciles what is exact and unique with Odoo's own accounting (the invoice show
 that an accounting user confirms in one click, in full or in part.
 """
 
+from odoo import Command, fields
+from odoo.addons.bank_sync_aggregator.rights import ACCOUNTING_USER
 from odoo.exceptions import AccessError
 from odoo.tests import tagged
 
@@ -213,6 +215,43 @@ class TestReconcile(BridgeSyncCase):
         invoice = self.invoice(12.0)
         line.with_user(bookkeeper).action_bank_sync_match()
         self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+
+    def test_the_match_window_shows_nothing_of_another_company(self):
+        other = self.setup_other_company()["company"]
+        secret = self.init_invoice(
+            "out_invoice", partner=self.acme, amounts=[7777.0], taxes=[], company=other
+        )
+        secret.action_post()
+        journal = self.env["account.journal"].create(
+            {"name": "Other bank", "code": "OBK", "type": "bank", "company_id": other.id}
+        )
+        their_line = self.env["account.bank.statement.line"].create(
+            {
+                "journal_id": journal.id,
+                "date": fields.Date.today(),
+                "payment_ref": f"Secret payment {secret.name}",
+                "amount": 7777.0,
+            }
+        )
+        bookkeeper = company_user(
+            self.env, "reconcile_bookkeeper_a", self.company, groups=ACCOUNTING_USER
+        )
+        Wizard = self.env["bank.sync.match.wizard"].with_user(bookkeeper)
+        with self.assertRaises(AccessError):
+            Wizard.create({"line_id": their_line.id})
+        # Nor a suggestion made up over RPC with the other company's open items.
+        self.company.bank_sync_auto_reconcile = False
+        line, _run = self.book(12.0, "VIR SEPA ACME")
+        wizard = Wizard.create({"line_id": line.id})
+        candidate = (
+            self.env["bank.sync.match.wizard.candidate"]
+            .with_user(bookkeeper)
+            .create({"wizard_id": wizard.id, "item_ids": [Command.set(secret.line_ids.ids)]})
+        )
+        self.env.invalidate_all()  # a new request: nothing read by the test is cached
+        self.assertFalse(candidate.documents)
+        self.assertFalse(candidate.partner_id)
+        self.assertEqual(candidate.residual, 0.0)
 
 
 @tagged("post_install", "-at_install")

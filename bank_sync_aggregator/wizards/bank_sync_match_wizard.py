@@ -39,6 +39,16 @@ class BankSyncMatchWizard(models.TransientModel):
     )
     has_candidates = fields.Boolean(string="Has suggestions", compute="_compute_has_candidates")
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        # Created over RPC on any line: the caller must be one who may match it, before its
+        # suggestions are computed (a stored computed field: as the superuser).
+        lines = self.env["account.bank.statement.line"].browse(
+            [vals.get("line_id") for vals in vals_list if vals.get("line_id")]
+        )
+        check_rights(lines, ACCOUNTING_USER, operation="read")
+        return super().create(vals_list)
+
     @api.depends("line_id")
     def _compute_candidate_ids(self):
         for wizard in self:
@@ -93,7 +103,9 @@ class BankSyncMatchWizardCandidate(models.TransientModel):
     def _compute_description(self):
         rules = dict(self._fields["rule"]._description_selection(self.env))
         for candidate in self:
-            items = candidate.item_ids.sudo()
+            # As the user: a candidate made over RPC with any item ids reveals nothing the
+            # user may not read.
+            items = candidate.item_ids
             candidate.documents = ", ".join(items.move_id.mapped("name"))
             candidate.partner_id = items.partner_id.commercial_partner_id[:1]
             candidate.residual = sum(items.mapped("amount_residual_currency"))
