@@ -1,4 +1,5 @@
-"""Names the models, controllers and views share: the aggregators and the public routes."""
+"""Names the models, controllers, views and the engine share: the aggregators, the public
+routes, the context of the lines the engine writes."""
 
 #: The aggregators a company can choose from (one at a time): ``bank.sync.provider.kind``.
 AGGREGATOR_KINDS = [
@@ -25,3 +26,7 @@ EVENTS_CALLBACK_ROUTE = "/bank_sync/bridge_service/events"
 #: The alert e-mails' "Reconnect" button, followed by the connection's id
 #: (controllers/health.py).
 RECONNECT_ROUTE = "/bank_sync/reconnect"
+
+#: Context for the statement lines the engine writes: no chatter message per imported
+#: operation (the run record says what happened), which saves about 10 % of the creation time.
+LINE_CONTEXT = {"tracking_disable": True, "mail_create_nolog": True, "mail_notrack": True}

@@ -261,7 +261,7 @@ def case_first_sync(db: str, operations: int) -> dict[str, float]:
     process, base_url = start_emulator_process(user, operations)
     try:
         env = open_env(db)
-        from odoo.addons.bank_sync_aggregator.sync.pages import LINE_CONTEXT  # noqa: PLC0415
+        from odoo.addons.bank_sync_aggregator.const import LINE_CONTEXT  # noqa: PLC0415
         from odoo.addons.bank_sync_aggregator.sync.run import AccountSynchroniser  # noqa: PLC0415
 
         _company, aggregator = bench_company(env)

@@ -22,8 +22,8 @@ from odoo.tools.misc import format_date, formatLang
 
 from bank_sync_bridge.sync import check_balance, opening_amount
 
+from ..const import LINE_CONTEXT
 from ..utils import in_test_mode
-from .pages import LINE_CONTEXT
 
 _logger = logging.getLogger(__name__)
 
@@ -57,6 +57,9 @@ class OpeningBalance:
             start = today - timedelta(days=RECENT_REREAD_DAYS)
             self.run = run
             self.counts = {name: run[name] for name in self.counts}
+            # Inside a savepoint, nothing may commit (a commit would end the savepoint, and
+            # the check after it would fail): the caller's transaction takes it all.
+            self.commit = False
             with self.cr.savepoint():
                 _finished, changes = self._reread(max(start, account.history_start_date or start))
             return changes
@@ -256,53 +259,79 @@ def history_extension_refusal(account, date_from):
     return None
 
 
+def give_up_to_earlier_lines(account, created):
+    """A forced synchronisation has just created ``created`` (statement lines), some dated
+    before the history start: the opening line counted those in, and gives them up in the
+    same transaction (the page's), so that the journal never counts an operation twice, even
+    while the rest of the range waits for the background job or a new range replaces it.
+
+    Only creations count: a line that was already in the journal when the opening line was
+    set (moved before the history start by the bank since) was never in it. Refused with the
+    reason when the opening line cannot change (worked on, locked): the page is then undone.
+    """
+    start = account.history_start_date
+    earlier = created.filtered(lambda line: start and line.bank_sync_booking_date < start)
+    if not earlier or not account.sync_opening_done:
+        return
+    refusal = history_extension_refusal(account, min(earlier.mapped("bank_sync_booking_date")))
+    if refusal:
+        raise UserError(refusal)
+    journal = account.journal_id
+    currency = journal.currency_id or account.company_id.currency_id
+    amount = currency.round(sum(earlier.mapped("amount")))
+    opening = opening_line(account)
+    if opening:
+        opening.with_context(**LINE_CONTEXT).write({"amount": opening.amount - amount})
+        return
+    # The bank's balance needed no opening line at the first import: it needs one now.
+    day = start - timedelta(days=1)
+    account.env["account.bank.statement.line"].with_context(**LINE_CONTEXT).sudo().create(
+        {
+            "journal_id": journal.id,
+            "date": day,
+            "bank_sync_booking_date": day,
+            "amount": -amount,
+            "payment_ref": account.env._("Opening balance"),
+            "bank_sync_key": f"opening:{account.id}",
+            "bank_sync_account_id": account.id,
+            "bank_sync_status": "opening",
+        }
+    )
+
+
 def extend_history(account, date_from):
     """A forced synchronisation has read every operation from ``date_from`` up to the history
-    start: the history now starts at ``date_from``, and the opening line, which counted those
-    operations in, gives them up and moves to the day before (made when the bank's balance
-    needed none before). The journal still equals the bank."""
+    start: the history now starts at ``date_from``, and the opening line (which gave up those
+    operations as they were created, :func:`give_up_to_earlier_lines`) moves to the day
+    before. The journal still equals the bank."""
     start = account.history_start_date
     if not start or date_from >= start:
         return
-    env = account.env
     account = account.sudo()
     account.history_start_date = date_from
-    if not account.sync_opening_done:
-        return  # the opening line is still to come, from the new start
-    journal = account.journal_id
-    env.cr.execute(
-        """
-        SELECT COALESCE(SUM(amount), 0) FROM account_bank_statement_line
-         WHERE journal_id = %s AND bank_sync_account_id = %s
-           AND bank_sync_status = 'booked' AND bank_sync_booking_date < %s
-        """,
-        [journal.id, account.id, start],
-    )
-    earlier = env.cr.fetchone()[0]
     opening = opening_line(account)
+    if not account.sync_opening_done or not opening:
+        return
     day = date_from - timedelta(days=1)
-    StLine = env["account.bank.statement.line"].with_context(**LINE_CONTEXT)
-    vals = {"amount": opening.amount - earlier, "date": day, "bank_sync_booking_date": day}
-    if opening:
-        try:
-            with env.cr.savepoint():
-                opening.write(vals)
-            return
-        except (UserError, ValidationError):
-            # Moved into another year, a posted entry keeps its number's period: it is made
-            # again there (nothing was done on it, history_extension_refusal checked).
-            vals["payment_ref"] = opening.payment_ref
-            opening.unlink()
-    if not (journal.currency_id or account.company_id.currency_id).is_zero(vals["amount"]):
-        StLine.create(
-            dict(
-                vals,
-                journal_id=journal.id,
-                payment_ref=vals.get("payment_ref") or env._("Opening balance"),
-                bank_sync_key=f"opening:{account.id}",
-                bank_sync_account_id=account.id,
-                bank_sync_status="opening",
-            )
+    vals = {"date": day, "bank_sync_booking_date": day}
+    try:
+        with account.env.cr.savepoint():
+            opening.with_context(**LINE_CONTEXT).write(vals)
+    except (UserError, ValidationError):
+        # Moved into another year, a posted entry keeps its number's period: it is made
+        # again there (nothing was done on it, history_extension_refusal checked).
+        amount, label = opening.amount, opening.payment_ref
+        opening.with_context(**LINE_CONTEXT).unlink()
+        account.env["account.bank.statement.line"].with_context(**LINE_CONTEXT).create(
+            {
+                "journal_id": account.journal_id.id,
+                "amount": amount,
+                "payment_ref": label,
+                "bank_sync_key": f"opening:{account.id}",
+                "bank_sync_account_id": account.id,
+                "bank_sync_status": "opening",
+                **vals,
+            }
         )
 
 

@@ -30,11 +30,9 @@ from bank_sync_bridge.sync import (
     baseline as operation_baseline,
 )
 
+from ..const import LINE_CONTEXT
+from .balance import give_up_to_earlier_lines
 from .reconcile import match_lines
-
-# Context for the lines the engine writes: no chatter message per imported operation (the run
-# record says what happened), which saves about 10 % of the creation time.
-LINE_CONTEXT = {"tracking_disable": True, "mail_create_nolog": True, "mail_notrack": True}
 
 #: With a time budget, new operations are created by batches of this size and the budget is
 #: checked between them: a bank page (up to hundreds of operations) takes seconds to create.
@@ -118,11 +116,7 @@ class PageApplier:
                 baseline=change.transaction,
             )
         if diff.delete:
-            lines = self.env["account.bank.statement.line"].browse(
-                [line_id for _key, line_id in diff.delete]
-            )
-            lines.with_context(**LINE_CONTEXT).unlink()
-            self.counts["deleted_count"] += len(diff.delete)
+            self._delete_lines([line_id for _key, line_id in diff.delete])
         for _key, line_id in diff.flag_deleted:
             self._flag(
                 line_id,
@@ -141,6 +135,34 @@ class PageApplier:
                 self._uncount_unfinished_page(before, diff)
                 return False
         return True
+
+    def _delete_lines(self, line_ids):
+        """Remove the lines whose operation the bank deleted (none carries the accountant's
+        work). One Odoo refuses to delete (its period is locked) is flagged instead, once:
+        otherwise the page, and every operation after it, could never be imported."""
+        StLine = self.env["account.bank.statement.line"].with_context(**LINE_CONTEXT)
+        try:
+            with self.cr.savepoint():
+                StLine.browse(line_ids).unlink()
+            self.counts["deleted_count"] += len(line_ids)
+            return
+        except (UserError, ValidationError):
+            pass  # one at a time: the others still go
+        for line_id in line_ids:
+            try:
+                with self.cr.savepoint():
+                    StLine.browse(line_id).unlink()
+                self.counts["deleted_count"] += 1
+            except (UserError, ValidationError) as error:
+                self._flag(
+                    line_id,
+                    self.env._(
+                        "The bank deleted this operation, but the line could not be deleted: "
+                        "%(error)s Check it, and delete it yourself once its period is open.",
+                        error=str(error.args[0] if error.args else error),
+                    ),
+                    status="deleted",
+                )
 
     def _uncount_unfinished_page(self, before, diff):
         """The rest of the run reads this page again: count each operation once.
@@ -331,6 +353,8 @@ class PageApplier:
                 )
             vals_list.append(vals)
         created = StLine.create(vals_list)
+        # In the page's transaction: the opening line never counts them twice.
+        give_up_to_earlier_lines(self.account, created)
         self.counts["created_count"] += len(vals_list)
         self.counts["review_count"] += len(twins.ambiguous)
         if self.company.bank_sync_auto_reconcile:
@@ -428,7 +452,14 @@ class PageApplier:
                 with self.cr.savepoint():
                     kept = {
                         name: line[name]
-                        for name in ("payment_ref", "ref", "partner_name", "account_number")
+                        for name in (
+                            "payment_ref",
+                            "ref",
+                            "partner_name",
+                            "account_number",
+                            "bank_sync_to_review",
+                            "bank_sync_review_note",
+                        )
                         if name not in vals
                     }
                     partner = line.partner_id

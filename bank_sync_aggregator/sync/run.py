@@ -53,6 +53,11 @@ DAILY_INTERVAL = timedelta(hours=20)
 #: First key of the advisory lock that keeps one import per account (the second is the
 #: account's id): "bsnc" in ASCII.
 ACCOUNT_LOCK_NAMESPACE = 0x62736E63
+#: First key of the transaction-level advisory lock an import's own transaction holds until
+#: it ends (the second is the account's id): "bsnf" in ASCII. A "Sync now" releases the
+#: account's lock when its run is closed, but its request commits later: a worker that took
+#: the account in between would read a cursor about to move and stored pages about to appear.
+ACCOUNT_TRANSACTION_LOCK_NAMESPACE = 0x62736E66
 
 
 class AccountSynchroniser(PageApplier, OpeningBalance):
@@ -125,8 +130,13 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
         and a row lock ended with each commit, so a second worker could take the account
         between a page and the next one (and took the first worker's live run for a dead
         one). The connection is closed by :meth:`unlock`; if the worker dies, PostgreSQL
-        closes it and the lock goes with it. Nothing waits: the other worker records a
-        "skipped" run.
+        closes it and the lock goes with it. The import's own transaction also holds a
+        transaction-level lock until it ends (``ACCOUNT_TRANSACTION_LOCK_NAMESPACE``): a run
+        closed but not committed yet keeps the account too. Nothing waits: the other worker
+        records a "skipped" run.
+
+        Advisory locks belong to a database session: behind a connection pooler, use its
+        session mode (PgBouncer's transaction mode would hand the lock to other clients).
         """
         _dbname, params = sql_db.connection_info_for(self.cr.dbname)
         params["application_name"] = f"{params.get('application_name', 'odoo')}-bank-sync"[:63]
@@ -137,6 +147,14 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
                 "SELECT pg_try_advisory_lock(%s, %s)", [ACCOUNT_LOCK_NAMESPACE, self.account.id]
             )
             locked = cr.fetchone()[0]
+        if locked:
+            # Any other transaction that imported this account has ended (re-entrant: this
+            # transaction may have imported it already).
+            self.cr.execute(
+                "SELECT pg_try_advisory_xact_lock(%s, %s)",
+                [ACCOUNT_TRANSACTION_LOCK_NAMESPACE, self.account.id],
+            )
+            locked = self.cr.fetchone()[0]
         if not locked:
             connection.close()
             return False
@@ -166,7 +184,24 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
                     ),
                 }
             )
-        # Holding the lock proves no other run is alive: a run still "running" was killed.
+        try:
+            self._start_run()
+            self._run()
+            if self.commit:
+                # The daily job's own transaction boundary (never in tests, see ``commit``),
+                # before the lock goes: another worker finds the run closed and the cursor
+                # where this one left it.
+                self.cr.commit()  # pylint: disable=invalid-commit
+        finally:
+            self.unlock()
+        return self.run
+
+    def _start_run(self):
+        """The run this synchronisation records into: the one a "Sync now" or a forced run
+        left to the background job, or a new one."""
+        account = self.account
+        Run = self.env["bank.sync.run"].sudo()
+        # Holding the locks proves no other run is alive: a run still "running" was killed.
         Run.search([("account_id", "=", account.id), ("state", "=", "running")]).write(
             {
                 "state": "failed",
@@ -216,14 +251,6 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
                 }
             )
         account.sudo().sync_last_attempt = fields.Datetime.now()
-        try:
-            self._run()
-        finally:
-            self.unlock()
-        if self.commit:
-            # The daily job's own transaction boundary (never in tests, see ``commit``).
-            self.cr.commit()  # pylint: disable=invalid-commit
-        return self.run
 
     def _run(self):
         notes = []
@@ -286,6 +313,13 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
         cursor = None
         if self.date_from:
             date_from, date_to = self.date_from, self.date_to
+            if forced_state and self.trigger == "forced":
+                # A range still waiting to finish is read with the new one, from the earlier
+                # start to the later end, from the beginning (what is already in the journal
+                # is recognised): dropped, the lines it created before the history start
+                # would stay there without the history start moving to them.
+                date_from = min(date_from, fields.Date.to_date(forced_state["date_from"]))
+                date_to = max(date_to or today, fields.Date.to_date(forced_state["date_to"]))
         elif forced_state and self.trigger == "forced":
             # A forced run that continues in the background (or is retried): same window, its
             # own cursor. Any other run (Sync now, the daily import) does its own job and
@@ -547,7 +581,7 @@ def sync_connection_accounts(accounts, trigger, client=None, **kwargs):
                 finished,
                 connection_client,
                 reread=lambda account, run, client=connection_client: AccountSynchroniser(
-                    account, trigger=run.trigger, client=client
+                    account, trigger=run.trigger, client=client, commit=False
                 ).reread_recent(run),
                 commit=kwargs.get("commit"),
             )

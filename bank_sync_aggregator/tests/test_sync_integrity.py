@@ -12,10 +12,12 @@
 - Operations that become visible late (stamped before what was already read) are found.
 """
 
+import traceback
 from datetime import date, timedelta
 from decimal import Decimal
 
 from odoo import Command, fields
+from odoo.addons.bank_sync_aggregator.sync import run as run_module
 from odoo.addons.bank_sync_aggregator.sync.balance import RECENT_REREAD_DAYS
 from odoo.addons.bank_sync_aggregator.sync.pages import BUDGET_BATCH
 from odoo.exceptions import UserError
@@ -82,6 +84,12 @@ class IntegrityCase(BridgeSyncCase):
         check = account.last_run_id
         self.assertTrue(check.balance_checked, check.note)
         self.assertEqual(check.balance_difference, 0.0, check.note)
+
+    def synced_account(self):
+        account = self.bridge_account()
+        run = self.sync(account, client=self.client())
+        self.assertEqual(run.state, "done", run.error)
+        return account
 
     def line_of(self, account, amount_below=-20.0):
         """A booked debit of the journal and its operation at the bank."""
@@ -194,12 +202,6 @@ class TestFirstImport(IntegrityCase):
 @tagged("post_install", "-at_install")
 class TestProtectedLines(IntegrityCase):
     """The bank deletes or changes an operation after the accountant worked on its line."""
-
-    def synced_account(self):
-        account = self.bridge_account()
-        run = self.sync(account, client=self.client())
-        self.assertEqual(run.state, "done", run.error)
-        return account
 
     def assert_kept_and_flagged_once(self, account, line, words):
         new = self.emulator.add_transaction(self.remote_id(account), "-12.00", "FRAIS TENUE")
@@ -376,6 +378,60 @@ class TestLateOperations(IntegrityCase):
         )
         self.exact(account)
 
+    def test_in_the_daily_job_the_recent_weeks_are_read_again_without_committing_midway(self):
+        """The daily job commits after each page; the re-read runs inside a savepoint, where a
+        commit ends the savepoint and the balance check after it fails: the alert would never
+        be written (and the job would fail on every run)."""
+        account = self.bridge_account()
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
+        today = fields.Date.context_today(self.env.user)
+        late = self.emulator.add_transaction(
+            self.remote_id(account),
+            "-230.00",
+            "PRLV URSSAF",
+            on=today - timedelta(days=4),
+            stamped_ago=timedelta(days=3),
+        )
+        commits = []
+
+        def commit():
+            stack = [frame.name for frame in traceback.extract_stack()]
+            commits.append("reread_recent" in stack)
+
+        self.patch(self.env.cr, "commit", commit)
+        self.patch(run_module, "in_test_mode", lambda: False)
+        run = self.sync(account, trigger="cron", client=self.client())
+        self.assertTrue(commits, "the daily job commits page by page")
+        self.assertNotIn(True, commits, "no commit inside the re-read's savepoint")
+        self.assertEqual(run.state, "done", run.error)
+        self.assertTrue(self.line_for(account, late.id))
+        self.assertTrue(run.balance_checked, run.note)
+        self.assertEqual(run.balance_difference, 0.0, run.note)
+
+    def test_an_operation_the_bank_deletes_in_a_locked_period_is_flagged_and_the_rest_imported(
+        self,
+    ):
+        account = self.synced_account()
+        line, tx_id = self.line_of(account)
+        self.env.cr.execute(
+            "UPDATE res_company SET fiscalyear_lock_date = %s WHERE id = %s",
+            [line.date, self.company.id],
+        )
+        self.company.invalidate_recordset(["fiscalyear_lock_date"])
+        self.emulator.delete_transaction(tx_id)
+        new = self.emulator.add_transaction(self.remote_id(account), "-12.00", "FRAIS TENUE")
+
+        run = self.sync(account, client=self.client())
+        self.assertEqual(run.state, "done", run.error)
+        self.assertTrue(self.line_for(account, new.id), "the operations after it come in")
+        self.assertTrue(line.exists(), "a locked period is not touched")
+        self.assertEqual(line.bank_sync_status, "deleted")
+        self.assertIn("could not be deleted", line.bank_sync_review_note)
+        self.assertEqual(run.review_count, 1)
+        again = self.sync(account, client=self.client())
+        self.assertEqual(again.state, "done", again.error)
+        self.assertEqual(again.review_count, 0, "flagged once")
+
 
 @tagged("post_install", "-at_install")
 class TestHistoryExtension(IntegrityCase):
@@ -414,6 +470,62 @@ class TestHistoryExtension(IntegrityCase):
         self.assert_books_match_the_bank(account)
         again = self.sync(account, client=self.client())
         self.assertEqual(again.balance_difference, 0.0, again.note)
+
+    def test_while_an_earlier_range_waits_the_journal_still_equals_the_bank(self):
+        account = self.bridge_account()
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
+        earlier = self.history_start - timedelta(days=25)
+        # Stopped after its first lines: the rest waits for the background job.
+        first = self.sync(
+            account,
+            trigger="forced",
+            client=self.client(page_size=5),
+            date_from=earlier,
+            date_to=fields.Date.today(),
+            time_budget=0.000001,
+        )
+        self.assertEqual(first.state, "partial")
+        before_start = self.lines(account).filtered(
+            lambda line: line.bank_sync_status == "booked" and line.date < self.history_start
+        )
+        self.assertTrue(before_start)
+        daily = self.sync(account, client=self.client())
+        self.assertEqual(daily.balance_difference, 0.0, daily.note)
+
+        # A second range, not reaching that far, is read together with the waiting one.
+        today = fields.Date.today()
+        second = self.sync(
+            account,
+            trigger="forced",
+            client=self.client(),
+            date_from=today - timedelta(days=5),
+            date_to=today,
+        )
+        self.assertEqual(second.state, "done", second.error)
+        self.assertFalse(account.sync_forced_state)
+        self.assertEqual(account.history_start_date, earlier)
+        again = self.sync(account, client=self.client())
+        self.assertEqual(again.balance_difference, 0.0, again.note)
+        self.assert_books_match_the_bank(account)
+
+    def test_a_line_the_bank_moved_before_the_start_is_not_taken_out_of_the_opening_line(self):
+        account = self.bridge_account()
+        start = self.history_start
+        tx = self.emulator.add_transaction(
+            self.remote_id(account), "-250.00", "PRLV LOYER", on=start + timedelta(days=1)
+        )
+        self.assertEqual(self.sync(account, client=self.client()).state, "done")
+        # The bank back-dates it across the history start; the line follows.
+        self.emulator.change_transaction(tx.id, shift_days=-4)
+        moved = self.sync(account, client=self.client())
+        self.assertEqual(moved.balance_difference, 0.0, moved.note)
+        self.assertLess(self.line_for(account, tx.id).date, start)
+
+        run = self.force(account, start - timedelta(days=20), start - timedelta(days=12))
+        self.assertEqual(run.state, "done", run.error)
+        again = self.sync(account, client=self.client())
+        self.assertEqual(again.balance_difference, 0.0, again.note)
+        self.assert_books_match_the_bank(account)
 
     def test_an_opening_line_worked_on_refuses_an_earlier_range(self):
         account = self.bridge_account()
