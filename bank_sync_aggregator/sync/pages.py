@@ -8,6 +8,7 @@ twins, statement periods) are the pure functions of :mod:`bank_sync_bridge.sync`
 """
 
 import json
+import logging
 from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
@@ -33,6 +34,8 @@ from bank_sync_bridge.sync import (
 from ..const import LINE_CONTEXT
 from .balance import give_up_to_earlier_lines
 from .reconcile import match_lines
+
+_logger = logging.getLogger(__name__)
 
 #: With a time budget, new operations are created by batches of this size and the budget is
 #: checked between them: a bank page (up to hundreds of operations) takes seconds to create.
@@ -146,8 +149,10 @@ class PageApplier:
                 StLine.browse(line_ids).unlink()
             self.counts["deleted_count"] += len(line_ids)
             return
-        except (UserError, ValidationError):
-            pass  # one at a time: the others still go
+        except (UserError, ValidationError) as error:
+            _logger.info(
+                "Deleting %s lines at once was refused (%s): one at a time", len(line_ids), error
+            )
         for line_id in line_ids:
             try:
                 with self.cr.savepoint():
