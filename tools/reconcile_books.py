@@ -198,6 +198,7 @@ def book(env, company, documents: list[Document], batch: int = 200) -> dict[str,
             {
                 "name": name,
                 "is_company": True,
+                "company_id": company.id,
                 "bank_ids": [Command.create({"acc_number": ibans[name]})] if name in ibans else [],
             }
             for name in missing
@@ -272,6 +273,8 @@ class Verdict:
     top1: int = 0
     by_case: dict[str, Counter] = field(default_factory=dict)
     wrong_lines: list[str] = field(default_factory=list)
+    #: The others whose first suggestion is not what they pay: why, in a few words.
+    misses: list[str] = field(default_factory=list)
 
     def pct(self, part: int, whole: int) -> float:
         return round(100.0 * part / whole, 1) if whole else 0.0
@@ -316,6 +319,13 @@ def judge(env, lines, truths: list[Truth], moves: dict[str, int], key_of) -> Ver
             if set(first.item_ids.move_id.ids) == true_moves:
                 verdict.top1 += 1
                 counts["top1"] += 1
+        if not first or set(first.item_ids.move_id.ids) != true_moves:
+            shown = "; ".join(f"{c.rule} {c.documents}" for c in wizard.candidate_ids[:3])
+            pays = ", ".join(env["account.move"].browse(sorted(true_moves)).mapped("name"))
+            verdict.misses.append(
+                f"{truth.case}: {line.payment_ref} {line.amount} pays {pays}; "
+                f"suggested: {shown or 'nothing'}"
+            )
         wizard.unlink()
     return verdict
 
