@@ -154,14 +154,15 @@ def plan_books(transactions, traps: Traps = Traps()) -> tuple[list[Document], li
             # Another open invoice of the same customer asks exactly the same amount.
             case = "ambiguous"
             first = invoices[0]
-            decoys[first.date.year] += 1
+            # Issued just before or just after the true one: nothing tells them apart.
+            issued = first.date + timedelta(days=3 if trap % 2 else -3)
+            decoys[issued.year] += 1
             documents.append(
                 _replace(
                     first,
                     key=f"decoy:{tx.remote_id}",
-                    number=f"INV/{first.date.year}/{90000 + decoys[first.date.year]:05d}",
-                    # Issued just before or just after the true one: nothing tells them apart.
-                    date=first.date + timedelta(days=3 if trap % 2 else -3),
+                    number=f"INV/{issued.year}/{90000 + decoys[issued.year]:05d}",
+                    date=issued,
                 )
             )
         documents += invoices
