@@ -497,7 +497,9 @@ def book_documents(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) 
         say(
             "Traps: "
             + ", ".join(
-                f"{cases[case]} {TRAP_WORDS[case]}" for case in TRAP_WORDS if cases.get(case)
+                f"{cases[case]} {TRAP_WORDS[case][cases[case] > 1]}"
+                for case in TRAP_WORDS
+                if cases.get(case)
             )
             + "."
         )
@@ -508,15 +510,18 @@ def book_documents(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) 
         }
 
 
-#: How the demo names each case of tools/reconcile_books.py.
+#: How the demo names each case of tools/reconcile_books.py (one, several).
 TRAP_WORDS = {
-    "grouped": "transfers paying two invoices",
-    "partial": "partial payments",
-    "ambiguous": "amounts two open invoices share",
-    "no_reference": "transfers quoting no number",
-    "no_reference_grouped": "transfers paying two invoices without quoting them",
-    "typo": "numbers quoted with a typo",
-    "foreign_currency": "invoices in another currency",
+    "grouped": ("transfer paying two invoices", "transfers paying two invoices"),
+    "partial": ("partial payment", "partial payments"),
+    "ambiguous": ("amount two open invoices share", "amounts two open invoices share"),
+    "no_reference": ("transfer quoting no number", "transfers quoting no number"),
+    "no_reference_grouped": (
+        "transfer paying two invoices without quoting them",
+        "transfers paying two invoices without quoting them",
+    ),
+    "typo": ("number quoted with a typo", "numbers quoted with a typo"),
+    "foreign_currency": ("invoice in another currency", "invoices in another currency"),
 }
 
 
