@@ -522,6 +522,10 @@ TRAP_WORDS = {
     ),
     "typo": ("number quoted with a typo", "numbers quoted with a typo"),
     "foreign_currency": ("invoice in another currency", "invoices in another currency"),
+    "shared_number": (
+        "supplier number another supplier uses too",
+        "supplier numbers another supplier uses too",
+    ),
 }
 
 

@@ -39,6 +39,7 @@ CASES = (
     "typo",
     "no_reference_grouped",
     "foreign_currency",
+    "shared_number",
 )
 
 
@@ -106,6 +107,9 @@ def plan_books(transactions, traps: Traps = Traps()) -> tuple[list[Document], li
     bill_numbers = Counter(
         (tx.counterparty_name, tx.raw["pays"][0]["number"]) for tx in transactions if tx.amount < 0
     )
+    # The same number on two suppliers' bills: the operation's partner tells them apart, its
+    # wording does not (the matcher suggests, a person decides).
+    shared = Counter(number for _supplier, number in bill_numbers)
     decoys = Counter()
     for tx in transactions:
         paid = tx.raw["pays"]
@@ -124,7 +128,8 @@ def plan_books(transactions, traps: Traps = Traps()) -> tuple[list[Document], li
                 iban=tx.counterparty_account,
             )
             documents.append(document)
-            truths.append(Truth(tx.remote_id, amount, tx.label, "bill", (document.key,)))
+            case = "shared_number" if shared[number] > 1 else "bill"
+            truths.append(Truth(tx.remote_id, amount, tx.label, case, (document.key,)))
             continue
         invoices = [
             Document(
