@@ -99,13 +99,12 @@ def sandbox_checking(aggregator, nonce: str):
 
 
 def link_new_journal(env, company, account, start):
-    """Link ``account`` to a new bank journal as if it had never been synced (the lines of an
-    earlier link stay in their journal, detached)."""
-    env.cr.execute(
-        "UPDATE account_bank_statement_line SET bank_sync_account_id = NULL "
-        "WHERE bank_sync_account_id = %s",
-        [account.id],
-    )
+    """Link ``account`` to a new bank journal as if it had never been synced. The lines of an
+    earlier link are deleted: still waiting for their counterpart, they would claim the same
+    invoices as the new lines, and matching rightly leaves an invoice two lines could pay to a
+    person."""
+    earlier = env["account.bank.statement.line"].search([("bank_sync_account_id", "=", account.id)])
+    earlier.with_context(force_delete=True).unlink()
     journal = (
         env["account.journal"]
         .with_company(company)
