@@ -11,6 +11,7 @@ from . import (
     test_journal_card,
     test_language_install,
     test_link_journal,
+    test_menus,
     test_reconcile,
     test_rpc_surface,
     test_screens,
