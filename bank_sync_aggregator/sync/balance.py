@@ -429,6 +429,7 @@ def check_balances(connection, runs, client, reread, commit=None):
             {
                 "balance": float(bank.balance),
                 "balance_date": fields.Datetime.now(),
+                "balance_checked_bank": float(bank.balance),
                 "balance_difference": float(check.difference),
                 "balance_check_date": fields.Datetime.now(),
             }
@@ -470,6 +471,29 @@ def check_balances(connection, runs, client, reread, commit=None):
         _balance_alert(account, check, currency, money)
     if commit if commit is not None else (runs[:1].trigger == "cron" and not in_test_mode()):
         env.cr.commit()  # pylint: disable=invalid-commit
+
+
+def recheck_after_change(accounts):
+    """The journals of ``accounts`` changed outside a synchronisation (operations deleted,
+    ignored, typed or corrected by hand): compare them again with the bank's balance of the
+    last check, without asking the aggregator, so that a repaired difference clears itself,
+    with its alert, and a new one shows at once. A new difference alerts nobody yet: the next
+    synchronisation reads the bank again before that."""
+    for account in accounts.sudo():
+        if not account.journal_id or not account.balance_check_date or account.sync_needs_opening:
+            continue
+        currency = account.journal_id.currency_id or account.company_id.currency_id
+        check, _amount, _count = compare_with_bank(
+            account, Decimal(str(round(account.balance_checked_bank, currency.decimal_places)))
+        )
+        account.write(
+            {
+                "balance_difference": float(check.difference),
+                "balance_check_date": fields.Datetime.now(),
+            }
+        )
+        if check.ok:
+            _balance_alert(account, check, currency, None)
 
 
 def _balance_alert(account, check, currency, money):
