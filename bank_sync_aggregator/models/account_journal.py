@@ -30,6 +30,13 @@ class AccountJournal(models.Model):
     bank_sync_connection_message = fields.Text(
         string="Connection message", compute="_compute_bank_sync_connection_message"
     )
+    # What the synchronisation is doing (an import in progress with how far it got, off...).
+    bank_sync_status = fields.Selection(
+        related="bank_sync_account_id.sync_status", string="Synchronisation"
+    )
+    bank_sync_progress = fields.Char(
+        related="bank_sync_account_id.sync_progress", string="Import progress"
+    )
     # How many synchronisation runs imported into this journal.
     bank_sync_run_count = fields.Integer(compute="_compute_bank_sync_run_count")
 
@@ -98,7 +105,7 @@ class AccountJournal(models.Model):
                 )
                 # A first or long import shows how far it got, not "OK" with a partial balance.
                 data["bank_sync_importing"] = account.sync_status == "importing"
-                data["bank_sync_progress"] = account.with_env(self.env).sync_progress or ""
+                data["bank_sync_progress"] = account.sync_progress or ""
                 last_done = account.run_ids.filtered(lambda r: r.state == "done")[:1]
                 data["bank_sync_new_lines"] = last_done.created_count
                 data["bank_sync_reconciled"] = last_done.reconciled_count

@@ -13,7 +13,7 @@ RUN_STATES = [
     ("running", "Running"),
     ("partial", "Continuing in background"),
     ("done", "Done"),
-    ("skipped", "Skipped (already running)"),
+    ("skipped", "Not started (another import was running)"),
     ("failed", "Failed"),
 ]
 

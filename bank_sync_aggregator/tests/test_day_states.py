@@ -105,6 +105,9 @@ class TestDayStates(SyncCase):
         card = self.card(journal)
         self.assertTrue(card["bank_sync_importing"])
         self.assertIn("imported so far", card["bank_sync_progress"])
+        journal.invalidate_recordset(["bank_sync_status", "bank_sync_progress"])
+        self.assertEqual(journal.bank_sync_status, "importing")
+        self.assertIn("imported so far", journal.bank_sync_progress)
         # The card's badge says so instead of a green "OK".
         kanban = self.env.ref("bank_sync_aggregator.account_journal_view_kanban_dashboard")
         badge = etree.fromstring(kanban.arch).xpath("//span[@name='bank_sync_importing']")[0]
