@@ -305,6 +305,20 @@ class BankSyncAccount(models.Model):
     # CRUD
     # -------------------------------------------------------------------------
 
+    def init(self):
+        res = super().init()
+        # Accounts checked before the bank's balance of the check was kept: the balance read
+        # with that check is the closest one (a later refresh may have moved it).
+        self.env.cr.execute(
+            """
+            UPDATE bank_sync_account
+               SET balance_checked_bank = balance
+             WHERE balance_check_date IS NOT NULL
+               AND balance_checked_bank IS NULL
+            """
+        )
+        return res
+
     def write(self, vals):
         if "journal_id" in vals:
             moved = self.filtered(lambda a: a.journal_id.id != (vals["journal_id"] or False))
