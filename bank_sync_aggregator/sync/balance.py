@@ -351,6 +351,9 @@ JOURNAL_BALANCE_SQL = """
 
 def journal_balance(env, journal):
     """Sum of the posted statement lines of ``journal`` (in the journal's currency)."""
+    # What the ORM still holds in memory counts too (an entry just cancelled, a line typed).
+    env["account.bank.statement.line"].flush_model(["amount", "journal_id", "move_id"])
+    env["account.move"].flush_model(["state", "journal_id"])
     env.cr.execute(JOURNAL_BALANCE_SQL, [journal.id, journal.id])
     # Amounts are stored as floats: sum, then read back at cent precision.
     return Decimal(str(round(env.cr.fetchone()[0], journal.currency_id.decimal_places or 2)))

@@ -55,10 +55,16 @@ class TestDayStates(SyncCase):
         # ...the next synchronisation alerts...
         self.sync(self.account)
         self.assertTrue(self.balance_alerts())
-        # ...and deleting the typed line puts everything right at once, alert included.
-        typed_twice.unlink()
+        # ...cancelling its entry puts the journal right at once, alert included...
+        typed_twice.move_id.button_cancel()
         self.assertEqual(self.account.balance_difference, 0.0)
         self.assertFalse(self.balance_alerts())
+        typed_twice.move_id.button_draft()
+        typed_twice.move_id.action_post()
+        self.assertAlmostEqual(self.account.balance_difference, line.amount, places=2)
+        # ...and so does deleting the typed line.
+        typed_twice.unlink()
+        self.assertEqual(self.account.balance_difference, 0.0)
 
     def test_delete_wizard_says_what_it_did_and_the_balance_follows(self):
         self.link(self.account)
