@@ -485,6 +485,8 @@ def recheck_after_change(accounts):
     for account in accounts.sudo():
         if not account.journal_id or not account.balance_check_date or account.sync_needs_opening:
             continue
+        if account.last_run_state == "running":
+            continue  # the run checks the balance when it ends
         currency = account.journal_id.currency_id or account.company_id.currency_id
         check, _amount, _count = compare_with_bank(
             account, Decimal(str(round(account.balance_checked_bank, currency.decimal_places)))
