@@ -231,3 +231,24 @@ class TestDayStates(SyncCase):
         self.assertIn("started for 1 account(s)", message)
         self.assertIn("new operation(s) imported", message)
         self.assertEqual(action["params"]["next"], {"type": "ir.actions.act_window_close"})
+
+    # -- words -------------------------------------------------------------------------------------
+
+    def test_technical_words_only_in_developer_mode_and_consent_ends_without_time(self):
+        def arch(model, view_type):
+            views = self.env[model].get_views([(False, view_type)])["views"]
+            return etree.fromstring(views[view_type]["arch"])
+
+        self.assertFalse(self.env.user.has_group("base.group_no_one"))
+        for view_type in ("list", "form"):
+            run_view = arch("bank.sync.run", view_type)
+            for name in ("pages", "skipped_count", "remote_id"):
+                self.assertFalse(run_view.xpath(f"//field[@name='{name}']"), (view_type, name))
+            for model in ("bank.sync.connection", "bank.sync.account"):
+                expiry = arch(model, view_type).xpath("//field[@name='consent_expiry']")
+                self.assertTrue(expiry)
+                self.assertEqual({field.get("widget") for field in expiry}, {"date"})
+        # Shown to everyone, but explained.
+        adopted = self.env["bank.sync.run"]._fields["adopted_count"]
+        self.assertIn("entered by hand", adopted.help)
+        self.assertNotIn("Adopted", adopted.string)
