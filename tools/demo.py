@@ -831,9 +831,9 @@ Finished in {steps.elapsed():.0f} s. The database {args.db} stays; to open it in
       --addons-path={Path(odoo.__file__).parent / "addons"},{REPO} \\
       -d {args.db} --db-filter='^{args.db}$' --http-port={BROWSER_PORT}
 
-  then http://localhost:{BROWSER_PORT}/odoo/accounting   login admin, password {ADMIN_PASSWORD}
-  (Accounting > Configuration > Bank Connections; the bank journals' cards; a journal's
-  statement lines are ready to reconcile). Drop it with: dropdb {args.db}"""
+  then http://localhost:{BROWSER_PORT}/odoo   login admin, password {ADMIN_PASSWORD}
+  (Invoicing > Bank: the bank journals' cards, the connections, the synchronisations; a
+  journal's statement lines are ready to reconcile). Drop it with: dropdb {args.db}"""
     )
     return exit_code(agree, wrong)
 

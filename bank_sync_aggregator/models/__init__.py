@@ -1,6 +1,7 @@
 from . import (
     account_bank_statement_line,
     account_journal,
+    account_move,
     bank_sync_account,
     bank_sync_connect_session,
     bank_sync_connection,

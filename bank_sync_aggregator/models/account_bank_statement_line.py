@@ -3,7 +3,7 @@ from odoo import api, fields, models, tools
 from bank_sync_bridge.matching import company_key
 
 from ..rights import ACCOUNTING_USER, check_can_reconcile, check_rights
-from ..sync import reconcile
+from ..sync import balance, reconcile
 
 #: Why a line was reconciled automatically (bank_sync_bridge.matching's sure rules).
 MATCH_RULES = [
@@ -11,6 +11,40 @@ MATCH_RULES = [
     ("references_sum", "Document numbers quoted, same total"),
     ("partner_amount", "Partner's only open item of that amount"),
 ]
+#: What kind of operation the bank says a line is, whatever the aggregator's code for it
+#: (``transaction_type``: Bridge's ``operation_type``, Linxo's ``type``, the Sandbox's).
+OPERATION_TYPES = [
+    ("transfer", "Transfer"),
+    ("card", "Card payment"),
+    ("card_total", "Deferred card total"),
+    ("direct_debit", "Direct debit"),
+    ("cheque", "Cheque"),
+    ("deposit", "Deposit"),
+    ("withdrawal", "Cash withdrawal"),
+    ("fee", "Bank fee"),
+    ("interest", "Interest"),
+    ("loan", "Loan repayment"),
+    ("other", "Other"),
+]
+#: The aggregators' codes (lower case) and the operation type each stands for.
+OPERATION_CODES = {
+    "transfer": "transfer",
+    "credit": "transfer",
+    "electronic_payment": "transfer",
+    "card": "card",
+    "point_of_sale": "card",
+    "card_summary": "card_total",
+    "direct_debit": "direct_debit",
+    "check": "cheque",
+    "cheque": "cheque",
+    "deposit": "deposit",
+    "atm": "withdrawal",
+    "withdrawal": "withdrawal",
+    "bank_fee": "fee",
+    "fee": "fee",
+    "interest": "interest",
+    "loan_repayment": "loan",
+}
 #: How the synchronisation found a line's partner.
 PARTNER_ORIGINS = [
     ("iban", "Counterparty's bank account"),
@@ -69,6 +103,13 @@ class AccountBankStatementLine(models.Model):
     # The bank's full wording (raw label, remittance information): where payers quote
     # invoice numbers when the label is a summary.
     bank_sync_remittance = fields.Char(string="Bank's wording", readonly=True, copy=False)
+    # The bank's operation type in words (``transaction_type`` holds the aggregator's code).
+    bank_sync_operation_type = fields.Selection(
+        OPERATION_TYPES,
+        string="Operation type",
+        compute="_compute_bank_sync_operation_type",
+        store=True,
+    )
     # Who is on the other side (bank_sync_bridge.matching.counterparty_key): a partner found
     # once for a reconciled line is found again for the next operations of the same key.
     bank_sync_counterparty_key = fields.Char(
@@ -90,6 +131,12 @@ class AccountBankStatementLine(models.Model):
     # -------------------------------------------------------------------------
     # Computes
     # -------------------------------------------------------------------------
+
+    @api.depends("transaction_type")
+    def _compute_bank_sync_operation_type(self):
+        for line in self:
+            code = (line.transaction_type or "").strip().lower()
+            line.bank_sync_operation_type = code and OPERATION_CODES.get(code, "other")
 
     @api.depends("bank_sync_match_rule", "bank_sync_match_documents")
     @api.depends_context("lang")
@@ -137,6 +184,45 @@ class AccountBankStatementLine(models.Model):
             where="state != 'posted'",
         )
         return res
+
+    # -------------------------------------------------------------------------
+    # CRUD: a synced journal changed by hand is compared with its bank again
+    # -------------------------------------------------------------------------
+
+    @api.model_create_multi
+    def create(self, vals_list):
+        lines = super().create(vals_list)
+        lines._bank_sync_recheck_balance(lines.journal_id)
+        return lines
+
+    def write(self, vals):
+        moved = self.journal_id if {"amount", "journal_id"} & set(vals) else None
+        result = super().write(vals)
+        if moved is not None:
+            self._bank_sync_recheck_balance(moved | self.journal_id)
+        return result
+
+    def unlink(self):
+        journals = self.journal_id
+        result = super().unlink()
+        self._bank_sync_recheck_balance(journals)
+        return result
+
+    def _bank_sync_recheck_balance(self, journals):
+        """Lines of synced ``journals`` created, changed or deleted outside a synchronisation
+        (the delete wizard, a person): the balance check follows at once."""
+        if self.env.context.get("bank_sync_engine"):
+            return  # the run checks the balance when it ends
+        bank_journals = journals.filtered(lambda j: j.type == "bank")
+        if not bank_journals:
+            return
+        accounts = (
+            self.env["bank.sync.account"]
+            .sudo()
+            .search([("journal_id", "in", bank_journals.ids), ("balance_check_date", "!=", False)])
+        )
+        if accounts:
+            balance.recheck_after_change(accounts)
 
     # -------------------------------------------------------------------------
     # Actions

@@ -1,4 +1,5 @@
 from odoo import api, fields, models
+from odoo.exceptions import UserError
 from odoo.tools.misc import format_date, format_datetime
 
 from ..rights import ACCOUNTING_MANAGER, ACCOUNTING_USER, check_rights
@@ -28,6 +29,13 @@ class AccountJournal(models.Model):
     # (account.chart.template._load_translations): a non-stored one breaks that for everyone.
     bank_sync_connection_message = fields.Text(
         string="Connection message", compute="_compute_bank_sync_connection_message"
+    )
+    # What the synchronisation is doing (an import in progress with how far it got, off...).
+    bank_sync_status = fields.Selection(
+        related="bank_sync_account_id.sync_status", string="Synchronisation"
+    )
+    bank_sync_progress = fields.Char(
+        related="bank_sync_account_id.sync_progress", string="Import progress"
     )
     # How many synchronisation runs imported into this journal.
     bank_sync_run_count = fields.Integer(compute="_compute_bank_sync_run_count")
@@ -92,9 +100,12 @@ class AccountJournal(models.Model):
                 data["bank_sync_consent_state"] = connection.consent_state
                 data["bank_sync_consent_expiry"] = (
                     format_date(self.env, connection.consent_expiry)
-                    if connection.consent_expiry
+                    if connection.consent_expiry and connection.consent_state != "revoked"
                     else ""
                 )
+                # A first or long import shows how far it got, not "OK" with a partial balance.
+                data["bank_sync_importing"] = account.sync_status == "importing"
+                data["bank_sync_progress"] = account.sync_progress or ""
                 last_done = account.run_ids.filtered(lambda r: r.state == "done")[:1]
                 data["bank_sync_new_lines"] = last_done.created_count
                 data["bank_sync_reconciled"] = last_done.reconciled_count
@@ -127,7 +138,10 @@ class AccountJournal(models.Model):
     def action_bank_sync_now(self):
         """The dashboard card's "Sync now"."""
         check_rights(self, ACCOUNTING_MANAGER)
-        return self.bank_sync_account_ids.action_sync_now()
+        accounts = self.bank_sync_account_ids
+        if not accounts.filtered_domain(accounts._domain_syncable()):
+            raise UserError(accounts._explain_not_syncable(self.company_id))
+        return accounts.action_sync_now()
 
     def action_bank_sync_reconnect(self):
         """The dashboard card's "Reconnect": the aggregator's page on the same connection."""

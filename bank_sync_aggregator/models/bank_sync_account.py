@@ -2,6 +2,7 @@ from datetime import timedelta
 
 from odoo import api, fields, models
 from odoo.exceptions import UserError, ValidationError
+from odoo.tools.misc import format_date
 
 from bank_sync_bridge import health
 
@@ -15,6 +16,14 @@ ACCOUNT_TYPES = [
     ("card", "Card"),
     ("loan", "Loan"),
     ("other", "Other"),
+]
+#: What an account's synchronisation is doing, as users read it.
+SYNC_STATUSES = [
+    ("off", "Synchronisation off"),
+    ("not_linked", "Not linked"),
+    ("failing", "Not synchronising"),
+    ("importing", "Import in progress"),
+    ("up_to_date", "Up to date"),
 ]
 
 
@@ -113,12 +122,30 @@ class BankSyncAccount(models.Model):
     )
     last_run_state = fields.Selection(related="last_run_id.state", string="Last run")
 
+    # What the synchronisation is doing, for the lists, the form and the journal's card: an
+    # account whose history is still being read shows how far the import got, not "OK".
+    bank_sync_enabled = fields.Boolean(
+        related="company_id.bank_sync_enabled", string="Synchronisation on"
+    )
+    sync_status = fields.Selection(
+        SYNC_STATUSES, string="Synchronisation", compute="_compute_sync_status"
+    )
+    sync_progress = fields.Char(string="Import progress", compute="_compute_sync_status")
+
     # Health: the last balance check and the alerts already sent.
     balance_difference = fields.Monetary(
         currency_field="currency_id",
         readonly=True,
         copy=False,
         help="Journal balance minus the bank's balance at the last check (zero when they agree).",
+    )
+    # The bank's balance of that check: a change made by hand in the journal is compared with
+    # it again at once (sync/balance.py, recheck_after_change).
+    balance_checked_bank = fields.Monetary(
+        string="Bank balance at the last check",
+        currency_field="currency_id",
+        readonly=True,
+        copy=False,
     )
     # When the journal was last compared with the bank's balance.
     balance_check_date = fields.Datetime(readonly=True, copy=False)
@@ -181,6 +208,78 @@ class BankSyncAccount(models.Model):
         runs = self.env["bank.sync.run"]._search([("id", "in", last_ids), ("id", operator, value)])
         return [("run_ids", "in", runs)]
 
+    @api.depends(
+        "journal_id",
+        "state",
+        "sync_history_complete",
+        "sync_forced_state",
+        "company_id.bank_sync_enabled",
+        "connection_id.state",
+        "connection_id.active",
+        "run_ids.state",
+    )
+    @api.depends_context("lang")
+    def _compute_sync_status(self):
+        imported = self._imported_so_far()
+        for account in self:
+            account.sync_progress = False
+            connection = account.connection_id
+            last_run = account.run_ids[:1]
+            if not account.bank_sync_enabled:
+                account.sync_status = "off"
+            elif not account.journal_id or account.state != "active":
+                account.sync_status = "not_linked"
+            elif (
+                not connection.active
+                or connection.state in ("action_needed", "temporary_failure", "disconnected")
+                or last_run.state == "failed"
+            ):
+                account.sync_status = "failing"
+            elif (
+                last_run.state in ("running", "partial")
+                or not account.sync_history_complete
+                or account.sync_forced_state
+            ):
+                account.sync_status = "importing"
+                account.sync_progress = account._describe_progress(*imported.get(account, (0,)))
+            else:
+                account.sync_status = "up_to_date"
+
+    def _imported_so_far(self):
+        """``{account: (lines, first date, last date)}`` of the operations imported into each
+        account's journal (one query for all)."""
+        linked = self.filtered("journal_id")
+        if not linked.ids:
+            return {}
+        groups = (
+            self.env["account.bank.statement.line"]
+            .sudo()
+            ._read_group(
+                [
+                    ("bank_sync_account_id", "in", linked.ids),
+                    ("bank_sync_status", "=", "booked"),
+                ],
+                ["bank_sync_account_id"],
+                ["__count", "date:min", "date:max"],
+            )
+        )
+        return {
+            account.with_env(self.env): (count, first, last)
+            for account, count, first, last in groups
+        }
+
+    def _describe_progress(self, count, first=None, last=None):
+        """How far a running import got, in the reader's language and date format."""
+        self.ensure_one()
+        if not count:
+            return self.env._("Waiting for the first operations from the bank.")
+        return self.env._(
+            "%(count)s operation(s) imported so far, from %(first)s to %(last)s.",
+            count=count,
+            first=format_date(self.env, first),
+            last=format_date(self.env, last),
+        )
+
     # -------------------------------------------------------------------------
     # Constraints
     # -------------------------------------------------------------------------
@@ -205,6 +304,20 @@ class BankSyncAccount(models.Model):
     # -------------------------------------------------------------------------
     # CRUD
     # -------------------------------------------------------------------------
+
+    def init(self):
+        res = super().init()
+        # Accounts checked before the bank's balance of the check was kept: the balance read
+        # with that check is the closest one (a later refresh may have moved it).
+        self.env.cr.execute(
+            """
+            UPDATE bank_sync_account
+               SET balance_checked_bank = balance
+             WHERE balance_check_date IS NOT NULL
+               AND balance_checked_bank IS NULL
+            """
+        )
+        return res
 
     def write(self, vals):
         if "journal_id" in vals:
@@ -321,18 +434,25 @@ class BankSyncAccount(models.Model):
             ("company_id.bank_sync_enabled", "=", True),
         ]
 
-    def _explain_not_syncable(self):
+    def _explain_not_syncable(self, companies=None):
         """Why none of these accounts can be synchronised, first blocking reason first (the
-        order a user fixes them in): a message for Sync now."""
-        companies = self.company_id.filtered(lambda c: not c.bank_sync_enabled)
-        if companies and companies == self.company_id:
+        order a user fixes them in): a message for Sync now. ``companies``: those the user
+        asked for (a journal's, a connection's), when there may be no account to tell."""
+        companies = (companies or self.company_id) or self.env.company
+        switched_off = companies.filtered(lambda c: not c.bank_sync_enabled)
+        if switched_off and switched_off == companies:
             return self.env._(
-                "Bank synchronisation is switched off for %(company)s. An accounting manager "
-                "can switch it on in Accounting > Configuration > Settings, section Bank "
+                "Bank synchronisation is switched off for %(company)s: nothing is imported. "
+                "An administrator can switch it on in Settings > Invoicing, section Bank "
                 "synchronisation.",
-                company=", ".join(companies.mapped("display_name")),
+                company=", ".join(switched_off.mapped("display_name")),
             )
-        if self and not self.filtered("journal_id"):
+        if not self:
+            return self.env._(
+                "No synchronised bank account is linked here yet: connect a bank, then link "
+                "its account to this journal."
+            )
+        if not self.filtered("journal_id"):
             return self.env._(
                 "These accounts are not linked to a journal yet: use Link on the account first."
             )

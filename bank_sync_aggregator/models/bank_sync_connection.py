@@ -2,6 +2,7 @@ import logging
 
 from odoo import Command, api, fields, models
 from odoo.exceptions import UserError
+from odoo.tools.misc import format_date
 
 from bank_sync_bridge import errors, health
 from bank_sync_bridge.model import ActionReason, ConnectionState
@@ -58,13 +59,15 @@ class BankSyncConnection(models.Model):
     state = fields.Selection(
         CONNECTION_STATES, required=True, default="ok", tracking=True, readonly=True
     )
-    reason = fields.Selection(ACTION_REASONS, tracking=True, readonly=True)
+    # Not tracked by Odoo, whose chatter shows an empty value as "None": write() logs the
+    # reason and the consent's end when they are set (_log_reason_and_consent).
+    reason = fields.Selection(ACTION_REASONS, readonly=True)
     # The aggregator's own words, one translation per active language: each refresh reads
     # them in every language (see _read_remote), so everyone reads them in their own.
     message = fields.Text(readonly=True, translate=True)
     # Raw vendor status (e.g. Bridge "1010"), for support.
     vendor_status = fields.Char(readonly=True)
-    consent_expiry = fields.Datetime(readonly=True, tracking=True)
+    consent_expiry = fields.Datetime(readonly=True)
     last_sync_date = fields.Datetime(
         string="Last successful sync",
         readonly=True,
@@ -105,12 +108,24 @@ class BankSyncConnection(models.Model):
             ("soon", "Expires soon"),
             ("urgent", "Expires in a few days"),
             ("expired", "Expired"),
+            ("revoked", "Revoked"),
         ],
         string="Consent",
         compute="_compute_consent_state",
         help="Colour of the consent's end date: the bank asks to renew it every 90 or 180 days.",
     )
     consent_days_left = fields.Integer(compute="_compute_consent_state")
+    # Switched off for the company, or importing (a first import, a long one): said on the
+    # lists and the form instead of a plain "OK".
+    bank_sync_enabled = fields.Boolean(
+        related="company_id.bank_sync_enabled", string="Synchronisation on"
+    )
+    sync_status = fields.Selection(
+        [("off", "Synchronisation off"), ("importing", "Import in progress")],
+        string="Synchronisation",
+        compute="_compute_sync_status",
+    )
+    sync_progress = fields.Text(string="Import progress", compute="_compute_sync_status")
     # For the e-mails: what is wrong in the reader's language, and the button's link.
     health_problem = fields.Char(compute="_compute_health_problem")
     reconnect_url = fields.Char(compute="_compute_reconnect_url")
@@ -172,17 +187,67 @@ class BankSyncConnection(models.Model):
                 else False
             )
 
-    @api.depends("consent_expiry")
+    @api.depends("consent_expiry", "state", "active")
     def _compute_consent_state(self):
         now = fields.Datetime.now()
         for connection in self:
+            if connection.state == "disconnected" or not connection.active:
+                # Deleted: the consent was revoked at the aggregator, whatever its end date.
+                connection.consent_state = "revoked"
+                connection.consent_days_left = 0
+                continue
             expiry = connection.consent_expiry
             connection.consent_state = health.consent_urgency(expiry or None, now).value
             connection.consent_days_left = health.consent_days_left(expiry, now) if expiry else 0
 
+    @api.depends("company_id.bank_sync_enabled", "account_ids.sync_status")
+    @api.depends_context("lang")
+    def _compute_sync_status(self):
+        for connection in self:
+            importing = connection.account_ids.filtered(lambda a: a.sync_status == "importing")
+            if not connection.bank_sync_enabled:
+                connection.sync_status = "off"
+            elif importing:
+                connection.sync_status = "importing"
+            else:
+                connection.sync_status = False
+            connection.sync_progress = (
+                "\n".join(f"{a.name}: {a.sync_progress}" for a in importing)
+                if connection.sync_status == "importing"
+                else False
+            )
+
     # -------------------------------------------------------------------------
     # CRUD
     # -------------------------------------------------------------------------
+
+    def write(self, vals):
+        before = (
+            {connection: (connection.reason, connection.consent_expiry) for connection in self}
+            if {"reason", "consent_expiry"} & set(vals)
+            else {}
+        )
+        result = super().write(vals)
+        for connection, (reason, expiry) in before.items():
+            connection._log_reason_and_consent(reason, expiry)
+        return result
+
+    def _log_reason_and_consent(self, reason, expiry):
+        """Say in the chatter what a new reason or consent end is (never an empty value)."""
+        self.ensure_one()
+        notes = []
+        if self.reason and self.reason != reason:
+            reasons = dict(self._fields["reason"]._description_selection(self.env))
+            notes.append(self.env._("Reason: %(reason)s", reason=reasons[self.reason]))
+        if self.consent_expiry and self.consent_expiry != expiry:
+            notes.append(
+                self.env._(
+                    "Consent valid until %(date)s.",
+                    date=format_date(self.env, self.consent_expiry),
+                )
+            )
+        if notes:
+            self._message_log(body=" ".join(notes))
 
     @api.ondelete(at_uninstall=False)
     def _unlink_except_history(self):
@@ -251,6 +316,8 @@ class BankSyncConnection(models.Model):
         accounts = self.account_ids.filtered_domain(
             self.env["bank.sync.account"]._domain_syncable()
         )
+        if not accounts:
+            raise UserError(self.account_ids._explain_not_syncable(self.company_id))
         return accounts.action_sync_now()
 
     def action_refresh_from_aggregator(self):

@@ -1,5 +1,7 @@
 from odoo import fields, models
 
+from ..sync import balance
+
 
 class BankSyncIgnored(models.Model):
     """An operation the user deleted and asked never to import again (even by a forced sync)."""
@@ -28,3 +30,10 @@ class BankSyncIgnored(models.Model):
     _sql_constraints = [
         ("account_key_uniq", "UNIQUE(account_id, key)", "This operation is already ignored."),
     ]
+
+    def unlink(self):
+        # The bank's balance counts the operation again as one the journal should hold.
+        accounts = self.account_id
+        result = super().unlink()
+        balance.recheck_after_change(accounts)
+        return result

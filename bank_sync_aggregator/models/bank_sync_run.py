@@ -13,7 +13,7 @@ RUN_STATES = [
     ("running", "Running"),
     ("partial", "Continuing in background"),
     ("done", "Done"),
-    ("skipped", "Skipped (already running)"),
+    ("skipped", "Not started (another import was running)"),
     ("failed", "Failed"),
 ]
 
@@ -56,13 +56,22 @@ class BankSyncRun(models.Model):
     )
     date_from = fields.Date(string="From", readonly=True)
     date_to = fields.Date(string="To", readonly=True)
-    pages = fields.Integer(readonly=True)
+    # How many answers of the aggregator the run read (technical).
+    pages = fields.Integer(string="Pages read", readonly=True)
     fetched_count = fields.Integer(string="Fetched", readonly=True)
     created_count = fields.Integer(string="Created", readonly=True)
     updated_count = fields.Integer(string="Updated", readonly=True)
-    adopted_count = fields.Integer(string="Adopted", readonly=True)
+    adopted_count = fields.Integer(
+        string="Matched with lines typed by hand",
+        readonly=True,
+        help="Operations already entered by hand in the journal: the typed line was kept and "
+        "marked as the bank's operation instead of importing a duplicate.",
+    )
     skipped_count = fields.Integer(
-        string="Skipped", readonly=True, help="Already imported, or pending at the bank."
+        string="Unchanged",
+        readonly=True,
+        help="Operations read again that were already in the journal unchanged, or still pending "
+        "at the bank: nothing to do.",
     )
     pending_count = fields.Integer(string="Pending", readonly=True)
     ignored_count = fields.Integer(string="Ignored", readonly=True)
@@ -108,10 +117,12 @@ class BankSyncRun(models.Model):
                 f"{run.account_id.display_name} - {triggers.get(run.trigger, '')} {started}"
             ).strip()
 
-    def _notification(self):
-        """What "Sync now" tells the user: imported counts, background rest, errors."""
+    def _notification(self, summary=None):
+        """What "Sync now" tells the user (after ``summary``, what was started): imported
+        counts, background rest, errors."""
         created = sum(self.mapped("created_count")) + sum(self.mapped("adopted_count"))
-        parts = [self.env._("%(count)s new operation(s) imported.", count=created)]
+        parts = [summary] if summary else []
+        parts.append(self.env._("%(count)s new operation(s) imported.", count=created))
         if any(run.state == "partial" for run in self):
             parts.append(
                 self.env._(

@@ -351,6 +351,9 @@ JOURNAL_BALANCE_SQL = """
 
 def journal_balance(env, journal):
     """Sum of the posted statement lines of ``journal`` (in the journal's currency)."""
+    # What the ORM still holds in memory counts too (an entry just cancelled, a line typed).
+    env["account.bank.statement.line"].flush_model(["amount", "journal_id", "move_id"])
+    env["account.move"].flush_model(["state", "journal_id"])
     env.cr.execute(JOURNAL_BALANCE_SQL, [journal.id, journal.id])
     # Amounts are stored as floats: sum, then read back at cent precision.
     return Decimal(str(round(env.cr.fetchone()[0], journal.currency_id.decimal_places or 2)))
@@ -429,6 +432,7 @@ def check_balances(connection, runs, client, reread, commit=None):
             {
                 "balance": float(bank.balance),
                 "balance_date": fields.Datetime.now(),
+                "balance_checked_bank": float(bank.balance),
                 "balance_difference": float(check.difference),
                 "balance_check_date": fields.Datetime.now(),
             }
@@ -470,6 +474,31 @@ def check_balances(connection, runs, client, reread, commit=None):
         _balance_alert(account, check, currency, money)
     if commit if commit is not None else (runs[:1].trigger == "cron" and not in_test_mode()):
         env.cr.commit()  # pylint: disable=invalid-commit
+
+
+def recheck_after_change(accounts):
+    """The journals of ``accounts`` changed outside a synchronisation (operations deleted,
+    ignored, typed or corrected by hand): compare them again with the bank's balance of the
+    last check, without asking the aggregator, so that a repaired difference clears itself,
+    with its alert, and a new one shows at once. A new difference alerts nobody yet: the next
+    synchronisation reads the bank again before that."""
+    for account in accounts.sudo():
+        if not account.journal_id or not account.balance_check_date or account.sync_needs_opening:
+            continue
+        if account.last_run_state == "running":
+            continue  # the run checks the balance when it ends
+        currency = account.journal_id.currency_id or account.company_id.currency_id
+        check, _amount, _count = compare_with_bank(
+            account, Decimal(str(round(account.balance_checked_bank, currency.decimal_places)))
+        )
+        account.write(
+            {
+                "balance_difference": float(check.difference),
+                "balance_check_date": fields.Datetime.now(),
+            }
+        )
+        if check.ok:
+            _balance_alert(account, check, currency, None)
 
 
 def _balance_alert(account, check, currency, money):

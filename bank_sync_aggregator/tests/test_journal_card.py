@@ -143,7 +143,7 @@ class TestJournalCard(SyncCase):
             "amount",
             "currency_id",
             "ref",
-            "transaction_type",
+            "bank_sync_operation_type",
             "bank_sync_value_date",
             "is_reconciled",
         ):

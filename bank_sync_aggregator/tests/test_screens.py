@@ -163,8 +163,11 @@ class TestScreens(BankSyncCommon, HttpCase):
         self.assertEqual(self.connection.display_name, "BNP Paribas")
         first = self._arch("bank.sync.connection", "list").xpath("//field")[0]
         self.assertEqual(first.get("name"), "institution_name")
-        remote = self._arch("bank.sync.connection", "list").xpath("//field[@name='remote_id']")[0]
-        self.assertEqual(remote.get("optional"), "hide")
+        # The aggregator's ids are technical: developer mode only.
+        for model in ("bank.sync.connection", "bank.sync.account"):
+            for view_type in ("list", "form"):
+                arch = self._arch(model, view_type)
+                self.assertFalse(arch.xpath("//field[@name='remote_id']"), (model, view_type))
         first = self._arch("bank.sync.account", "list").xpath("//field")[0]
         self.assertEqual(first.get("name"), "connection_id")
 

@@ -65,9 +65,9 @@ class BankSyncConnectWizard(models.TransientModel):
         if not company.bank_sync_enabled:
             raise UserError(
                 self.env._(
-                    "Bank synchronisation is switched off for %(company)s. An accounting "
-                    "manager can switch it on in Accounting > Configuration > Settings, "
-                    "section Bank synchronisation; then add your bank.",
+                    "Bank synchronisation is switched off for %(company)s. An administrator "
+                    "can switch it on in Settings > Invoicing, section Bank synchronisation; "
+                    "then add your bank.",
                     company=company.display_name,
                 )
             )

@@ -1,5 +1,6 @@
 from odoo import api, fields, models
 from odoo.exceptions import UserError
+from odoo.tools.misc import formatLang
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
 
@@ -69,13 +70,41 @@ class BankSyncDeleteWizard(models.TransientModel):
                 ]
             )
         count = len(lines)
+        accounts = lines.bank_sync_account_id
+        # The balance check follows at once (account.bank.statement.line.unlink).
         lines.unlink()
+        if self.ignore_permanently:
+            message = self.env._(
+                "%(count)s operation(s) deleted; they will never be imported again.",
+                count=count,
+            )
+        else:
+            message = self.env._(
+                "%(count)s operation(s) deleted; a forced synchronisation of these dates "
+                "would import them again.",
+                count=count,
+            )
+        parts = [message] + [
+            self.env._(
+                "%(account)s: the journal still differs from the bank's balance by %(amount)s.",
+                account=account.display_name,
+                amount=formatLang(
+                    self.env, account.balance_difference, currency_obj=account.currency_id
+                ),
+            )
+            if account.balance_difference
+            else self.env._(
+                "%(account)s: the journal agrees with the bank's balance.",
+                account=account.display_name,
+            )
+            for account in accounts.sudo().filtered("balance_check_date")
+        ]
         return {
             "type": "ir.actions.client",
             "tag": "display_notification",
             "params": {
                 "title": self.env._("Bank synchronisation"),
-                "message": self.env._("%(count)s operation(s) deleted.", count=count),
+                "message": "\n".join(parts),
                 "type": "success",
                 "next": {"type": "ir.actions.act_window_close"},
             },

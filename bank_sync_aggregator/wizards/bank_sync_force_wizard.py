@@ -1,5 +1,6 @@
 from odoo import fields, models
 from odoo.exceptions import UserError
+from odoo.tools.misc import format_date
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
 from ..sync.balance import history_extension_refusal
@@ -56,4 +57,14 @@ class BankSyncForceWizard(models.TransientModel):
             date_to=self.date_to,
             time_budget=SYNC_NOW_BUDGET,
         )
-        return runs._notification()
+        action = runs._notification(
+            self.env._(
+                "Forced synchronisation from %(date_from)s to %(date_to)s started for "
+                "%(count)s account(s).",
+                date_from=format_date(self.env, self.date_from),
+                date_to=format_date(self.env, self.date_to),
+                count=len(accounts),
+            )
+        )
+        action["params"]["next"] = {"type": "ir.actions.act_window_close"}
+        return action
