@@ -162,10 +162,21 @@ class AccountSynchroniser(PageApplier, OpeningBalance):
         return True
 
     def unlock(self):
-        """Release the account (closing the lock's connection releases its lock)."""
-        if self.lock_connection is not None:
-            self.lock_connection.close()
-            self.lock_connection = None
+        """Release the account. The lock is released explicitly before its connection is
+        closed: PostgreSQL ends a closed session in the background, and until it has, the
+        account would still look taken to the next synchronisation (skipped for nothing)."""
+        connection, self.lock_connection = self.lock_connection, None
+        if connection is None:
+            return
+        try:
+            with connection.cursor() as cr:
+                cr.execute(
+                    "SELECT pg_advisory_unlock(%s, %s)", [ACCOUNT_LOCK_NAMESPACE, self.account.id]
+                )
+        except psycopg2.Error:
+            _logger.info("The lock of account %s goes with its connection", self.account.id)
+        finally:
+            connection.close()
 
     def execute(self):
         """Run the synchronisation; always returns the ``bank.sync.run`` record."""

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from odoo import SUPERUSER_ID, api
-from odoo.addons.bank_sync_aggregator.sync.run import ACCOUNT_LOCK_NAMESPACE
+from odoo.addons.bank_sync_aggregator.sync.run import ACCOUNT_LOCK_NAMESPACE, AccountSynchroniser
 from odoo.tests import TransactionCase, tagged
 from odoo.tools import config
 
@@ -228,6 +228,32 @@ class TestSyncConcurrency(TransactionCase):
         )
         self.assertEqual(done, "done")
         self._assert_exactly_remote()
+
+    def test_the_account_is_free_as_soon_as_a_synchronisation_ends(self):
+        """A Sync now right after the daily job (or the next retry) is not skipped: the lock
+        goes when the synchronisation ends, not whenever PostgreSQL gets round to ending the
+        lock's session."""
+
+        account_id = self.fixture["account"]
+
+        def lock_then_look(env):
+            account = env["bank.sync.account"].browse(account_id)
+            free = []
+            with self.registry.cursor() as other_worker:
+                for _attempt in range(20):
+                    synchroniser = AccountSynchroniser(account, trigger="cron", commit=False)
+                    self.assertTrue(synchroniser.lock())
+                    synchroniser.unlock()
+                    # Another worker, already connected, looks at once.
+                    other_worker.execute(
+                        "SELECT pg_try_advisory_lock(%s, %s)", [ACCOUNT_LOCK_NAMESPACE, account_id]
+                    )
+                    free.append(other_worker.fetchone()[0])
+                    other_worker.execute("SELECT pg_advisory_unlock_all()")
+            return free
+
+        free = self._read(lock_then_look)
+        self.assertEqual(free.count(False), 0, "every worker found the account free")
 
     def test_a_second_worker_between_two_pages_leaves_the_live_import_alone(self):
         """The daily job commits after each page: a second worker arriving right after such a
