@@ -15,6 +15,8 @@ from ..rights import ACCOUNTING_MANAGER
 _logger = logging.getLogger(__name__)
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action"
+#: The screen that links every account of a new connection at once (its id is the active id).
+LINK_ALL_ACTION = "bank_sync_aggregator.bank_sync_link_all_wizard_action"
 #: Where each aggregator puts our signed state in its return: Bridge calls it ``context``, the
 #: others ``state``. Read before anything is asked of the aggregator.
 STATE_PARAMETERS = ("state", "context")
@@ -60,6 +62,11 @@ class BankSyncController(http.Controller):
             connection = session._complete(result)
         except (UserError, AccessError) as error:
             return self._result_page(error.args[0], status=200, title=env._("Bank connection"))
+        if not session.connection_id and connection.unlinked_account_count:
+            # A bank just added: link its accounts in one step, then back to the connection.
+            return request.redirect(
+                f"{CONNECTIONS_URL}/{connection.id}/action-{LINK_ALL_ACTION}", local=True
+            )
         return request.redirect(f"{CONNECTIONS_URL}/{connection.id}", local=True)
 
     def _verify_callback(self, aggregator_id, params):

@@ -10,6 +10,7 @@ from . import (
     test_install,
     test_journal_card,
     test_language_install,
+    test_link_all,
     test_link_journal,
     test_reconcile,
     test_rpc_surface,

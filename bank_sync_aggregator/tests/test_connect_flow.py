@@ -8,7 +8,7 @@ from odoo.tests import HttpCase, new_test_user, tagged
 
 from bank_sync_bridge import signing
 
-from .common_bank_sync import BankSyncCommon, parse_form, query_of
+from .common_bank_sync import BankSyncCommon, connection_of, parse_form, query_of
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action/"
 
@@ -78,8 +78,13 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         callback, response = self._through_hosted_page(self._hosted_url())
         self.assertEqual(response.status_code, 303, response.text[:500])
         location = response.headers["Location"]
-        self.assertIn(CONNECTIONS_URL, location)
-        connection = self.env["bank.sync.connection"].browse(int(location.rsplit("/", 1)[1]))
+        connection = connection_of(self.env, location)
+        # A bank just added: its accounts are linked in one step, on the screen that follows.
+        self.assertEqual(
+            location,
+            f"{CONNECTIONS_URL}{connection.id}"
+            "/action-bank_sync_aggregator.bank_sync_link_all_wizard_action",
+        )
         self.assertEqual(connection.institution_name, "BNP Paribas")
         self.assertEqual(connection.state, "ok")
         self.assertEqual(connection.provider_id, self.aggregator)
@@ -179,6 +184,8 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         action = connection.action_reconnect()
         _callback, response = self._through_hosted_page(action["url"])
         self.assertEqual(response.status_code, 303, response.text[:500])
+        # A renewal goes back to the connection itself.
+        self.assertEqual(response.headers["Location"], f"{CONNECTIONS_URL}{connection.id}")
         self.assertEqual(self.env["bank.sync.connection"].search([]), connection)
         self.assertEqual(checking.journal_id, journal)
         self.assertIn("renewed", " ".join(connection.message_ids.mapped("body")))
