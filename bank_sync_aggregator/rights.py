@@ -15,7 +15,8 @@ The rights (README, "Who may do what"):
   from the aggregator, link and unlink journals, Sync now, forced synchronisations, deleting
   imported operations, testing the bridge service;
 - :data:`ACCOUNTING_USER` (bookkeepers) of the company: match imported lines with open items,
-  confirm a suggested match;
+  confirm a suggested match (:func:`check_can_reconcile`: they must also be allowed to edit
+  the lines' journal items, as Odoo asks of whoever reconciles);
 - whoever may edit the company's bank statement lines: mark an imported operation reviewed;
 - read-only accountants only read.
 """
@@ -67,3 +68,18 @@ def check_rights(records, group, companies=None, operation="write"):
                 "or that is not selected in the company switcher."
             )
         )
+
+
+def check_can_reconcile(lines):
+    """Refuse with :class:`AccessError` unless the current user may reconcile the bank
+    statement lines ``lines``: an :data:`ACCOUNTING_USER` of their companies who may read them
+    and edit their journal items.
+
+    Reconciling a line rewrites its entry (its suspense item gives way to counterparts) and
+    reconciles journal items: what Odoo's own access rights give to whoever may edit journal
+    items (billing users register payments that reconcile invoices the same way), not to
+    read-only accountants, and not in a company the user does not work in. The bank line
+    itself (date, amount, label) is not edited.
+    """
+    check_rights(lines, ACCOUNTING_USER, operation="read")
+    lines.move_id.line_ids.check_access("write")

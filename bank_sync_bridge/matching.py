@@ -12,12 +12,14 @@ Money is never moved by a guess. An automatic match is exact and unique:
   number, a payment reference, normalised: case, spaces, separators, leading zeros), no other
   operation of the batch quotes them, and the amount equals their residual, or the sum of the
   residuals of all the items quoted;
-- ``partner_amount``: the partner is known (counterparty IBAN, exact name, or learned), exactly
-  one of its open items has exactly that residual, the texts quote no other reference of that
-  partner, and no other operation of the batch claims that item.
+- ``partner_amount``: the partner is sure (counterparty IBAN, exact name, learned from a
+  person's reconciliations, or chosen by a person; not a merchant's name guessed from the
+  label), exactly one of its open items has exactly that residual, the texts quote no other
+  reference of that partner, and no other operation of the batch claims that item.
 
 Everything else (two candidates, an amount that differs, a partner or currency that does not
-agree, a reference quoting an item that is not open) is only suggested.
+agree, a reference quoting an item that is not open) is only suggested; an item is never
+suggested to be paid in part by an operation going the other way (a payment for a refund).
 
 Amounts follow the bank's sign: an item's residual is what the bank operation must be to
 settle it (a customer invoice of 120.00 is +120.00, a vendor bill of 80.00 is -80.00).
@@ -31,9 +33,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
+from typing import NamedTuple
 
-#: References shorter than this (once compacted) or without a digit identify nothing.
+#: References shorter than this (letters and digits, leading zeros left out) or without a digit
+#: identify nothing.
 MIN_REFERENCE_LENGTH = 4
+#: A reference made of digits only needs this many (leading zeros left out): fewer could be
+#: any amount, count or year of a label.
+MIN_NUMERIC_REFERENCE_LENGTH = 5
 #: Tokens of a reference written with separators may be glued in a text ("INV 2026 42").
 MAX_GLUED_TOKENS = 6
 #: Suggestions kept per operation.
@@ -41,6 +48,13 @@ MAX_SUGGESTIONS = 5
 
 _ALNUM_RUN = re.compile(r"[A-Z0-9]+")
 _LETTERS_OR_DIGITS = re.compile(r"[A-Z]+|[0-9]+")
+#: Dates as labels write them (15/01/2026, 2026-01-15, 15.01.26, 01/03, 12/2026): a reference
+#: made of digits only is never found inside one.
+_DATE_LIKE = re.compile(
+    r"(?<![0-9])(?:[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}"
+    r"|[0-9]{1,2}[-/.][0-9]{1,2}(?:[-/.][0-9]{2,4})?"
+    r"|[0-9]{1,2}[-/.][0-9]{4})(?![0-9])"
+)
 
 
 # --------------------------------------------------------------------------- inputs
@@ -78,6 +92,10 @@ class BankOperation:
     #: The partner identified for the operation (None when unknown).
     partner_id: int | None = None
     date: date | None = None
+    #: Whether ``partner_id`` is sure enough to settle an item on the amount alone (its bank
+    #: account, its exact name, a person's choice), or only a guess (a merchant's name read in
+    #: the label) that may rank suggestions but never moves money.
+    partner_sure: bool = True
 
 
 # --------------------------------------------------------------------------- outputs
@@ -118,22 +136,42 @@ def _ascii_upper(text: str) -> str:
     return "".join(ch for ch in folded if not unicodedata.combining(ch)).upper()
 
 
-def reference_forms(reference: str) -> tuple[tuple[str, ...], str] | None:
-    """The two forms a reference is looked for in texts, or None when it is too weak to
-    identify anything (too short, no digit).
+class ReferenceForms(NamedTuple):
+    """The forms under which a reference is looked for in texts (:func:`reference_forms`)."""
+
+    #: Runs of letters or digits, digits without their leading zeros.
+    tokens: tuple[str, ...]
+    #: Letters and digits only, as written.
+    compact: str
+    #: Digits only: never looked for inside a date of the texts.
+    numeric: bool
+
+
+def reference_forms(reference: str) -> ReferenceForms | None:
+    """The forms a reference is looked for in texts, or None when it is too weak to identify
+    anything.
 
     - its tokens: runs of letters or digits, digits without their leading zeros
       (``INV/2026/00042`` -> ``("INV", "2026", "42")``), found again in a text whatever the
       separators and zeros there (``FACT INV-2026-042``);
     - its compact form: letters and digits only (``INV202600042``), found again in a text
       that glued the parts (``INV202600042`` or ``INV 2026 00042``).
+
+    Too weak: fewer than :data:`MIN_REFERENCE_LENGTH` letters and digits once the leading
+    zeros are left out (``INV-0001`` is ``INV1``, ``A-001`` is ``A1``), no digit at all, or
+    digits only and fewer than :data:`MIN_NUMERIC_REFERENCE_LENGTH` of them (``00042`` would be
+    found in ``PARKING 42``, ``2026`` in any date of that year).
     """
     upper = _ascii_upper(reference)
     compact = "".join(_ALNUM_RUN.findall(upper))
-    if len(compact) < MIN_REFERENCE_LENGTH or not any(ch.isdigit() for ch in compact):
-        return None
     tokens = tuple(_strip_zeros(token) for token in _LETTERS_OR_DIGITS.findall(upper))
-    return tokens, compact
+    significant = "".join(part for part in tokens if part != "0")
+    if len(significant) < MIN_REFERENCE_LENGTH or not any(ch.isdigit() for ch in significant):
+        return None
+    numeric = significant.isdigit()
+    if numeric and len(significant) < MIN_NUMERIC_REFERENCE_LENGTH:
+        return None
+    return ReferenceForms(tokens, compact, numeric)
 
 
 def _strip_zeros(token: str) -> str:
@@ -142,41 +180,55 @@ def _strip_zeros(token: str) -> str:
 
 @dataclass(frozen=True)
 class TextIndex:
-    """The forms under which references can be found in an operation's texts."""
+    """The forms under which references can be found in an operation's texts: all of them,
+    and (``plain_*``) those outside the dates the texts carry, for references of digits only."""
 
     tokens: tuple[str, ...]
     glued: frozenset[str]
+    plain_tokens: tuple[str, ...] = ()
+    plain_glued: frozenset[str] = frozenset()
 
     @classmethod
     def of(cls, texts: Iterable[str]) -> TextIndex:
+        uppers = [_ascii_upper(text or "") for text in texts]
+        tokens, glued = cls._forms(uppers)
+        plain_tokens, plain_glued = cls._forms(_DATE_LIKE.sub(" \x00 ", upper) for upper in uppers)
+        return cls(tokens, glued, plain_tokens, plain_glued)
+
+    @staticmethod
+    def _forms(uppers: Iterable[str]) -> tuple[tuple[str, ...], frozenset[str]]:
         tokens: list[str] = []
         glued: set[str] = set()
-        for text in texts:
-            upper = _ascii_upper(text or "")
-            tokens += [_strip_zeros(t) for t in _LETTERS_OR_DIGITS.findall(upper)]
-            runs = _ALNUM_RUN.findall(upper)
-            for start in range(len(runs)):
-                joined = ""
-                for run in runs[start : start + MAX_GLUED_TOKENS]:
-                    joined += run
-                    glued.add(joined)
-            tokens.append("\x00")  # no reference spans two texts
-        return cls(tuple(tokens), frozenset(glued))
+        for upper in uppers:
+            for part in upper.split("\x00"):  # nothing is glued across a date left out
+                tokens += [_strip_zeros(t) for t in _LETTERS_OR_DIGITS.findall(part)]
+                runs = _ALNUM_RUN.findall(part)
+                for start in range(len(runs)):
+                    joined = ""
+                    for run in runs[start : start + MAX_GLUED_TOKENS]:
+                        joined += run
+                        glued.add(joined)
+                tokens.append("\x00")  # no reference spans two texts, nor a date
+        return tuple(tokens), frozenset(glued)
+
+    def forms_for(self, numeric: bool) -> tuple[tuple[str, ...], frozenset[str]]:
+        """The tokens and glued runs to look for a reference in (see :func:`reference_forms`)."""
+        return (self.plain_tokens, self.plain_glued) if numeric else (self.tokens, self.glued)
 
     def quotes(self, reference: str) -> bool:
         """Whether the texts quote ``reference`` (see :func:`reference_forms`)."""
         forms = reference_forms(reference)
         if forms is None:
             return False
-        tokens, compact = forms
-        return compact in self.glued or self._has_sequence(tokens)
+        tokens, glued = self.forms_for(forms.numeric)
+        return forms.compact in glued or _has_sequence(tokens, forms.tokens)
 
-    def _has_sequence(self, tokens: tuple[str, ...]) -> bool:
-        width = len(tokens)
-        return any(
-            self.tokens[start : start + width] == tokens
-            for start in range(len(self.tokens) - width + 1)
-        )
+
+def _has_sequence(tokens: tuple[str, ...], sequence: tuple[str, ...]) -> bool:
+    width = len(sequence)
+    return any(
+        tokens[start : start + width] == sequence for start in range(len(tokens) - width + 1)
+    )
 
 
 class ReferenceBook:
@@ -184,39 +236,44 @@ class ReferenceBook:
     grows with the texts, not with the number of items."""
 
     def __init__(self, items: Iterable[OpenItem]) -> None:
-        self._by_compact: dict[str, set[int]] = {}
-        self._by_tokens: dict[tuple[str, ...], set[int]] = {}
-        self._widths: set[int] = set()
-        self._references: dict[int, list[tuple[tuple[str, ...], str, str]]] = {}
+        # Per kind of reference (digits only or not): compact form and tokens -> item ids.
+        self._by_compact: dict[bool, dict[str, set[int]]] = {False: {}, True: {}}
+        self._by_tokens: dict[bool, dict[tuple[str, ...], set[int]]] = {False: {}, True: {}}
+        self._widths: dict[bool, set[int]] = {False: set(), True: set()}
+        self._references: dict[int, list[tuple[ReferenceForms, str]]] = {}
         for item in items:
             for reference in item.references:
                 forms = reference_forms(reference)
                 if forms is None:
                     continue
-                tokens, compact = forms
-                self._by_compact.setdefault(compact, set()).add(item.item_id)
-                self._by_tokens.setdefault(tokens, set()).add(item.item_id)
-                self._widths.add(len(tokens))
-                self._references.setdefault(item.item_id, []).append((tokens, compact, reference))
+                kind = forms.numeric
+                self._by_compact[kind].setdefault(forms.compact, set()).add(item.item_id)
+                self._by_tokens[kind].setdefault(forms.tokens, set()).add(item.item_id)
+                self._widths[kind].add(len(forms.tokens))
+                self._references.setdefault(item.item_id, []).append((forms, reference))
 
     def quoted(self, index: TextIndex) -> dict[int, tuple[str, ...]]:
         """Items whose references the texts quote: ``{item id: (references quoted, ...)}``."""
         found: set[int] = set()
-        sequences: set[tuple[str, ...]] = set()
-        for glued in index.glued:
-            found |= self._by_compact.get(glued, set())
-        tokens = index.tokens
-        for width in self._widths:
-            for start in range(len(tokens) - width + 1):
-                sequence = tokens[start : start + width]
-                if sequence in self._by_tokens:
-                    sequences.add(sequence)
-                    found |= self._by_tokens[sequence]
+        seen: dict[bool, tuple[frozenset[str], set[tuple[str, ...]]]] = {}
+        for numeric in (False, True):
+            tokens, glued = index.forms_for(numeric)
+            by_compact, by_tokens = self._by_compact[numeric], self._by_tokens[numeric]
+            for run in glued:
+                found |= by_compact.get(run, set())
+            sequences: set[tuple[str, ...]] = set()
+            for width in self._widths[numeric]:
+                for start in range(len(tokens) - width + 1):
+                    sequence = tokens[start : start + width]
+                    if sequence in by_tokens:
+                        sequences.add(sequence)
+                        found |= by_tokens[sequence]
+            seen[numeric] = (glued, sequences)
         return {
             item_id: tuple(
                 reference
-                for sequence, compact, reference in self._references[item_id]
-                if compact in index.glued or sequence in sequences
+                for forms, reference in self._references[item_id]
+                if forms.compact in seen[forms.numeric][0] or forms.tokens in seen[forms.numeric][1]
             )
             for item_id in found
         }
@@ -401,6 +458,8 @@ def _candidates_for(
     contradicted = operation.partner_id is not None and operation.partner_id not in partners
     for item in quoted_items:
         rule = "reference" if item.amount == amount else "reference_partial"
+        if rule == "reference_partial" and not _same_sign(amount, [item]):
+            continue  # a payment does not pay part of a refund, nor the other way round
         candidate = add([item.item_id], rule, quoted[item.item_id])
         if len(quoted_items) == 1 and rule == "reference" and not contradicted:
             exact = candidate
@@ -408,9 +467,12 @@ def _candidates_for(
         refs = tuple(ref for item in quoted_items for ref in quoted[item.item_id])
         total = sum((item.amount for item in quoted_items), Decimal(0))
         rule = "references_sum" if total == amount else "references_sum_partial"
-        candidate = add([item.item_id for item in quoted_items], rule, refs)
-        if rule == "references_sum" and not contradicted:
-            exact = candidate
+        # Paid in part, items are paid in turn: only when all go the operation's way (an
+        # invoice and its credit note quoted together are settled when the total agrees).
+        if rule == "references_sum" or _same_sign(amount, quoted_items):
+            candidate = add([item.item_id for item in quoted_items], rule, refs)
+            if rule == "references_sum" and not contradicted:
+                exact = candidate
     if operation.partner_id is not None:
         own = books.by_partner.get(operation.partner_id, ())
         same_amount = [item for item in own if item.amount == amount]
@@ -418,7 +480,8 @@ def _candidates_for(
             if item.item_id not in quoted:
                 candidate = add([item.item_id], "partner_amount")
                 if (
-                    not quoted
+                    operation.partner_sure
+                    and not quoted
                     and len(same_amount) == 1
                     and not _quotes_unknown_reference(index, own)
                 ):
@@ -430,15 +493,19 @@ def _candidates_for(
     return candidates, exact
 
 
+def _same_sign(amount: Decimal, items: Iterable[OpenItem]) -> bool:
+    return all((item.amount > 0) == (amount > 0) for item in items) and amount != 0
+
+
 def _quotes_unknown_reference(index: TextIndex, own: Sequence[OpenItem]) -> bool:
     """Whether the texts carry what looks like a document number of the partner's series
     (its letters followed by digits) that is none of its open items: a typo, or a document
     already paid. A match on the amount alone is then no longer sure."""
     prefixes = {
-        forms[0][0]
+        forms.tokens[0]
         for item in own
         for ref in item.references
-        if (forms := reference_forms(ref)) and not forms[0][0].isdigit()
+        if (forms := reference_forms(ref)) and not forms.tokens[0].isdigit()
     }
     tokens = index.tokens
     return any(

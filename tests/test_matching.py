@@ -25,8 +25,10 @@ def item(item_id, amount, *refs, partner=ACME, currency="EUR", kind="invoice"):
     )
 
 
-def op(line_id, amount, *texts, partner=None, currency="EUR"):
-    return BankOperation(line_id, Decimal(amount), currency, tuple(texts), partner)
+def op(line_id, amount, *texts, partner=None, currency="EUR", partner_sure=True):
+    return BankOperation(
+        line_id, Decimal(amount), currency, tuple(texts), partner, partner_sure=partner_sure
+    )
 
 
 def decide(operations, items):
@@ -60,6 +62,38 @@ def test_references_too_weak_to_identify_anything_are_ignored():
     assert reference_forms("ACME") is None
     assert reference_forms("F-12") is None  # three characters
     assert reference_forms("F-123") is not None
+
+
+@pytest.mark.parametrize(
+    ("reference", "text"),
+    [
+        ("0001", "VIR SEPA LOYER 01/03"),
+        ("F-0012", "PEAGE A7 F 12 SORTIE"),  # F12: three characters once unpadded
+        ("2026", "PRLV URSSAF 15/01/2026"),
+        ("12/2026", "PAYE LE 15/12/2026"),
+        ("1/2026", "ECHEANCE 01/01/2026"),
+        ("00042", "CB PARKING 42"),
+        ("2026/00042", "PAYE LE 15/12/2026 00042"),
+    ],
+)
+def test_a_reference_of_few_digits_is_never_found_in_a_date_or_a_small_number(reference, text):
+    """Leading zeros do not count towards a reference's length, and digits only are never
+    looked for inside a date: a rent paid on 01/03 does not pay invoice 0001."""
+    assert not TextIndex.of([text]).quotes(reference)
+    decisions = decide([op(10, "50.00", text)], [item(1, "50.00", reference)])
+    assert decisions[10].apply is None
+
+
+@pytest.mark.parametrize(
+    ("reference", "text"),
+    [
+        ("7788123", "REMISE CHQ 7788123"),
+        ("2026/00042", "VIR CLIENT REF 2026/00042 DU 15/12/2026"),
+        ("0012345", "VIR 15/12/2026 FACTURE 12345"),
+    ],
+)
+def test_a_reference_of_enough_digits_is_found_beside_a_date(reference, text):
+    assert TextIndex.of([text]).quotes(reference)
 
 
 def test_the_quoted_invoice_of_the_right_amount_is_applied():
@@ -121,6 +155,16 @@ def test_a_known_partner_with_one_open_item_of_that_amount_is_applied():
     assert decisions[10].apply.rule == "partner_amount"
 
 
+def test_a_partner_guessed_from_a_merchant_name_never_settles_on_the_amount_alone():
+    decisions = decide(
+        [op(10, "89.90", "PRLV SEPA ORANGE SA", partner=ACME, partner_sure=False)],
+        [item(1, "89.90", "BILL/2026/0007"), item(2, "35.00", "BILL/2026/0008")],
+    )
+    assert decisions[10].apply is None
+    assert decisions[10].suggestions[0].item_ids == (1,)
+    assert decisions[10].suggestions[0].rule == "partner_amount"
+
+
 def test_one_amount_matching_two_invoices_of_the_partner_is_only_suggested():
     decisions = decide(
         [op(10, "120.00", "VIR ACME", partner=ACME)],
@@ -166,6 +210,36 @@ def test_other_currencies_and_opposite_signs_never_match():
     )
     assert decisions[10].apply is None and not decisions[10].suggestions
     assert decisions[11].apply is None
+
+
+def test_an_item_going_the_other_way_is_never_suggested_to_be_paid_in_part():
+    """A payment of 50 quoting a credit note of 120 (-120 to settle) would write a
+    counterpart of the wrong sign: it is no suggestion, alone or in a sum."""
+    decisions = decide(
+        [
+            op(10, "50.00", "VIR ACME AVOIR RINV/2026/00007"),
+            op(11, "50.00", "VIR ACME INV/2026/00042 RINV/2026/00007"),
+        ],
+        [
+            item(1, "-120.00", "RINV/2026/00007", kind="credit_note"),
+            item(2, "200.00", "INV/2026/00042"),
+        ],
+    )
+    assert not decisions[10].suggestions
+    assert (1,) not in {c.item_ids for c in decisions[11].suggestions}
+    assert (1, 2) not in {c.item_ids for c in decisions[11].suggestions}
+
+
+def test_an_invoice_and_its_credit_note_quoted_together_are_settled_by_their_total():
+    decisions = decide(
+        [op(10, "80.00", "VIR ACME INV/2026/00042 RINV/2026/00007")],
+        [
+            item(1, "-120.00", "RINV/2026/00007", kind="credit_note"),
+            item(2, "200.00", "INV/2026/00042"),
+        ],
+    )
+    assert decisions[10].apply.item_ids == (1, 2)
+    assert decisions[10].apply.rule == "references_sum"
 
 
 def test_without_reference_nor_partner_the_same_amount_is_a_weak_suggestion():

@@ -2,7 +2,7 @@ from odoo import api, fields, models, tools
 
 from bank_sync_bridge.matching import company_key
 
-from ..rights import ACCOUNTING_USER, check_rights
+from ..rights import ACCOUNTING_USER, check_can_reconcile, check_rights
 from ..sync import reconcile
 
 #: Why a line was reconciled automatically (bank_sync_bridge.matching's sure rules).
@@ -152,7 +152,7 @@ class AccountBankStatementLine(models.Model):
     def action_bank_sync_match(self):
         """Match these lines with the company's open items now: sure matches are reconciled,
         the others get suggestions (accounting users of the lines' companies)."""
-        check_rights(self, ACCOUNTING_USER, operation="read")
+        check_can_reconcile(self)
         reconciled = suggested = 0
         synced = self.filtered("bank_sync_account_id")
         for company in synced.company_id:
@@ -210,9 +210,11 @@ class AccountBankStatementLine(models.Model):
         Returns ``(by_iban, by_name, by_key)`` dicts of partner ids: by counterparty IBAN (the
         partners' bank accounts), by exact counterparty name, and by counterparty key
         (:func:`bank_sync_bridge.matching.counterparty_key`), each key with its origin:
-        ``learned`` (the company's reconciled lines of that key all went to one partner) or
+        ``learned`` (the lines of that key a person reconciled all went to one partner: what
+        matching reconciled by itself teaches nothing, so that one mistake is not repeated) or
         ``merchant`` (one partner's name gives that key: ``CB CARREFOUR 12/11`` finds
-        "Carrefour"). A name or key shared by several partners identifies none of them.
+        "Carrefour"; a guess, which never settles an item on the amount alone). A bank
+        account, name or key shared by several partners identifies none of them.
         """
         by_iban, by_name = {}, {}
         company_domain = [("company_id", "in", [False, company.id])]
@@ -225,8 +227,13 @@ class AccountBankStatementLine(models.Model):
                     ["sanitized_acc_number", "partner_id"],
                 )
             )
+            owners = {}
             for bank in banks:
-                by_iban.setdefault(bank.sanitized_acc_number, bank.partner_id.id)
+                owners.setdefault(bank.sanitized_acc_number, set()).add(
+                    bank.partner_id.commercial_partner_id.id
+                )
+            # An account several companies declare (a factor, a group's treasury) names none.
+            by_iban = {iban: ids.pop() for iban, ids in owners.items() if len(ids) == 1}
         if names:
             partners = self.env["res.partner"].search_fetch(
                 [("name", "in", list(names)), ("parent_id", "=", False), *company_domain],
@@ -256,6 +263,7 @@ class AccountBankStatementLine(models.Model):
              WHERE l.company_id = %s
                AND l.bank_sync_counterparty_key = ANY(%s)
                AND l.is_reconciled
+               AND l.bank_sync_match_rule IS NULL
              GROUP BY l.bank_sync_counterparty_key
             """,
             [company.id, list(keys)],

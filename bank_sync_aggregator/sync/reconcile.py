@@ -12,16 +12,22 @@ Odoo's own accounting:
   so that the invoice shows paid and Odoo's "Revert reconciliation" puts everything back.
 
 Matching never crosses companies, nor currencies: an item is a candidate for a line of its
-own company in its own currency only.
+own company in its own currency only, and a line the bank converted from another currency is
+left to a person.
 """
 
+import logging
 from collections import namedtuple
 from decimal import Decimal
+
+import psycopg2
 
 from odoo import Command
 from odoo.exceptions import UserError, ValidationError
 
 from bank_sync_bridge.matching import BankOperation, OpenItem, match_operations
+
+_logger = logging.getLogger(__name__)
 
 #: What matching did to a set of lines: reconciled automatically, left with suggestions.
 MatchResult = namedtuple("MatchResult", "reconciled suggested")
@@ -100,7 +106,8 @@ def open_items(company, currencies, exclude=()):
 
 
 def operations_of(lines):
-    """The matcher's view of statement lines: amount in the journal's currency, texts."""
+    """The matcher's view of statement lines: amount in the journal's currency, texts, and
+    the partner, sure unless it was only guessed from a merchant's name in the label."""
     return [
         BankOperation(
             line_id=line.id,
@@ -109,30 +116,82 @@ def operations_of(lines):
             texts=tuple(t for t in (line.payment_ref, line.ref, line.bank_sync_remittance) if t),
             partner_id=line.partner_id.commercial_partner_id.id or None,
             date=line.date,
+            partner_sure=line.bank_sync_partner_origin != "merchant",
         )
         for line in lines
     ]
 
 
+def matchable(lines):
+    """The lines matching considers at all: posted, unreconciled, and paid in the journal's
+    currency. A line the bank converted from another currency (``foreign_currency_id``) settles
+    an amount in that currency the books may count otherwise: always left to a person."""
+    return lines.filtered(
+        lambda line: (
+            not line.is_reconciled
+            and line.move_id.state == "posted"
+            and not line.foreign_currency_id
+        )
+    )
+
+
 def lines_to_match(lines):
-    """The lines matching may touch: unreconciled, still on their suspense account only (no
-    counterpart chosen by hand, nothing reconciled in part)."""
-    lines = lines.filtered(lambda line: not line.is_reconciled and line.move_id.state == "posted")
+    """The lines matching may touch: :func:`matchable`, still on their suspense account only
+    (no counterpart chosen by hand, nothing reconciled in part)."""
+    lines = matchable(lines)
     worked = lines._bank_sync_user_work(lines.ids)
     return lines.filtered(lambda line: line.id not in worked)
 
 
 def decide(lines, fresh=False):
     """The matcher's decisions for ``lines`` of one company: ``{line id: Decision}``;
-    ``fresh`` lines were just created (nobody worked on them yet)."""
+    ``fresh`` lines were just created (nobody worked on them yet).
+
+    The company's other lines waiting for a counterpart claim items too: an item that one of
+    them could settle as surely is no sure match for ``lines`` either, so that what is
+    reconciled does not depend on how the lines were grouped (a page of the daily import, the
+    first lines of a Sync now, a selection).
+    """
     # (Fresh lines: OCA's widget, when installed, may have reconciled some as they were made.)
-    lines = lines.filtered(lambda line: not line.is_reconciled) if fresh else lines_to_match(lines)
+    lines = matchable(lines) if fresh else lines_to_match(lines)
     if not lines:
         return {}
     items = open_items(lines.company_id, lines.currency_id)
-    return {
-        decision.line_id: decision for decision in match_operations(operations_of(lines), items)
-    }
+    operations = operations_of(lines)
+    decisions = match_operations(operations, items)
+    sure = [decision.apply for decision in decisions if decision.apply]
+    if sure:
+        rivals = _rivals(lines, items, sure)
+        if rivals:
+            decisions = match_operations(operations + operations_of(rivals), items)
+    return {decision.line_id: decision for decision in decisions if decision.line_id in lines.ids}
+
+
+def _rivals(lines, items, sure):
+    """Other lines of the company, waiting for a counterpart, that could claim the items of
+    the ``sure`` candidates as surely: only their amount can make them rivals (a sure claim is
+    for an exact amount: an item's residual, or a sure candidate's total)."""
+    residuals = {item.item_id: item.amount for item in items}
+    amounts = {residuals[item_id] for candidate in sure for item_id in candidate.item_ids}
+    amounts |= {sum((residuals[i] for i in c.item_ids), Decimal(0)) for c in sure}
+    StLine = lines.env["account.bank.statement.line"]
+    StLine.flush_model(["amount", "is_reconciled", "company_id", "foreign_currency_id"])
+    lines.env.cr.execute(
+        """
+        SELECT l.id
+          FROM account_bank_statement_line l
+          JOIN account_move m ON m.id = l.move_id
+         WHERE l.company_id = %s
+           AND NOT l.is_reconciled
+           AND m.state = 'posted'
+           AND l.foreign_currency_id IS NULL
+           AND l.amount = ANY(%s::numeric[])
+           AND l.id != ALL(%s)
+        """,
+        [lines.company_id.id, [str(amount) for amount in amounts], lines.ids],
+    )
+    rivals = StLine.browse([row[0] for row in lines.env.cr.fetchall()])
+    return lines_to_match(rivals.with_env(lines.env))
 
 
 def match_lines(lines, apply=True, fresh=False):
@@ -157,6 +216,14 @@ def match_lines(lines, apply=True, fresh=False):
                 )
         except (UserError, ValidationError):
             continue
+        except psycopg2.OperationalError:
+            raise  # a lock or a serialization failure: the whole page is tried again
+        except Exception:
+            # Whatever else goes wrong in one reconciliation (another module's override...)
+            # leaves that line for a person and the import goes on: the line is imported,
+            # its match is not.
+            _logger.exception("Bank line %s could not be reconciled automatically", line_id)
+            continue
         reconciled += 1
     suggested = sum(1 for d in decisions.values() if not d.apply and d.suggestions)
     return MatchResult(reconciled, suggested)
@@ -175,13 +242,35 @@ def reconcile_with(line, item_ids):
     """
     env = line.env
     items = env["account.move.line"].browse(item_ids)
-    partners = items.partner_id.commercial_partner_id
-    if len(partners) == 1 and line.partner_id.commercial_partner_id != partners:
-        line.partner_id = partners
+    if line.foreign_currency_id:
+        raise UserError(
+            env._(
+                "This bank line was converted from another currency: reconcile it by hand, "
+                "choosing the exchange difference yourself."
+            )
+        )
     _liquidity, suspense, _other = line._seek_for_lines()
     currency = suspense.currency_id
     total = -suspense.amount_currency  # what the line settles, with the bank's sign
     exact = currency.compare_amounts(sum(items.mapped("amount_residual_currency")), total) == 0
+    if not exact and any(
+        currency.compare_amounts(item.amount_residual_currency, 0)
+        * currency.compare_amounts(total, 0)
+        <= 0
+        for item in items
+    ):
+        # Paid in part, items are paid in turn: an item going the other way (a credit note
+        # for a payment) would get a counterpart of the wrong sign.
+        raise UserError(
+            env._(
+                "This bank line goes the other way from %(documents)s: it can only settle them "
+                "together with other items when the amounts agree exactly.",
+                documents=", ".join(items.move_id.mapped("name")),
+            )
+        )
+    partners = items.partner_id.commercial_partner_id
+    if len(partners) == 1 and line.partner_id.commercial_partner_id != partners:
+        line.partner_id = partners
     shares, left = [], total
     for item in items:
         share = item.amount_residual_currency

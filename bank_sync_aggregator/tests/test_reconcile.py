@@ -6,10 +6,14 @@ reconciles what is exact and unique with Odoo's own accounting (the invoice show
 that an accounting user confirms in one click, in full or in part.
 """
 
+from unittest.mock import patch
+
 from odoo import Command, fields
 from odoo.addons.bank_sync_aggregator.rights import ACCOUNTING_USER
-from odoo.exceptions import AccessError
+from odoo.addons.bank_sync_aggregator.sync import reconcile
+from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
+from odoo.tools import mute_logger
 
 from .common_bank_sync import company_user, load_french
 from .common_sync import BridgeSyncCase
@@ -104,14 +108,38 @@ class TestReconcile(BridgeSyncCase):
         self.assertIn(bill.payment_state, ("paid", "in_payment"))
 
     def test_a_known_partner_paying_its_only_open_invoice_without_reference(self):
+        """A partner found by its name in the label is a guess: its only open item of that
+        amount comes first among the suggestions, no more. Once a person reconciled that
+        counterparty with the partner, the next payment of its only open item of that amount
+        is settled by itself."""
         invoice = self.invoice(88.0)
         self.invoice(45.0)
         line, _run = self.book(88.0, "VIR SEPA ACME SARL")
         self.assertEqual(line.partner_id, self.acme)
         self.assertEqual(line.bank_sync_partner_origin, "merchant")
-        self.assertTrue(line.is_reconciled)
-        self.assertEqual(line.bank_sync_match_rule, "partner_amount")
+        self.assertFalse(line.is_reconciled)
+        best = self.suggestions(line)[0]
+        self.assertEqual((best.item_ids.move_id, best.rule), (invoice, "partner_amount"))
+        best.action_reconcile()
         self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+
+        later_invoice = self.invoice(61.0)
+        later, _run = self.book(61.0, "VIR SEPA ACME SARL")
+        self.assertEqual(later.bank_sync_partner_origin, "learned")
+        self.assertTrue(later.is_reconciled)
+        self.assertEqual(later.bank_sync_match_rule, "partner_amount")
+        self.assertIn(later_invoice.payment_state, ("paid", "in_payment"))
+
+    def test_what_matching_reconciled_by_itself_teaches_no_partner(self):
+        """Only a person's reconciliations teach who a counterparty is: a sure match by
+        reference is not taken for one, so that no guess is ever built on a guess."""
+        shop = self.env["res.partner"].create({"name": "Papeterie Lemaire", "is_company": True})
+        bill = self.invoice(23.4, shop, "in_invoice", ref="PL-77812")
+        line, _run = self.book(-23.4, "PRLV SEPA PAPLEM FACT PL-77812")
+        self.assertTrue(line.is_reconciled)
+        self.assertIn(bill.payment_state, ("paid", "in_payment"))
+        later, _run = self.book(-9.9, "PRLV SEPA PAPLEM")
+        self.assertFalse(later.partner_id)
 
     def test_a_payment_waiting_on_an_outstanding_account_is_matched(self):
         payment = self.env["account.payment"].create(
@@ -176,13 +204,101 @@ class TestReconcile(BridgeSyncCase):
         self.assertNotIn(usd, self.suggestions(line_usd).item_ids.move_id)
         self.assertFalse(self.suggestions(line_foreign).item_ids.move_id & foreign)
 
+    def test_an_item_an_earlier_line_also_pays_is_left_to_a_person(self):
+        """Two bank lines quote the same invoice with its amount: whichever import brings the
+        second, neither is settled by itself (nobody decides between two payments for a
+        person), as when both arrive in the same page."""
+        self.company.bank_sync_auto_reconcile = False
+        invoice = self.invoice(310.0)
+        first, _run = self.book(310.0, f"VIR SEPA ACME FACT {invoice.name}")
+        self.company.bank_sync_auto_reconcile = True
+        second, run = self.book(310.0, f"VIR SEPA ACME REGLEMENT {invoice.name}")
+        self.assertFalse(first.is_reconciled or second.is_reconciled)
+        self.assertEqual(invoice.payment_state, "not_paid")
+        self.assertEqual(run.reconciled_count, 0)
+        self.assertEqual(self.suggestions(second)[0].item_ids.move_id, invoice)
+
+    def test_a_line_converted_from_another_currency_is_left_to_a_person(self):
+        """The bank paid 100 USD for 92.50 EUR: settling a euro invoice of 92.50 with it by
+        itself would hide an exchange difference the books count otherwise."""
+        usd = self.env.ref("base.USD")
+        usd.active = True
+        invoice = self.invoice(92.5)
+        line = self.env["account.bank.statement.line"].create(
+            {
+                "journal_id": self.account.journal_id.id,
+                "date": fields.Date.today(),
+                "payment_ref": f"VIR ACME FACT {invoice.name}",
+                "amount": 92.5,
+                "foreign_currency_id": usd.id,
+                "amount_currency": 100.0,
+                "bank_sync_account_id": self.account.id,
+            }
+        )
+        line.action_bank_sync_match()
+        self.assertFalse(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "not_paid")
+        self.assertFalse(self.suggestions(line))
+        with self.assertRaises(UserError):
+            reconcile.reconcile_with(line, invoice.line_ids.filtered("amount_residual").ids)
+        self.assertFalse(line.is_reconciled)
+
+    def test_a_credit_note_is_never_paid_in_part_by_a_payment(self):
+        """A transfer of 50 quoting a credit note of 120: no suggestion pays the credit note
+        with it, and a reconciliation forced with it is refused, the line left as it was."""
+        credit_note = self.invoice(120.0, move_type="out_refund")
+        line, _run = self.book(50.0, f"VIR SEPA ACME AVOIR {credit_note.name}")
+        self.assertNotIn(credit_note, self.suggestions(line).item_ids.move_id)
+        item = credit_note.line_ids.filtered(lambda aml: aml.account_id.reconcile)
+        with self.assertRaises(UserError):
+            reconcile.reconcile_with(line, item.ids)
+        self.assertFalse(line.is_reconciled)
+        _liquidity, suspense, other = line._seek_for_lines()
+        self.assertEqual(suspense.amount_currency, -50.0)
+        self.assertFalse(other)
+        self.assertEqual(credit_note.payment_state, "not_paid")
+
+    def test_a_reconciliation_that_fails_unexpectedly_leaves_the_line_imported(self):
+        """Whatever goes wrong in one automatic reconciliation (another module's override),
+        the operation is imported and left for a person; the next one is still matched."""
+        broken, fine = self.invoice(71.0), self.invoice(72.0)
+        real = reconcile.reconcile_with
+
+        def flaky(line, item_ids):
+            if line.amount == 71.0:
+                raise RuntimeError("an override failed")
+            return real(line, item_ids)
+
+        self.emulator.add_transaction(self.remote, "71.00", f"VIR ACME FACT {broken.name}")
+        self.emulator.add_transaction(self.remote, "72.00", f"VIR ACME FACT {fine.name}")
+        with patch.object(reconcile, "reconcile_with", flaky), mute_logger(reconcile.__name__):
+            run = self.sync(self.account, client=self.client())
+        self.assertEqual(run.state, "done", run.error)
+        self.assertEqual(run.reconciled_count, 1)
+        lines = self.lines(self.account)
+        self.assertFalse(lines.filtered(lambda line: line.amount == 71.0).is_reconciled)
+        self.assertTrue(lines.filtered(lambda line: line.amount == 72.0).is_reconciled)
+        self.assertEqual(broken.payment_state, "not_paid")
+
+    def test_a_bank_account_several_partners_declare_names_none_of_them(self):
+        factor = self.env["res.partner"].create({"name": "Factor Finance", "is_company": True})
+        iban = "FR7630006000011234567890189"
+        for partner in (self.acme, factor):
+            self.env["res.partner.bank"].create({"partner_id": partner.id, "acc_number": iban})
+        own = "FR7610107001011234567890129"
+        self.env["res.partner.bank"].create({"partner_id": self.giraud.id, "acc_number": own})
+        by_iban, _names, _keys = self.env["account.bank.statement.line"]._bank_sync_partner_index(
+            self.company, {iban, own}, set()
+        )
+        self.assertEqual(by_iban, {own: self.giraud.id})
+
     # ------------------------------------------------------------------ on demand, learning
 
     def test_lines_already_imported_are_matched_on_demand(self):
         self.company.bank_sync_auto_reconcile = False
-        line, run = self.book(130.0, "VIR SEPA ACME FACT A VENIR")
+        line, run = self.book(130.0, "VIR SEPA ACME COMMANDE CMD-88412")
         self.assertEqual(run.reconciled_count, 0)
-        invoice = self.invoice(130.0)
+        invoice = self.invoice(130.0, ref="CMD-88412")
         self.account.journal_id.action_bank_sync_match()
         self.assertTrue(line.is_reconciled)
         self.assertIn(invoice.payment_state, ("paid", "in_payment"))
@@ -201,7 +317,7 @@ class TestReconcile(BridgeSyncCase):
         self.assertEqual(later.bank_sync_partner_origin, "learned")
 
     def test_only_accounting_users_of_the_company_match(self):
-        line, _run = self.book(12.0, "VIR SEPA ACME")
+        line, _run = self.book(12.0, "VIR SEPA ACME COMMANDE CMD-55120")
         auditor = company_user(
             self.env, "reconcile_auditor", self.company, groups="account.group_account_readonly"
         )
@@ -212,7 +328,7 @@ class TestReconcile(BridgeSyncCase):
         bookkeeper = company_user(
             self.env, "reconcile_bookkeeper", self.company, groups="account.group_account_invoice"
         )
-        invoice = self.invoice(12.0)
+        invoice = self.invoice(12.0, ref="CMD-55120")
         line.with_user(bookkeeper).action_bank_sync_match()
         self.assertIn(invoice.payment_state, ("paid", "in_payment"))
 

@@ -2,7 +2,7 @@ from odoo import Command, api, fields, models
 from odoo.exceptions import UserError
 from odoo.tools.misc import formatLang
 
-from ..rights import ACCOUNTING_USER, check_rights
+from ..rights import ACCOUNTING_USER, check_can_reconcile, check_rights
 from ..sync import reconcile
 
 #: What each kind of suggestion says about itself (bank_sync_bridge.matching's rules).
@@ -125,7 +125,7 @@ class BankSyncMatchWizardCandidate(models.TransientModel):
         part otherwise (the accountant chose it knowing the difference)."""
         self.ensure_one()
         line = self.wizard_id.line_id
-        check_rights(line, ACCOUNTING_USER, operation="read")
+        check_can_reconcile(line)
         if line.is_reconciled:
             raise UserError(self.env._("This bank line is already reconciled."))
         # Only what the matcher proposes for this line now: open items of its company and

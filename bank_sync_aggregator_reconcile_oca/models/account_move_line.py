@@ -41,6 +41,9 @@ class AccountMoveLine(models.Model):
         if not line_id:
             return super().web_search_read(domain, specification, offset, limit, order, **kw)
         line = self.env["account.bank.statement.line"].browse(line_id).exists()
+        # The line's id comes from the client: its suggestions only for who may read it.
+        if not line or not line.has_access("read"):
+            return super().web_search_read(domain, specification, offset, limit, order, **kw)
         decision = reconcile.decide(line.sudo()).get(line.id) if line.bank_sync_account_id else None
         ranked = []
         for candidate in ([decision.apply] if decision and decision.apply else []) + list(
