@@ -6,6 +6,7 @@ from . import (
     test_connect_flow,
     test_connection_health,
     test_connection_health_flows,
+    test_french_day,
     test_i18n,
     test_install,
     test_journal_card,
