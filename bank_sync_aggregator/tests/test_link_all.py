@@ -71,6 +71,12 @@ class TestLinkAllAccounts(BankSyncCommon):
         self.savings.journal_id = self.company_data["default_journal_bank"]
         self.assertNotIn(self.savings, Wizard.create({}).line_ids.account_id)
 
+    def test_made_without_its_lines_it_proposes_them(self):
+        # As an RPC client or code makes it: the connection only.
+        wizard = self.env["bank.sync.link.all.wizard"].create({"connection_id": self.connection.id})
+        self.assertEqual(wizard.line_ids.account_id, self.connection.account_ids)
+        self.assertEqual(self._line(wizard, self.checking).journal_id, self.main_journal)
+
     def test_confirming_links_every_account_in_one_step(self):
         wizard = self._open()
         wizard.history_start_date = "2025-01-01"
@@ -144,11 +150,15 @@ class TestLinkAllAccounts(BankSyncCommon):
                 self.env["bank.sync.link.all.wizard"]
                 .with_user(user)
                 .sudo()
-                .create({"connection_id": self.connection.id})
+                .create(
+                    {
+                        "connection_id": self.connection.id,
+                        "line_ids": [
+                            fields.Command.create({"account_id": self.savings.id, "choice": "new"})
+                        ],
+                    }
+                )
             )
-            wizard.line_ids = [
-                fields.Command.create({"account_id": self.savings.id, "choice": "new"})
-            ]
             with self.subTest(user=user.login), self.assertRaises(AccessError):
                 wizard.sudo(False).with_env(env).action_link_all()
             self.assertFalse(self.savings.journal_id)

@@ -48,6 +48,17 @@ class BankSyncLinkAllWizard(models.TransientModel):
                 ]
         return values
 
+    @api.model_create_multi
+    def create(self, vals_list):
+        # Made without its lines (over RPC, or from code): the same proposal as the screen's.
+        for vals in vals_list:
+            if vals.get("connection_id") and "line_ids" not in vals:
+                connection = self.env["bank.sync.connection"].browse(vals["connection_id"])
+                vals["line_ids"] = [
+                    Command.create(line) for line in self._propose(connection.account_ids)
+                ]
+        return super().create(vals_list)
+
     @api.model
     def _propose(self, accounts):
         """A line for each active account not linked yet: the free journal of the company
