@@ -16,6 +16,7 @@ from . import (
     test_reconcile,
     test_rpc_surface,
     test_screens,
+    test_screenshots,
     test_security,
     test_sync_balance,
     test_sync_concurrency,
