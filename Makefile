@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test test-package test-addon test-addon-oca test-addon-pytest test-install test-demo lint demo demo-package bench screenshots
+.PHONY: test test-package test-addon test-addon-oca test-addon-pytest test-install test-demo lint demo demo-package bench bench-reconcile screenshots
 
 test: test-package test-addon test-addon-oca test-addon-pytest test-install test-demo
 
@@ -56,3 +56,8 @@ screenshots:
 
 bench:
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
+
+# Matching imported operations with the books: a year of a company's invoices, bills and the
+# operations that pay them, traps included (bench/README.md; about 3 minutes).
+bench-reconcile:
+	$(or $(ODOO_PYTHON),$(PYTHON)) bench/bench_reconcile.py $(BENCH_ARGS)

@@ -106,8 +106,10 @@ class Candidate:
     """Items one operation may settle, and why they were picked."""
 
     item_ids: tuple[int, ...]
-    #: ``reference``, ``references_sum``, ``partner_amount``, ``reference_partial`` and
-    #: ``references_sum_partial`` (references quoted but the amount differs), ``amount``
+    #: ``reference``, ``references_sum``, ``partner_amount``, ``reference_completed``
+    #: (references quoted, completed by another open item of the partner to the amount),
+    #: ``reference_partial`` and ``references_sum_partial`` (references quoted but the amount
+    #: differs), ``partner_sum`` (two open items of the partner make the amount), ``amount``
     #: (same amount, nothing else): see :data:`SCORES`.
     rule: str
     #: The references found in the operation's texts (for the reason shown to people).
@@ -414,10 +416,15 @@ SCORES = {
     "reference": 100,
     "references_sum": 95,
     "partner_amount": 80,
+    "reference_completed": 75,
     "reference_partial": 70,
     "references_sum_partial": 60,
+    "partner_sum": 50,
     "amount": 30,
 }
+#: A partner with more open items than this in one direction is not searched for two whose
+#: total is the operation's amount (``partner_sum``): too many pairs to mean anything.
+MAX_PAIRED_ITEMS = 60
 
 
 class _Books:
@@ -442,7 +449,6 @@ def _candidates_for(
     index = TextIndex.of(operation.texts)
     quoted = books.references.quoted(index)
     candidates: list[Candidate] = []
-    exact: Candidate | None = None
 
     def add(item_ids: Iterable[int], rule: str, refs: tuple[str, ...] = ()) -> Candidate:
         chosen = tuple(sorted(item_ids))
@@ -453,6 +459,35 @@ def _candidates_for(
 
     quoted_items = [books.items[item_id] for item_id in sorted(quoted)]
     partners = {item.partner_id for item in quoted_items}
+    exact = _quoted_candidates(operation, quoted, quoted_items, partners, add)
+    if quoted_items and len(partners) == 1:
+        _complete_quoted(operation, books, quoted, quoted_items, add)
+    if operation.partner_id is not None and not quoted:
+        _pair_partner_items(operation, books, add)
+    if operation.partner_id is not None:
+        own = books.by_partner.get(operation.partner_id, ())
+        same_amount = [item for item in own if item.amount == amount]
+        for item in same_amount:
+            if item.item_id not in quoted:
+                candidate = add([item.item_id], "partner_amount")
+                if (
+                    operation.partner_sure
+                    and not quoted
+                    and len(same_amount) == 1
+                    and not _quotes_unknown_reference(index, own)
+                ):
+                    exact = candidate
+    taken = {c.item_ids for c in candidates}
+    for item in books.by_amount.get(amount, ()):
+        if (item.item_id,) not in taken:
+            add([item.item_id], "amount")
+    return candidates, exact
+
+
+def _quoted_candidates(operation, quoted, quoted_items, partners, add) -> Candidate | None:
+    """The candidates of the items the operation quotes, and the exact one among them."""
+    amount = operation.amount
+    exact = None
     # A partner identified for the operation that owns none of the quoted items contradicts
     # the references: not sure enough to move money.
     contradicted = operation.partner_id is not None and operation.partner_id not in partners
@@ -473,24 +508,41 @@ def _candidates_for(
             candidate = add([item.item_id for item in quoted_items], rule, refs)
             if rule == "references_sum" and not contradicted:
                 exact = candidate
-    if operation.partner_id is not None:
-        own = books.by_partner.get(operation.partner_id, ())
-        same_amount = [item for item in own if item.amount == amount]
-        for item in same_amount:
-            if item.item_id not in quoted:
-                candidate = add([item.item_id], "partner_amount")
-                if (
-                    operation.partner_sure
-                    and not quoted
-                    and len(same_amount) == 1
-                    and not _quotes_unknown_reference(index, own)
-                ):
-                    exact = candidate
-    taken = {c.item_ids for c in candidates}
-    for item in books.by_amount.get(amount, ()):
-        if (item.item_id,) not in taken:
-            add([item.item_id], "amount")
-    return candidates, exact
+    return exact
+
+
+def _complete_quoted(operation, books, quoted, quoted_items, add) -> None:
+    """Quoted items of one partner that fall short of the amount, completed by one more open
+    item of that partner that makes the total exact (its number mistyped, or not quoted):
+    ``reference_completed``, a suggestion only."""
+    total = sum((item.amount for item in quoted_items), Decimal(0))
+    if total == operation.amount:
+        return
+    refs = tuple(ref for item in quoted_items for ref in quoted[item.item_id])
+    for other in books.by_partner.get(quoted_items[0].partner_id, ()):
+        if other.item_id not in quoted and total + other.amount == operation.amount:
+            add(
+                [*(item.item_id for item in quoted_items), other.item_id],
+                "reference_completed",
+                refs,
+            )
+
+
+def _pair_partner_items(operation, books, add) -> None:
+    """Two open items of the operation's partner whose total is its amount (a transfer paying
+    two invoices without quoting them): ``partner_sum``, a suggestion only."""
+    own = [
+        item
+        for item in books.by_partner.get(operation.partner_id, ())
+        if _same_sign(operation.amount, [item])
+    ]
+    if len(own) > MAX_PAIRED_ITEMS:
+        return
+    by_amount: dict[Decimal, list[OpenItem]] = {}
+    for item in own:
+        for other in by_amount.get(operation.amount - item.amount, ()):
+            add([other.item_id, item.item_id], "partner_sum")
+        by_amount.setdefault(item.amount, []).append(item)
 
 
 def _same_sign(amount: Decimal, items: Iterable[OpenItem]) -> bool:

@@ -128,6 +128,36 @@ def test_a_partial_payment_is_only_suggested():
     )
 
 
+def test_a_quoted_invoice_completed_by_the_partners_other_invoice_comes_first():
+    """The transfer pays two invoices, the second number mistyped: the quoted invoice with the
+    partner's other open item that makes the total is the first suggestion, never applied."""
+    decisions = decide(
+        [op(10, "300.00", "VIR ACME FACT INV/2026/00042 INV/2026/00015")],
+        [
+            item(1, "120.00", "INV/2026/00042"),
+            item(2, "180.00", "INV/2026/00051"),
+            item(3, "95.00", "INV/2026/00060"),
+        ],
+    )
+    assert decisions[10].apply is None
+    best = decisions[10].suggestions[0]
+    assert (best.item_ids, best.rule, best.difference) == ((1, 2), "reference_completed", 0)
+
+
+def test_two_open_items_of_the_partner_making_the_amount_are_suggested_together():
+    decisions = decide(
+        [op(10, "300.00", "VIR SEPA ACME", partner=ACME)],
+        [
+            item(1, "120.00", "INV/2026/00042"),
+            item(2, "180.00", "INV/2026/00051"),
+            item(3, "50.00", "INV/2026/00060"),
+        ],
+    )
+    assert decisions[10].apply is None
+    assert decisions[10].suggestions[0].item_ids == (1, 2)
+    assert decisions[10].suggestions[0].rule == "partner_sum"
+
+
 def test_invoices_of_two_partners_quoted_together_are_only_suggested():
     decisions = decide(
         [op(10, "300.00", "INV/2026/00042 INV/2026/00051")],

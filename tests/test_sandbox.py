@@ -32,6 +32,7 @@ from bank_sync_bridge.model import (
 )
 from bank_sync_bridge.providers import MemoryTokenStore, Provider, ProviderConfig, get_provider
 from bank_sync_bridge.providers.sandbox import SandboxProvider
+from bank_sync_bridge.providers.sandbox_data import swap_digits
 from bank_sync_bridge.testing.clock import AdjustableClock
 
 # A Monday afternoon, so that "today" has ordinary operations.
@@ -256,6 +257,40 @@ def test_two_years_of_realistic_french_business_operations(clock: AdjustableCloc
     assert any(t.label.startswith("INTERETS") for t in savings)
     loan, _c = all_transactions(provider, account_id(provider, connection_id, AccountType.LOAN))
     assert len(loan) >= 23 and all(t.amount > 0 for t in loan)
+
+
+def test_transfers_say_what_they_pay_and_some_customers_quote_badly(
+    clock: AdjustableClock,
+) -> None:
+    """Customer transfers and supplier payments carry what they really pay (``raw["pays"]``,
+    adding up to the amount); most quote it, a few customers quote nothing or a typo."""
+    provider = make_provider(clock)
+    connection_id = connect(provider)
+    checking = account_id(provider, connection_id, AccountType.CHECKING)
+    transactions, _cursor = all_transactions(provider, checking)
+    paying = [t for t in transactions if t.raw.get("pays")]
+    kinds = Counter()
+    for tx in paying:
+        total = sum(Decimal(entry["amount"]) for entry in tx.raw["pays"])
+        assert total == abs(tx.amount)
+        numbers = [entry["number"] for entry in tx.raw["pays"]]
+        if tx.amount < 0:
+            assert tx.label.endswith(f"FACT {numbers[0]}")
+            kinds["bill"] += 1
+        elif all(number in tx.label for number in numbers):
+            kinds["quoted"] += 1
+        elif "INV/" not in tx.label:
+            assert tx.counterparty_name in tx.label
+            kinds["nothing"] += 1
+        else:
+            assert swap_digits(numbers[0]) in tx.label
+            kinds["typo"] += 1
+    customers = kinds["quoted"] + kinds["nothing"] + kinds["typo"]
+    assert kinds["bill"] > 100 and customers > 600
+    assert 0.02 < kinds["nothing"] / customers < 0.09
+    assert 0.01 < kinds["typo"] / customers < 0.06
+    assert swap_digits("INV/2026/00042") == "INV/2026/00024"
+    assert swap_digits("INV/2026/00100") == "INV/2026/00010"
 
 
 def test_deferred_card_statement_matches_the_card_payments(clock: AdjustableClock) -> None:

@@ -9,6 +9,13 @@ page, the signed callback), links the bank's accounts to journals with the link 
 "Sync now" and the background job, then prints what landed in the books and how to open the
 database in a browser. The database is left in place; the server is stopped.
 
+Between linking and syncing, the company's books get the customer invoices and vendor bills
+that the bank's operations pay (``tools/reconcile_books.py``), with the usual traps: a
+partial payment, two invoices paid by one transfer, an amount that two open invoices share, a
+transfer quoting no number, a number with a typo. After the sync, one line says how many of
+those operations were reconciled automatically, how many got a suggestion, and how many were
+reconciled with anything else than what they really pay (the demo knows: it made the books).
+
 Usage: ``python3 tools/demo.py [--db NAME] [--no-french] [--bank BIC] [--login SCENARIO]``.
 Exit code 0 on success, 1 on a failure (with the reason on stderr).
 """
@@ -22,6 +29,7 @@ import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
@@ -278,9 +286,16 @@ def setup_company(odoo: Any, args: argparse.Namespace, port: int) -> dict[str, A
             # switcher, no empty "My Company" books next to the French ones.
             admin.write({"company_ids": [odoo.Command.set(company.ids)], "company_id": company.id})
         admin.write({"password": ADMIN_PASSWORD})
-        # The company's customers and suppliers, as its books already know them: suppliers
-        # with their IBAN (to pay them), customers by name only; the sync finds them both.
-        partners = [{"name": name, "is_company": True} for name, _country in CUSTOMERS]
+        # The company's customers and suppliers, as its books already know them, with the IBAN
+        # they pay from or are paid to: the sync finds an operation's partner by it.
+        partners = [
+            {
+                "name": name,
+                "is_company": True,
+                "bank_ids": [odoo.Command.create({"acc_number": counterparty_iban(name, country)})],
+            }
+            for name, country in CUSTOMERS
+        ]
         partners += [
             {
                 "name": name,
@@ -310,7 +325,7 @@ def setup_company(odoo: Any, args: argparse.Namespace, port: int) -> dict[str, A
             f"{company.currency_id.name}, chart {chart}), admin password set to "
             f"{ADMIN_PASSWORD!r}."
         )
-        say(f"{len(partners)} customers and suppliers added (suppliers with their IBAN).")
+        say(f"{len(partners)} customers and suppliers added, with their IBAN.")
         say(
             f"Accounting settings saved: bank synchronisation on, aggregator "
             f'"{aggregator.name}" (aggregator settings #{aggregator.id}).'
@@ -449,8 +464,107 @@ def link_accounts(
     return linked
 
 
+def book_documents(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Step 7: the customer invoices and vendor bills the current account's operations pay,
+    with the traps (``tools/reconcile_books.py``); returns the truth to judge matching by."""
+    from bank_sync_bridge.sync import sync_key  # noqa: PLC0415
+    from tools.reconcile_books import book, plan_books  # noqa: PLC0415
+
+    with environment(odoo, db, company=ctx["company_id"]) as env:
+        connection = env["bank.sync.connection"].browse(connection_id)
+        account = connection.account_ids.filtered(
+            lambda a: a.account_type == "checking" and a.currency_code == "EUR"
+        )[:1]
+        if not account:
+            raise DemoError("The bank shares no euro current account: no books to close")
+        client = connection.provider_id._get_client()
+        start = account.history_start_date
+        operations = [
+            tx
+            for page in client.iter_transactions(account.remote_id, date_from=start)
+            for tx in page.transactions
+            if not (tx.deleted or tx.is_pending or (start and tx.booking_date < start))
+        ]
+        documents, truths = plan_books(operations)
+        company = env["res.company"].browse(ctx["company_id"])
+        moves = book(env, company, documents)
+        kind, remote = connection.provider_id.kind, account.remote_id
+        cases = Counter(truth.case for truth in truths)
+        invoices = sum(1 for doc in documents if doc.move_type == "out_invoice")
+        say(
+            f"{invoices} customer invoices and {len(documents) - invoices} vendor bills posted, "
+            f"paid by {len(truths)} of the {len(operations)} operations of {account.name}."
+        )
+        say(
+            "Traps: "
+            + ", ".join(
+                f"{cases[case]} {TRAP_WORDS[case][cases[case] > 1]}"
+                for case in TRAP_WORDS
+                if cases.get(case)
+            )
+            + "."
+        )
+        return {
+            "truths": truths,
+            "moves": moves,
+            "key_of": lambda remote_id: sync_key(kind, remote, remote_id),
+        }
+
+
+#: How the demo names each case of tools/reconcile_books.py (one, several).
+TRAP_WORDS = {
+    "grouped": ("transfer paying two invoices", "transfers paying two invoices"),
+    "partial": ("partial payment", "partial payments"),
+    "ambiguous": ("amount two open invoices share", "amounts two open invoices share"),
+    "no_reference": ("transfer quoting no number", "transfers quoting no number"),
+    "no_reference_grouped": (
+        "transfer paying two invoices without quoting them",
+        "transfers paying two invoices without quoting them",
+    ),
+    "typo": ("number quoted with a typo", "numbers quoted with a typo"),
+    "foreign_currency": ("invoice in another currency", "invoices in another currency"),
+    "shared_number": (
+        "supplier number another supplier uses too",
+        "supplier numbers another supplier uses too",
+    ),
+}
+
+
+def matching_summary(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any], books) -> int:
+    """Step 10: what matching did against the truth the demo made; returns the wrong ones."""
+    from tools.reconcile_books import judge  # noqa: PLC0415
+
+    with environment(odoo, db, company=ctx["company_id"]) as env:
+        lines = env["account.bank.statement.line"].search(
+            [("bank_sync_account_id.connection_id", "=", connection_id)], order="date, id"
+        )
+        verdict = judge(env, lines, books["truths"], books["moves"], books["key_of"])
+        env.cr.rollback()  # the match windows opened to read the suggestions
+    for case, counts in sorted(verdict.by_case.items()):
+        say(
+            f"  {case:<21} {counts['operations']:>4} operations: {counts['auto']:>4} reconciled"
+            f" automatically, first suggestion right for {counts['top1']}"
+        )
+    for wrong in verdict.wrong_lines:
+        say(f"  WRONG        {wrong}")
+    print()
+    say(
+        f"{verdict.auto} of {verdict.paying} operations reconciled automatically, "
+        f"{verdict.suggested} with a suggestion, {verdict.wrong} wrong"
+    )
+    say(
+        "The rest: Accounting > Dashboard, the bank journal's card, its bank operations with "
+        'the filter "Not reconciled"; each one\'s "Match with an open item" lists its '
+        "suggestions, best first"
+    )
+    say(
+        f"  (http://localhost:{BROWSER_PORT}/odoo/action-bank_sync_aggregator.account_bank_statement_line_action)"
+    )
+    return verdict.wrong
+
+
 def synchronise(web: WebClient, connection_id: int, ctx: dict[str, Any]) -> None:
-    """Step 7: "Sync now" on the connection, then the background job until it is done."""
+    """Step 8: "Sync now" on the connection, then the background job until it is done."""
     context = {"allowed_company_ids": [ctx["company_id"]]}
     began = time.monotonic()
     notification = web.button(
@@ -481,7 +595,7 @@ def synchronise(web: WebClient, connection_id: int, ctx: dict[str, Any]) -> None
 
 
 def report(odoo: Any, db: str, connection_id: int, ctx: dict[str, Any]) -> bool:
-    """Step 8: what is in the books, account by account; True when every account is complete
+    """Step 9: what is in the books, account by account; True when every account is complete
     and its balance agrees with the bank's."""
     all_agree = True
     with environment(odoo, db, company=ctx["company_id"]) as env:
@@ -624,19 +738,45 @@ def sample_lines(booked: Any) -> Any:
     return picks.sorted(lambda line: (line.date, line.id))
 
 
+def check_db_name(db: str) -> None:
+    """Refuse the template and names that are not plain."""
+    if db == TEMPLATE_DB or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", db):
+        raise DemoError(
+            f"{db!r} cannot be the demo database (it is the test template, or not a "
+            "plain name): choose another one with --db"
+        )
+
+
+def exit_code(agree: bool, wrong: int) -> int:
+    """0 when the books agree with the bank and matching reconciled nothing wrongly."""
+    if wrong:
+        print(
+            f"\nDEMO FAILED: {wrong} operation(s) reconciled automatically with something else "
+            "than what they pay (see above).",
+            file=sys.stderr,
+        )
+        return 1
+    if not agree:
+        print(
+            "\nDEMO FAILED: a synchronisation failed, an operation is missing or counted twice, "
+            "or a journal balance differs from the bank's (see above).",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     log = Path(tempfile.gettempdir()) / f"{args.db}_demo.log"
     log.write_text("", encoding="utf-8")
-    steps = Steps(8)
-    print("Bank synchronisation demo: the addon on this machine's Odoo 18, sandbox aggregator.")
-    print(f"(Odoo's own log: {log})")
+    steps = Steps(10)
+    print(
+        "Bank synchronisation demo: the addon on this machine's Odoo 18, sandbox aggregator.\n"
+        f"(Odoo's own log: {log})"
+    )
     try:
-        if args.db == TEMPLATE_DB or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", args.db):
-            raise DemoError(
-                f"{args.db!r} cannot be the demo database (it is the test template, or not a "
-                "plain name): choose another one with --db"
-            )
+        check_db_name(args.db)
         odoo = load_odoo()
         odoo.tools.config.parse_config(odoo_args(odoo, args.db))
         # The library's log goes to the file with the subprocesses', not to the screen.
@@ -658,10 +798,14 @@ def main(argv: list[str] | None = None) -> int:
                 connection_id = connect_bank(web, args, args.db)
             with steps.step("Link the accounts to journals (link wizard, over HTTP)"):
                 link_accounts(web, connection_id, ctx, args)
+            with steps.step("The invoices and bills those operations pay (Odoo as a library)"):
+                books = book_documents(odoo, args.db, connection_id, ctx)
             with steps.step("Synchronise: Sync now, then the background job (over HTTP)"):
                 synchronise(web, connection_id, ctx)
         with steps.step("What was imported (read from the database)"):
             agree = report(odoo, args.db, connection_id, ctx)
+        with steps.step("Matching against the truth (read from the database)"):
+            wrong = matching_summary(odoo, args.db, connection_id, ctx, books)
         with environment(odoo, args.db) as env:
             env["ir.config_parameter"].set_param("web.base.url", f"http://localhost:{BROWSER_PORT}")
     except OdooSetupError as error:
@@ -692,14 +836,7 @@ Finished in {steps.elapsed():.0f} s. The database {args.db} stays; to open it in
   (Accounting > Configuration > Bank Connections; the bank journals' cards; a journal's
   statement lines are ready to reconcile). Drop it with: dropdb {args.db}"""
     )
-    if not agree:
-        print(
-            "\nDEMO FAILED: a synchronisation failed, an operation is missing or counted twice, "
-            "or a journal balance differs from the bank's (see above).",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return exit_code(agree, wrong)
 
 
 if __name__ == "__main__":

@@ -195,38 +195,63 @@ def _rivals(lines, items, sure):
 
 
 def match_lines(lines, apply=True, fresh=False):
-    """Decide for ``lines`` (of one company) and, with ``apply``, reconcile each sure match,
-    each in a savepoint: one that Odoo refuses (a lock date, an item reconciled meanwhile)
-    stays for a person and leaves the others done. Returns a :class:`MatchResult`."""
+    """Decide for ``lines`` (of one company) and, with ``apply``, reconcile the sure matches.
+    Returns a :class:`MatchResult`.
+
+    The sure matches are reconciled together (one rewrite of their entries, one
+    reconciliation plan): Odoo's reconciliation costs several times the creation of a line,
+    one at a time. Should Odoo refuse any of them (a lock date, an item reconciled meanwhile),
+    they are reconciled one at a time instead, each in a savepoint: the refused one stays for a
+    person and leaves the others done.
+    """
     decisions = decide(lines, fresh=fresh)
-    reconciled = 0
+    sure = {line_id: d.apply for line_id, d in decisions.items() if apply and d.apply}
     StLine = lines.env["account.bank.statement.line"]
-    for line_id, decision in decisions.items():
-        if not (apply and decision.apply):
-            continue
-        line = StLine.browse(line_id)
+    reconciled = 0
+    if sure:
         try:
-            with line.env.cr.savepoint():
-                items = reconcile_with(line, decision.apply.item_ids)
-                line.write(
-                    {
-                        "bank_sync_match_rule": decision.apply.rule,
-                        "bank_sync_match_documents": ", ".join(items.move_id.mapped("name")),
-                    }
-                )
-        except (UserError, ValidationError):
-            continue
+            with lines.env.cr.savepoint():
+                _reconcile_sure(StLine, sure)
+            reconciled = len(sure)
         except psycopg2.OperationalError:
             raise  # a lock or a serialization failure: the whole page is tried again
-        except Exception:
-            # Whatever else goes wrong in one reconciliation (another module's override...)
-            # leaves that line for a person and the import goes on: the line is imported,
-            # its match is not.
-            _logger.exception("Bank line %s could not be reconciled automatically", line_id)
-            continue
-        reconciled += 1
+        except Exception:  # each one again, alone: the log says which
+            reconciled = sum(
+                _reconcile_one(StLine, line_id, candidate) for line_id, candidate in sure.items()
+            )
     suggested = sum(1 for d in decisions.values() if not d.apply and d.suggestions)
     return MatchResult(reconciled, suggested)
+
+
+def _reconcile_sure(StLine, sure):
+    """Reconcile each line of ``sure`` (``{line id: Candidate}``) with its candidate's items,
+    all together, and say on each line why."""
+    pairs = [(StLine.browse(line_id), c.item_ids) for line_id, c in sure.items()]
+    for (line, _ids), items in zip(pairs, reconcile_many(pairs), strict=True):
+        line.write(
+            {
+                "bank_sync_match_rule": sure[line.id].rule,
+                "bank_sync_match_documents": ", ".join(items.move_id.mapped("name")),
+            }
+        )
+
+
+def _reconcile_one(StLine, line_id, candidate):
+    """:func:`_reconcile_sure` for one line, in its own savepoint: 1 if reconciled, else 0."""
+    try:
+        with StLine.env.cr.savepoint():
+            _reconcile_sure(StLine, {line_id: candidate})
+    except (UserError, ValidationError):
+        return 0
+    except psycopg2.OperationalError:
+        raise
+    except Exception:
+        # Whatever else goes wrong in one reconciliation (another module's override...)
+        # leaves that line for a person and the import goes on: the line is imported, its
+        # match is not.
+        _logger.exception("Bank line %s could not be reconciled automatically", line_id)
+        return 0
+    return 1
 
 
 def reconcile_with(line, item_ids):
@@ -240,8 +265,49 @@ def reconcile_with(line, item_ids):
     paid in part; when it pays more, what is left stays on the suspense account. The line's
     partner becomes the items' partner. Odoo's "Revert reconciliation" puts the line back.
     """
+    return reconcile_many([(line, item_ids)])[0]
+
+
+def reconcile_many(pairs):
+    """:func:`reconcile_with` for many ``(line, item ids)`` pairs at once: their suspense
+    items deleted in one write, their counterparts created in one go, and one reconciliation
+    plan for all. Returns the items each line settles, in the order of ``pairs``."""
+    plans = [_counterparts(line, line.env["account.move.line"].browse(ids)) for line, ids in pairs]
+    if not plans:
+        return []
+    env = pairs[0][0].env
+    moves = env["account.move"].browse([line.move_id.id for line, _ids in pairs])
+    with moves._check_balanced({"records": moves, "self": moves}):
+        moves.with_context(
+            skip_account_move_synchronization=True,
+            force_delete=True,
+            skip_invoice_sync=True,
+            skip_readonly_check=True,
+        ).write({"line_ids": [Command.delete(plan.suspense.id) for plan in plans]})
+        created = (
+            env["account.move.line"]
+            .with_context(check_move_validity=False, skip_invoice_sync=True)
+            .create([vals for plan in plans for vals in plan.values])
+        )
+    reconciliation, start = [], 0
+    for plan in plans:
+        counterparts = created[start : start + len(plan.values)]
+        start += len(plan.values)
+        reconciliation += [
+            counterpart + item for counterpart, item in zip(counterparts, plan.items, strict=False)
+        ]
+    env["account.move.line"]._reconcile_plan(reconciliation)
+    return [plan.items for plan in plans]
+
+
+#: What settling a line takes: its suspense item, the counterparts that replace it, and the
+#: items they are reconciled with (in the counterparts' order).
+_Plan = namedtuple("_Plan", "suspense values items")
+
+
+def _counterparts(line, items):
+    """The :class:`_Plan` of :func:`reconcile_with` for one line, checked first."""
     env = line.env
-    items = env["account.move.line"].browse(item_ids)
     if line.foreign_currency_id:
         raise UserError(
             env._(
@@ -271,6 +337,7 @@ def reconcile_with(line, item_ids):
     partners = items.partner_id.commercial_partner_id
     if len(partners) == 1 and line.partner_id.commercial_partner_id != partners:
         line.partner_id = partners
+        _liquidity, suspense, _other = line._seek_for_lines()
     shares, left = [], total
     for item in items:
         share = item.amount_residual_currency
@@ -286,37 +353,20 @@ def reconcile_with(line, item_ids):
     balances = _split(-suspense.balance, total, amounts, line.company_id.currency_id)
     accounts = [(item.account_id, item.partner_id) for item, _share in shares]
     accounts += [(suspense.account_id, line.partner_id)] * (len(amounts) - len(shares))
-    move = line.move_id
-    with move._check_balanced({"records": move, "self": move}):
-        move.with_context(
-            skip_account_move_synchronization=True,
-            force_delete=True,
-            skip_invoice_sync=True,
-            skip_readonly_check=True,
-        ).write({"line_ids": [Command.delete(suspense.id)]})
-        created = (
-            env["account.move.line"]
-            .with_context(check_move_validity=False, skip_invoice_sync=True)
-            .create(
-                [
-                    {
-                        "move_id": move.id,
-                        "account_id": account.id,
-                        "partner_id": partner.id,
-                        "name": line.payment_ref,
-                        "currency_id": currency.id,
-                        "amount_currency": -amount,
-                        "balance": -balance,
-                    }
-                    for (account, partner), amount, balance in zip(
-                        accounts, amounts, balances, strict=True
-                    )
-                ]
-            )
-        )
-    for counterpart, (item, _share) in zip(created, shares, strict=False):
-        (counterpart + item).reconcile()
-    return items.filtered(lambda item: item in [i for i, _s in shares])
+    values = [
+        {
+            "move_id": line.move_id.id,
+            "account_id": account.id,
+            "partner_id": partner.id,
+            "name": line.payment_ref,
+            "currency_id": currency.id,
+            "amount_currency": -amount,
+            "balance": -balance,
+        }
+        for (account, partner), amount, balance in zip(accounts, amounts, balances, strict=True)
+    ]
+    settled = env["account.move.line"].concat(*(item for item, _share in shares))
+    return _Plan(suspense, values, settled)
 
 
 def _split(balance, total, amounts, currency):

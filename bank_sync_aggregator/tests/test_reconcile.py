@@ -262,16 +262,16 @@ class TestReconcile(BridgeSyncCase):
         """Whatever goes wrong in one automatic reconciliation (another module's override),
         the operation is imported and left for a person; the next one is still matched."""
         broken, fine = self.invoice(71.0), self.invoice(72.0)
-        real = reconcile.reconcile_with
+        real = reconcile.reconcile_many
 
-        def flaky(line, item_ids):
-            if line.amount == 71.0:
+        def flaky(pairs):
+            if any(line.amount == 71.0 for line, _ids in pairs):
                 raise RuntimeError("an override failed")
-            return real(line, item_ids)
+            return real(pairs)
 
         self.emulator.add_transaction(self.remote, "71.00", f"VIR ACME FACT {broken.name}")
         self.emulator.add_transaction(self.remote, "72.00", f"VIR ACME FACT {fine.name}")
-        with patch.object(reconcile, "reconcile_with", flaky), mute_logger(reconcile.__name__):
+        with patch.object(reconcile, "reconcile_many", flaky), mute_logger(reconcile.__name__):
             run = self.sync(self.account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertEqual(run.reconciled_count, 1)

@@ -10,8 +10,10 @@ CANDIDATE_RULES = [
     ("reference", "Number quoted, same amount"),
     ("references_sum", "Numbers quoted, same total"),
     ("partner_amount", "Partner's open item of that amount"),
+    ("reference_completed", "Number quoted, with another open item of the partner: same total"),
     ("reference_partial", "Number quoted, another amount"),
     ("references_sum_partial", "Numbers quoted, another total"),
+    ("partner_sum", "Two open items of the partner: same total"),
     ("amount", "Same amount"),
 ]
 

@@ -140,6 +140,19 @@ def counterparty_iban(name: str, country: str = "FR") -> str:
     return french_iban(bank_code, _digits("branch" + name, 5), _digits("acct" + name, 11))
 
 
+def swap_digits(reference: str) -> str:
+    """``reference`` with its last two different digits swapped (``INV/2026/00042`` gives
+    ``INV/2026/00024``): the typo a person makes copying a number; unchanged without two."""
+    digits = [i for i, ch in enumerate(reference) if ch.isdigit()]
+    for right in reversed(range(1, len(digits))):
+        a, b = digits[right - 1], digits[right]
+        if reference[a] != reference[b]:
+            chars = list(reference)
+            chars[a], chars[b] = chars[b], chars[a]
+            return "".join(chars)
+    return reference
+
+
 def mask(number: str, keep: int = 4) -> str:
     """A number with all but its last ``keep`` characters hidden, as banks display it."""
     return "*" * min(7, max(0, len(number) - keep)) + number[-keep:]
@@ -312,6 +325,17 @@ _INCOMING_FORMATS: tuple[str, ...] = (
     "VIR SEPA RECU /DE {name} /MOTIF {ref} /REF {bref}",
     "VIREMENT DE {name} REGLEMENT FACTURE {ref}",
 )
+# The same, when the customer quoted nothing.
+_INCOMING_FORMATS_NO_REF: tuple[str, ...] = (
+    "VIR SEPA {name}",
+    "VIR SEPA RECU /DE {name} /REF {bref}",
+    "VIREMENT DE {name}",
+)
+#: Of every 100 customer transfers, how many quote no invoice number, and how many quote one
+#: with a typo (two digits swapped): what matching meets at real customers. Chosen from the
+#: bank reference's digits, not the random stream, so amounts and dates stay as they were.
+NO_REFERENCE_PER_100 = 5
+TYPO_PER_100 = 3
 
 
 def money(value: float | Decimal) -> Decimal:
@@ -557,7 +581,9 @@ class _Generator:
                 counterparty_name=supplier,
                 counterparty_account=self.iban_of(supplier),
             )
-            self.book(checking, tx)
+            # What it pays: the supplier's invoice (its number and amount), as for customers.
+            paid = [{"number": ref, "amount": str(-amount)}]
+            self.book(checking, replace(tx, raw={**tx.raw, "pays": paid}))
             self.purchases[month] = self.purchases.get(month, Decimal(0)) - amount
         if rng.random() < 0.08:
             count = rng.randint(1, 4)
@@ -584,17 +610,32 @@ class _Generator:
     def customer_transfer(self, day: date) -> None:
         rng = self.rng
         name, country = rng.choice(CUSTOMERS)
-        invoices = []
-        total = Decimal(0)
+        invoices, issue_dates, amounts = [], [], []
         for _ in range(1 if rng.random() < 0.85 else 2):
             issued = day - timedelta(days=rng.randint(10, 60))
             number = self.invoice_counters.get(issued.year, 0) + 1
             self.invoice_counters[issued.year] = number
             invoices.append(f"INV/{issued.year}/{number:05d}")
+            issue_dates.append(issued)
             untaxed = rng.lognormvariate(self.invoice_mu, 0.8)
-            total += money(money(untaxed) * Decimal("1.2"))
+            amounts.append(money(money(untaxed) * Decimal("1.2")))
+        total = sum(amounts, Decimal(0))
         bref = self.bank_ref(day)
-        label = self.incoming_format.format(name=name, ref=" ".join(invoices), bref=bref[-8:])
+        # What the transfer really pays (the invoices, their dates and amounts), in ``raw``:
+        # the demo and the benchmarks book these invoices and judge matching against them.
+        paid = [
+            {"number": number, "date": issued.isoformat(), "amount": str(amount)}
+            for number, issued, amount in zip(invoices, issue_dates, amounts, strict=True)
+        ]
+        variant = int(_digits("quote" + bref, 2))
+        quoted = [entry["number"] for entry in paid]
+        if variant < NO_REFERENCE_PER_100:
+            fmt = _INCOMING_FORMATS_NO_REF[_INCOMING_FORMATS.index(self.incoming_format)]
+            label = fmt.format(name=name, bref=bref[-8:])
+        else:
+            if variant < NO_REFERENCE_PER_100 + TYPO_PER_100:
+                quoted[0] = swap_digits(quoted[0])
+            label = self.incoming_format.format(name=name, ref=" ".join(quoted), bref=bref[-8:])
         tx = self.transaction(
             AccountType.CHECKING,
             day,
@@ -605,7 +646,7 @@ class _Generator:
             counterparty_account=self.iban_of(name, country),
             bank_reference=bref,
         )
-        self.book(AccountType.CHECKING, tx)
+        self.book(AccountType.CHECKING, replace(tx, raw={**tx.raw, "pays": paid}))
         month = (day.year, day.month)
         self.revenue[month] = self.revenue.get(month, Decimal(0)) + total
 
