@@ -2,7 +2,7 @@
 PYTHON ?= python3
 export PYTHONPATH := $(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: test test-package test-addon test-addon-oca test-addon-pytest test-install test-demo lint demo demo-package bench bench-reconcile
+.PHONY: test test-package test-addon test-addon-oca test-addon-pytest test-install test-demo lint demo demo-package bench bench-reconcile screenshots
 
 test: test-package test-addon test-addon-oca test-addon-pytest test-install test-demo
 
@@ -46,6 +46,13 @@ demo:
 # The sandbox aggregator through the Python package alone (no Odoo needed).
 demo-package:
 	$(PYTHON) -m bank_sync_bridge.demo
+
+# Screenshots of the main screens in French (settings, connection, accounts, journal card, run
+# history, lines to review, linking screen) into screenshots/ (ignored by git), taken by Odoo's
+# test browser on a throwaway database (bank_sync_aggregator/tests/test_screenshots.py).
+screenshots:
+	BANK_SYNC_SCREENSHOTS=$(CURDIR)/screenshots tools/addon_tests.sh bank_sync_screenshots/bank_sync_aggregator
+	@ls screenshots/*.png
 
 bench:
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done

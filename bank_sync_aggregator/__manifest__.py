@@ -16,6 +16,7 @@
         # Wizards first: the views below open them (%(...)d buttons need their actions).
         "wizards/bank_sync_connect_wizard_views.xml",
         "wizards/bank_sync_link_wizard_views.xml",
+        "wizards/bank_sync_link_all_wizard_views.xml",
         "wizards/bank_sync_force_wizard_views.xml",
         "wizards/bank_sync_delete_wizard_views.xml",
         "wizards/bank_sync_match_wizard_views.xml",

@@ -18,6 +18,9 @@ URL_TOKEN_KINDS = frozenset({"linxo"})
 CALLBACK_ROUTE = "/bank_sync/callback"
 #: The sandbox's hosted page, served by this Odoo (controllers/main.py).
 SANDBOX_HOSTED_ROUTE = "/bank_sync/sandbox/connect"
+#: "Try again" after a refused or cancelled bank login: a new visit to the aggregator's page for
+#: the same bank, without the consent step again (controllers/main.py).
+RETRY_ROUTE = "/bank_sync/retry"
 #: Where aggregators post their events, one address per aggregator settings record (each
 #: company has its own contract, hence its own webhook secret): controllers/webhook.py.
 WEBHOOK_ROUTE = "/bank_sync/webhook"

@@ -41,6 +41,27 @@ if [ "$tested" != "$module" ]; then
     fi
 fi
 
+# The browser tests (tours, the picker's unit tests) need Chrome or Chromium, and Python's
+# websocket-client (the test extra of pyproject.toml); Odoo skips them, one line each, without.
+has_browser() {
+    local name
+    for name in chromium chromium-browser google-chrome google-chrome-stable; do
+        command -v "$name" >/dev/null 2>&1 && return 0
+    done
+    [ -x /usr/bin/chromium ]
+}
+if ! has_browser; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing Debian's chromium for the browser tests (apt-get, once)."
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+            >/tmp/bsa_chromium_install.log 2>&1 || true
+    fi
+    has_browser || echo "NOTE: no Chrome or Chromium (apt-get install chromium): the browser tests will be skipped"
+fi
+if ! "$py" -c 'import websocket' >/dev/null 2>&1; then
+    echo "NOTE: Python's websocket-client is missing (pip install -e '.[test]'): the browser tests will be skipped"
+fi
+
 rc_file=${ODOO_RC:-$HOME/.odoorc}
 odoo_args=(--addons-path="$odoo_dir/addons,${extra_addons:+$extra_addons,}$repo" --without-demo=all --log-level=info)
 [ -f "$rc_file" ] && odoo_args=(-c "$rc_file" "${odoo_args[@]}")

@@ -389,7 +389,8 @@ def connect_bank(web: WebClient, args: argparse.Namespace, db: str) -> int:
     say(f"     -> {urlsplit(callback).path}?state=<signed>&success=...&sandbox_sig=...")
     back = web.http.get(callback, allow_redirects=False, timeout=60)
     location = back.headers.get("Location", "")
-    match = re.search(re.escape(CONNECTIONS_PATH) + r"/(\d+)$", location)
+    # The connection, or (a bank just added) the screen that links its accounts in one step.
+    match = re.search(re.escape(CONNECTIONS_PATH) + r"/(\d+)(?:/action-[\w.]+)?$", location)
     if back.status_code not in (302, 303) or not match:
         raise DemoError(
             f"Odoo's callback answered {back.status_code}: {page_text(back.text)}\n"

@@ -9,12 +9,14 @@ from odoo.http import request
 
 from bank_sync_bridge.errors import BankSyncError
 
-from ..const import CALLBACK_ROUTE, SANDBOX_HOSTED_ROUTE
+from ..const import CALLBACK_ROUTE, RETRY_ROUTE, SANDBOX_HOSTED_ROUTE
 from ..rights import ACCOUNTING_MANAGER
 
 _logger = logging.getLogger(__name__)
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action"
+#: The screen that links every account of a new connection at once (its id is the active id).
+LINK_ALL_ACTION = "bank_sync_aggregator.bank_sync_link_all_wizard_action"
 #: Where each aggregator puts our signed state in its return: Bridge calls it ``context``, the
 #: others ``state``. Read before anything is asked of the aggregator.
 STATE_PARAMETERS = ("state", "context")
@@ -55,11 +57,18 @@ class BankSyncController(http.Controller):
                 title=session.env._("The bank was not reconnected")
                 if session.connection_id
                 else session.env._("The bank connection was not completed"),
+                # Nothing kept at the aggregator: the same bank's page again, in one click.
+                retry_session=session if not result.connection_id else None,
             )
         try:
             connection = session._complete(result)
         except (UserError, AccessError) as error:
             return self._result_page(error.args[0], status=200, title=env._("Bank connection"))
+        if not session.connection_id and connection.unlinked_account_count:
+            # A bank just added: link its accounts in one step, then back to the connection.
+            return request.redirect(
+                f"{CONNECTIONS_URL}/{connection.id}/action-{LINK_ALL_ACTION}", local=True
+            )
         return request.redirect(f"{CONNECTIONS_URL}/{connection.id}", local=True)
 
     def _verify_callback(self, aggregator_id, params):
@@ -114,13 +123,38 @@ class BankSyncController(http.Controller):
             detail=detail,
         )
 
-    def _result_page(self, message, status=400, title=None):
+    def _result_page(self, message, status=400, title=None, retry_session=None):
         values = {
             "title": title or request.env._("Bank connection refused"),
             "message": message,
             "back_url": CONNECTIONS_URL,
+            "retry_url": RETRY_ROUTE,
+            "retry_session_id": retry_session.id if retry_session else False,
         }
         return request.render("bank_sync_aggregator.connect_result_page", values, status=status)
+
+    @http.route(RETRY_ROUTE, type="http", auth="user", methods=["POST"])
+    def bank_sync_retry(self, session_id=None, **_params):
+        """ "Try again" on the page of a refused or cancelled bank login: a new session at the
+        aggregator for the same bank (or the same connection), straight to its page.
+
+        Only the user of the finished session may retry it, as an accounting manager of its
+        company (checked again when the new session opens).
+        """
+        env = request.env
+        try:
+            finished = env["bank.sync.connect.session"].sudo().browse(int(session_id or 0))
+        except ValueError as error:
+            raise NotFound() from error
+        if not finished.exists() or finished.user_id != env.user or not finished.used_at:
+            raise NotFound()
+        # Act in the company that started the flow, whichever company is selected meanwhile.
+        company_env = env(context=dict(env.context, allowed_company_ids=[finished.company_id.id]))
+        try:
+            url = finished.with_env(company_env)._retry()
+        except (UserError, AccessError) as error:
+            return self._result_page(error.args[0], status=400)
+        return request.redirect(url, local=False)
 
     # ------------------------------------------------------------------------------------------
     # The sandbox's hosted page, served by this Odoo (no network, no contract)

@@ -401,8 +401,9 @@ class BankSyncAccount(models.Model):
             "state": "active" if remote.active else "inactive",
         }
 
-    def _find_matching_journal(self):
-        """The free bank journal of the company with the same IBAN and currency, if any."""
+    def _find_matching_journal(self, exclude=None):
+        """The free bank journal of the company with the same IBAN and currency, if any
+        (other than the journals of ``exclude``, already proposed for other accounts)."""
         self.ensure_one()
         if not self.iban:
             return self.env["account.journal"]
@@ -413,12 +414,66 @@ class BankSyncAccount(models.Model):
                 ("company_id", "=", self.company_id.id),
                 ("bank_account_id.sanitized_acc_number", "=", sanitized),
                 ("bank_sync_account_ids", "=", False),
+                ("id", "not in", (exclude or self.env["account.journal"]).ids),
             ]
         )
         currency = self.currency_id or self.company_id.currency_id
         return journals.filtered(lambda j: (j.currency_id or j.company_id.currency_id) == currency)[
             :1
         ]
+
+    def _new_journal_name(self):
+        """The name proposed for a new journal: the bank and the account's label."""
+        self.ensure_one()
+        parts = [self.institution_name, self.name]
+        return " - ".join(part for part in parts if part)[:64]
+
+    def _create_sync_journal(self, name):
+        """A new bank journal of the account's company for this account: its currency when
+        not the company's, its IBAN as the journal's bank account."""
+        self.ensure_one()
+        name = (name or "").strip()
+        if not name:
+            raise UserError(self.env._("Give the new journal a name."))
+        company = self.company_id
+        vals = {
+            "name": name,
+            "type": "bank",
+            "company_id": company.id,
+            "bank_statements_source": "bank_sync",
+        }
+        if self.currency_id and self.currency_id != company.currency_id:
+            vals["currency_id"] = self.currency_id.id
+        if self.iban:
+            # create() turns bank_acc_number into the journal's res.partner.bank (reusing an
+            # existing one with the same number for the company).
+            vals["bank_acc_number"] = self.iban
+        return self.env["account.journal"].with_company(company).create(vals)
+
+    def _link_journal(self, history_start_date, journal=None, new_journal_name=None):
+        """Link this account to ``journal``, or to a new journal named ``new_journal_name``,
+        its history starting on ``history_start_date``: the one place where an account gets
+        its journal (both link screens come here). Checks everything before creating the
+        journal; returns the journal. The caller checks the user's rights and asks for the
+        first import."""
+        self.ensure_one()
+        if self.state != "active":
+            raise UserError(
+                self.env._(
+                    "The aggregator no longer shares %(account)s: it cannot be linked.",
+                    account=self.display_name,
+                )
+            )
+        if not history_start_date:
+            raise UserError(self.env._("Choose the history start date."))
+        if history_start_date > fields.Date.context_today(self):
+            raise UserError(self.env._("The history start date cannot be in the future."))
+        if journal is None:
+            journal = self._create_sync_journal(new_journal_name)
+        elif not journal:
+            raise UserError(self.env._("Choose the journal to link, or create a new one."))
+        self.write({"journal_id": journal.id, "history_start_date": history_start_date})
+        return journal
 
     @api.model
     def _domain_syncable(self):

@@ -90,6 +90,20 @@ class BankSyncConnectSession(models.Model):
                 )
         return hosted.url
 
+    def _retry(self):
+        """A new visit to the aggregator's page for the same bank (or the same connection)
+        as this finished one, without the consent step again; return its URL. The rights
+        are checked again by :meth:`_open`."""
+        self.ensure_one()
+        # Sessions are the system's records (no access rights for users): read as such, then
+        # open the new one as the user.
+        finished = self.sudo()
+        return self._open(
+            finished.provider_id.with_env(self.env),
+            institution_id=finished.institution_id or None,
+            connection=finished.connection_id.with_env(self.env) or None,
+        )
+
     # -------------------------------------------------------------------------
     # Signed state
     # -------------------------------------------------------------------------

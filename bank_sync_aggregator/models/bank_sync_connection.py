@@ -297,6 +297,16 @@ class BankSyncConnection(models.Model):
         url = self.env["bank.sync.connect.session"]._open(self.provider_id, connection=self)
         return {"type": "ir.actions.act_url", "url": url, "target": "self"}
 
+    def action_open_link_all(self):
+        """The screen that links every account of this connection at once."""
+        self.ensure_one()
+        check_rights(self, ACCOUNTING_MANAGER)
+        action = self.env["ir.actions.act_window"]._for_xml_id(
+            "bank_sync_aggregator.bank_sync_link_all_wizard_action"
+        )
+        action["context"] = {"default_connection_id": self.id}
+        return action
+
     def action_view_accounts(self):
         self.ensure_one()
         action = self.env["ir.actions.act_window"]._for_xml_id(

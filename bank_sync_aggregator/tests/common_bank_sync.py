@@ -1,6 +1,7 @@
 """Helpers shared by the addon tests: the company every test starts from, the connect-flow,
 security and settings fixtures, HTML form parsing, and access to the local emulators."""
 
+import re
 from html.parser import HTMLParser
 from unittest.mock import patch
 from urllib.parse import parse_qsl, urlsplit
@@ -74,6 +75,22 @@ def company_user(env, login, company, groups=MANAGER_GROUPS, **values):
         company_id=company.id,
         **values,
     )
+
+
+#: Where the return from the aggregator sends the user: the connection, then (for a bank just
+#: added with accounts to link) the screen linking them all.
+CONNECTION_LOCATION = re.compile(
+    r"/odoo/action-bank_sync_aggregator\.bank_sync_connection_action/(\d+)"
+    r"(/action-bank_sync_aggregator\.bank_sync_link_all_wizard_action)?$"
+)
+
+
+def connection_of(env, location):
+    """The connection whose page (or linking screen) ``location`` opens."""
+    match = CONNECTION_LOCATION.search(location or "")
+    if not match:
+        raise AssertionError(f"Not a bank connection's address: {location}")
+    return env["bank.sync.connection"].browse(int(match.group(1)))
 
 
 def query_of(url):

@@ -41,12 +41,17 @@ from bank_sync_bridge.providers.bridge_service import to_wire
 from bank_sync_bridge.sync import sync_key
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
-from .common_bank_sync import LocalEmulatorsMixin, company_user, encryption_keys, parse_form
+from .common_bank_sync import (
+    LocalEmulatorsMixin,
+    company_user,
+    connection_of,
+    encryption_keys,
+    parse_form,
+)
 
 WEBHOOK_SECRET = "bridge-webhook-secret-of-the-operator"
 WEBHOOK_CRON = "bank_sync_aggregator.ir_cron_process_webhook_events"
 SYNC_CRON = "bank_sync_aggregator.ir_cron_bank_sync"
-CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action/"
 REPOSITORY = Path(bank_sync_bridge.__file__).resolve().parents[1]
 
 
@@ -228,9 +233,7 @@ class TestBridgeServiceFlow(
         self.assertEqual(len(line), 1, wizard.line_ids.mapped("name"))
         response = self.through_connect_page(line.action_choose()["url"])
         self.assertEqual(response.status_code, 303, response.text[:500])
-        location = response.headers["Location"]
-        self.assertIn(CONNECTIONS_URL, location)
-        return self.env["bank.sync.connection"].browse(int(location.rsplit("/", 1)[1]))
+        return connection_of(self.env, response.headers["Location"])
 
     def link_checking(self, connection):
         account = connection.account_ids.filtered(lambda a: a.account_type == "checking")[:1]
@@ -517,9 +520,7 @@ class TestBridgeServiceFlow(
         self.assertEqual(submitted.status_code, 303, submitted.text[:300])
         response = self.url_open(submitted.headers["Location"], allow_redirects=False)
         self.assertEqual(response.status_code, 303, response.text[:500])
-        connection = self.env["bank.sync.connection"].browse(
-            int(response.headers["Location"].rsplit("/", 1)[1])
-        )
+        connection = connection_of(self.env, response.headers["Location"])
         self.assertEqual(connection.institution_name, "BNP Paribas")
         self.assertEqual(
             sorted(connection.account_ids.mapped("account_type")),

@@ -8,7 +8,7 @@ from odoo.tests import HttpCase, new_test_user, tagged
 
 from bank_sync_bridge import signing
 
-from .common_bank_sync import BankSyncCommon, parse_form, query_of
+from .common_bank_sync import BankSyncCommon, connection_of, parse_form, query_of
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action/"
 
@@ -78,8 +78,13 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         callback, response = self._through_hosted_page(self._hosted_url())
         self.assertEqual(response.status_code, 303, response.text[:500])
         location = response.headers["Location"]
-        self.assertIn(CONNECTIONS_URL, location)
-        connection = self.env["bank.sync.connection"].browse(int(location.rsplit("/", 1)[1]))
+        connection = connection_of(self.env, location)
+        # A bank just added: its accounts are linked in one step, on the screen that follows.
+        self.assertEqual(
+            location,
+            f"{CONNECTIONS_URL}{connection.id}"
+            "/action-bank_sync_aggregator.bank_sync_link_all_wizard_action",
+        )
         self.assertEqual(connection.institution_name, "BNP Paribas")
         self.assertEqual(connection.state, "ok")
         self.assertEqual(connection.provider_id, self.aggregator)
@@ -110,6 +115,62 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         self.assertEqual(response.status_code, 200)
         self.assertIn("was not completed", response.text)
         self.assertFalse(self.env["bank.sync.connection"].search([]))
+
+    def test_a_refused_login_can_be_tried_again_on_the_same_bank(self):
+        Session = self.env["bank.sync.connect.session"].sudo()
+        _callback, response = self._through_hosted_page(
+            self._hosted_url("Crédit Agricole"), login="wrong_password"
+        )
+        self.assertIn("was not completed", response.text)
+        self.assertIn("Try again", response.text)
+        # The button posts the finished session back to Odoo (with the CSRF token).
+        action, form, _selects = parse_form(response.text)
+        self.assertEqual(action, "/bank_sync/retry")
+        finished = Session.search([])
+        self.assertEqual(form["session_id"], str(finished.id))
+        retried = self.url_open(action, data=form, allow_redirects=False)
+        self.assertEqual(retried.status_code, 303, retried.text[:500])
+        # Straight to the aggregator's page for the same bank, with a new session: no consent
+        # step, no bank picker.
+        hosted = retried.headers["Location"]
+        self.assertIn("/bank_sync/sandbox/connect", hosted)
+        new_session = Session.search([]) - finished
+        self.assertEqual(len(new_session), 1)
+        self.assertEqual(new_session.institution_id, finished.institution_id)
+        self.assertFalse(new_session.used_at)
+        state = query_of(hosted)["state"]
+        self.assertEqual(Session._read_state(state)["nonce"], new_session.nonce)
+        page = self.url_open(hosted)
+        self.assertEqual(page.status_code, 200)
+        self.assertIn("Crédit Agricole", page.text)
+        # This time the bank accepts: the connection is made for that bank, once.
+        callback, response = self._through_hosted_page(hosted)
+        self.assertEqual(response.status_code, 303, response.text[:500])
+        connection = connection_of(self.env, response.headers["Location"])
+        self.assertEqual(connection.institution_name, "Crédit Agricole")
+        replay = self.url_open(callback, allow_redirects=False)
+        self.assertEqual(replay.status_code, 400)
+        # Nobody else retries someone's session.
+        new_test_user(
+            self.env,
+            login="other_retrier",
+            password="other_retrier",
+            groups="base.group_user,account.group_account_manager",
+            company_id=self.company.id,
+            company_ids=self.company.ids,
+        )
+        self.authenticate("other_retrier", "other_retrier")
+        page = self.url_open("/odoo")  # a CSRF token of this user's session
+        other = self.url_open(
+            action,
+            data={"session_id": finished.id, "csrf_token": self._csrf_of(page)},
+            allow_redirects=False,
+        )
+        self.assertEqual(other.status_code, 404)
+        self.assertEqual(len(Session.search([])), 2)
+
+    def _csrf_of(self, page):
+        return page.text.split('csrf_token: "', 1)[1].split('"', 1)[0]
 
     def test_forged_state_is_refused(self):
         client = self.aggregator._get_client()
@@ -179,6 +240,8 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         action = connection.action_reconnect()
         _callback, response = self._through_hosted_page(action["url"])
         self.assertEqual(response.status_code, 303, response.text[:500])
+        # A renewal goes back to the connection itself.
+        self.assertEqual(response.headers["Location"], f"{CONNECTIONS_URL}{connection.id}")
         self.assertEqual(self.env["bank.sync.connection"].search([]), connection)
         self.assertEqual(checking.journal_id, journal)
         self.assertIn("renewed", " ".join(connection.message_ids.mapped("body")))

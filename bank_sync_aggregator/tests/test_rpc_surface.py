@@ -50,6 +50,7 @@ GUARDED = {
     ("bank.sync.connection", "action_refresh_from_aggregator"): "manager",
     ("bank.sync.connection", "action_sync_now"): "manager",
     ("bank.sync.connection", "action_disconnect"): "manager",
+    ("bank.sync.connection", "action_open_link_all"): "manager",
     ("bank.sync.account", "action_sync_now"): "manager",
     ("bank.sync.account", "action_unlink_journal"): "manager",
     ("account.journal", "action_bank_sync_now"): "manager",
@@ -69,6 +70,7 @@ GUARDED = {
     ("bank.sync.force.wizard", "action_force"): "manager",
     ("bank.sync.delete.wizard", "action_delete"): "manager",
     ("bank.sync.link.wizard", "action_link"): "manager",
+    ("bank.sync.link.all.wizard", "action_link_all"): "manager",
     # The settings are Odoo's administrators' (their access rights say so); switching the
     # aggregator disconnects the company's banks, so the accounting manager right is needed too.
     ("res.config.settings", "set_values"): "admin",
@@ -315,8 +317,14 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
         if model == "bank.sync.match.wizard.candidate":
             wizard = self.env["bank.sync.match.wizard"].create({"line_id": self.line.id})
             return Wizard.create({"wizard_id": wizard.id, "rule": "amount", "difference": 0.0})
-        if model == "bank.sync.link.wizard":
-            return Wizard.create({"account_id": self.free_account.id, "mode": "new"})
+        if model in ("bank.sync.link.wizard", "bank.sync.link.all.wizard"):
+            # One account, or every account of the connection (its free one proposed).
+            single = model == "bank.sync.link.wizard"
+            return Wizard.create(
+                {"account_id": self.free_account.id, "mode": "new"}
+                if single
+                else {"connection_id": self.connection.id}
+            )
         if model == "res.config.settings":
             # Saving would switch the company to Linxo, disconnecting its banks.
             return Wizard.create(

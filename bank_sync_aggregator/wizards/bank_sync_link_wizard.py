@@ -1,5 +1,4 @@
 from odoo import api, fields, models
-from odoo.exceptions import UserError
 
 from ..rights import ACCOUNTING_MANAGER, check_rights
 
@@ -52,8 +51,7 @@ class BankSyncLinkWizard(models.TransientModel):
     def _compute_new_journal_name(self):
         for wizard in self:
             account = wizard.account_id
-            parts = [account.institution_name, account.name]
-            wizard.new_journal_name = " - ".join(part for part in parts if part)[:64]
+            wizard.new_journal_name = account._new_journal_name() if account else False
 
     def action_link(self):
         self.ensure_one()
@@ -62,22 +60,11 @@ class BankSyncLinkWizard(models.TransientModel):
             self, ACCOUNTING_MANAGER, wizard.account_id.company_id | wizard.journal_id.company_id
         )
         account = self.account_id
-        if account.state != "active":
-            raise UserError(
-                self.env._(
-                    "The aggregator no longer shares %(account)s: it cannot be linked.",
-                    account=account.display_name,
-                )
-            )
-        if self.history_start_date > fields.Date.context_today(self):
-            raise UserError(self.env._("The history start date cannot be in the future."))
-        if self.mode == "existing":
-            if not self.journal_id:
-                raise UserError(self.env._("Choose the journal to link, or create a new one."))
-            journal = self.journal_id
-        else:
-            journal = self._create_journal()
-        account.write({"journal_id": journal.id, "history_start_date": self.history_start_date})
+        journal = account._link_journal(
+            self.history_start_date,
+            journal=self.journal_id if self.mode == "existing" else None,
+            new_journal_name=self.new_journal_name,
+        )
         syncable = account.filtered_domain(account._domain_syncable())
         if syncable:
             # The first import starts now in the background (the engine's queue), not
@@ -115,23 +102,3 @@ class BankSyncLinkWizard(models.TransientModel):
                 },
             },
         }
-
-    def _create_journal(self):
-        account = self.account_id
-        name = (self.new_journal_name or "").strip()
-        if not name:
-            raise UserError(self.env._("Give the new journal a name."))
-        company = account.company_id
-        vals = {
-            "name": name,
-            "type": "bank",
-            "company_id": company.id,
-            "bank_statements_source": "bank_sync",
-        }
-        if account.currency_id and account.currency_id != company.currency_id:
-            vals["currency_id"] = account.currency_id.id
-        if account.iban:
-            # create() turns bank_acc_number into the journal's res.partner.bank (reusing an
-            # existing one with the same number for the company).
-            vals["bank_acc_number"] = account.iban
-        return self.env["account.journal"].with_company(company).create(vals)
