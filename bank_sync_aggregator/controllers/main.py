@@ -51,13 +51,15 @@ class BankSyncController(http.Controller):
                     session._complete(result)
                 except (UserError, AccessError) as error:
                     _logger.info("Unfinished connection not recorded: %s", error)
+            if not result.connection_id:
+                # Nothing kept at the aggregator: the same bank's page again, in one click.
+                session.sudo().retry_allowed = True
             return self._result_page(
                 self._failure_message(session, result),
                 status=200,
                 title=session.env._("The bank was not reconnected")
                 if session.connection_id
                 else session.env._("The bank connection was not completed"),
-                # Nothing kept at the aggregator: the same bank's page again, in one click.
                 retry_session=session if not result.connection_id else None,
             )
         try:

@@ -11,6 +11,8 @@ from ..utils import aggregator_errors
 
 #: How long the user has to complete the aggregator's hosted page.
 SESSION_LIFETIME = timedelta(minutes=30)
+#: How long after a refused bank login its "Try again" still opens the bank's page.
+RETRY_LIFETIME = timedelta(hours=1)
 #: Scope of the HMAC key, so that our states can never pass for another signed value.
 STATE_SCOPE = "bank_sync_aggregator.connect_state"
 
@@ -36,6 +38,9 @@ class BankSyncConnectSession(models.Model):
     institution_id = fields.Char()
     expires_at = fields.Datetime(required=True)
     used_at = fields.Datetime(readonly=True)
+    # Refused or cancelled with nothing kept at the aggregator: "Try again" may open one new
+    # visit for the same bank, once, within RETRY_LIFETIME.
+    retry_allowed = fields.Boolean(string="Can be tried again", readonly=True, copy=False)
 
     _sql_constraints = [
         ("nonce_uniq", "UNIQUE(nonce)", "A connection session nonce is used once."),
@@ -98,6 +103,15 @@ class BankSyncConnectSession(models.Model):
         # Sessions are the system's records (no access rights for users): read as such, then
         # open the new one as the user.
         finished = self.sudo()
+        if not finished.retry_allowed or finished.used_at < fields.Datetime.now() - RETRY_LIFETIME:
+            raise UserError(
+                self.env._(
+                    "This bank login cannot be tried again from here any more: add the bank "
+                    "again from the bank connections."
+                )
+            )
+        # One new visit per refusal: a replayed "Try again" opens no second login.
+        finished.retry_allowed = False
         return self._open(
             finished.provider_id.with_env(self.env),
             institution_id=finished.institution_id or None,

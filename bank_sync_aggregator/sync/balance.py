@@ -481,22 +481,23 @@ def recheck_after_change(accounts):
     ignored, typed or corrected by hand): compare them again with the bank's balance of the
     last check, without asking the aggregator, so that a repaired difference clears itself,
     with its alert, and a new one shows at once. A new difference alerts nobody yet: the next
-    synchronisation reads the bank again before that."""
+    synchronisation reads the bank again before that.
+
+    Only when the last synchronisation ended ``done``: it read the bank's balance after its
+    last operation. A run still going, or one that ended ``partial`` or ``failed``, imported
+    operations the bank's last balance may not count yet; the next run checks again. The date
+    of the check stays that of the bank's balance."""
     for account in accounts.sudo():
         if not account.journal_id or not account.balance_check_date or account.sync_needs_opening:
             continue
-        if account.last_run_state == "running":
-            continue  # the run checks the balance when it ends
+        last = account.run_ids.filtered(lambda run: run.state != "skipped")[:1]
+        if last.state != "done":
+            continue
         currency = account.journal_id.currency_id or account.company_id.currency_id
         check, _amount, _count = compare_with_bank(
             account, Decimal(str(round(account.balance_checked_bank, currency.decimal_places)))
         )
-        account.write(
-            {
-                "balance_difference": float(check.difference),
-                "balance_check_date": fields.Datetime.now(),
-            }
-        )
+        account.write({"balance_difference": float(check.difference)})
         if check.ok:
             _balance_alert(account, check, currency, None)
 

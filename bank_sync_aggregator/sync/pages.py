@@ -13,6 +13,8 @@ from dataclasses import replace
 from datetime import timedelta
 from decimal import Decimal
 
+import psycopg2
+
 from odoo.exceptions import UserError, ValidationError
 from odoo.tools.misc import format_date, formatLang
 
@@ -363,10 +365,19 @@ class PageApplier:
         self.counts["created_count"] += len(vals_list)
         self.counts["review_count"] += len(twins.ambiguous)
         if self.company.bank_sync_auto_reconcile:
-            # With the page: a line and its reconciliation become durable together.
-            result = match_lines(created, fresh=True)
-            self.counts["reconciled_count"] += result.reconciled
-            self.counts["suggested_count"] += result.suggested
+            # With the page: a line and its reconciliation become durable together. Matching
+            # that fails for any other reason than the database's (a lock: the page is tried
+            # again) leaves the page imported and its lines for a person.
+            try:
+                with self.cr.savepoint():
+                    result = match_lines(created, fresh=True)
+            except psycopg2.OperationalError:
+                raise
+            except Exception:
+                _logger.exception("Matching failed for account %s: lines left", self.account.id)
+            else:
+                self.counts["reconciled_count"] += result.reconciled
+                self.counts["suggested_count"] += result.suggested
 
     def _line_values(self, key, tx):
         vals = {

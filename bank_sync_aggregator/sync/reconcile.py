@@ -25,7 +25,7 @@ import psycopg2
 from odoo import Command
 from odoo.exceptions import UserError, ValidationError
 
-from bank_sync_bridge.matching import BankOperation, OpenItem, match_operations
+from bank_sync_bridge.matching import BankOperation, OpenItem, match_operations, reference_forms
 
 _logger = logging.getLogger(__name__)
 
@@ -167,28 +167,58 @@ def decide(lines, fresh=False):
     return {decision.line_id: decision for decision in decisions if decision.line_id in lines.ids}
 
 
+#: The most other waiting lines read as rivals for one batch (the most recent first): a guard
+#: for companies with thousands of lines never reconciled.
+MAX_RIVALS = 500
+
+
 def _rivals(lines, items, sure):
     """Other lines of the company, waiting for a counterpart, that could claim the items of
-    the ``sure`` candidates as surely: only their amount can make them rivals (a sure claim is
-    for an exact amount: an item's residual, or a sure candidate's total)."""
-    residuals = {item.item_id: item.amount for item in items}
-    amounts = {residuals[item_id] for candidate in sure for item_id in candidate.item_ids}
-    amounts |= {sum((residuals[i] for i in c.item_ids), Decimal(0)) for c in sure}
+    the ``sure`` candidates as surely: those of an exact amount such a claim needs (an item's
+    residual, or a sure candidate's total), and those whose wording carries the number of one
+    of the items (a line quoting it with other documents, for another total)."""
+    by_id = {item.item_id: item for item in items}
+    sure_items = [by_id[item_id] for candidate in sure for item_id in candidate.item_ids]
+    amounts = {item.amount for item in sure_items}
+    amounts |= {sum((by_id[i].amount for i in c.item_ids), Decimal(0)) for c in sure}
+    numbers = {
+        forms.tokens[-1]
+        for item in sure_items
+        for reference in item.references
+        if (forms := reference_forms(reference)) and forms.tokens[-1].isdigit()
+    }
+    # A number, whatever zeros pad it, between two non-digits: a rough filter, the matcher
+    # then says which lines really quote an item.
+    pattern = f"(^|[^0-9])0*({'|'.join(sorted(numbers))})([^0-9]|$)" if numbers else None
     StLine = lines.env["account.bank.statement.line"]
-    StLine.flush_model(["amount", "is_reconciled", "company_id", "foreign_currency_id"])
+    StLine.flush_model(
+        ["amount", "is_reconciled", "company_id", "foreign_currency_id", "payment_ref"]
+    )
     lines.env.cr.execute(
         """
         SELECT l.id
           FROM account_bank_statement_line l
           JOIN account_move m ON m.id = l.move_id
-         WHERE l.company_id = %s
+         WHERE l.company_id = %(company)s
            AND NOT l.is_reconciled
            AND m.state = 'posted'
            AND l.foreign_currency_id IS NULL
-           AND l.amount = ANY(%s::numeric[])
-           AND l.id != ALL(%s)
+           AND l.id != ALL(%(batch)s)
+           AND (
+               l.amount = ANY(%(amounts)s::numeric[])
+               OR (%(pattern)s IS NOT NULL AND concat_ws(' ', l.payment_ref, m.ref,
+                                                          l.bank_sync_remittance) ~ %(pattern)s)
+           )
+         ORDER BY m.date DESC, l.id DESC
+         LIMIT %(limit)s
         """,
-        [lines.company_id.id, [str(amount) for amount in amounts], lines.ids],
+        {
+            "company": lines.company_id.id,
+            "batch": lines.ids,
+            "amounts": [str(amount) for amount in amounts],
+            "pattern": pattern,
+            "limit": MAX_RIVALS,
+        },
     )
     rivals = StLine.browse([row[0] for row in lines.env.cr.fetchall()])
     return lines_to_match(rivals.with_env(lines.env))
@@ -227,7 +257,7 @@ def _reconcile_sure(StLine, sure):
     """Reconcile each line of ``sure`` (``{line id: Candidate}``) with its candidate's items,
     all together, and say on each line why."""
     pairs = [(StLine.browse(line_id), c.item_ids) for line_id, c in sure.items()]
-    for (line, _ids), items in zip(pairs, reconcile_many(pairs), strict=True):
+    for (line, _ids), items in zip(pairs, reconcile_many(pairs, exact_only=True), strict=True):
         line.write(
             {
                 "bank_sync_match_rule": sure[line.id].rule,
@@ -268,11 +298,16 @@ def reconcile_with(line, item_ids):
     return reconcile_many([(line, item_ids)])[0]
 
 
-def reconcile_many(pairs):
+def reconcile_many(pairs, exact_only=False):
     """:func:`reconcile_with` for many ``(line, item ids)`` pairs at once: their suspense
     items deleted in one write, their counterparts created in one go, and one reconciliation
-    plan for all. Returns the items each line settles, in the order of ``pairs``."""
-    plans = [_counterparts(line, line.env["account.move.line"].browse(ids)) for line, ids in pairs]
+    plan for all. Returns the items each line settles, in the order of ``pairs``. With
+    ``exact_only`` (a match made without a person), a line whose items no longer add up to
+    exactly what it settles is refused (:class:`UserError`) rather than paid in part."""
+    plans = [
+        _counterparts(line, line.env["account.move.line"].browse(ids), exact_only)
+        for line, ids in pairs
+    ]
     if not plans:
         return []
     env = pairs[0][0].env
@@ -305,7 +340,7 @@ def reconcile_many(pairs):
 _Plan = namedtuple("_Plan", "suspense values items")
 
 
-def _counterparts(line, items):
+def _counterparts(line, items, exact_only=False):
     """The :class:`_Plan` of :func:`reconcile_with` for one line, checked first."""
     env = line.env
     if line.foreign_currency_id:
@@ -319,6 +354,13 @@ def _counterparts(line, items):
     currency = suspense.currency_id
     total = -suspense.amount_currency  # what the line settles, with the bank's sign
     exact = currency.compare_amounts(sum(items.mapped("amount_residual_currency")), total) == 0
+    if exact_only and not exact:
+        raise UserError(
+            env._(
+                "%(documents)s no longer add up to this bank line: it is left for a person.",
+                documents=", ".join(items.move_id.mapped("name")),
+            )
+        )
     if not exact and any(
         currency.compare_amounts(item.amount_residual_currency, 0)
         * currency.compare_amounts(total, 0)

@@ -150,6 +150,15 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
         self.assertEqual(connection.institution_name, "Crédit Agricole")
         replay = self.url_open(callback, allow_redirects=False)
         self.assertEqual(replay.status_code, 400)
+        # "Try again" opens one new visit: posted again, or on the login that succeeded, it
+        # opens no second login at the aggregator.
+        for session in (finished, new_session):
+            again = self.url_open(
+                action, data=dict(form, session_id=session.id), allow_redirects=False
+            )
+            self.assertEqual(again.status_code, 400)
+            self.assertIn("cannot be tried again", again.text)
+        self.assertEqual(len(Session.search([])), 2)
         # Nobody else retries someone's session.
         new_test_user(
             self.env,

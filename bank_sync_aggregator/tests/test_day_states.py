@@ -66,6 +66,36 @@ class TestDayStates(SyncCase):
         typed_twice.unlink()
         self.assertEqual(self.account.balance_difference, 0.0)
 
+    def test_after_an_unfinished_import_a_repair_waits_for_the_bank(self):
+        """A run that ended partial or failed imported operations the bank's last balance may
+        not count yet: a change by hand then closes no alert (the figures would be stale); the
+        next complete synchronisation reads the bank and decides."""
+        journal = self.link(self.account)
+        self.sync(self.account)
+        line = self.lines(self.account).filtered(lambda line: line.bank_sync_status == "booked")[:1]
+        typed_twice = self.env["account.bank.statement.line"].create(
+            {"journal_id": journal.id, "date": line.date, "payment_ref": "x", "amount": line.amount}
+        )
+        self.sync(self.account)
+        self.assertTrue(self.balance_alerts())
+        checked = self.account.balance_check_date
+        self.env["bank.sync.run"].create(
+            {
+                "account_id": self.account.id,
+                "journal_id": journal.id,
+                "trigger": "cron",
+                "state": "failed",
+                "end_date": NOW.replace(tzinfo=None),
+            }
+        )
+        typed_twice.move_id.button_cancel()
+        self.assertTrue(self.balance_alerts(), "no alert closed on a stale balance")
+        self.assertAlmostEqual(self.account.balance_difference, line.amount, places=2)
+        self.assertEqual(self.account.balance_check_date, checked)
+        self.assertEqual(self.sync(self.account).state, "done")
+        self.assertEqual(self.account.balance_difference, 0.0)
+        self.assertFalse(self.balance_alerts())
+
     def test_delete_wizard_says_what_it_did_and_the_balance_follows(self):
         self.link(self.account)
         self.sync(self.account)

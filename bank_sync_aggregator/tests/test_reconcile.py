@@ -10,7 +10,7 @@ from unittest.mock import patch
 
 from odoo import Command, fields
 from odoo.addons.bank_sync_aggregator.rights import ACCOUNTING_USER
-from odoo.addons.bank_sync_aggregator.sync import reconcile
+from odoo.addons.bank_sync_aggregator.sync import pages, reconcile
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 from odoo.tools import mute_logger
@@ -218,6 +218,21 @@ class TestReconcile(BridgeSyncCase):
         self.assertEqual(run.reconciled_count, 0)
         self.assertEqual(self.suggestions(second)[0].item_ids.move_id, invoice)
 
+    def test_an_item_another_line_quotes_is_not_settled_on_the_amount_alone(self):
+        """A factor's transfer quotes two invoices of Acme for their total; Acme pays one of
+        them, 100.00, without a reference. Matching that payment on its own (a selection) must
+        see the factor's claim, though its amount is not 100.00: nobody decides for a person."""
+        self.company.bank_sync_auto_reconcile = False
+        first, second = self.invoice(100.0), self.invoice(50.0)
+        factor_line, _run = self.book(150.0, f"VIR SEPA FACTOR REGL {first.name} {second.name}")
+        factor_line.partner_id = self.giraud  # the factor, set by a person
+        payment, _run = self.book(100.0, "VIR SEPA M DUPOND")
+        payment.partner_id = self.acme  # a person knows who paid
+        payment.action_bank_sync_match()
+        self.assertFalse(payment.is_reconciled)
+        self.assertEqual(first.payment_state, "not_paid")
+        self.assertIn(first, self.suggestions(payment).item_ids.move_id)
+
     def test_a_line_converted_from_another_currency_is_left_to_a_person(self):
         """The bank paid 100 USD for 92.50 EUR: settling a euro invoice of 92.50 with it by
         itself would hide an exchange difference the books count otherwise."""
@@ -264,10 +279,10 @@ class TestReconcile(BridgeSyncCase):
         broken, fine = self.invoice(71.0), self.invoice(72.0)
         real = reconcile.reconcile_many
 
-        def flaky(pairs):
+        def flaky(pairs, **options):
             if any(line.amount == 71.0 for line, _ids in pairs):
                 raise RuntimeError("an override failed")
-            return real(pairs)
+            return real(pairs, **options)
 
         self.emulator.add_transaction(self.remote, "71.00", f"VIR ACME FACT {broken.name}")
         self.emulator.add_transaction(self.remote, "72.00", f"VIR ACME FACT {fine.name}")
@@ -279,6 +294,17 @@ class TestReconcile(BridgeSyncCase):
         self.assertFalse(lines.filtered(lambda line: line.amount == 71.0).is_reconciled)
         self.assertTrue(lines.filtered(lambda line: line.amount == 72.0).is_reconciled)
         self.assertEqual(broken.payment_state, "not_paid")
+
+    def test_matching_that_fails_leaves_the_page_imported(self):
+        invoice = self.invoice(73.0)
+        with (
+            patch.object(pages, "match_lines", side_effect=RuntimeError("a bug in matching")),
+            mute_logger(pages.__name__),
+        ):
+            line, run = self.book(73.0, f"VIR ACME FACT {invoice.name}")
+        self.assertEqual(run.state, "done", run.error)
+        self.assertFalse(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "not_paid")
 
     def test_a_bank_account_several_partners_declare_names_none_of_them(self):
         factor = self.env["res.partner"].create({"name": "Factor Finance", "is_company": True})
