@@ -460,8 +460,10 @@ def _candidates_for(
     quoted_items = [books.items[item_id] for item_id in sorted(quoted)]
     partners = {item.partner_id for item in quoted_items}
     exact = _quoted_candidates(operation, quoted, quoted_items, partners, add)
-    if quoted_items and len(partners) == 1:
-        _complete_quoted(operation, books, quoted, quoted_items, add)
+    for partner in partners:
+        # (Per partner: a mistyped number may well be another customer's document.)
+        own_quoted = [item for item in quoted_items if item.partner_id == partner]
+        _complete_quoted(operation, books, quoted, own_quoted, add)
     if operation.partner_id is not None and not quoted:
         _pair_partner_items(operation, books, add)
     if operation.partner_id is not None:
@@ -512,9 +514,9 @@ def _quoted_candidates(operation, quoted, quoted_items, partners, add) -> Candid
 
 
 def _complete_quoted(operation, books, quoted, quoted_items, add) -> None:
-    """Quoted items of one partner that fall short of the amount, completed by one more open
-    item of that partner that makes the total exact (its number mistyped, or not quoted):
-    ``reference_completed``, a suggestion only."""
+    """Quoted items of one partner that do not make the amount, completed by one more open
+    item of that partner that makes the total exact (its number mistyped, perhaps into
+    another customer's number, or not quoted): ``reference_completed``, a suggestion only."""
     total = sum((item.amount for item in quoted_items), Decimal(0))
     if total == operation.amount:
         return

@@ -144,6 +144,20 @@ def test_a_quoted_invoice_completed_by_the_partners_other_invoice_comes_first():
     assert (best.item_ids, best.rule, best.difference) == ((1, 2), "reference_completed", 0)
 
 
+def test_a_number_mistyped_into_another_customers_invoice_is_completed_all_the_same():
+    decisions = decide(
+        [op(10, "300.00", "VIR ACME FACT INV/2026/00042 INV/2026/00015")],
+        [
+            item(1, "120.00", "INV/2026/00042"),
+            item(2, "180.00", "INV/2026/00051"),
+            item(3, "95.00", "INV/2026/00015", partner=DUPONT),
+        ],
+    )
+    assert decisions[10].apply is None
+    best = decisions[10].suggestions[0]
+    assert (best.item_ids, best.rule) == ((1, 2), "reference_completed")
+
+
 def test_two_open_items_of_the_partner_making_the_amount_are_suggested_together():
     decisions = decide(
         [op(10, "300.00", "VIR SEPA ACME", partner=ACME)],

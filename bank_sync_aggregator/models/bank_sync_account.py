@@ -220,7 +220,7 @@ class BankSyncAccount(models.Model):
     )
     @api.depends_context("lang")
     def _compute_sync_status(self):
-        imported = self._imported_so_far()
+        importing = self.browse()
         for account in self:
             account.sync_progress = False
             connection = account.connection_id
@@ -241,9 +241,13 @@ class BankSyncAccount(models.Model):
                 or account.sync_forced_state
             ):
                 account.sync_status = "importing"
-                account.sync_progress = account._describe_progress(*imported.get(account, (0,)))
+                importing |= account
             else:
                 account.sync_status = "up_to_date"
+        # What was imported so far, read only for the imports in progress (one query).
+        imported = importing._imported_so_far()
+        for account in importing:
+            account.sync_progress = account._describe_progress(*imported.get(account, (0,)))
 
     def _imported_so_far(self):
         """``{account: (lines, first date, last date)}`` of the operations imported into each
