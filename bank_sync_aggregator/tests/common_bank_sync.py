@@ -1,6 +1,7 @@
 """Helpers shared by the addon tests: the company every test starts from, the connect-flow,
 security and settings fixtures, HTML form parsing, and access to the local emulators."""
 
+import json
 import re
 from html.parser import HTMLParser
 from unittest.mock import patch
@@ -96,6 +97,28 @@ def connection_of(env, location):
 def query_of(url):
     """The query parameters of ``url`` as a dict."""
     return dict(parse_qsl(urlsplit(url).query, keep_blank_values=True))
+
+
+#: What a tour's page logs when the browser leaves for the aggregator's hosted page.
+LEFT_FOR_THE_AGGREGATOR = "left for the aggregator's page"
+
+
+def run_tour_until_the_aggregator(case, tour, url, login):
+    """Run ``tour`` in the browser of the HttpCase ``case``, from ``url`` as ``login``, until
+    the browser leaves for the aggregator's hosted page (not Odoo's web client: no tour goes
+    on there)."""
+    name = json.dumps(tour)
+    options = json.dumps({"startUrl": url, "stepDelay": 0})
+    signal = json.dumps(LEFT_FOR_THE_AGGREGATOR)
+    case.browser_js(
+        url,
+        f"window.addEventListener('beforeunload', () => console.log({signal}));"
+        f" odoo.startTour({name}, {options})",
+        ready=f"odoo.isTourReady({name})",
+        login=login,
+        timeout=120,
+        success_signal=LEFT_FOR_THE_AGGREGATOR,
+    )
 
 
 class LocalEmulatorsMixin:

@@ -1,15 +1,11 @@
-import json
 import re
 from pathlib import Path
 
 from odoo.tests import HttpCase, tagged
 
-from .common_bank_sync import BankSyncCommon
+from .common_bank_sync import BankSyncCommon, run_tour_until_the_aggregator
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action"
-#: Logged by the browser when the page unloads: the chosen bank sends the user to the
-#: aggregator's hosted page, which is not Odoo's web client, so no tour can go on there.
-LEFT_FOR_THE_AGGREGATOR = "left for the aggregator's page"
 UNIT_TESTS = Path(__file__).parent.parent / "static" / "tests" / "bank_picker_field.test.js"
 
 
@@ -19,18 +15,7 @@ class TestBankPickerBrowser(BankSyncCommon, HttpCase):
     button does (tours in static/tests/tours/bank_picker_tour.js)."""
 
     def _run_picker_tour(self, tour):
-        name = json.dumps(tour)
-        options = json.dumps({"startUrl": CONNECTIONS_URL, "stepDelay": 0})
-        signal = json.dumps(LEFT_FOR_THE_AGGREGATOR)
-        self.browser_js(
-            CONNECTIONS_URL,
-            f"window.addEventListener('beforeunload', () => console.log({signal}));"
-            f" odoo.startTour({name}, {options})",
-            ready=f"odoo.isTourReady({name})",
-            login="accountman",
-            timeout=120,
-            success_signal=LEFT_FOR_THE_AGGREGATOR,
-        )
+        run_tour_until_the_aggregator(self, tour, CONNECTIONS_URL, "accountman")
         # The sessions opened at the aggregator: one, for the bank chosen, not one per event.
         return self.env["bank.sync.connect.session"].sudo().search([]).mapped("institution_id")
 

@@ -3,19 +3,23 @@ static/tests/tours/bank_sync_french_day_tour.js): each step waits for the French
 reads. Odoo skips these tests when no Chrome or Chromium is installed (tools/addon_tests.sh
 installs Debian's chromium when it can)."""
 
-import json
 from datetime import timedelta
 from urllib.parse import urlsplit
 
 from odoo import fields
 from odoo.tests import HttpCase, tagged
 
-from .common_bank_sync import BankSyncCommon, company_user, connection_of, load_french, parse_form
+from .common_bank_sync import (
+    BankSyncCommon,
+    company_user,
+    connection_of,
+    load_french,
+    parse_form,
+    run_tour_until_the_aggregator,
+)
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action"
 SETTINGS_URL = "/odoo/action-account.action_account_config"
-#: Logged by the browser when the chosen bank sends it to the aggregator's hosted page.
-LEFT_FOR_THE_AGGREGATOR = "left for the aggregator's page"
 
 
 @tagged("post_install", "-at_install")
@@ -61,19 +65,7 @@ class TestFrenchDayBrowser(BankSyncCommon, HttpCase):
         return opened
 
     def _run_until_the_aggregator(self, tour, url, login):
-        """Run ``tour`` until the browser leaves for the aggregator's hosted page."""
-        name = json.dumps(tour)
-        options = json.dumps({"startUrl": url, "stepDelay": 0})
-        signal = json.dumps(LEFT_FOR_THE_AGGREGATOR)
-        self.browser_js(
-            url,
-            f"window.addEventListener('beforeunload', () => console.log({signal}));"
-            f" odoo.startTour({name}, {options})",
-            ready=f"odoo.isTourReady({name})",
-            login=login,
-            timeout=120,
-            success_signal=LEFT_FOR_THE_AGGREGATOR,
-        )
+        run_tour_until_the_aggregator(self, tour, url, login)
 
     def _log_in_at_the_bank(self, hosted_url, login):
         """The hosted page, as the same user (not Odoo's web client, so not a tour): returns
