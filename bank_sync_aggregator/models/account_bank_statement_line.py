@@ -196,6 +196,10 @@ class AccountBankStatementLine(models.Model):
         return lines
 
     def write(self, vals):
+        if "partner_id" in vals and "bank_sync_partner_origin" not in vals:
+            # A partner chosen by a person (or given by a reconciliation) is no guess any
+            # more: matching may settle its only open item of the line's amount.
+            vals = {**vals, "bank_sync_partner_origin": False}
         moved = self.journal_id if {"amount", "journal_id"} & set(vals) else None
         result = super().write(vals)
         if moved is not None:

@@ -130,6 +130,18 @@ class TestReconcile(BridgeSyncCase):
         self.assertEqual(later.bank_sync_match_rule, "partner_amount")
         self.assertIn(later_invoice.payment_state, ("paid", "in_payment"))
 
+    def test_a_partner_a_person_confirms_is_no_guess_any_more(self):
+        self.company.bank_sync_auto_reconcile = False
+        invoice = self.invoice(88.0)
+        line, _run = self.book(88.0, "VIR SEPA ACME SARL")
+        self.assertEqual(line.bank_sync_partner_origin, "merchant")
+        line.partner_id = self.acme  # the accountant confirms who paid
+        self.assertFalse(line.bank_sync_partner_origin)
+        line.action_bank_sync_match()
+        self.assertTrue(line.is_reconciled)
+        self.assertEqual(line.bank_sync_match_rule, "partner_amount")
+        self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+
     def test_what_matching_reconciled_by_itself_teaches_no_partner(self):
         """Only a person's reconciliations teach who a counterparty is: a sure match by
         reference is not taken for one, so that no guess is ever built on a guess."""
