@@ -52,10 +52,14 @@ def parse_form(html):
     return parser.action, parser.fields, parser.selects
 
 
-def load_french(env):
-    """French active, with this addon's terms, as after a user installs the language."""
+def load_french(env, everything=False):
+    """French active, with this addon's terms (``everything``: every installed module's, as
+    after a user installs the language; slower)."""
     env["res.lang"]._activate_lang("fr_FR")
-    env["ir.module.module"]._load_module_terms(["bank_sync_aggregator"], ["fr_FR"], overwrite=True)
+    modules = ["bank_sync_aggregator"]
+    if everything:
+        modules = env["ir.module.module"].search([("state", "=", "installed")]).mapped("name")
+    env["ir.module.module"]._load_module_terms(modules, ["fr_FR"], overwrite=True)
 
 
 def encryption_keys(keys=None):

@@ -45,7 +45,7 @@ class TestScreenshots(BankSyncCommon, HttpCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        load_french(cls.env)
+        load_french(cls.env, everything=True)  # Odoo's own screens in French too
         cls.company.tax_exigibility = True  # the settings open (cash basis taxes in the books)
         cls.manager = company_user(
             cls.env,
