@@ -42,9 +42,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import cProfile
-import os
-import pstats
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -54,7 +51,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 # isort: split
-from bench_sync import open_env, prepare_database, unique_code  # noqa: E402
+from bench_sync import open_env, prepare_database, relink, unique_code  # noqa: E402
+from bench_sync import timed_sync as bench_sync_timed  # noqa: E402
 
 from tools.reconcile_books import Traps, book, judge, plan_books  # noqa: E402
 
@@ -117,17 +115,7 @@ def link_new_journal(env, company, account, start):
             }
         )
     )
-    account.write(
-        {
-            "journal_id": journal.id,
-            "history_start_date": start,
-            "sync_cursor": False,
-            "sync_forced_state": False,
-            "sync_opening_done": False,
-            "sync_needs_opening": False,
-        }
-    )
-    env.cr.commit()
+    relink(env, account, journal, start)
     env.invalidate_all()
     return journal
 
@@ -148,17 +136,8 @@ def decisions_only():
 
 
 def timed_sync(env, account, client, profile=False):
-    """The daily job's sync of ``account``: its run and its wall time (with ``profile`` and
-    the ``BENCH_PROFILE`` environment variable set, profiled to stderr)."""
-    profiler = cProfile.Profile() if profile and os.environ.get("BENCH_PROFILE") else None
-    if profiler:
-        profiler.enable()
-    started = time.perf_counter()
-    run = account._sync_account("cron", client=client, commit=True)
-    elapsed = time.perf_counter() - started
-    if profiler:
-        profiler.disable()
-        pstats.Stats(profiler, stream=sys.stderr).sort_stats("cumulative").print_stats(60)
+    """:func:`bench_sync.timed_sync`, which must end ``done``."""
+    run, elapsed = bench_sync_timed(account, client, profile=profile)
     if run.state != "done":
         raise RuntimeError(f"sync ended {run.state}: {run.error}")
     env.invalidate_all()

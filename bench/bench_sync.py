@@ -188,10 +188,16 @@ def fresh_link(env, account, code: str, history_days: int = 800):
             "currency_id": env.ref("base.EUR").id,
         }
     )
+    relink(env, account, journal, date.today() - timedelta(days=history_days))
+    return account
+
+
+def relink(env, account, journal, history_start):
+    """``account`` linked to ``journal`` from ``history_start`` as if never synced (committed)."""
     account.write(
         {
             "journal_id": journal.id,
-            "history_start_date": date.today() - timedelta(days=history_days),
+            "history_start_date": history_start,
             "sync_cursor": False,
             "sync_forced_state": False,
             "sync_opening_done": False,
@@ -199,7 +205,6 @@ def fresh_link(env, account, code: str, history_days: int = 800):
         }
     )
     env.cr.commit()
-    return account
 
 
 def unique_code(env, prefix: str) -> str:
@@ -237,10 +242,10 @@ class FloorBetweenPages:
             self.floor_page(number)
 
 
-def timed_sync(account, client):
-    """The daily job's sync of ``account`` and its wall time (profiled to stderr when the
-    ``BENCH_PROFILE`` environment variable is set)."""
-    profiler = cProfile.Profile() if os.environ.get("BENCH_PROFILE") else None
+def timed_sync(account, client, profile=True):
+    """The daily job's sync of ``account`` and its wall time (with ``profile``, profiled to
+    stderr when the ``BENCH_PROFILE`` environment variable is set)."""
+    profiler = cProfile.Profile() if profile and os.environ.get("BENCH_PROFILE") else None
     if profiler:
         profiler.enable()
     started = time.perf_counter()

@@ -350,7 +350,9 @@ class TestLateOperations(IntegrityCase):
         self.assertEqual(run.balance_difference, 0.0, run.note)
         self.assertNotIn("read again", run.note or "", "found by the incremental read itself")
 
-    def test_a_difference_with_the_bank_reads_recent_weeks_again_before_alerting(self):
+    def synced_with_a_late_operation(self):
+        """A synced account, then an operation of 4 days ago that the bank publishes with an
+        ``updated_at`` of 3 days ago, far below the incremental read's overlap."""
         account = self.bridge_account()
         self.assertEqual(self.sync(account, client=self.client()).state, "done")
         today = fields.Date.context_today(self.env.user)
@@ -361,6 +363,10 @@ class TestLateOperations(IntegrityCase):
             on=today - timedelta(days=4),
             stamped_ago=timedelta(days=3),
         )
+        return account, late
+
+    def test_a_difference_with_the_bank_reads_recent_weeks_again_before_alerting(self):
+        account, late = self.synced_with_a_late_operation()
         run = self.sync(account, client=self.client())
         self.assertEqual(run.state, "done", run.error)
         self.assertTrue(self.line_for(account, late.id))
@@ -382,16 +388,7 @@ class TestLateOperations(IntegrityCase):
         """The daily job commits after each page; the re-read runs inside a savepoint, where a
         commit ends the savepoint and the balance check after it fails: the alert would never
         be written (and the job would fail on every run)."""
-        account = self.bridge_account()
-        self.assertEqual(self.sync(account, client=self.client()).state, "done")
-        today = fields.Date.context_today(self.env.user)
-        late = self.emulator.add_transaction(
-            self.remote_id(account),
-            "-230.00",
-            "PRLV URSSAF",
-            on=today - timedelta(days=4),
-            stamped_ago=timedelta(days=3),
-        )
+        account, late = self.synced_with_a_late_operation()
         commits = []
 
         def commit():
