@@ -189,11 +189,7 @@ class AccountBankStatementLine(models.Model):
     # CRUD: a synced journal changed by hand is compared with its bank again
     # -------------------------------------------------------------------------
 
-    @api.model_create_multi
-    def create(self, vals_list):
-        lines = super().create(vals_list)
-        lines._bank_sync_recheck_balance(lines.journal_id)
-        return lines
+    # (A line created by hand is checked when its entry is posted: account.move's write.)
 
     def write(self, vals):
         if "partner_id" in vals and "bank_sync_partner_origin" not in vals:

@@ -1,5 +1,4 @@
 from odoo import api, fields, models
-from odoo.exceptions import UserError
 from odoo.tools.misc import format_date, format_datetime
 
 from ..rights import ACCOUNTING_MANAGER, ACCOUNTING_USER, check_rights
@@ -138,10 +137,7 @@ class AccountJournal(models.Model):
     def action_bank_sync_now(self):
         """The dashboard card's "Sync now"."""
         check_rights(self, ACCOUNTING_MANAGER)
-        accounts = self.bank_sync_account_ids
-        if not accounts.filtered_domain(accounts._domain_syncable()):
-            raise UserError(accounts._explain_not_syncable(self.company_id))
-        return accounts.action_sync_now()
+        return self.bank_sync_account_ids._sync_now(self.company_id)
 
     def action_bank_sync_reconnect(self):
         """The dashboard card's "Reconnect": the aggregator's page on the same connection."""

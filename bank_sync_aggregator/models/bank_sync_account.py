@@ -224,7 +224,7 @@ class BankSyncAccount(models.Model):
         for account in self:
             account.sync_progress = False
             connection = account.connection_id
-            last_run = account.run_ids[:1]
+            last_run = account.last_run_id
             if not account.bank_sync_enabled:
                 account.sync_status = "off"
             elif not account.journal_id or account.state != "active":
@@ -370,9 +370,15 @@ class BankSyncAccount(models.Model):
     def action_sync_now(self):
         """Sync now: a short first part while the user waits, the rest in the background."""
         check_rights(self, ACCOUNTING_MANAGER)
+        return self._sync_now()
+
+    def _sync_now(self, companies=None):
+        """Sync now on these accounts (the caller checked the rights), or say why none can be
+        synchronised; ``companies``: those the user asked for (a journal's, a connection's),
+        when there may be no account to tell."""
         accounts = self.filtered_domain(self._domain_syncable())
         if not accounts:
-            raise UserError(self._explain_not_syncable())
+            raise UserError(self._explain_not_syncable(companies))
         runs = accounts._sync_accounts("manual", time_budget=SYNC_NOW_BUDGET)
         return runs._notification()
 
@@ -527,6 +533,14 @@ class BankSyncAccount(models.Model):
         if self and all(account.state != "active" for account in self):
             return self.env._("The aggregator no longer shares these accounts.")
         return self.env._("None of these accounts is linked to a journal and active.")
+
+    def _start_first_import(self):
+        """The first import of these newly linked accounts, asked for now in the background
+        (the engine's queue), not tomorrow morning; returns those that can be synchronised."""
+        syncable = self.filtered_domain(self._domain_syncable())
+        if syncable:
+            syncable._request_sync("manual")
+        return syncable
 
     def _request_sync(self, trigger="webhook"):
         """Ask the background job to sync these accounts soon (webhooks, sync now's rest)."""

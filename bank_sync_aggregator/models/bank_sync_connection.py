@@ -323,12 +323,7 @@ class BankSyncConnection(models.Model):
     def action_sync_now(self):
         """Sync every linked account of these connections (first part now, rest in background)."""
         check_rights(self, ACCOUNTING_MANAGER)
-        accounts = self.account_ids.filtered_domain(
-            self.env["bank.sync.account"]._domain_syncable()
-        )
-        if not accounts:
-            raise UserError(self.account_ids._explain_not_syncable(self.company_id))
-        return accounts.action_sync_now()
+        return self.account_ids._sync_now(self.company_id)
 
     def action_refresh_from_aggregator(self):
         """Read the connection and its accounts again from the aggregator."""

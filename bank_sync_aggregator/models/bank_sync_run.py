@@ -117,9 +117,10 @@ class BankSyncRun(models.Model):
                 f"{run.account_id.display_name} - {triggers.get(run.trigger, '')} {started}"
             ).strip()
 
-    def _notification(self, summary=None):
+    def _notification(self, summary=None, close=False):
         """What "Sync now" tells the user (after ``summary``, what was started): imported
-        counts, background rest, errors."""
+        counts, background rest, errors; then the view reloads (``close``: a wizard's window
+        closes instead)."""
         created = sum(self.mapped("created_count")) + sum(self.mapped("adopted_count"))
         parts = [summary] if summary else []
         parts.append(self.env._("%(count)s new operation(s) imported.", count=created))
@@ -144,7 +145,9 @@ class BankSyncRun(models.Model):
                 "message": "\n".join(parts),
                 "type": "danger" if failed else ("warning" if slowed else "success"),
                 "sticky": bool(failed),
-                "next": {"type": "ir.actions.client", "tag": "soft_reload"},
+                "next": {"type": "ir.actions.act_window_close"}
+                if close
+                else {"type": "ir.actions.client", "tag": "soft_reload"},
             },
         }
 

@@ -1,3 +1,5 @@
+import json
+
 from lxml import etree
 
 from odoo.tests import tagged
@@ -82,7 +84,8 @@ class TestMenus(BankSyncCompanyCase):
         self.assertTrue(journals)
         self.assertEqual(set(journals.mapped("type")), {"bank"})
         # The cards' data (balance, state, Sync now...) is computed for the bookkeeper.
-        self.assertTrue(all(journals.mapped("kanban_dashboard")))
+        for card in journals.mapped("kanban_dashboard"):
+            self.assertIn("bank_sync_linked", json.loads(card))
 
     def test_settings_block_sits_after_the_bank_settings(self):
         view = self.env.ref("account.res_config_settings_view_form")

@@ -57,14 +57,13 @@ class BankSyncForceWizard(models.TransientModel):
             date_to=self.date_to,
             time_budget=SYNC_NOW_BUDGET,
         )
-        action = runs._notification(
+        return runs._notification(
             self.env._(
                 "Forced synchronisation from %(date_from)s to %(date_to)s started for "
                 "%(count)s account(s).",
                 date_from=format_date(self.env, self.date_from),
                 date_to=format_date(self.env, self.date_to),
                 count=len(accounts),
-            )
+            ),
+            close=True,
         )
-        action["params"]["next"] = {"type": "ir.actions.act_window_close"}
-        return action

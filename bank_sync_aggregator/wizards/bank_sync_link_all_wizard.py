@@ -19,7 +19,12 @@ class BankSyncLinkAllWizard(models.TransientModel):
     _name = "bank.sync.link.all.wizard"
     _description = "Link the Accounts of a Bank Connection"
 
-    connection_id = fields.Many2one("bank.sync.connection", required=True, readonly=True)
+    connection_id = fields.Many2one(
+        "bank.sync.connection",
+        required=True,
+        readonly=True,
+        default=lambda self: self._default_connection_id(),
+    )
     company_id = fields.Many2one(related="connection_id.company_id")
     institution_name = fields.Char(related="connection_id.institution_name")
     history_start_date = fields.Date(
@@ -27,37 +32,33 @@ class BankSyncLinkAllWizard(models.TransientModel):
         default=lambda self: fields.Date.context_today(self).replace(month=1, day=1),
         help="Operations booked from this date are imported on the first synchronisation.",
     )
-    line_ids = fields.One2many("bank.sync.link.all.wizard.line", "wizard_id", string="Accounts")
+    # Proposed from the connection (on the screen, over RPC or from code alike); the user
+    # changes each line's choice before confirming.
+    line_ids = fields.One2many(
+        "bank.sync.link.all.wizard.line",
+        "wizard_id",
+        string="Accounts",
+        compute="_compute_line_ids",
+        store=True,
+        readonly=False,
+        precompute=True,
+    )
 
     @api.model
-    def default_get(self, fields_list):
-        values = super().default_get(fields_list)
+    def _default_connection_id(self):
+        # Opened from the connection's address (after adding a bank): its id is active.
         context = self.env.context
-        connection_id = values.get("connection_id")
-        if not connection_id and context.get("active_model", "bank.sync.connection") == (
-            "bank.sync.connection"
-        ):
-            # Opened from the connection's address (after adding a bank): its id is active.
-            connection_id = context.get("active_id")
-        if connection_id:
-            values["connection_id"] = connection_id
-            if "line_ids" in fields_list:
-                connection = self.env["bank.sync.connection"].browse(connection_id)
-                values["line_ids"] = [
-                    Command.create(line) for line in self._propose(connection.account_ids)
-                ]
-        return values
+        if context.get("active_model", "bank.sync.connection") == "bank.sync.connection":
+            return context.get("active_id")
+        return False
 
-    @api.model_create_multi
-    def create(self, vals_list):
-        # Made without its lines (over RPC, or from code): the same proposal as the screen's.
-        for vals in vals_list:
-            if vals.get("connection_id") and "line_ids" not in vals:
-                connection = self.env["bank.sync.connection"].browse(vals["connection_id"])
-                vals["line_ids"] = [
-                    Command.create(line) for line in self._propose(connection.account_ids)
-                ]
-        return super().create(vals_list)
+    @api.depends("connection_id")
+    def _compute_line_ids(self):
+        for wizard in self:
+            wizard.line_ids = [
+                Command.clear(),
+                *(Command.create(line) for line in self._propose(wizard.connection_id.account_ids)),
+            ]
 
     @api.model
     def _propose(self, accounts):
@@ -122,10 +123,7 @@ class BankSyncLinkAllWizard(models.TransientModel):
                 new_journal_name=line.new_journal_name,
             )
             linked |= line.account_id
-        syncable = linked.filtered_domain(linked._domain_syncable())
-        if syncable:
-            # The first imports start now in the background, not tomorrow morning.
-            syncable._request_sync("manual")
+        syncable = linked._start_first_import()
         if not linked:
             title, kind = self.env._("No account linked"), "warning"
             message = self.env._(

@@ -65,11 +65,8 @@ class BankSyncLinkWizard(models.TransientModel):
             journal=self.journal_id if self.mode == "existing" else None,
             new_journal_name=self.new_journal_name,
         )
-        syncable = account.filtered_domain(account._domain_syncable())
+        syncable = account._start_first_import()
         if syncable:
-            # The first import starts now in the background (the engine's queue), not
-            # tomorrow morning.
-            syncable._request_sync("manual")
             message = self.env._(
                 "%(account)s is linked to the journal %(journal)s. The first synchronisation "
                 "has started in the background: its operations appear in the journal within "
