@@ -20,6 +20,9 @@ Money is never moved by a guess. An automatic match is exact and unique:
 Everything else (two candidates, an amount that differs, a partner or currency that does not
 agree, a reference quoting an item that is not open) is only suggested; an item is never
 suggested to be paid in part by an operation going the other way (a payment for a refund).
+An item in another currency than the operation's (an invoice issued in dollars, paid in
+euros) is suggested only when the texts quote it (``reference_currency``): what it is worth
+in the operation's currency depends on a rate a person accepts.
 
 Amounts follow the bank's sign: an item's residual is what the bank operation must be to
 settle it (a customer invoice of 120.00 is +120.00, a vendor bill of 80.00 is -80.00).
@@ -78,6 +81,9 @@ class OpenItem:
     #: Document name shown to people (the invoice number).
     document: str = ""
     date: date | None = None
+    #: Residual in the company's currency (at the item's own rates), same sign as ``amount``;
+    #: None when unknown. Only read for an item in another currency than the operation's.
+    amount_company: Decimal | None = None
 
 
 @dataclass(frozen=True)
@@ -109,12 +115,15 @@ class Candidate:
     #: ``reference``, ``references_sum``, ``partner_amount``, ``reference_completed``
     #: (references quoted, completed by another open item of the partner to the amount),
     #: ``reference_partial`` and ``references_sum_partial`` (references quoted but the amount
-    #: differs), ``partner_sum`` (two open items of the partner make the amount), ``amount``
-    #: (same amount, nothing else): see :data:`SCORES`.
+    #: differs), ``reference_currency`` (references of items in another currency quoted),
+    #: ``partner_sum`` (two open items of the partner make the amount), ``amount`` (same
+    #: amount, nothing else): see :data:`SCORES`.
     rule: str
     #: The references found in the operation's texts (for the reason shown to people).
     quoted: tuple[str, ...] = ()
-    #: Residual of the items minus the operation's amount (0 for an exact amount).
+    #: Residual of the items minus the operation's amount (0 for an exact amount); for items
+    #: in another currency, their residual in the company's currency minus the operation's
+    #: amount when the operation is in the company's currency, else 0 (unknown).
     difference: Decimal = Decimal(0)
     score: int = 0
 
@@ -417,6 +426,7 @@ SCORES = {
     "references_sum": 95,
     "partner_amount": 80,
     "reference_completed": 75,
+    "reference_currency": 72,
     "reference_partial": 70,
     "references_sum_partial": 60,
     "partner_sum": 50,
@@ -547,6 +557,52 @@ def _pair_partner_items(operation, books, add) -> None:
         by_amount.setdefault(item.amount, []).append(item)
 
 
+def _other_currency_candidates(
+    operation: BankOperation, books: dict[str, _Books], company_currency: str | None
+) -> list[Candidate]:
+    """Items of another currency whose references the operation's texts quote (an invoice
+    issued in dollars, paid in euros): ``reference_currency``, alone and, for several of one
+    partner and currency, together; a suggestion only, the rate being a person's to accept."""
+    own = operation.currency.upper()
+    others = [currency_books for currency, currency_books in books.items() if currency != own]
+    if not others:
+        return []
+    index = TextIndex.of(operation.texts)
+    known = company_currency is not None and own == company_currency.upper()
+    candidates = []
+
+    def add(items: Sequence[OpenItem], quoted: dict[int, tuple[str, ...]]) -> None:
+        residuals = [item.amount_company for item in items]
+        difference = (
+            sum(residuals, Decimal(0)) - operation.amount
+            if known and None not in residuals
+            else Decimal(0)
+        )
+        candidates.append(
+            Candidate(
+                tuple(sorted(item.item_id for item in items)),
+                "reference_currency",
+                tuple(ref for item in items for ref in quoted[item.item_id]),
+                difference,
+                SCORES["reference_currency"],
+            )
+        )
+
+    for currency_books in others:
+        quoted = currency_books.references.quoted(index)
+        by_partner: dict[int | None, list[OpenItem]] = {}
+        for item_id in sorted(quoted):
+            item = currency_books.items[item_id]
+            if _same_sign(operation.amount, [item]):
+                by_partner.setdefault(item.partner_id, []).append(item)
+        for items in by_partner.values():
+            for item in items:
+                add([item], quoted)
+            if len(items) > 1:
+                add(items, quoted)
+    return candidates
+
+
 def _same_sign(amount: Decimal, items: Iterable[OpenItem]) -> bool:
     return all((item.amount > 0) == (amount > 0) for item in items) and amount != 0
 
@@ -569,13 +625,17 @@ def _quotes_unknown_reference(index: TextIndex, own: Sequence[OpenItem]) -> bool
 
 
 def match_operations(
-    operations: Sequence[BankOperation], items: Sequence[OpenItem]
+    operations: Sequence[BankOperation],
+    items: Sequence[OpenItem],
+    company_currency: str | None = None,
 ) -> list[Decision]:
     """Decide for each operation (see the module's docstring).
 
-    ``items`` are the company's open items; only those in the operation's currency are
-    considered. An exact match whose items another operation of the batch claims at least as
-    surely becomes a suggestion: nobody decides between two payments on behalf of a person.
+    ``items`` are the company's open items, whose currency is ``company_currency``. Only
+    those in the operation's currency may settle it for sure; those in another currency are
+    suggested when quoted. An exact match whose items another operation of the batch claims
+    at least as surely becomes a suggestion: nobody decides between two payments on behalf of
+    a person.
     """
     by_currency: dict[str, list[OpenItem]] = {}
     for item in items:
@@ -586,10 +646,10 @@ def match_operations(
     claims: dict[int, list[tuple[int, int]]] = {}
     for operation in operations:
         currency_books = books.get(operation.currency.upper())
-        if currency_books is None:
-            found.append((operation, [], None))
-            continue
-        candidates, exact = _candidates_for(operation, currency_books)
+        candidates, exact = (
+            _candidates_for(operation, currency_books) if currency_books else ([], None)
+        )
+        candidates += _other_currency_candidates(operation, books, company_currency)
         for candidate in candidates:
             for item_id in candidate.item_ids:
                 claims.setdefault(item_id, []).append((candidate.score, operation.line_id))

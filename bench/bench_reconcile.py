@@ -228,11 +228,9 @@ def measure(db: str, days: int) -> dict[str, float]:
         f"{traps} ({verdict.pct(traps, verdict.paying)} %) not the plain case",
         flush=True,
     )
-    foreign = verdict.by_case.get("foreign_currency", {}).get("operations", 0)
     print(
         f"suggestions: first one right for {verdict.top1} of {verdict.others} operations not "
-        f"reconciled automatically; {verdict.pct(verdict.top1, verdict.others - foreign)} % "
-        f"leaving out the {foreign} invoiced in another currency (never candidates)",
+        "reconciled automatically",
         flush=True,
     )
     env.cr.close()

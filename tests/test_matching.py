@@ -252,8 +252,67 @@ def test_other_currencies_and_opposite_signs_never_match():
         ],
         [item(1, "120.00", "INV/2026/00042")],
     )
-    assert decisions[10].apply is None and not decisions[10].suggestions
+    # Quoted in another currency: a suggestion, whatever the figures say.
+    assert decisions[10].apply is None
+    assert [(c.rule, c.item_ids) for c in decisions[10].suggestions] == [
+        ("reference_currency", (1,))
+    ]
     assert decisions[11].apply is None
+
+
+def usd(item_id, amount, amount_company, *refs, partner=ACME):
+    return OpenItem(
+        item_id,
+        partner,
+        Decimal(amount),
+        "USD",
+        tuple(refs),
+        "invoice",
+        refs[0],
+        amount_company=Decimal(amount_company),
+    )
+
+
+def test_an_invoice_in_dollars_quoted_by_a_payment_in_euros_is_suggested_first():
+    items = [
+        usd(1, "1080.00", "1000.00", "INV/2026/00042"),
+        usd(2, "500.00", "460.00", "INV/2026/00043"),
+        item(3, "990.00", "INV/2026/00044"),  # same customer, euros, not quoted
+        usd(4, "-300.00", "-280.00", "RINV/2026/00002"),
+    ]
+    operations = [
+        op(10, "1000.00", "VIR ACME FACT INV/2026/00042", partner=ACME),
+        op(11, "1460.00", "VIR ACME INV/2026/00042 INV/2026/00043"),
+        op(12, "100.00", "VIR ACME AVOIR RINV/2026/00002"),
+    ]
+    decisions = {d.line_id: d for d in match_operations(operations, items, "EUR")}
+    first = decisions[10].suggestions[0]
+    assert decisions[10].apply is None
+    assert (first.rule, first.item_ids, first.quoted) == (
+        "reference_currency",
+        (1,),
+        ("INV/2026/00042",),
+    )
+    assert first.difference == Decimal("0.00")  # at the invoice's own rate
+    # Two invoices in dollars quoted together: the pair, whose total is nearest, comes first.
+    together = decisions[11].suggestions[0]
+    assert (together.item_ids, together.difference) == ((1, 2), Decimal("0.00"))
+    assert decisions[11].apply is None
+    # A credit note in dollars is never suggested for an incoming payment.
+    assert not decisions[12].suggestions
+
+
+def test_an_item_in_another_currency_is_never_applied_even_when_the_figures_agree():
+    decisions = {
+        d.line_id: d
+        for d in match_operations(
+            [op(10, "120.00", "FACT INV/2026/00042", partner=ACME)],
+            [usd(1, "120.00", "110.00", "INV/2026/00042")],
+            "EUR",
+        )
+    }
+    assert decisions[10].apply is None
+    assert decisions[10].suggestions[0].difference == Decimal("-10.00")
 
 
 def test_an_item_going_the_other_way_is_never_suggested_to_be_paid_in_part():

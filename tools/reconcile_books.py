@@ -28,6 +28,10 @@ from datetime import date, timedelta
 from decimal import Decimal
 
 CENT = Decimal("0.01")
+#: The dollar's rate of the books (:func:`book` records it in the company's rates when it has
+#: none): 1 EUR = 1.08 USD, so that each invoice in dollars asks, in euros, what the transfer
+#: paying it brings.
+USD_PER_EUR = Decimal("1.08")
 
 #: The cases an operation paying documents falls in; the ``exact`` ones have an exact and
 #: unique counterpart in the books (matching should reconcile them by itself).
@@ -159,7 +163,7 @@ def plan_books(transactions, traps: Traps = Traps()) -> tuple[list[Document], li
             # Invoiced in dollars, paid in euros.
             case = "foreign_currency"
             invoices[0] = _replace(
-                invoices[0], currency="USD", amount=(amount * Decimal("1.08")).quantize(CENT)
+                invoices[0], currency="USD", amount=(amount * USD_PER_EUR).quantize(CENT)
             )
         elif case == "no_reference" and trap < traps.ambiguous:
             # Another open invoice of the same customer asks exactly the same amount.
@@ -229,6 +233,19 @@ def book(env, company, documents: list[Document], batch: int = 200) -> dict[str,
     }
     for currency in currencies.values():
         currency.active = True
+    usd = currencies.get("USD")
+    if usd and not usd.with_company(company).rate_ids.filtered(
+        lambda rate: rate.company_id == company
+    ):
+        first = min(doc.date for doc in documents if doc.currency == "USD")
+        env["res.currency.rate"].create(
+            {
+                "name": first - timedelta(days=1),
+                "rate": float(USD_PER_EUR),
+                "currency_id": usd.id,
+                "company_id": company.id,
+            }
+        )
     Move = env["account.move"].with_company(company).with_context(tracking_disable=True)
     moves: dict[str, int] = {}
     ordered = sorted(documents, key=lambda doc: (doc.date, doc.number))

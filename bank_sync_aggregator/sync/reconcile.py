@@ -11,9 +11,10 @@ Odoo's own accounting:
   its suspense item gives way to counterparts on the items' own accounts, reconciled with them,
   so that the invoice shows paid and Odoo's "Revert reconciliation" puts everything back.
 
-Matching never crosses companies, nor currencies: an item is a candidate for a line of its
-own company in its own currency only, and a line the bank converted from another currency is
-left to a person.
+Matching never crosses companies. An item settles a line of its own currency only, for sure
+or suggested; an item in another currency (an invoice issued in dollars, paid in euros) is
+only suggested, when the line quotes it, and a person settling it accepts the exchange
+difference. A line the bank converted from another currency is left to a person.
 """
 
 import logging
@@ -40,14 +41,13 @@ OPEN_ITEMS_SQL = """
     SELECT aml.id, COALESCE(p.commercial_partner_id, aml.partner_id),
            aml.amount_residual_currency, cur.name, cur.decimal_places,
            m.name, m.payment_reference, m.ref, m.move_type, aml.date,
-           m.origin_payment_id IS NOT NULL
+           m.origin_payment_id IS NOT NULL, aml.amount_residual
       FROM account_move_line aml
       JOIN account_move m ON m.id = aml.move_id
       JOIN account_account a ON a.id = aml.account_id
       JOIN res_currency cur ON cur.id = aml.currency_id
  LEFT JOIN res_partner p ON p.id = aml.partner_id
      WHERE aml.company_id = %(company)s
-       AND aml.currency_id = ANY(%(currencies)s)
        AND aml.parent_state = 'posted'
        AND NOT aml.reconciled
        AND aml.amount_residual_currency != 0
@@ -77,12 +77,13 @@ def amount_of(value, digits):
     return Decimal(str(round(value or 0.0, digits))).quantize(Decimal(1).scaleb(-digits))
 
 
-def open_items(company, currencies, exclude=()):
-    """The open items of ``company`` in ``currencies``, for the matcher (one query)."""
+def open_items(company, exclude=()):
+    """The open items of ``company``, in every currency, for the matcher (one query)."""
     env = company.env
     for model in ("account.move.line", "account.move", "account.partial.reconcile"):
         env[model].flush_model()
-    env.cr.execute(OPEN_ITEMS_SQL, {"company": company.id, "currencies": currencies.ids})
+    env.cr.execute(OPEN_ITEMS_SQL, {"company": company.id})
+    company_digits = company.currency_id.decimal_places
     items = []
     for row in env.cr.fetchall():
         item_id, partner, residual, currency, digits, name, payment_ref, ref, move_type, day = row[
@@ -100,6 +101,7 @@ def open_items(company, currencies, exclude=()):
                 kind="payment" if row[10] else KINDS.get(move_type, "entry"),
                 document=name or "",
                 date=day,
+                amount_company=amount_of(row[11], company_digits),
             )
         )
     return items
@@ -156,14 +158,17 @@ def decide(lines, fresh=False):
     lines = matchable(lines) if fresh else lines_to_match(lines)
     if not lines:
         return {}
-    items = open_items(lines.company_id, lines.currency_id)
+    company_currency = lines.company_id.currency_id.name
+    items = open_items(lines.company_id)
     operations = operations_of(lines)
-    decisions = match_operations(operations, items)
+    decisions = match_operations(operations, items, company_currency)
     sure = [decision.apply for decision in decisions if decision.apply]
     if sure:
         rivals = _rivals(lines, items, sure)
         if rivals:
-            decisions = match_operations(operations + operations_of(rivals), items)
+            decisions = match_operations(
+                operations + operations_of(rivals), items, company_currency
+            )
     return {decision.line_id: decision for decision in decisions if decision.line_id in lines.ids}
 
 
@@ -340,6 +345,13 @@ def reconcile_many(pairs, exact_only=False):
 _Plan = namedtuple("_Plan", "suspense values items")
 
 
+#: A person settling items in another currency than the bank line's settles them in full when
+#: the line, converted at its date's rate, pays them to within this share (the bank's rate and
+#: the days between the two rates): the rest is the exchange difference Odoo books. Further
+#: off, the line pays them in part (or in full, what is left staying on the suspense account).
+CURRENCY_SETTLE_TOLERANCE = Decimal("0.03")
+
+
 def _counterparts(line, items, exact_only=False):
     """The :class:`_Plan` of :func:`reconcile_with` for one line, checked first."""
     env = line.env
@@ -353,7 +365,32 @@ def _counterparts(line, items, exact_only=False):
     _liquidity, suspense, _other = line._seek_for_lines()
     currency = suspense.currency_id
     total = -suspense.amount_currency  # what the line settles, with the bank's sign
-    exact = currency.compare_amounts(sum(items.mapped("amount_residual_currency")), total) == 0
+    item_currency = items.currency_id
+    if len(item_currency) > 1:
+        raise UserError(
+            env._(
+                "%(documents)s are in several currencies: reconcile them one currency at a time.",
+                documents=", ".join(items.move_id.mapped("name")),
+            )
+        )
+    residual = sum(items.mapped("amount_residual_currency"))
+    if item_currency and item_currency != currency:
+        if exact_only:
+            raise UserError(
+                env._(
+                    "%(documents)s are in another currency than this bank line: a person "
+                    "settles them, accepting the exchange difference.",
+                    documents=", ".join(items.move_id.mapped("name")),
+                )
+            )
+        # What the line pays, in the items' currency, at its date's rate.
+        paid = currency._convert(total, item_currency, line.company_id, line.date)
+        exact = paid * residual > 0 and abs(paid - residual) <= abs(residual) * float(
+            CURRENCY_SETTLE_TOLERANCE
+        )
+    else:
+        item_currency, paid = currency, total
+        exact = currency.compare_amounts(residual, total) == 0
     if exact_only and not exact:
         raise UserError(
             env._(
@@ -362,7 +399,7 @@ def _counterparts(line, items, exact_only=False):
             )
         )
     if not exact and any(
-        currency.compare_amounts(item.amount_residual_currency, 0)
+        item_currency.compare_amounts(item.amount_residual_currency, 0)
         * currency.compare_amounts(total, 0)
         <= 0
         for item in items
@@ -380,32 +417,49 @@ def _counterparts(line, items, exact_only=False):
     if len(partners) == 1 and line.partner_id.commercial_partner_id != partners:
         line.partner_id = partners
         _liquidity, suspense, _other = line._seek_for_lines()
-    shares, left = [], total
+    # What each item gets, in its own currency: all of its residual when the line settles
+    # them exactly; otherwise in turn, the last one it reaches in part.
+    shares, left = [], residual if exact else paid
     for item in items:
         share = item.amount_residual_currency
-        if not exact and currency.compare_amounts(abs(share), abs(left)) > 0:
+        if not exact and item_currency.compare_amounts(abs(share), abs(left)) > 0:
             share = left
-        if currency.is_zero(share):
+        if item_currency.is_zero(share):
             break
         shares.append((item, share))
         left -= share
-    # The company-currency side in proportion; the last line written takes the remainder, so
-    # that the entry stays balanced to the cent.
-    amounts = [share for _item, share in shares] + ([left] if not currency.is_zero(left) else [])
-    balances = _split(-suspense.balance, total, amounts, line.company_id.currency_id)
-    accounts = [(item.account_id, item.partner_id) for item, _share in shares]
-    accounts += [(suspense.account_id, line.partner_id)] * (len(amounts) - len(shares))
+    # What the line pays more than its items stays on the suspense account, in the line's
+    # currency. The company-currency side is shared in proportion (in the items' currency);
+    # the last line written takes the remainder, so that the entry stays balanced to the cent.
+    weights = [share for _item, share in shares]
+    extra = []
+    if not item_currency.is_zero(left):
+        weights.append(left)
+        extra = [left if item_currency == currency else currency.round(total * left / paid)]
+    balances = _split(-suspense.balance, sum(weights), weights, line.company_id.currency_id)
     values = [
         {
             "move_id": line.move_id.id,
-            "account_id": account.id,
-            "partner_id": partner.id,
+            "account_id": item.account_id.id,
+            "partner_id": item.partner_id.id,
+            "name": line.payment_ref,
+            "currency_id": item_currency.id,
+            "amount_currency": -share,
+            "balance": -balance,
+        }
+        for (item, share), balance in zip(shares, balances, strict=False)
+    ]
+    values += [
+        {
+            "move_id": line.move_id.id,
+            "account_id": suspense.account_id.id,
+            "partner_id": line.partner_id.id,
             "name": line.payment_ref,
             "currency_id": currency.id,
             "amount_currency": -amount,
-            "balance": -balance,
+            "balance": -balances[-1],
         }
-        for (account, partner), amount, balance in zip(accounts, amounts, balances, strict=True)
+        for amount in extra
     ]
     settled = env["account.move.line"].concat(*(item for item, _share in shares))
     return _Plan(suspense, values, settled)

@@ -6,6 +6,7 @@ reconciles what is exact and unique with Odoo's own accounting (the invoice show
 that an accounting user confirms in one click, in full or in part.
 """
 
+from datetime import timedelta
 from unittest.mock import patch
 
 from odoo import Command, fields
@@ -202,19 +203,92 @@ class TestReconcile(BridgeSyncCase):
         self.assertFalse(line.is_reconciled)
         self.assertEqual(self.suggestions(line)[0].item_ids.move_id, invoice)
 
-    def test_another_currency_or_another_company_is_never_matched(self):
-        self.env.ref("base.USD").active = True
-        usd = self.invoice(60.0, currency=self.env.ref("base.USD"))
+    def test_another_company_is_never_matched(self):
         other_company = self.setup_other_company()["company"]
         foreign = self.init_invoice(
             "out_invoice", partner=self.acme, amounts=[75.0], taxes=[], company=other_company
         )
         foreign.action_post()
-        line_usd, _run = self.book(60.0, f"FACT {usd.name}")
         line_foreign, _run = self.book(75.0, f"FACT {foreign.name}")
-        self.assertFalse(line_usd.is_reconciled or line_foreign.is_reconciled)
-        self.assertNotIn(usd, self.suggestions(line_usd).item_ids.move_id)
+        self.assertFalse(line_foreign.is_reconciled)
         self.assertFalse(self.suggestions(line_foreign).item_ids.move_id & foreign)
+
+    # ------------------------------------------------------------------ another currency
+
+    def dollar_invoice(self, amount, days_ago=30):
+        """An invoice in dollars issued ``days_ago``, when a euro bought 1.08 dollars; a
+        euro buys 1.10 dollars since yesterday."""
+        usd = self.env.ref("base.USD")
+        usd.active = True
+        today = fields.Date.today()
+        self.env["res.currency.rate"].create(
+            [
+                {"name": "2000-01-01", "rate": 1.08, "currency_id": usd.id},
+                {"name": today - timedelta(days=1), "rate": 1.10, "currency_id": usd.id},
+            ]
+        )
+        issued = today - timedelta(days=days_ago)
+        return self.invoice(amount, currency=usd, invoice_date=issued, date=issued)
+
+    def test_an_invoice_in_dollars_quoted_by_a_payment_in_euros_is_suggested_not_settled(self):
+        """108 USD invoiced (100.00 EUR at the time), 99.00 EUR received quoting it: never
+        settled by itself; suggested first, with the residual in dollars and the exchange
+        difference; settled in full by a person, Odoo booking the difference."""
+        invoice = self.dollar_invoice(108.0)
+        line, run = self.book(99.0, f"VIR SEPA ACME FACT {invoice.name}")
+        self.assertFalse(line.is_reconciled)
+        self.assertEqual(run.suggested_count, 1)
+        best = self.suggestions(line)[0]
+        self.assertEqual(best.item_ids.move_id, invoice)
+        self.assertEqual(best.rule, "reference_currency")
+        self.assertEqual(best.residual_currency_id, self.env.ref("base.USD"))
+        self.assertAlmostEqual(best.residual, 108.0)
+        self.assertAlmostEqual(best.difference, 1.0)  # 100.00 EUR booked, 99.00 EUR paid
+        self.assertIn("1.00", best.reason)
+        best.action_reconcile()
+        self.assertTrue(line.is_reconciled)
+        self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+        receivable = invoice.line_ids.filtered(lambda aml: aml.account_id.reconcile)
+        exchange = (
+            receivable.full_reconcile_id.exchange_move_id
+            | receivable.matched_credit_ids.exchange_move_id
+        )
+        self.assertEqual(len(exchange), 1)
+        self.assertAlmostEqual(sum(exchange.line_ids.mapped("debit")), 1.0)
+        _liquidity, _suspense, other = line._seek_for_lines()
+        self.assertEqual(other.currency_id, self.env.ref("base.USD"))
+        self.assertAlmostEqual(other.amount_currency, -108.0)
+        self.assertAlmostEqual(other.balance, -99.0)
+        # Odoo's "Revert reconciliation" puts everything back, exchange difference included.
+        line.action_undo_reconciliation()
+        self.assertEqual(invoice.payment_state, "not_paid")
+        self.assertAlmostEqual(invoice.amount_residual, 108.0)
+        self.assertAlmostEqual(receivable.amount_residual, 100.0)  # the difference undone too
+        _liquidity, suspense, other = line._seek_for_lines()
+        self.assertAlmostEqual(suspense.amount_currency, -99.0)
+        self.assertFalse(other)
+        self.assertFalse(receivable.full_reconcile_id)
+
+    def test_a_payment_in_euros_far_below_a_dollar_invoice_pays_it_in_part(self):
+        invoice = self.dollar_invoice(108.0)
+        line, _run = self.book(50.0, f"VIR SEPA ACME ACOMPTE {invoice.name}")
+        best = self.suggestions(line)[0]
+        self.assertEqual((best.rule, best.item_ids.move_id), ("reference_currency", invoice))
+        self.assertAlmostEqual(best.difference, 50.0)
+        best.action_reconcile()
+        self.assertTrue(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "partial")
+        self.assertAlmostEqual(invoice.amount_residual, 53.0)  # 108 - 50 EUR at 1.10
+
+    def test_a_dollar_invoice_is_never_paid_by_an_outgoing_payment(self):
+        invoice = self.dollar_invoice(108.0)
+        line, _run = self.book(-99.0, f"VIR SEPA ACME {invoice.name}")
+        self.assertNotIn(invoice, self.suggestions(line).item_ids.move_id)
+        item = invoice.line_ids.filtered(lambda aml: aml.account_id.reconcile)
+        with self.assertRaises(UserError):
+            reconcile.reconcile_with(line, item.ids)
+        self.assertFalse(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "not_paid")
 
     def test_an_item_an_earlier_line_also_pays_is_left_to_a_person(self):
         """Two bank lines quote the same invoice with its amount: whichever import brings the

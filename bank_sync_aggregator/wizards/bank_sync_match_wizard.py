@@ -11,6 +11,7 @@ CANDIDATE_RULES = [
     ("references_sum", "Numbers quoted, same total"),
     ("partner_amount", "Partner's open item of that amount"),
     ("reference_completed", "Number quoted, with another open item of the partner: same total"),
+    ("reference_currency", "Number quoted, invoiced in another currency"),
     ("reference_partial", "Number quoted, another amount"),
     ("references_sum_partial", "Numbers quoted, another total"),
     ("partner_sum", "Two open items of the partner: same total"),
@@ -93,8 +94,12 @@ class BankSyncMatchWizardCandidate(models.TransientModel):
     item_ids = fields.Many2many("account.move.line", string="Open items", readonly=True)
     documents = fields.Char(compute="_compute_description")
     partner_id = fields.Many2one("res.partner", compute="_compute_description")
+    # The documents' currency: the line's, or another one for ``reference_currency``.
+    residual_currency_id = fields.Many2one(
+        "res.currency", string="Documents' currency", compute="_compute_description"
+    )
     residual = fields.Monetary(
-        string="Left to pay", currency_field="currency_id", compute="_compute_description"
+        string="Left to pay", currency_field="residual_currency_id", compute="_compute_description"
     )
     # What the documents still ask minus what the line pays (0 when they agree exactly).
     difference = fields.Monetary(currency_field="currency_id", readonly=True)
@@ -110,6 +115,7 @@ class BankSyncMatchWizardCandidate(models.TransientModel):
             items = candidate.item_ids
             candidate.documents = ", ".join(items.move_id.mapped("name"))
             candidate.partner_id = items.partner_id.commercial_partner_id[:1]
+            candidate.residual_currency_id = items.currency_id[:1] or candidate.currency_id
             candidate.residual = sum(items.mapped("amount_residual_currency"))
             reason = rules.get(candidate.rule, "")
             if not candidate.currency_id.is_zero(candidate.difference):
