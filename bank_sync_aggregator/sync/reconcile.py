@@ -305,10 +305,15 @@ def reconcile_with(line, item_ids):
 
 def reconcile_many(pairs, exact_only=False):
     """:func:`reconcile_with` for many ``(line, item ids)`` pairs at once: their suspense
-    items deleted in one write, their counterparts created in one go, and one reconciliation
-    plan for all. Returns the items each line settles, in the order of ``pairs``. With
-    ``exact_only`` (a match made without a person), a line whose items no longer add up to
-    exactly what it settles is refused (:class:`UserError`) rather than paid in part."""
+    items rewritten in a few writes, and one reconciliation plan for all. Returns the items
+    each line settles, in the order of ``pairs``. With ``exact_only`` (a match made without a
+    person), a line whose items no longer add up to exactly what it settles is refused
+    (:class:`UserError`) rather than paid in part.
+
+    A line settling exactly items of one account and currency (nearly every sure match) keeps
+    its suspense item, moved to that account (one write per account for all such lines) and
+    reconciled with all its items; the others get one counterpart per item, in place of their
+    suspense item."""
     plans = [
         _counterparts(line, line.env["account.move.line"].browse(ids), exact_only)
         for line, ids in pairs
@@ -317,31 +322,43 @@ def reconcile_many(pairs, exact_only=False):
         return []
     env = pairs[0][0].env
     moves = env["account.move"].browse([line.move_id.id for line, _ids in pairs])
+    Item = env["account.move.line"].with_context(
+        skip_account_move_synchronization=True,
+        skip_invoice_sync=True,
+        skip_readonly_check=True,
+        check_move_validity=False,
+        tracking_disable=True,
+    )
+    moved = [plan for plan in plans if plan.values is None]
+    split = [plan for plan in plans if plan.values is not None]
+    reconciliation = []
     with moves._check_balanced({"records": moves, "self": moves}):
-        moves.with_context(
-            skip_account_move_synchronization=True,
-            force_delete=True,
-            skip_invoice_sync=True,
-            skip_readonly_check=True,
-        ).write({"line_ids": [Command.delete(plan.suspense.id) for plan in plans]})
-        created = (
-            env["account.move.line"]
-            .with_context(check_move_validity=False, skip_invoice_sync=True)
-            .create([vals for plan in plans for vals in plan.values])
-        )
-    reconciliation, start = [], 0
-    for plan in plans:
-        counterparts = created[start : start + len(plan.values)]
-        start += len(plan.values)
-        reconciliation += [
-            counterpart + item for counterpart, item in zip(counterparts, plan.items, strict=False)
-        ]
+        accounts = {}
+        for plan in moved:
+            accounts.setdefault(plan.items.account_id, []).append(plan.suspense.id)
+        for account, suspense_ids in accounts.items():
+            Item.browse(suspense_ids).write({"account_id": account.id})
+        reconciliation += [plan.suspense + plan.items for plan in moved]
+        if split:
+            moves.with_context(force_delete=True, **Item.env.context).write(
+                {"line_ids": [Command.delete(plan.suspense.id) for plan in split]}
+            )
+            created = Item.create([vals for plan in split for vals in plan.values])
+            start = 0
+            for plan in split:
+                counterparts = created[start : start + len(plan.values)]
+                start += len(plan.values)
+                reconciliation += [
+                    counterpart + item
+                    for counterpart, item in zip(counterparts, plan.items, strict=False)
+                ]
     env["account.move.line"]._reconcile_plan(reconciliation)
     return [plan.items for plan in plans]
 
 
-#: What settling a line takes: its suspense item, the counterparts that replace it, and the
-#: items they are reconciled with (in the counterparts' order).
+#: What settling a line takes: its suspense item, the counterparts that replace it (None when
+#: the suspense item itself moves to the items' one account), and the items they are
+#: reconciled with (in the counterparts' order).
 _Plan = namedtuple("_Plan", "suspense values items")
 
 
@@ -352,8 +369,14 @@ _Plan = namedtuple("_Plan", "suspense values items")
 CURRENCY_SETTLE_TOLERANCE = Decimal("0.03")
 
 
-def _counterparts(line, items, exact_only=False):
-    """The :class:`_Plan` of :func:`reconcile_with` for one line, checked first."""
+#: How a line settles its items: the items' currency, what the line pays in it, what they
+#: ask in it, and whether the line settles them exactly (in full).
+_Settlement = namedtuple("_Settlement", "currency paid residual exact")
+
+
+def _settlement(line, suspense, items, exact_only):
+    """The :class:`_Settlement` of ``line`` (through its ``suspense`` item) with ``items``,
+    or a :class:`UserError` saying why it cannot settle them."""
     env = line.env
     if line.foreign_currency_id:
         raise UserError(
@@ -362,7 +385,6 @@ def _counterparts(line, items, exact_only=False):
                 "choosing the exchange difference yourself."
             )
         )
-    _liquidity, suspense, _other = line._seek_for_lines()
     currency = suspense.currency_id
     total = -suspense.amount_currency  # what the line settles, with the bank's sign
     item_currency = items.currency_id
@@ -413,10 +435,20 @@ def _counterparts(line, items, exact_only=False):
                 documents=", ".join(items.move_id.mapped("name")),
             )
         )
+    return _Settlement(item_currency, paid, residual, exact)
+
+
+def _counterparts(line, items, exact_only=False):
+    """The :class:`_Plan` of :func:`reconcile_with` for one line, checked first."""
+    _liquidity, suspense, _other = line._seek_for_lines()
+    currency, total = suspense.currency_id, -suspense.amount_currency
+    item_currency, paid, residual, exact = _settlement(line, suspense, items, exact_only)
     partners = items.partner_id.commercial_partner_id
     if len(partners) == 1 and line.partner_id.commercial_partner_id != partners:
         line.partner_id = partners
         _liquidity, suspense, _other = line._seek_for_lines()
+    if exact and item_currency == currency and len(items.account_id) == 1:
+        return _Plan(suspense, None, items)
     # What each item gets, in its own currency: all of its residual when the line settles
     # them exactly; otherwise in turn, the last one it reaches in part.
     shares, left = [], residual if exact else paid
@@ -461,7 +493,7 @@ def _counterparts(line, items, exact_only=False):
         }
         for amount in extra
     ]
-    settled = env["account.move.line"].concat(*(item for item, _share in shares))
+    settled = line.env["account.move.line"].concat(*(item for item, _share in shares))
     return _Plan(suspense, values, settled)
 
 
