@@ -3,7 +3,7 @@
     "version": "18.0.1.0.0",
     "category": "Accounting/Accounting",
     "summary": "Synchronised bank lines in OCA's reconciliation widget: no noise among the "
-    "candidates, the invoice a line quotes first",
+    "candidates, the invoice a line quotes chosen first",
     "author": "bank_sync_aggregator contributors",
     "website": "https://github.com/bank-sync-aggregator/bank_sync_aggregator",
     "license": "LGPL-3",

@@ -1,1 +1,1 @@
-from . import account_move_line
+from . import account_bank_statement_line, account_move_line

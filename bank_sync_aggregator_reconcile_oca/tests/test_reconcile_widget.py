@@ -92,6 +92,48 @@ class TestReconcileWidget(WidgetCase):
         self.assertTrue(line.is_reconciled)
         self.assertEqual(invoice.payment_state, "partial")
 
+    def chosen(self, line):
+        """The open items the widget shows chosen as a line opens there."""
+        with Form(line, view=WIDGET_FORM) as form:
+            return self.env["account.move.line"].browse(
+                [
+                    item_id
+                    for data in form.reconcile_data_info["data"]
+                    if data["kind"] == "other"
+                    for item_id in data.get("counterpart_line_ids") or ()
+                ]
+            ), form.can_reconcile
+
+    def test_the_invoice_a_line_quotes_opens_chosen_ready_to_validate(self):
+        # OCA's own matching models off: what is chosen is the synchronisation's choice.
+        self.env["account.reconcile.model"].search(
+            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
+        ).active = False
+        invoice, other = self.invoice(200.0), self.invoice(60.0)
+        line = self.book(80.0, f"VIR SEPA ACME SARL ACOMPTE {invoice.name}")
+        self.assertFalse(line.is_reconciled, "a part payment is left to a person")
+        chosen, can_reconcile = self.chosen(line)
+        self.assertEqual(chosen, self.receivable(invoice), "the quoted invoice")
+        self.assertTrue(can_reconcile)
+        self.assertFalse(line.is_reconciled, "nothing is reconciled until validated")
+        self.assertEqual(invoice.payment_state, "not_paid")
+        line.reconcile_bank_line()
+        self.assertTrue(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "partial")
+        self.assertAlmostEqual(invoice.amount_residual, 120.0)
+        self.assertEqual(other.payment_state, "not_paid")
+
+    def test_a_line_quoting_nothing_opens_with_nothing_chosen(self):
+        self.env["account.reconcile.model"].search(
+            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
+        ).active = False
+        self.invoice(95.0)
+        self.invoice(95.0)
+        line = self.book(95.0, "VIR SEPA ACME SARL")
+        self.assertFalse(line.is_reconciled)
+        chosen, _can_reconcile = self.chosen(line)
+        self.assertFalse(chosen, "two invoices of that amount: the person chooses")
+
     def test_lines_the_synchronisation_reconciled_show_reconciled_there(self):
         invoice = self.invoice(120.0)
         line = self.book(120.0, f"VIR SEPA ACME SARL FACT {invoice.name}")
