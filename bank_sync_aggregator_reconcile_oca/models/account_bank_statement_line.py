@@ -21,7 +21,7 @@ class AccountBankStatementLine(models.Model):
     @api.depends("reconcile_data", "is_reconciled")
     def _compute_reconcile_data_info(self):
         # The matcher decides for all the lines read at once (one read of the open items),
-        # not once per line.
+        # not once per line; never during an import (the engine's own matching decides).
         waiting = self.filtered(
             lambda line: (
                 line.id
@@ -31,9 +31,10 @@ class AccountBankStatementLine(models.Model):
             )
         )
         decisions = {}
-        for company in waiting.company_id:
-            lines = waiting.filtered(lambda line, company=company: line.company_id == company)
-            decisions.update(reconcile.decide(lines.sudo()))
+        if not self.env.context.get("bank_sync_engine"):
+            for company in waiting.company_id:
+                lines = waiting.filtered(lambda line, company=company: line.company_id == company)
+                decisions.update(reconcile.decide(lines.sudo()))
         context = {"bank_sync_decisions": decisions} if decisions else {}
         return super(
             AccountBankStatementLine, self.with_context(**context)
@@ -42,9 +43,16 @@ class AccountBankStatementLine(models.Model):
     def _default_reconcile_data(self, from_unreconcile=False):
         """As OCA opens a line, with the documents it quotes already chosen (when neither
         OCA's own matching models nor a person chose anything): the person checks and
-        validates, nothing is reconciled until then."""
+        validates, nothing is reconciled until then. Only a choice that settles the whole
+        line is made (the documents capped at what the line pays, as OCA caps a person's
+        choice); one that would leave part of the line on the partner's account is not."""
         result = super()._default_reconcile_data(from_unreconcile=from_unreconcile)
-        if from_unreconcile or self.is_reconciled or not self.bank_sync_account_id:
+        if (
+            from_unreconcile
+            or self.is_reconciled
+            or not self.bank_sync_account_id
+            or self.env.context.get("bank_sync_engine")
+        ):
             return result
         if any(data["kind"] not in ("liquidity", "suspense") for data in result["data"]):
             return result
@@ -53,18 +61,24 @@ class AccountBankStatementLine(models.Model):
             return result
         data = [data for data in result["data"] if data["kind"] == "liquidity"]
         auxiliary_id = result["reconcile_auxiliary_id"]
-        amount = self.amount_total_signed
+        currency = self._get_reconcile_currency()
+        # What is left to settle, with the line's sign, in the widget's currency.
+        pending = sum(self._get_amount_currency(line, currency) for line in data)
         for item in items:
+            if currency.is_zero(pending):
+                return result  # settled before the last document: not this choice
             auxiliary_id, lines = self._get_reconcile_line(
                 item,
                 "other",
                 is_counterpart=True,
-                max_amount=amount,
+                max_amount=currency.round(pending),
                 reconcile_auxiliary_id=auxiliary_id,
                 move=True,
             )
-            amount -= sum(line.get("amount") for line in lines)
+            pending += sum(self._get_amount_currency(line, currency) for line in lines)
             data += lines
+        if not currency.is_zero(pending):
+            return result
         return self._recompute_suspense_line(data, auxiliary_id, self.manual_reference)
 
     def _bank_sync_preselected_items(self):
@@ -84,5 +98,8 @@ class AccountBankStatementLine(models.Model):
             or any(other.score >= best.score for other in ranked[1:])
         ):
             return self.env["account.move.line"]
-        # (read as the user: an item they may not read is not chosen for them)
-        return self.env["account.move.line"].browse(best.item_ids).exists()
+        # Only items the user may read are chosen for them.
+        items = self.env["account.move.line"].browse(best.item_ids).exists()
+        if len(items._filtered_access("read")) != len(items):
+            return self.env["account.move.line"]
+        return items

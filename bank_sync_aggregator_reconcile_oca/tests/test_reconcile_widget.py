@@ -123,6 +123,44 @@ class TestReconcileWidget(WidgetCase):
         self.assertAlmostEqual(invoice.amount_residual, 120.0)
         self.assertEqual(other.payment_state, "not_paid")
 
+    def test_a_part_payment_of_a_bill_opens_chosen_for_what_it_pays(self):
+        self.env["account.reconcile.model"].search(
+            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
+        ).active = False
+        bill = self.init_invoice(
+            "in_invoice",
+            partner=self.acme,
+            amounts=[200.0],
+            taxes=[],
+            invoice_date=fields.Date.context_today(self.env.user),
+            post=True,
+        )
+        line = self.book(-80.0, f"VIR SEPA EMIS ACME SARL ACOMPTE {bill.name}")
+        self.assertFalse(line.is_reconciled)
+        payable = bill.line_ids.filtered(lambda item: item.account_type == "liability_payable")
+        chosen, can_reconcile = self.chosen(line)
+        self.assertEqual(chosen, payable)
+        self.assertTrue(can_reconcile)
+        line.reconcile_bank_line()
+        self.assertTrue(line.is_reconciled)
+        self.assertEqual(bill.payment_state, "partial")
+        self.assertAlmostEqual(bill.amount_residual, 120.0, msg="80 paid, not the whole bill")
+        _liquidity, _suspense, other = line._seek_for_lines()
+        self.assertEqual(other.account_id, payable.account_id, "nothing left on another account")
+        self.assertAlmostEqual(sum(other.mapped("balance")), 80.0)
+
+    def test_a_line_paying_more_than_the_invoice_it_quotes_opens_with_nothing_chosen(self):
+        """Chosen, the invoice would leave the rest of the line on the customer's account: a
+        choice for the person, not for the synchronisation."""
+        self.env["account.reconcile.model"].search(
+            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
+        ).active = False
+        invoice = self.invoice(200.0)
+        line = self.book(250.0, f"VIR SEPA ACME SARL FACT {invoice.name}")
+        self.assertFalse(line.is_reconciled)
+        chosen, _can_reconcile = self.chosen(line)
+        self.assertFalse(chosen)
+
     def test_a_line_quoting_nothing_opens_with_nothing_chosen(self):
         self.env["account.reconcile.model"].search(
             [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
