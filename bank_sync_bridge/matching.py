@@ -21,8 +21,9 @@ Everything else (two candidates, an amount that differs, a partner or currency t
 agree, a reference quoting an item that is not open) is only suggested; an item is never
 suggested to be paid in part by an operation going the other way (a payment for a refund).
 An item in another currency than the operation's (an invoice issued in dollars, paid in
-euros) is suggested only when the texts quote it (``reference_currency``): what it is worth
-in the operation's currency depends on a rate a person accepts.
+euros) is suggested only when the texts of an operation in the company's currency quote it
+(``reference_currency``): what it is worth in the operation's currency depends on a rate a
+person accepts.
 
 Amounts follow the bank's sign: an item's residual is what the bank operation must be to
 settle it (a customer invoice of 120.00 is +120.00, a vendor bill of 80.00 is -80.00).
@@ -123,7 +124,7 @@ class Candidate:
     quoted: tuple[str, ...] = ()
     #: Residual of the items minus the operation's amount (0 for an exact amount); for items
     #: in another currency, their residual in the company's currency minus the operation's
-    #: amount when the operation is in the company's currency, else 0 (unknown).
+    #: amount (0 when unknown).
     difference: Decimal = Decimal(0)
     score: int = 0
 
@@ -560,23 +561,25 @@ def _pair_partner_items(operation, books, add) -> None:
 def _other_currency_candidates(
     operation: BankOperation, books: dict[str, _Books], company_currency: str | None
 ) -> list[Candidate]:
-    """Items of another currency whose references the operation's texts quote (an invoice
-    issued in dollars, paid in euros): ``reference_currency``, alone and, for several of one
-    partner and currency, together; a suggestion only, the rate being a person's to accept."""
+    """Items of another currency whose references the texts of an operation in the company's
+    currency quote (an invoice issued in dollars, paid in euros): ``reference_currency``,
+    each alone and, for several of one partner and currency, together (an invoice with its
+    credit note); a suggestion only, the rate being a person's to accept. Their difference is
+    their residual in the company's currency (at their own rates) minus the operation's
+    amount: the exchange difference, should they be settled in full."""
     own = operation.currency.upper()
+    if company_currency is None or own != company_currency.upper():
+        return []  # an operation in a foreign currency settles only items of its own
     others = [currency_books for currency, currency_books in books.items() if currency != own]
     if not others:
         return []
     index = TextIndex.of(operation.texts)
-    known = company_currency is not None and own == company_currency.upper()
     candidates = []
 
     def add(items: Sequence[OpenItem], quoted: dict[int, tuple[str, ...]]) -> None:
         residuals = [item.amount_company for item in items]
         difference = (
-            sum(residuals, Decimal(0)) - operation.amount
-            if known and None not in residuals
-            else Decimal(0)
+            sum(residuals, Decimal(0)) - operation.amount if None not in residuals else Decimal(0)
         )
         candidates.append(
             Candidate(
@@ -593,12 +596,13 @@ def _other_currency_candidates(
         by_partner: dict[int | None, list[OpenItem]] = {}
         for item_id in sorted(quoted):
             item = currency_books.items[item_id]
-            if _same_sign(operation.amount, [item]):
-                by_partner.setdefault(item.partner_id, []).append(item)
+            by_partner.setdefault(item.partner_id, []).append(item)
         for items in by_partner.values():
             for item in items:
-                add([item], quoted)
-            if len(items) > 1:
+                if _same_sign(operation.amount, [item]):
+                    add([item], quoted)
+            total = sum((item.amount for item in items), Decimal(0))
+            if len(items) > 1 and total != 0 and (total > 0) == (operation.amount > 0):
                 add(items, quoted)
     return candidates
 

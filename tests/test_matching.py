@@ -252,11 +252,7 @@ def test_other_currencies_and_opposite_signs_never_match():
         ],
         [item(1, "120.00", "INV/2026/00042")],
     )
-    # Quoted in another currency: a suggestion, whatever the figures say.
-    assert decisions[10].apply is None
-    assert [(c.rule, c.item_ids) for c in decisions[10].suggestions] == [
-        ("reference_currency", (1,))
-    ]
+    assert decisions[10].apply is None and not decisions[10].suggestions
     assert decisions[11].apply is None
 
 
@@ -300,6 +296,31 @@ def test_an_invoice_in_dollars_quoted_by_a_payment_in_euros_is_suggested_first()
     assert decisions[11].apply is None
     # A credit note in dollars is never suggested for an incoming payment.
     assert not decisions[12].suggestions
+
+
+def test_an_invoice_and_its_credit_note_in_dollars_are_suggested_together():
+    items = [
+        usd(1, "1080.00", "1000.00", "INV/2026/00042"),
+        usd(2, "-108.00", "-100.00", "RINV/2026/00002"),
+    ]
+    operations = [op(10, "900.00", "VIR ACME INV/2026/00042 RINV/2026/00002")]
+    decision = match_operations(operations, items, "EUR")[0]
+    assert decision.apply is None
+    assert [(c.item_ids, c.difference) for c in decision.suggestions] == [
+        ((1, 2), Decimal("0.00")),
+        ((1,), Decimal("100.00")),
+    ]
+
+
+def test_an_operation_in_a_foreign_currency_gets_no_item_of_another_currency():
+    """A dollar account's operation quoting a euro invoice of a euro company: what it pays
+    in euros is the bank's conversion, not the books' (left to a person)."""
+    decisions = match_operations(
+        [op(10, "108.00", "FACT INV/2026/00042", currency="USD")],
+        [item(1, "100.00", "INV/2026/00042")],
+        "EUR",
+    )
+    assert decisions[0].apply is None and not decisions[0].suggestions
 
 
 def test_an_item_in_another_currency_is_never_applied_even_when_the_figures_agree():

@@ -310,10 +310,10 @@ def reconcile_many(pairs, exact_only=False):
     person), a line whose items no longer add up to exactly what it settles is refused
     (:class:`UserError`) rather than paid in part.
 
-    A line settling exactly items of one account and currency (nearly every sure match) keeps
-    its suspense item, moved to that account (one write per account for all such lines) and
-    reconciled with all its items; the others get one counterpart per item, in place of their
-    suspense item."""
+    A line settling exactly items of one account, partner and currency (nearly every sure
+    match) keeps its suspense item, moved to that account and partner (one write per account
+    and partner for all such lines) and reconciled with all its items; the others get one
+    counterpart per item, in place of their suspense item."""
     plans = [
         _counterparts(line, line.env["account.move.line"].browse(ids), exact_only)
         for line, ids in pairs
@@ -327,17 +327,18 @@ def reconcile_many(pairs, exact_only=False):
         skip_invoice_sync=True,
         skip_readonly_check=True,
         check_move_validity=False,
-        tracking_disable=True,
     )
     moved = [plan for plan in plans if plan.values is None]
     split = [plan for plan in plans if plan.values is not None]
     reconciliation = []
     with moves._check_balanced({"records": moves, "self": moves}):
-        accounts = {}
+        targets = {}
         for plan in moved:
-            accounts.setdefault(plan.items.account_id, []).append(plan.suspense.id)
-        for account, suspense_ids in accounts.items():
-            Item.browse(suspense_ids).write({"account_id": account.id})
+            # (The items' partner: the line's may be a contact of it, or none.)
+            partner = plan.items.partner_id or plan.suspense.partner_id
+            targets.setdefault((plan.items.account_id, partner), []).append(plan.suspense.id)
+        for (account, partner), suspense_ids in targets.items():
+            Item.browse(suspense_ids).write({"account_id": account.id, "partner_id": partner.id})
         reconciliation += [plan.suspense + plan.items for plan in moved]
         if split:
             moves.with_context(force_delete=True, **Item.env.context).write(
@@ -397,6 +398,17 @@ def _settlement(line, suspense, items, exact_only):
         )
     residual = sum(items.mapped("amount_residual_currency"))
     if item_currency and item_currency != currency:
+        if currency != line.company_id.currency_id:
+            # What a foreign-currency account's line is worth in the company's currency is
+            # the bank's conversion, not a rate of the books.
+            raise UserError(
+                env._(
+                    "This bank account is in %(currency)s: it settles documents in "
+                    "%(currency)s only; reconcile %(documents)s by hand.",
+                    currency=currency.name,
+                    documents=", ".join(items.move_id.mapped("name")),
+                )
+            )
         if exact_only:
             raise UserError(
                 env._(
@@ -438,16 +450,29 @@ def _settlement(line, suspense, items, exact_only):
     return _Settlement(item_currency, paid, residual, exact)
 
 
+def settlement_of(line, items):
+    """How a person's *Reconcile* would settle ``items`` with ``line``: the items' currency,
+    what the line pays in it, what they ask in it, and whether they are settled in full; a
+    :class:`UserError` says why it would be refused."""
+    _liquidity, suspense, _other = line._seek_for_lines()
+    return _settlement(line, suspense, items, exact_only=False)
+
+
 def _counterparts(line, items, exact_only=False):
     """The :class:`_Plan` of :func:`reconcile_with` for one line, checked first."""
     _liquidity, suspense, _other = line._seek_for_lines()
-    currency, total = suspense.currency_id, -suspense.amount_currency
+    currency = suspense.currency_id
     item_currency, paid, residual, exact = _settlement(line, suspense, items, exact_only)
     partners = items.partner_id.commercial_partner_id
     if len(partners) == 1 and line.partner_id.commercial_partner_id != partners:
         line.partner_id = partners
         _liquidity, suspense, _other = line._seek_for_lines()
-    if exact and item_currency == currency and len(items.account_id) == 1:
+    if (
+        exact
+        and item_currency == currency
+        and len(items.account_id) == 1
+        and len(items.partner_id) <= 1
+    ):
         return _Plan(suspense, None, items)
     # What each item gets, in its own currency: all of its residual when the line settles
     # them exactly; otherwise in turn, the last one it reaches in part.
@@ -464,11 +489,13 @@ def _counterparts(line, items, exact_only=False):
     # currency. The company-currency side is shared in proportion (in the items' currency);
     # the last line written takes the remainder, so that the entry stays balanced to the cent.
     weights = [share for _item, share in shares]
-    extra = []
     if not item_currency.is_zero(left):
         weights.append(left)
-        extra = [left if item_currency == currency else currency.round(total * left / paid)]
     balances = _split(-suspense.balance, sum(weights), weights, line.company_id.currency_id)
+    extra = []
+    if not item_currency.is_zero(left):
+        # (Settling another currency, the line is in the company's: its rest is its balance.)
+        extra = [left if item_currency == currency else balances[-1]]
     values = [
         {
             "move_id": line.move_id.id,

@@ -172,6 +172,22 @@ class TestReconcile(BridgeSyncCase):
 
     # ------------------------------------------------------------------ left to a person
 
+    def test_a_line_of_a_contact_settles_the_invoice_on_the_invoices_partner(self):
+        """The line's partner is a contact of the customer: the item that settles the invoice
+        is the customer's, as the invoice's, so that the partner ledger is not split."""
+        self.company.bank_sync_auto_reconcile = False
+        contact = self.env["res.partner"].create({"name": "Jean Acme", "parent_id": self.acme.id})
+        invoice = self.invoice(120.0)
+        line, _run = self.book(120.0, f"VIR SEPA J ACME FACT {invoice.name}")
+        self.assertFalse(line.is_reconciled)
+        line.partner_id = contact
+        reconcile.reconcile_with(line, invoice.line_ids.filtered("amount_residual").ids)
+        self.assertTrue(line.is_reconciled)
+        self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+        _liquidity, suspense, other = line._seek_for_lines()
+        self.assertFalse(suspense)
+        self.assertEqual(other.partner_id, self.acme)
+
     def test_a_partial_payment_is_suggested_and_reconciled_in_part_by_choice(self):
         invoice = self.invoice(200.0)
         line, run = self.book(80.0, f"VIR SEPA ACME ACOMPTE {invoice.name}")
@@ -244,6 +260,7 @@ class TestReconcile(BridgeSyncCase):
         self.assertEqual(best.residual_currency_id, self.env.ref("base.USD"))
         self.assertAlmostEqual(best.residual, 108.0)
         self.assertAlmostEqual(best.difference, 1.0)  # 100.00 EUR booked, 99.00 EUR paid
+        self.assertIn("settled in full, the exchange difference", best.reason)
         self.assertIn("1.00", best.reason)
         best.action_reconcile()
         self.assertTrue(line.is_reconciled)
@@ -275,10 +292,36 @@ class TestReconcile(BridgeSyncCase):
         best = self.suggestions(line)[0]
         self.assertEqual((best.rule, best.item_ids.move_id), ("reference_currency", invoice))
         self.assertAlmostEqual(best.difference, 50.0)
+        self.assertIn("pays", best.reason)
+        self.assertIn("55.00", best.reason)  # 50 EUR at 1.10
+        self.assertIn("108.00", best.reason)
         best.action_reconcile()
         self.assertTrue(line.is_reconciled)
         self.assertEqual(invoice.payment_state, "partial")
         self.assertAlmostEqual(invoice.amount_residual, 53.0)  # 108 - 50 EUR at 1.10
+
+    def test_a_dollar_account_never_settles_a_euro_invoice_at_the_books_rate(self):
+        """What a line of a dollar account is worth in euros is the bank's conversion: a
+        euro invoice it quotes is no suggestion, and settling it anyway is refused."""
+        usd = self.env.ref("base.USD")
+        usd.active = True
+        invoice = self.invoice(100.0)
+        journal = self.env["account.journal"].create(
+            {"name": "Dollars", "code": "USDB", "type": "bank", "currency_id": usd.id}
+        )
+        line = self.env["account.bank.statement.line"].create(
+            {
+                "journal_id": journal.id,
+                "date": fields.Date.today(),
+                "payment_ref": f"VIR ACME FACT {invoice.name}",
+                "amount": 108.0,
+            }
+        )
+        self.assertNotIn(invoice, self.suggestions(line).item_ids.move_id)
+        with self.assertRaises(UserError):
+            reconcile.reconcile_with(line, invoice.line_ids.filtered("amount_residual").ids)
+        self.assertFalse(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "not_paid")
 
     def test_a_dollar_invoice_is_never_paid_by_an_outgoing_payment(self):
         invoice = self.dollar_invoice(108.0)

@@ -118,7 +118,9 @@ class BankSyncMatchWizardCandidate(models.TransientModel):
             candidate.residual_currency_id = items.currency_id[:1] or candidate.currency_id
             candidate.residual = sum(items.mapped("amount_residual_currency"))
             reason = rules.get(candidate.rule, "")
-            if not candidate.currency_id.is_zero(candidate.difference):
+            if candidate.rule == "reference_currency" and items:
+                reason = candidate._currency_outcome(reason)
+            elif not candidate.currency_id.is_zero(candidate.difference):
                 reason = self.env._(
                     "%(reason)s (difference: %(difference)s)",
                     reason=reason,
@@ -127,6 +129,34 @@ class BankSyncMatchWizardCandidate(models.TransientModel):
                     ),
                 )
             candidate.reason = reason
+
+    def _currency_outcome(self, reason):
+        """``reason``, with what *Reconcile* does with documents in another currency: settle
+        them in full (Odoo booking the exchange difference), or pay part of them."""
+        line, items = self.wizard_id.line_id, self.item_ids
+        try:
+            currency, paid, residual, exact = reconcile.settlement_of(line, items)
+        except UserError as error:
+            return f"{reason}: {error.args[0]}"
+        if exact:
+            return self.env._(
+                "%(reason)s: settled in full, the exchange difference (%(difference)s) booked",
+                reason=reason,
+                difference=formatLang(
+                    self.env, abs(self.difference), currency_obj=self.currency_id
+                ),
+            )
+        if abs(paid) < abs(residual):
+            return self.env._(
+                "%(reason)s: pays %(paid)s of the %(residual)s left, at the rate of the day",
+                reason=reason,
+                paid=formatLang(self.env, abs(paid), currency_obj=currency),
+                residual=formatLang(self.env, abs(residual), currency_obj=currency),
+            )
+        return self.env._(
+            "%(reason)s: settled in full, the rest of the operation left to reconcile",
+            reason=reason,
+        )
 
     def action_reconcile(self):
         """Reconcile the bank line with this suggestion: in full when the amounts agree, in
