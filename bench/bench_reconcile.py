@@ -3,7 +3,7 @@
 
 Usage::
 
-    python3 bench/bench_reconcile.py              # a year of operations (about 5 minutes)
+    python3 bench/bench_reconcile.py              # a year of operations (about 6 minutes)
     python3 bench/bench_reconcile.py --days 90    # a quarter (a smoke run of the same code)
 
 A database is copied from the addon tests' template (``tools/addon_tests.sh`` builds it) and
@@ -14,9 +14,10 @@ and posts the customer invoices and vendor bills those operations pay
 paying two invoices, amounts two open invoices of a customer share, transfers quoting no
 number or a mistyped one, invoices issued in dollars and paid in euros. Then the account is
 synchronised through the real engine (``bank.sync.account._sync_account``, the daily job's
-path, a commit per page), each time into a new journal: once untimed (warm-up), then timed
-with the company's "Reconcile exact matches" setting off (no matching at all), with matching
-deciding but reconciling nothing (for the record), and with matching on.
+path, a commit per page), each time into a new journal: once untimed (warm-up), then in
+turn (``--rounds``, 3 by default, each round in the other order than the one before) with the
+company's "Reconcile exact matches" setting off (no matching at all) and on, and last, for the
+record, with matching deciding but reconciling nothing.
 
 The last line::
 
@@ -31,8 +32,9 @@ The last line::
   reconciled automatically), the share whose first suggestion in the match window
   (``bank.sync.match.wizard``, the order a person sees) is exactly what they pay;
 - ``import_overhead``: time per imported line with matching divided by the same without,
-  minus one (the same operations, the same run, after a warm-up sync; the sync without
-  matching comes first: the one with matching meets the bigger tables).
+  minus one (the same operations, the same run, after a warm-up sync; the median of each
+  side's rounds, taken in turn so that the machine's load and the tables' growth weigh on
+  both).
 
 Targets: ``wrong_matches=0``, ``auto_reconciled_pct`` >= 85, ``suggestion_top1_pct`` >= 90,
 ``import_overhead`` <= 0.25. Lines before it give the figures per case and the raw times.
@@ -42,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import statistics
 import sys
 import time
 from datetime import datetime, timedelta, timezone
@@ -144,7 +147,7 @@ def timed_sync(env, account, client, profile=False):
     return run, elapsed
 
 
-def measure(db: str, days: int) -> dict[str, float]:
+def measure(db: str, days: int, rounds: int) -> dict[str, float]:
     env = open_env(db)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d%H%M%S")
     company, aggregator = new_company(env, f"Bench reconcile {stamp}")
@@ -169,29 +172,34 @@ def measure(db: str, days: int) -> dict[str, float]:
         flush=True,
     )
 
-    company.with_env(env).bank_sync_auto_reconcile = False
+    def sync(matching, decide_only=False, profile=False):
+        """One sync into a new journal: the run, its time, the journal."""
+        company.with_env(env).bank_sync_auto_reconcile = matching
+        journal = link_new_journal(env, company, account, start)
+        with decisions_only() if decide_only else contextlib.nullcontext():
+            run, elapsed = timed_sync(env, account, client, profile=profile)
+        return run, elapsed, journal
+
     # A first sync, not timed: the process's first import pays the ORM's and PostgreSQL's
     # warm-up (6 s of 20 measured), which would flatter whichever side came second.
-    link_new_journal(env, company, account, start)
-    timed_sync(env, account, client)
-    link_new_journal(env, company, account, start)
-    plain, plain_s = timed_sync(env, account, client)
-
-    company.with_env(env).bank_sync_auto_reconcile = True
-    # For the record, not a target: matching's decisions alone (open items read, operations
-    # compared), the reconciliations not applied; what is left of the overhead is Odoo's own
-    # accounting reconciling the sure matches.
-    link_new_journal(env, company, account, start)
-    with decisions_only():
-        _decided, decided_s = timed_sync(env, account, client)
-
-    journal = link_new_journal(env, company, account, start)
-    matched, matched_s = timed_sync(env, account, client, profile=True)
+    sync(False)
+    # Then the two sides in turn, each round in the other order than the one before, so that
+    # whatever drifts during the run (the machine's load, the tables' sizes) weighs on both:
+    # each side's figure is its median. The last round ends with matching: its journal is the
+    # one judged (a new link deletes the lines of the journal before).
+    times = {False: [], True: []}
+    runs = {}
+    for round_ in range(rounds):
+        for matching in (False, True) if (rounds - 1 - round_) % 2 == 0 else (True, False):
+            run, elapsed, journal = sync(matching, profile=matching and round_ == rounds - 1)
+            times[matching].append(elapsed)
+            runs[matching] = (run, journal)
+    plain_s, matched_s = statistics.median(times[False]), statistics.median(times[True])
+    (plain, _journal), (matched, journal) = runs[False], runs[True]
     if plain.created_count != matched.created_count:
         raise RuntimeError(
             f"{plain.created_count} lines without matching, {matched.created_count} with"
         )
-
     from bank_sync_bridge.sync import sync_key  # noqa: PLC0415
 
     lines = env["account.bank.statement.line"].search(
@@ -203,6 +211,11 @@ def measure(db: str, days: int) -> dict[str, float]:
 
     verdict = judge(env, lines, truths, moves, key_of)
     env.cr.rollback()
+    # For the record, not a target: matching's decisions alone (open items read, operations
+    # compared), the reconciliations not applied; what is left of the overhead is Odoo's own
+    # accounting reconciling the sure matches. Once, after the verdict (a new link deletes
+    # the lines of the journal judged).
+    _decided, decided_s, _journal = sync(True, decide_only=True)
     for case, counts in sorted(verdict.by_case.items()):
         print(
             f"case {case:<21} operations={counts['operations']} auto={counts['auto']} "
@@ -219,9 +232,10 @@ def measure(db: str, days: int) -> dict[str, float]:
         verdict.by_case.get(case, {}).get("operations", 0) for case in ("reference", "bill")
     )
     print(
-        f"sync: {lines_count} lines, {plain_s:.1f} s without matching ({plain_ms:.2f} ms per "
-        f"line), {decided_s:.1f} s deciding only ({1000 * decided_s / lines_count:.2f} ms "
-        f"per line, overhead {decided_s / plain_s - 1:.3f}), "
+        f"sync (median of {rounds} each): {lines_count} lines, {plain_s:.1f} s without "
+        f"matching ({plain_ms:.2f} ms per line), {decided_s:.1f} s deciding only "
+        f"({1000 * decided_s / lines_count:.2f} ms per line, "
+        f"overhead {decided_s / plain_s - 1:.3f}), "
         f"{matched_s:.1f} s with matching ({matched_ms:.2f} ms per line; "
         f"{matched.reconciled_count} reconciled, {matched.suggested_count} suggested); "
         f"{verdict.paying} operations pay documents, {verdict.exact} exactly, "
@@ -248,9 +262,12 @@ def main() -> int:
         "--db", default="bsa_bench_reconcile", help="benchmark database (kept for reruns)"
     )
     parser.add_argument("--days", type=int, default=365, help="days of operations (a year)")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="timed syncs of each side (the median is kept)"
+    )
     args = parser.parse_args()
     prepare_database(args.db)
-    result = measure(args.db, args.days)
+    result = measure(args.db, args.days, args.rounds)
     print("RESULT " + " ".join(f"{key}={value}" for key, value in result.items()))
     return 0
 
