@@ -101,11 +101,15 @@ def sandbox_checking(aggregator, nonce: str):
 
 def link_new_journal(env, company, account, start):
     """Link ``account`` to a new bank journal as if it had never been synced. The lines of an
-    earlier link are deleted: still waiting for their counterpart, they would claim the same
-    invoices as the new lines, and matching rightly leaves an invoice two lines could pay to a
-    person."""
+    earlier link are deleted, their reconciliations undone: still waiting for their
+    counterpart, they would claim the same invoices as the new lines, and matching rightly
+    leaves an invoice two lines could pay to a person."""
     earlier = env["account.bank.statement.line"].search([("bank_sync_account_id", "=", account.id)])
+    # (What an earlier sync reconciled is undone first: the invoices it paid are open again
+    # for the next one, as they were for the first.)
+    earlier.filtered("is_reconciled").action_undo_reconciliation()
     earlier.with_context(force_delete=True).unlink()
+    env.cr.commit()
     journal = (
         env["account.journal"]
         .with_company(company)
