@@ -247,6 +247,13 @@ def measure(db: str, days: int, rounds: int) -> dict[str, float]:
         flush=True,
     )
     print(
+        "sync times (s): without matching "
+        + ", ".join(f"{t:.1f}" for t in times[False])
+        + "; with matching "
+        + ", ".join(f"{t:.1f}" for t in times[True]),
+        flush=True,
+    )
+    print(
         f"suggestions: first one right for {verdict.top1} of {verdict.others} operations not "
         "reconciled automatically",
         flush=True,

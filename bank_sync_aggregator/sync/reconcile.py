@@ -353,7 +353,17 @@ def reconcile_many(pairs, exact_only=False):
                     counterpart + item
                     for counterpart, item in zip(counterparts, plan.items, strict=False)
                 ]
-    env["account.move.line"]._reconcile_plan(reconciliation)
+    # Items all in the company's currency have no exchange difference to compute: Odoo is
+    # told so (its preparation is about a seventh of a reconciliation's time).
+    company_only, others = [], []
+    for items in reconciliation:
+        same = items.currency_id == items.company_id.currency_id
+        (company_only if same else others).append(items)
+    AccountMoveLine = env["account.move.line"]
+    if company_only:
+        AccountMoveLine.with_context(no_exchange_difference=True)._reconcile_plan(company_only)
+    if others:
+        AccountMoveLine._reconcile_plan(others)
     return [plan.items for plan in plans]
 
 
