@@ -334,8 +334,9 @@ def reconcile_many(pairs, exact_only=False):
     with moves._check_balanced({"records": moves, "self": moves}):
         targets = {}
         for plan in moved:
-            # (The items' partner: the line's may be a contact of it, or none.)
-            partner = plan.items.partner_id or plan.suspense.partner_id
+            # The items' partner, as their counterparts would have (the line's may be a
+            # contact of it, or another partner a person chose).
+            partner = plan.items.partner_id
             targets.setdefault((plan.items.account_id, partner), []).append(plan.suspense.id)
         for (account, partner), suspense_ids in targets.items():
             Item.browse(suspense_ids).write({"account_id": account.id, "partner_id": partner.id})
@@ -354,17 +355,30 @@ def reconcile_many(pairs, exact_only=False):
                     for counterpart, item in zip(counterparts, plan.items, strict=False)
                 ]
     # Items all in the company's currency have no exchange difference to compute: Odoo is
-    # told so (its preparation is about a seventh of a reconciliation's time).
+    # told so (its preparation is about a seventh of a reconciliation's time). Not for
+    # documents with taxes due on payment: the same step books their cash-basis rounding.
     company_only, others = [], []
     for items in reconciliation:
-        same = items.currency_id == items.company_id.currency_id
-        (company_only if same else others).append(items)
+        (company_only if _without_exchange_difference(items) else others).append(items)
     AccountMoveLine = env["account.move.line"]
     if company_only:
         AccountMoveLine.with_context(no_exchange_difference=True)._reconcile_plan(company_only)
     if others:
         AccountMoveLine._reconcile_plan(others)
     return [plan.items for plan in plans]
+
+
+def _without_exchange_difference(items):
+    """Whether reconciling ``items`` together can book no exchange difference, nor any
+    cash-basis rounding: all in the company's currency, none of a document with taxes due on
+    payment."""
+    company = items.company_id
+    if items.currency_id != company.currency_id:
+        return False
+    return not (
+        company.tax_exigibility
+        and any(move._collect_tax_cash_basis_values() for move in items.move_id)
+    )
 
 
 #: What settling a line takes: its suspense item, the counterparts that replace it (None when
@@ -463,8 +477,11 @@ def _settlement(line, suspense, items, exact_only):
 def settlement_of(line, items):
     """How a person's *Reconcile* would settle ``items`` with ``line``: the items' currency,
     what the line pays in it, what they ask in it, and whether they are settled in full; a
-    :class:`UserError` says why it would be refused."""
+    :class:`UserError` says why it would be refused (None when the line has nothing left
+    to settle)."""
     _liquidity, suspense, _other = line._seek_for_lines()
+    if not suspense:
+        return None
     return _settlement(line, suspense, items, exact_only=False)
 
 

@@ -188,6 +188,45 @@ class TestReconcile(BridgeSyncCase):
         self.assertFalse(suspense)
         self.assertEqual(other.partner_id, self.acme)
 
+    def test_only_documents_without_taxes_due_on_payment_skip_odoos_exchange_step(self):
+        """Odoo's exchange-difference step also books the cash-basis rounding of documents
+        whose taxes are due on payment: it is skipped only for the others, in the company's
+        currency."""
+        self.company.tax_exigibility = True
+        transition = self.env["account.account"].create(
+            {
+                "name": "TVA en attente",
+                "code": "445710",
+                "account_type": "liability_current",
+                "reconcile": True,
+            }
+        )
+        tax = self.env["account.tax"].create(
+            {
+                "name": "TVA sur les encaissements",
+                "amount": 20.0,
+                "tax_exigibility": "on_payment",
+                "cash_basis_transition_account_id": transition.id,
+            }
+        )
+        on_payment = self.init_invoice(
+            "out_invoice", partner=self.acme, amounts=[100.05], taxes=[tax], post=True
+        )
+        plain = self.invoice(50.0)
+        self.env.ref("base.USD").active = True
+        dollars = self.invoice(50.0, currency=self.env.ref("base.USD"))
+
+        def receivable(move):
+            return move.line_ids.filtered(lambda aml: aml.account_id.reconcile)
+
+        self.assertFalse(reconcile._without_exchange_difference(receivable(on_payment)))
+        self.assertTrue(reconcile._without_exchange_difference(receivable(plain)))
+        self.assertFalse(reconcile._without_exchange_difference(receivable(dollars)))
+        # And a bank line quoting the document with taxes due on payment still settles it.
+        line, _run = self.book(on_payment.amount_total, f"VIR ACME FACT {on_payment.name}")
+        self.assertTrue(line.is_reconciled)
+        self.assertIn(on_payment.payment_state, ("paid", "in_payment"))
+
     def test_a_partial_payment_is_suggested_and_reconciled_in_part_by_choice(self):
         invoice = self.invoice(200.0)
         line, run = self.book(80.0, f"VIR SEPA ACME ACOMPTE {invoice.name}")
