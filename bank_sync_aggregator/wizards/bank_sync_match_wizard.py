@@ -135,9 +135,12 @@ class BankSyncMatchWizardCandidate(models.TransientModel):
         them in full (Odoo booking the exchange difference), or pay part of them."""
         line, items = self.wizard_id.line_id, self.item_ids
         try:
-            currency, paid, residual, exact = reconcile.settlement_of(line, items)
+            settlement = reconcile.settlement_of(line, items)
         except UserError as error:
             return f"{reason}: {error.args[0]}"
+        if not settlement:
+            return reason
+        currency, paid, residual, exact = settlement
         if exact:
             return self.env._(
                 "%(reason)s: settled in full, the exchange difference (%(difference)s) booked",

@@ -64,6 +64,9 @@ class AccountBankStatementLine(models.Model):
         currency = self._get_reconcile_currency()
         # What is left to settle, with the line's sign, in the widget's currency.
         pending = sum(self._get_amount_currency(line, currency) for line in data)
+        # Those going against the line first (a credit note quoted with its invoice): the
+        # line's amount caps the last one only.
+        items = items.sorted(lambda item: (item.amount_residual > 0) == (pending > 0))
         for item in items:
             if currency.is_zero(pending):
                 return result  # settled before the last document: not this choice

@@ -149,6 +149,33 @@ class TestReconcileWidget(WidgetCase):
         self.assertEqual(other.account_id, payable.account_id, "nothing left on another account")
         self.assertAlmostEqual(sum(other.mapped("balance")), 80.0)
 
+    def test_an_invoice_and_its_credit_note_quoted_together_open_chosen_together(self):
+        """With automatic reconciliation off, the sure match waits for a person: both
+        documents are chosen, the credit note first, so that the line's amount caps
+        neither."""
+        self.env["account.reconcile.model"].search(
+            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
+        ).active = False
+        self.company.bank_sync_auto_reconcile = False
+        invoice = self.invoice(100.0)
+        credit_note = self.init_invoice(
+            "out_refund",
+            partner=self.acme,
+            amounts=[20.0],
+            taxes=[],
+            invoice_date=fields.Date.context_today(self.env.user),
+            post=True,
+        )
+        line = self.book(80.0, f"VIR SEPA ACME SARL {invoice.name} {credit_note.name}")
+        self.assertFalse(line.is_reconciled)
+        chosen, can_reconcile = self.chosen(line)
+        self.assertEqual(chosen, self.receivable(invoice) + self.receivable(credit_note))
+        self.assertTrue(can_reconcile)
+        line.reconcile_bank_line()
+        self.assertTrue(line.is_reconciled)
+        self.assertIn(invoice.payment_state, ("paid", "in_payment"))
+        self.assertIn(credit_note.payment_state, ("paid", "in_payment"))
+
     def test_a_line_paying_more_than_the_invoice_it_quotes_opens_with_nothing_chosen(self):
         """Chosen, the invoice would leave the rest of the line on the customer's account: a
         choice for the person, not for the synchronisation."""
