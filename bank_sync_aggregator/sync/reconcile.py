@@ -357,9 +357,13 @@ def reconcile_many(pairs, exact_only=False):
     # Items all in the company's currency have no exchange difference to compute: Odoo is
     # told so (its preparation is about a seventh of a reconciliation's time). Not for
     # documents with taxes due on payment: the same step books their cash-basis rounding.
+    cash_basis = _cash_basis_moves(
+        env, {move.id for items in reconciliation for move in items.move_id}
+    )
     company_only, others = [], []
     for items in reconciliation:
-        (company_only if _without_exchange_difference(items) else others).append(items)
+        without = _without_exchange_difference(items, cash_basis)
+        (company_only if without else others).append(items)
     AccountMoveLine = env["account.move.line"]
     if company_only:
         AccountMoveLine.with_context(no_exchange_difference=True)._reconcile_plan(company_only)
@@ -368,17 +372,41 @@ def reconcile_many(pairs, exact_only=False):
     return [plan.items for plan in plans]
 
 
-def _without_exchange_difference(items):
+def _without_exchange_difference(items, cash_basis):
     """Whether reconciling ``items`` together can book no exchange difference, nor any
-    cash-basis rounding: all in the company's currency, none of a document with taxes due on
-    payment."""
+    cash-basis rounding: all in the company's currency, none of the ``cash_basis`` moves."""
     company = items.company_id
-    if items.currency_id != company.currency_id:
-        return False
-    return not (
-        company.tax_exigibility
-        and any(move._collect_tax_cash_basis_values() for move in items.move_id)
-    )
+    return items.currency_id == company.currency_id and not (set(items.move_id.ids) & cash_basis)
+
+
+#: Moves with a tax due on payment: its own tax line, or a base line taxed by it (alone or
+#: in a group).
+CASH_BASIS_MOVES_SQL = """
+    SELECT aml.move_id
+      FROM account_move_line aml
+      JOIN account_tax t ON t.id = aml.tax_line_id
+     WHERE aml.move_id = ANY(%(moves)s) AND t.tax_exigibility = 'on_payment'
+    UNION
+    SELECT aml.move_id
+      FROM account_move_line aml
+      JOIN account_move_line_account_tax_rel rel ON rel.account_move_line_id = aml.id
+      JOIN account_tax t ON t.id = rel.account_tax_id
+ LEFT JOIN account_tax_filiation_rel f ON f.parent_tax = t.id
+ LEFT JOIN account_tax child ON child.id = f.child_tax
+     WHERE aml.move_id = ANY(%(moves)s)
+       AND 'on_payment' IN (t.tax_exigibility, child.tax_exigibility)
+"""
+
+
+def _cash_basis_moves(env, move_ids):
+    """The moves among ``move_ids`` whose reconciliation books cash-basis entries (one
+    query; none when no company of theirs uses cash basis)."""
+    moves = env["account.move"].browse(move_ids)
+    if not move_ids or not any(moves.company_id.mapped("tax_exigibility")):
+        return set()
+    env["account.move.line"].flush_model(["tax_line_id", "tax_ids", "move_id"])
+    env.cr.execute(CASH_BASIS_MOVES_SQL, {"moves": list(move_ids)})
+    return {row[0] for row in env.cr.fetchall()}
 
 
 #: What settling a line takes: its suspense item, the counterparts that replace it (None when

@@ -219,9 +219,13 @@ class TestReconcile(BridgeSyncCase):
         def receivable(move):
             return move.line_ids.filtered(lambda aml: aml.account_id.reconcile)
 
-        self.assertFalse(reconcile._without_exchange_difference(receivable(on_payment)))
-        self.assertTrue(reconcile._without_exchange_difference(receivable(plain)))
-        self.assertFalse(reconcile._without_exchange_difference(receivable(dollars)))
+        moves = on_payment + plain + dollars
+        cash_basis = reconcile._cash_basis_moves(self.env, set(moves.ids))
+        self.assertEqual(cash_basis, {on_payment.id})
+        for move, without in ((on_payment, False), (plain, True), (dollars, False)):
+            self.assertEqual(
+                reconcile._without_exchange_difference(receivable(move), cash_basis), without
+            )
         # And a bank line quoting the document with taxes due on payment still settles it.
         line, _run = self.book(on_payment.amount_total, f"VIR ACME FACT {on_payment.name}")
         self.assertTrue(line.is_reconciled)
