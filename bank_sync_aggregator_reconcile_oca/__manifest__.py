@@ -9,6 +9,11 @@
     "license": "LGPL-3",
     "depends": ["bank_sync_aggregator", "account_reconcile_oca"],
     "data": ["views/account_bank_statement_line_views.xml"],
+    "assets": {
+        "web.assets_tests": [
+            "bank_sync_aggregator_reconcile_oca/static/tests/tours/*.js",
+        ],
+    },
     "auto_install": True,
     "installable": True,
 }

@@ -8,7 +8,7 @@ from unittest.mock import patch
 
 from odoo import fields
 from odoo.addons.bank_sync_aggregator.tests.common_sync import BridgeSyncCase
-from odoo.tests import Form, tagged
+from odoo.tests import Form, HttpCase, tagged
 
 WIDGET_FORM = "account_reconcile_oca.bank_statement_line_form_reconcile_view"
 
@@ -25,10 +25,10 @@ class WidgetCase(BridgeSyncCase):
         self.remote = int(self.account.remote_id)
         self.assertEqual(self.sync(self.account, client=self.client()).state, "done")
 
-    def invoice(self, amount):
+    def invoice(self, amount, move_type="out_invoice"):
         # (dated today: OCA's matching models look 18 months back only)
         return self.init_invoice(
-            "out_invoice",
+            move_type,
             partner=self.acme,
             amounts=[amount],
             taxes=[],
@@ -67,6 +67,24 @@ class WidgetCase(BridgeSyncCase):
         )
         return self.env["account.move.line"].browse([r["id"] for r in result["records"]]), result
 
+    def without_oca_matching(self):
+        """OCA's own matching models off: what the widget chooses is the synchronisation's."""
+        self.env["account.reconcile.model"].search(
+            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
+        ).active = False
+
+    def chosen(self, line):
+        """The open items the widget shows chosen as a line opens there."""
+        with Form(line, view=WIDGET_FORM) as form:
+            return self.env["account.move.line"].browse(
+                [
+                    item_id
+                    for data in form.reconcile_data_info["data"]
+                    if data["kind"] == "other"
+                    for item_id in data.get("counterpart_line_ids") or ()
+                ]
+            ), form.can_reconcile
+
 
 @tagged("post_install", "-at_install")
 class TestReconcileWidget(WidgetCase):
@@ -92,23 +110,8 @@ class TestReconcileWidget(WidgetCase):
         self.assertTrue(line.is_reconciled)
         self.assertEqual(invoice.payment_state, "partial")
 
-    def chosen(self, line):
-        """The open items the widget shows chosen as a line opens there."""
-        with Form(line, view=WIDGET_FORM) as form:
-            return self.env["account.move.line"].browse(
-                [
-                    item_id
-                    for data in form.reconcile_data_info["data"]
-                    if data["kind"] == "other"
-                    for item_id in data.get("counterpart_line_ids") or ()
-                ]
-            ), form.can_reconcile
-
     def test_the_invoice_a_line_quotes_opens_chosen_ready_to_validate(self):
-        # OCA's own matching models off: what is chosen is the synchronisation's choice.
-        self.env["account.reconcile.model"].search(
-            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
-        ).active = False
+        self.without_oca_matching()
         invoice, other = self.invoice(200.0), self.invoice(60.0)
         line = self.book(80.0, f"VIR SEPA ACME SARL ACOMPTE {invoice.name}")
         self.assertFalse(line.is_reconciled, "a part payment is left to a person")
@@ -124,17 +127,8 @@ class TestReconcileWidget(WidgetCase):
         self.assertEqual(other.payment_state, "not_paid")
 
     def test_a_part_payment_of_a_bill_opens_chosen_for_what_it_pays(self):
-        self.env["account.reconcile.model"].search(
-            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
-        ).active = False
-        bill = self.init_invoice(
-            "in_invoice",
-            partner=self.acme,
-            amounts=[200.0],
-            taxes=[],
-            invoice_date=fields.Date.context_today(self.env.user),
-            post=True,
-        )
+        self.without_oca_matching()
+        bill = self.invoice(200.0, move_type="in_invoice")
         line = self.book(-80.0, f"VIR SEPA EMIS ACME SARL ACOMPTE {bill.name}")
         self.assertFalse(line.is_reconciled)
         payable = bill.line_ids.filtered(lambda item: item.account_type == "liability_payable")
@@ -153,19 +147,10 @@ class TestReconcileWidget(WidgetCase):
         """With automatic reconciliation off, the sure match waits for a person: both
         documents are chosen, the credit note first, so that the line's amount caps
         neither."""
-        self.env["account.reconcile.model"].search(
-            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
-        ).active = False
+        self.without_oca_matching()
         self.company.bank_sync_auto_reconcile = False
         invoice = self.invoice(100.0)
-        credit_note = self.init_invoice(
-            "out_refund",
-            partner=self.acme,
-            amounts=[20.0],
-            taxes=[],
-            invoice_date=fields.Date.context_today(self.env.user),
-            post=True,
-        )
+        credit_note = self.invoice(20.0, move_type="out_refund")
         line = self.book(80.0, f"VIR SEPA ACME SARL {invoice.name} {credit_note.name}")
         self.assertFalse(line.is_reconciled)
         chosen, can_reconcile = self.chosen(line)
@@ -179,9 +164,7 @@ class TestReconcileWidget(WidgetCase):
     def test_a_line_paying_more_than_the_invoice_it_quotes_opens_with_nothing_chosen(self):
         """Chosen, the invoice would leave the rest of the line on the customer's account: a
         choice for the person, not for the synchronisation."""
-        self.env["account.reconcile.model"].search(
-            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
-        ).active = False
+        self.without_oca_matching()
         invoice = self.invoice(200.0)
         line = self.book(250.0, f"VIR SEPA ACME SARL FACT {invoice.name}")
         self.assertFalse(line.is_reconciled)
@@ -189,9 +172,7 @@ class TestReconcileWidget(WidgetCase):
         self.assertFalse(chosen)
 
     def test_a_line_quoting_nothing_opens_with_nothing_chosen(self):
-        self.env["account.reconcile.model"].search(
-            [("company_id", "=", self.company.id), ("rule_type", "=", "invoice_matching")]
-        ).active = False
+        self.without_oca_matching()
         self.invoice(95.0)
         self.invoice(95.0)
         line = self.book(95.0, "VIR SEPA ACME SARL")
@@ -286,3 +267,23 @@ class TestReconcileWidgetCandidates(WidgetCase):
         ids = page_one.ids + [r["id"] for r in remaining["records"]]
         self.assertEqual(sorted(ids), sorted(shown.ids))
         self.assertEqual(len(ids), len(set(ids)))
+
+
+@tagged("post_install", "-at_install")
+class TestReconcileWidgetBrowser(WidgetCase, HttpCase):
+    def test_the_widget_opens_with_the_quoted_invoice_chosen_in_the_browser(self):
+        self.without_oca_matching()
+        invoice = self.invoice(200.0)
+        line = self.book(80.0, f"VIR SEPA ACME SARL ACOMPTE {invoice.name}")
+        self.assertFalse(line.is_reconciled)
+        journal = line.journal_id
+        self.start_tour(
+            f"/odoo/account.journal/{journal.id}"
+            "/action-account_reconcile_oca.action_bank_statement_line_reconcile",
+            "bank_sync_oca_quoted_invoice_chosen",
+            login=self.env.user.login,
+            timeout=120,
+        )
+        self.assertTrue(line.is_reconciled)
+        self.assertEqual(invoice.payment_state, "partial")
+        self.assertAlmostEqual(invoice.amount_residual, 120.0)
