@@ -16,6 +16,8 @@ from odoo.tools import config
 from bank_sync_bridge import crypto
 
 MANAGER_GROUPS = "account.group_account_manager,base.group_user"
+#: A bookkeeper: Invoicing / Billing, who matches operations but manages no connection.
+BOOKKEEPER_GROUPS = "account.group_account_invoice,base.group_user"
 
 
 class _FormParser(HTMLParser):

@@ -7,7 +7,7 @@ from odoo.modules.neutralize import get_neutralization_queries
 from odoo.tests import Form, new_test_user, tagged
 from odoo.tools import mute_logger
 
-from .common_bank_sync import BankSyncCommon, encryption_keys
+from .common_bank_sync import MANAGER_GROUPS, BankSyncCommon, encryption_keys
 
 #: Two valid Fernet keys (test only): the newest first, as in the configuration file.
 NEW_KEY = "QYTYC4lG1LHLAaICEs8NxcFS8TByp1uVcKdlm3hu9Ow="
@@ -141,7 +141,7 @@ class TestAggregatorSettings(BankSyncCommon):
         manager = new_test_user(
             self.env,
             login="acc_manager_only",
-            groups="base.group_user,account.group_account_manager",
+            groups=MANAGER_GROUPS,
             company_id=self.company.id,
         )
         as_manager = bridge.with_user(manager)

@@ -42,6 +42,7 @@ from bank_sync_bridge.sync import sync_key
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
 from .common_bank_sync import (
+    MANAGER_GROUPS,
     LocalEmulatorsMixin,
     company_user,
     connection_of,
@@ -307,7 +308,7 @@ class TestBridgeServiceFlow(
         manager = new_test_user(
             self.env,
             login="bank_manager_not_admin",
-            groups="base.group_user,account.group_account_manager",
+            groups=MANAGER_GROUPS,
             company_id=self.company.id,
             company_ids=self.company.ids,
         )

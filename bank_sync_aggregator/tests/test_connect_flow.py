@@ -4,11 +4,18 @@ from urllib.parse import urlsplit
 
 from odoo import fields
 from odoo.exceptions import UserError
-from odoo.tests import HttpCase, new_test_user, tagged
+from odoo.tests import HttpCase, tagged
 
 from bank_sync_bridge import signing
 
-from .common_bank_sync import BankSyncCommon, connection_of, parse_form, query_of
+from .common_bank_sync import (
+    BOOKKEEPER_GROUPS,
+    BankSyncCommon,
+    company_user,
+    connection_of,
+    parse_form,
+    query_of,
+)
 
 CONNECTIONS_URL = "/odoo/action-bank_sync_aggregator.bank_sync_connection_action/"
 
@@ -160,14 +167,7 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
             self.assertIn("cannot be tried again", again.text)
         self.assertEqual(len(Session.search([])), 2)
         # Nobody else retries someone's session.
-        new_test_user(
-            self.env,
-            login="other_retrier",
-            password="other_retrier",
-            groups="base.group_user,account.group_account_manager",
-            company_id=self.company.id,
-            company_ids=self.company.ids,
-        )
+        company_user(self.env, "other_retrier", self.company)
         self.authenticate("other_retrier", "other_retrier")
         page = self.url_open("/odoo")  # a CSRF token of this user's session
         other = self.url_open(
@@ -217,14 +217,7 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
 
     def test_state_of_another_user_is_refused(self):
         url = self._hosted_url()
-        new_test_user(
-            self.env,
-            login="other_manager",
-            password="other_manager",
-            groups="base.group_user,account.group_account_manager",
-            company_id=self.company.id,
-            company_ids=self.company.ids,
-        )
+        company_user(self.env, "other_manager", self.company)
         page = self.url_open(url)
         _action, form, _selects = parse_form(page.text)
         form.update(login="success", action="connect")
@@ -277,14 +270,7 @@ class TestConnectFlow(BankSyncCommon, HttpCase):
 
     def test_only_accounting_managers_open_the_sandbox_page(self):
         url = self._hosted_url()
-        new_test_user(
-            self.env,
-            login="bookkeeper",
-            password="bookkeeper",
-            groups="base.group_user,account.group_account_invoice",
-            company_id=self.company.id,
-            company_ids=self.company.ids,
-        )
+        company_user(self.env, "bookkeeper", self.company, groups=BOOKKEEPER_GROUPS)
         self.authenticate("bookkeeper", "bookkeeper")
         self.assertEqual(self.url_open(url).status_code, 404)
 

@@ -10,6 +10,7 @@ from odoo import fields
 from odoo.tests import HttpCase, tagged
 
 from .common_bank_sync import (
+    BOOKKEEPER_GROUPS,
     BankSyncCommon,
     company_user,
     connection_of,
@@ -46,7 +47,7 @@ class TestFrenchDayBrowser(BankSyncCommon, HttpCase):
             cls.env,
             "fr_bookkeeper",
             cls.company,
-            groups="base.group_user,account.group_account_invoice",
+            groups=BOOKKEEPER_GROUPS,
             lang="fr_FR",
         )
 

@@ -2,7 +2,7 @@ from odoo import fields
 from odoo.exceptions import AccessError, UserError
 from odoo.tests import tagged
 
-from .common_bank_sync import BankSyncCommon, company_user
+from .common_bank_sync import BOOKKEEPER_GROUPS, BankSyncCommon, company_user
 
 
 @tagged("post_install", "-at_install")
@@ -130,7 +130,7 @@ class TestLinkAllAccounts(BankSyncCommon):
             self.env,
             "link_all_bookkeeper",
             self.company,
-            groups="base.group_user,account.group_account_invoice",
+            groups=BOOKKEEPER_GROUPS,
         )
         other_company = self.setup_other_company()["company"]
         other_manager = company_user(self.env, "link_all_other_manager", other_company)

@@ -5,7 +5,7 @@ from lxml import etree
 from odoo.tests import tagged
 from odoo.tools.safe_eval import safe_eval
 
-from .common_bank_sync import BankSyncCompanyCase, company_user
+from .common_bank_sync import BOOKKEEPER_GROUPS, MANAGER_GROUPS, BankSyncCompanyCase, company_user
 
 # Every screen of the addon, as the menus should open it.
 DAY_SCREENS = {
@@ -31,13 +31,13 @@ class TestMenus(BankSyncCompanyCase):
             cls.env,
             "bsmenumanager",
             cls.company,
-            groups="base.group_user,account.group_account_manager",
+            groups=MANAGER_GROUPS,
         )
         cls.bookkeeper = company_user(
             cls.env,
             "bsmenubookkeeper",
             cls.company,
-            groups="base.group_user,account.group_account_invoice",
+            groups=BOOKKEEPER_GROUPS,
         )
 
     def _reachable_actions(self, user):

@@ -22,7 +22,7 @@ from odoo.tools import SQL
 
 from bank_sync_bridge.testing.bridge_emulator import BridgeEmulator
 
-from .common_bank_sync import LocalEmulatorsMixin, company_user, encryption_keys
+from .common_bank_sync import BOOKKEEPER_GROUPS, LocalEmulatorsMixin, company_user, encryption_keys
 
 _logger = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class TestRpcSurface(LocalEmulatorsMixin, AccountTestInvoicingCommon):
                 cls.env,
                 "rpc.bookkeeper",
                 cls.company,
-                groups="base.group_user,account.group_account_invoice",
+                groups=BOOKKEEPER_GROUPS,
             ),
             "auditor": company_user(
                 cls.env,

@@ -2,7 +2,7 @@ from odoo import Command, fields
 from odoo.exceptions import AccessError
 from odoo.tests import new_test_user, tagged
 
-from .common_bank_sync import BankSyncCommon
+from .common_bank_sync import BOOKKEEPER_GROUPS, MANAGER_GROUPS, BankSyncCommon
 
 
 @tagged("post_install", "-at_install")
@@ -31,14 +31,14 @@ class TestSecurity(BankSyncCommon):
                 company_ids=[Command.set(companies.ids)],
             )
 
-        cls.manager = user("bs_manager", "base.group_user,account.group_account_manager")
-        cls.billing = user("bs_billing", "base.group_user,account.group_account_invoice")
+        cls.manager = user("bs_manager", MANAGER_GROUPS)
+        cls.billing = user("bs_billing", BOOKKEEPER_GROUPS)
         cls.auditor = user("bs_auditor", "base.group_user,account.group_account_readonly")
         cls.employee = user("bs_employee", "base.group_user")
         cls.portal = user("bs_portal", "base.group_portal")
         cls.other_manager = user(
             "bs_other_manager",
-            "base.group_user,account.group_account_manager",
+            MANAGER_GROUPS,
             companies=cls.other_company,
         )
 
@@ -145,7 +145,7 @@ class TestSecurity(BankSyncCommon):
         return new_test_user(
             cls.env,
             login="bs_manager_2",
-            groups="base.group_user,account.group_account_manager",
+            groups=MANAGER_GROUPS,
             company_id=cls.company.id,
         )
 
